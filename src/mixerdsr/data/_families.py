@@ -575,7 +575,7 @@ def generate_families(spec: FamilySpec | str | os.PathLike | Mapping[str, Any], 
         t = np.concatenate([np.repeat(p.t[None, :], p.params.shape[0], axis=0) for p in plan_list]).astype(dtype)
         fam_idx = np.concatenate([np.full(p.params.shape[0], p.family, dtype=np.int64) for p in plan_list])
         params = [tuple(float(v) for v in row) for p in plan_list for row in p.params]
-        names = [f"{fams[p.family].label}/{e}" for p in plan_list for e in range(p.params.shape[0])]
+        names = [f"{fams[p.family].label}/e{e}" for p in plan_list for e in range(p.params.shape[0])]
         out[sp] = EnvData(x, t, fam_idx, params=tuple(params), env_names=tuple(names),
                           family_names=tuple(f.name for f in fams), source=spec.name, split=sp)
         env_params_meta[sp] = [list(p) for p in params]

@@ -1,0 +1,194 @@
+"""The ``mixerdsr`` command line: a thin layer over the Python API.
+
+Commands are grouped; each group is added by one ``_add_<group>_commands(sub)`` function listed in
+``COMMAND_GROUPS`` and every command sets ``func`` (``args -> exit code``) with
+``set_defaults``. :func:`main` parses and dispatches via ``args.func(args)``.
+
+Bad input (unknown dataset, missing file, invalid TOML or data) prints one line
+``error: ...`` on stderr and returns exit code 2, without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from . import __version__
+from .data._envdata import DataError
+
+__all__ = ["build_parser", "main", "COMMAND_GROUPS", "EXIT_USAGE"]
+
+#: exit code for bad input (same as argparse's usage errors)
+EXIT_USAGE = 2
+
+
+class CLIError(Exception):
+    """A user-facing error: printed as ``error: <message>``, exit code 2."""
+
+
+def _nonneg_int(s: str) -> int:
+    try:
+        v = int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {s!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {s!r}")
+    return v
+
+
+def _print_help(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+
+    return run
+
+
+# ----------------------------------------------------------------------------------------------
+# data commands
+# ----------------------------------------------------------------------------------------------
+
+def _cmd_data_list(args: argparse.Namespace) -> int:
+    from .data import list_datasets
+
+    items = list_datasets()
+    width = max(len(n) for n, _ in items)
+    for name, desc in items:
+        print(f"{name:<{width}}  {desc}")
+    return 0
+
+
+def _cmd_data_generate(args: argparse.Namespace) -> int:
+    from .data import generate_dataset, save_dataset
+
+    if (args.name is None) == (args.families is None):
+        raise CLIError("give exactly one of NAME or --families FILE.toml")
+    source = args.name if args.name is not None else args.families
+    splits, meta = generate_dataset(source, args.seed, progress=not args.quiet)
+    path = save_dataset(args.out, splits, meta)
+    if not args.quiet:
+        shapes = ", ".join(f"{k} {tuple(v.x.shape)}" for k, v in splits.items())
+        print(f"wrote {path}: {shapes}")
+    return 0
+
+
+def _fmt_params(p: Sequence[float] | None) -> str:
+    if p is None:
+        return "-"
+    return "(" + ", ".join(f"{v:.6g}" for v in p) + ")"
+
+
+def _cmd_data_show(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from .data import SPLITS, load_dataset, read_meta
+
+    splits = load_dataset(args.file)
+    meta = read_meta(args.file)
+    title = meta.get("name", "")
+    print(f"{args.file}" + (f"  [{title}]" if title else "") + (f"  seed={meta['seed']}" if "seed" in meta else ""))
+    order = [s for s in SPLITS if s in splits] + [s for s in splits if s not in SPLITS]
+    for sp in order:
+        d = splits[sp]
+        print(f"\n{sp}: x {tuple(d.x.shape)} [envs, trajectories, times, dims], t {tuple(d.t.shape)}, "
+              f"dtype {d.x.dtype}, t in [{float(d.t.min()):.4g}, {float(d.t.max()):.4g}]")
+        fams, counts = np.unique(d.family, return_counts=True)
+        parts = []
+        for f, c in zip(fams.tolist(), counts.tolist()):
+            nm = d.family_names[f] if (d.family_names is not None and 0 <= f < len(d.family_names)) else None
+            parts.append(f"{f}" + (f" ({nm})" if nm else "") + f": {c} envs")
+        print("  families: " + "; ".join(parts))
+        limit = d.n_envs if args.max_envs < 0 else min(args.max_envs, d.n_envs)
+        for e in range(limit):
+            name = d.env_names[e] if d.env_names is not None else f"env {e}"
+            p = d.params[e] if d.params is not None else None
+            print(f"  env {e:>4}  family {int(d.family[e]):>3}  {name:<24} params {_fmt_params(p)}")
+        if limit < d.n_envs:
+            print(f"  ... {d.n_envs - limit} more envs (use --max-envs -1 to list all)")
+    if args.plot is not None:
+        from .plots import plot_dataset_overview
+
+        out = plot_dataset_overview(splits, args.plot, split=args.split, max_traj=args.max_traj)
+        print(f"\nwrote {out}")
+    return 0
+
+
+def _add_data_commands(sub: Any) -> None:
+    """The ``data`` group: ``list``, ``generate``, ``show``."""
+    data = sub.add_parser("data", help="list, generate and inspect datasets",
+                          description="List, generate and inspect multi-environment datasets.")
+    data.set_defaults(func=_print_help(data))
+    dsub = data.add_subparsers(dest="data_command", metavar="SUBCOMMAND")
+
+    p = dsub.add_parser("list", help="list the built-in datasets")
+    p.set_defaults(func=_cmd_data_list)
+
+    p = dsub.add_parser("generate", help="generate a dataset into one .npz file",
+                        description="Generate a built-in benchmark (NAME) or the families of a TOML file.")
+    p.add_argument("name", nargs="?", metavar="NAME", help="built-in dataset name (see `mixerdsr data list`)")
+    p.add_argument("--families", metavar="FILE.toml", help="a TOML family file instead of a name")
+    p.add_argument("--seed", type=_nonneg_int, default=None, help="generator seed (default: the dataset's own)")
+    p.add_argument("--out", required=True, metavar="F.npz", help="output .npz file")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or summary")
+    p.set_defaults(func=_cmd_data_generate)
+
+    p = dsub.add_parser("show", help="summarise a dataset .npz (and plot it)",
+                        description="Per split: shapes, families, environment parameters; optional PNG.")
+    p.add_argument("file", metavar="F.npz", help="dataset file")
+    p.add_argument("--plot", metavar="P.png", default=None, help="write an overview figure")
+    p.add_argument("--split", default=None, help="split to plot (default: train)")
+    p.add_argument("--max-traj", type=int, default=4, help="trajectories per family in the plot")
+    p.add_argument("--max-envs", type=int, default=20, help="environments listed per split (-1: all)")
+    p.set_defaults(func=_cmd_data_show)
+
+
+#: Functions adding one command group each to the top-level subparsers (append to extend).
+COMMAND_GROUPS: list[Callable[[Any], None]] = [_add_data_commands]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The top-level parser; its subparsers action is kept as ``parser.subparsers``."""
+    parser = argparse.ArgumentParser(
+        prog="mixerdsr",
+        description="Hierarchical dynamical system reconstruction with MixER.")
+    parser.add_argument("--version", action="version", version=f"mixerdsr {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    parser.subparsers = sub  # type: ignore[attr-defined]
+    parser.set_defaults(func=_print_help(parser))
+    for add in COMMAND_GROUPS:
+        add(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the exit code (0 success, 2 bad input)."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse usage errors (2) and --help/--version (0)
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else EXIT_USAGE)
+    try:
+        return int(args.func(args))
+    except BrokenPipeError:  # e.g. `mixerdsr data show F.npz | head`
+        try:
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the flush at exit
+        except OSError:  # pragma: no cover
+            pass
+        return 0
+    except (CLIError, DataError, OSError) as err:  # OSError includes FileNotFoundError
+        print(f"error: {_one_line(err)}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+def _one_line(err: BaseException) -> str:
+    msg = str(err) or type(err).__name__
+    if isinstance(err, FileNotFoundError) and err.filename and not str(err).startswith(str(err.filename)):
+        msg = f"{err.filename}: no such file"
+    return " ".join(msg.split())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

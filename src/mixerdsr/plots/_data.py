@@ -1,0 +1,108 @@
+"""Overview plots of a multi-environment dataset."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+
+from ..data._envdata import EnvData
+
+__all__ = ["plot_dataset_overview"]
+
+
+def _pick_split(data: EnvData | Mapping[str, EnvData], split: str | None) -> tuple[str, EnvData]:
+    if isinstance(data, EnvData):
+        return (split or data.split), data
+    if not data:
+        raise ValueError("no splits to plot")
+    if split is None:
+        split = "train" if "train" in data else next(iter(data))
+    if split not in data:
+        raise ValueError(f"split {split!r} not found (have {list(data)})")
+    return split, data[split]
+
+
+def _choose(env_idx: np.ndarray, n_traj: int, max_traj: int) -> list[tuple[int, int]]:
+    """Up to ``max_traj`` (env, trajectory) pairs spread over the envs of one family."""
+    if len(env_idx) == 0 or max_traj <= 0:
+        return []
+    n_envs = min(len(env_idx), max_traj)
+    envs = env_idx[np.unique(np.linspace(0, len(env_idx) - 1, n_envs).round().astype(int))]
+    out: list[tuple[int, int]] = []
+    j = 0
+    while len(out) < max_traj and j < n_traj:
+        for e in envs:
+            if len(out) < max_traj:
+                out.append((int(e), j))
+        j += 1
+    return out
+
+
+def plot_dataset_overview(data: EnvData | Mapping[str, EnvData], path: str | os.PathLike, *,
+                          max_traj: int = 4, max_families: int = 12, split: str | None = None,
+                          dpi: int = 100) -> Path:
+    """Write a PNG with one row per family: time series (left) and phase portrait (right).
+
+    Args:
+        data: one :class:`EnvData` or a ``dict`` of splits (``split`` picks one; default ``train``).
+        path: output image path (format from the suffix, e.g. ``.png``).
+        max_traj: trajectories drawn per family (spread over its environments).
+        max_families: at most this many families (rows) are drawn.
+        split: which split of a ``dict`` to draw.
+        dpi: resolution.
+
+    Returns:
+        The path written. Uses a private Agg canvas: no pyplot state, no global style change.
+    """
+    from matplotlib import colormaps
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    name, d = _pick_split(data, split)
+    fams = [int(f) for f in np.unique(d.family)][:max_families]
+    n_dims = d.n_dims
+    ncols = 2 if n_dims >= 2 else 1
+    fig = Figure(figsize=(5.0 * ncols, 2.4 * len(fams) + 0.6), dpi=dpi)
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(len(fams), ncols, squeeze=False)
+    cmap = colormaps["tab10"]
+    for row, f in enumerate(fams):
+        env_idx = np.flatnonzero(d.family == f)
+        picks = _choose(env_idx, d.n_trajectories, max_traj)
+        if f < 0:
+            title = "unknown family"
+        elif d.family_names is not None and f < len(d.family_names):
+            title = f"{f}: {d.family_names[f]}"
+        else:
+            title = f"family {f}"
+        ax_t = axes[row, 0]
+        for k, (e, j) in enumerate(picks):
+            for dim in range(n_dims):
+                ax_t.plot(d.t[e], d.x[e, j, :, dim], color=cmap(dim % 10), alpha=0.35 + 0.65 / (k + 1), lw=1.0,
+                          label=f"x{dim}" if k == 0 and n_dims <= 10 else None)
+        ax_t.set_title(f"{title} ({len(env_idx)} envs)", fontsize=9)
+        ax_t.set_xlabel("t", fontsize=8)
+        ax_t.tick_params(labelsize=7)
+        if picks and n_dims <= 10:
+            ax_t.legend(fontsize=6, loc="upper right", ncols=min(n_dims, 4))
+        if ncols == 2:
+            ax_p = axes[row, 1]
+            for k, (e, j) in enumerate(picks):
+                ax_p.plot(d.x[e, j, :, 0], d.x[e, j, :, 1], color=cmap(k % 10), lw=1.0,
+                          label=(d.env_names[e] if d.env_names is not None else f"env {e}") + f" / traj {j}")
+                ax_p.plot(d.x[e, j, 0, 0], d.x[e, j, 0, 1], "o", color=cmap(k % 10), ms=3)
+            ax_p.set_xlabel("x0", fontsize=8)
+            ax_p.set_ylabel("x1", fontsize=8)
+            ax_p.set_title("phase portrait (x0, x1)", fontsize=9)
+            ax_p.tick_params(labelsize=7)
+            if picks:
+                ax_p.legend(fontsize=6, loc="best")
+    fig.suptitle(f"{name}: x {tuple(d.x.shape)} [envs, trajectories, times, dims]", fontsize=10)
+    fig.tight_layout()
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out)
+    return out
