@@ -78,7 +78,13 @@ def generate_dataset(name_or_path: str | os.PathLike, seed: int | None = None, *
             from ._series import generate_sccts  # type: ignore[attr-defined]
         except ImportError as err:
             raise DataError(f"sccts: the series generator is not available ({err})") from None
-        return generate_sccts() if seed is None else generate_sccts(int(seed))
+        if seed is not None:
+            return generate_sccts(int(seed))
+        import inspect
+
+        params = list(inspect.signature(generate_sccts).parameters.values())
+        needs_seed = bool(params) and params[0].default is inspect.Parameter.empty
+        return generate_sccts(0) if needs_seed else generate_sccts()
     builtin = builtin_family_files()
     if key in builtin and not os.path.exists(s):
         return generate_families(key, seed, progress=progress)
