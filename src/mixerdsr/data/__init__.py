@@ -22,3 +22,9 @@ from ._classic import generate_sm as generate_sm
 from ._registry import generate_dataset as generate_dataset
 from ._registry import list_datasets as list_datasets
 from ._registry import load_any as load_any
+from ._series import SCCTS_CLASS_NAMES as SCCTS_CLASS_NAMES
+from ._series import SCCTS_SUPERFAMILY as SCCTS_SUPERFAMILY
+from ._series import generate_sccts as generate_sccts
+from ._series import load_epilepsy2 as load_epilepsy2
+from ._series import load_sccts as load_sccts
+from ._series import read_ts as read_ts
