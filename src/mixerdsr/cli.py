@@ -145,8 +145,78 @@ def _add_data_commands(sub: Any) -> None:
     p.set_defaults(func=_cmd_data_show)
 
 
+# ----------------------------------------------------------------------------------------------
+# run (the main job)
+# ----------------------------------------------------------------------------------------------
+
+_RUN_FLAGS = {  # flag -> (config key, type, help)
+    "--data": ("data", str, "built-in dataset name or a dataset .npz file"),
+    "--backbone": ("backbone", str, "expert backbone: geps, coda, ncf or shplrnn"),
+    "--experts": ("experts", int, "number of experts M"),
+    "--gate": ("gate", str, "gate update: lstsq (MixER), gradient (naive MoE) or frozen"),
+    "--outer-steps": ("outer_steps", int, "number of outer steps of proximal alternating minimisation"),
+    "--context-size": ("context_size", int, "full context length d_ctx"),
+    "--seed": ("seed", int, "training seed"),
+}
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from ._config import load_config
+    from ._run import run
+
+    overrides = {key: getattr(args, key) for key, _, _ in _RUN_FLAGS.values()}
+    try:
+        preset = args.preset or (None if args.config else "odebench-2")
+        cfg = load_config(preset, args.config, **overrides)
+    except ValueError as err:
+        raise CLIError(str(err)) from None
+    out = args.out or os.path.join("runs", f"{os.path.basename(cfg.data).removesuffix('.npz')}-{cfg.backbone}"
+                                           f"-m{cfg.experts}-{cfg.gate}-s{cfg.seed}")
+    print(f"mixerdsr run: data={cfg.data} backbone={cfg.backbone} experts={cfg.experts} gate={cfg.gate} "
+          f"outer_steps={cfg.outer_steps} -> {out}")
+    try:
+        m = run(cfg, out, resume=args.resume, progress=not args.quiet)
+    except KeyboardInterrupt:
+        print(f"interrupted; continue with: mixerdsr run ... --out {out} --resume", file=sys.stderr)
+        return 130
+    except ValueError as err:
+        raise CLIError(str(err)) from None
+    for split in ("test", "adapt_test"):
+        if split in m:
+            print(f"{split:>10}: relMSE {m[split]['rel_mse']:.4g}  MSE {m[split]['mse']:.4g}  "
+                  f"TPRMSE {m[split]['tprmse']:.1f}%")
+    r = m["routing"]
+    print(f"   routing: counts {r['counts']}  purity {r['purity']}  ARI {r['ari']}")
+    print(f"    report: {os.path.join(out, 'report.md')}")
+    return 0
+
+
+def _cmd_presets(args: argparse.Namespace) -> int:
+    from ._config import list_presets
+
+    for name in list_presets():
+        print(name)
+    return 0
+
+
+def _add_run_commands(sub: Any) -> None:
+    p = sub.add_parser("run", help="train + adapt + evaluate + plots (the main job)",
+                       description="Train a MixER layer, adapt to new environments, evaluate, and write "
+                                   "config, checkpoint, history.jsonl, metrics.json, plots and report.md to --out.")
+    p.add_argument("--preset", default=None, help="built-in configuration (see `mixerdsr presets`; default odebench-2 unless --config is given)")
+    p.add_argument("--config", metavar="FILE.toml", default=None, help="configuration file (overrides the preset)")
+    for flag, (key, typ, hlp) in _RUN_FLAGS.items():
+        p.add_argument(flag, dest=key, type=typ, default=None, help=hlp)
+    p.add_argument("--out", metavar="DIR", default=None, help="output directory (default: runs/<data>-<backbone>-...)")
+    p.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_run)
+    q = sub.add_parser("presets", help="list the built-in run configurations")
+    q.set_defaults(func=_cmd_presets)
+
+
 #: Functions adding one command group each to the top-level subparsers (append to extend).
-COMMAND_GROUPS: list[Callable[[Any], None]] = [_add_data_commands]
+COMMAND_GROUPS: list[Callable[[Any], None]] = [_add_data_commands, _add_run_commands]
 
 
 def build_parser() -> argparse.ArgumentParser:

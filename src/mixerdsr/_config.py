@@ -1,0 +1,163 @@
+"""Run configuration: one flat, documented dataclass, readable from TOML presets."""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+__all__ = ["Config", "load_config", "list_presets"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Everything a MixER run needs. Defaults follow the paper (Appendix C) where it says.
+
+    Data: ``data`` (built-in name or ``.npz`` path), ``data_seed`` (generator seed; None = the
+    dataset's default), ``time_stride`` (train on every k-th time point), ``val_trajectories``
+    (trajectories per training env held out for model selection; 0 = select on training data).
+
+    Model: ``backbone`` (geps|coda|ncf|shplrnn), ``experts`` (M), ``context_size`` (full d_ctx),
+    ``split_context``, ``shift_context``, ``width``, ``depth``, ``same_init`` (all experts start
+    identical), ``ncf_taylor_order``, ``ncf_pool`` (contexts per env for NCF self-modulation),
+    ``hidden`` (shPLRNN hidden width).
+
+    Gate: ``gate`` (lstsq|gradient|frozen), ``gate_every`` (update after every k-th inner step;
+    ``inner_steps`` = once per inner loop), ``kmeans_iters``, ``kmeans_tol``, ``gate_noise``,
+    ``centroid_init`` (data|kmeans++|uniform), ``empty_cluster`` (reseed|skip),
+    ``importance_weight`` (gradient gate only).
+
+    Training: ``outer_steps``, ``inner_steps`` (K), ``proximal_beta``, ``lr_contexts``,
+    ``lr_weights``, ``lr_decay`` (weights' rate multiplied by it at 1/3 and 2/3 of training),
+    ``batch_envs`` (0 = E/M), ``rtol``, ``atol``, ``max_steps``, ``teacher_forcing`` (alpha),
+    ``val_every``, ``checkpoint_every``, ``seed``.
+
+    Adaptation: ``adapt_steps``, ``adapt_lr``, ``adapt_init`` (zeros|mean).
+    Evaluation: ``tprmse_eps``.
+    """
+
+    # data
+    data: str = "odebench-2"
+    data_seed: int | None = None
+    time_stride: int = 1
+    val_trajectories: int = 1
+    # model
+    backbone: str = "geps"
+    experts: int = 2
+    context_size: int = 40
+    split_context: bool = True
+    shift_context: bool = True
+    width: int = 64
+    depth: int = 3
+    same_init: bool = True
+    ncf_taylor_order: int = 2
+    ncf_pool: int = 2
+    hidden: int = 16
+    # gate
+    gate: str = "lstsq"
+    gate_every: int = 1
+    kmeans_iters: int = 20
+    kmeans_tol: float = 1e-3
+    gate_noise: float = 1e-4
+    centroid_init: str = "data"
+    empty_cluster: str = "reseed"
+    importance_weight: float = 0.1
+    # training
+    outer_steps: int = 300
+    inner_steps: int = 12
+    proximal_beta: float = 10.0
+    lr_contexts: float = 1e-3
+    lr_weights: float = 1e-3
+    lr_decay: float = 0.4
+    batch_envs: int = 0
+    rtol: float = 1e-3
+    atol: float = 1e-6
+    max_steps: int = 4096
+    teacher_forcing: float = 0.5
+    val_every: int = 10
+    checkpoint_every: int = 25
+    seed: int = 0
+    # adaptation / evaluation
+    adapt_steps: int = 500
+    adapt_lr: float = 1e-2
+    adapt_init: str = "zeros"
+    tprmse_eps: float = 0.1
+
+    def replace(self, **changes: Any) -> "Config":
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def __post_init__(self):
+        choices = {"backbone": ("geps", "coda", "ncf", "shplrnn"), "gate": ("lstsq", "gradient", "frozen"),
+                   "centroid_init": ("data", "kmeans++", "uniform"), "empty_cluster": ("reseed", "skip"),
+                   "adapt_init": ("zeros", "mean")}
+        for k, ok in choices.items():
+            if getattr(self, k) not in ok:
+                raise ValueError(f"config '{k}': expected one of {list(ok)}, found {getattr(self, k)!r}")
+        for k in ("experts", "context_size", "outer_steps", "inner_steps", "gate_every", "time_stride", "width", "depth"):
+            if int(getattr(self, k)) < 1:
+                raise ValueError(f"config '{k}': expected an integer >= 1, found {getattr(self, k)!r}")
+        if self.split_context and self.context_size % self.experts:
+            raise ValueError(f"config 'context_size': {self.context_size} is not divisible by experts = "
+                             f"{self.experts} (needed for context splitting; set split_context = false)")
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], source: str = "<dict>") -> "Config":
+        """Build from a (possibly sectioned) mapping; unknown keys are an error."""
+        return cls(**_flatten(d, source))
+
+
+def _flatten(d: dict[str, Any], source: str) -> dict[str, Any]:
+    """Flatten TOML sections (``[model]``, ``[train]``...) and reject unknown keys."""
+    flat: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            flat.update(v)
+        else:
+            flat[k] = v
+    names = {f.name for f in dataclasses.fields(Config)}
+    unknown = sorted(set(flat) - names)
+    if unknown:
+        raise ValueError(f"{source}: unknown config key(s) {unknown}; valid keys: {sorted(names)}")
+    return flat
+
+
+def _preset_files() -> dict[str, Any]:
+    root = resources.files("mixerdsr") / "configs"
+    return {p.name[:-5]: p for p in root.iterdir() if p.name.endswith(".toml")}
+
+
+def list_presets() -> list[str]:
+    """Names of the built-in presets (``mixerdsr run --preset NAME``)."""
+    return sorted(_preset_files())
+
+
+def load_config(preset: str | None = None, path: str | Path | None = None, **overrides: Any) -> Config:
+    """Configuration from a preset and/or a TOML file, then keyword overrides (None ignored).
+
+    Args:
+        preset: built-in preset name (see :func:`list_presets`).
+        path: a user TOML file; its keys override the preset's.
+        **overrides: final overrides (e.g. from the command line).
+    """
+    d: dict[str, Any] = {}
+    if preset is not None:
+        files = _preset_files()
+        if preset not in files:
+            raise ValueError(f"unknown preset {preset!r}; available: {sorted(files)}")
+        d.update(_flatten(tomllib.loads(files[preset].read_text()), f"preset {preset}"))
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ValueError(f"config file not found: {p}")
+        try:
+            user = tomllib.loads(p.read_text())
+        except tomllib.TOMLDecodeError as err:
+            raise ValueError(f"{p}: invalid TOML: {err}") from None
+        d.update(_flatten(user, str(p)))
+    d.update({k: v for k, v in overrides.items() if v is not None})
+    return Config.from_dict(d)

@@ -1,0 +1,242 @@
+"""The least-squares gate update (Algorithm 1) with Lloyd's K-means (Algorithm 2).
+
+Everything here is a pure, jittable function with fixed shapes: assignments are one-hot
+matrices, cluster statistics are matrix products, medians are masked sorts; nothing indexes
+with boolean masks, nothing prints. Outcomes are returned as values (:data:`STATUS_NAMES`);
+the caller applies the policy and counts them.
+
+Lessons applied (see the project notes on the authors' code): centroids start **on data
+points** by default, because with split contexts most context entries stay exactly 0 and a
+uniform start in +-1e-3 leaves a cluster empty on every update; an empty cluster is re-seeded at
+the point farthest from its centroid (or, with ``empty="skip"``, the update is skipped as in the
+paper); the fit is a minimum-norm least-squares solve that stays finite when all contexts are
+equal.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
+
+__all__ = [
+    "GateConfig", "GateState", "KMeansResult", "STATUS_NAMES", "OK", "RESEEDED", "SKIPPED_EMPTY", "DEGENERATE",
+    "init_centroids", "kmeans", "cluster_medians", "greedy_pairing", "fit_gate", "gate_init", "gate_update",
+]
+
+#: K-means / gate-update outcomes.
+OK, RESEEDED, SKIPPED_EMPTY, DEGENERATE = 0, 1, 2, 3
+STATUS_NAMES = ("ok", "reseeded", "skipped_empty", "degenerate")
+
+
+@dataclasses.dataclass(frozen=True)
+class GateConfig:
+    """Settings of the gate update.
+
+    Attributes:
+        kmeans_iters: maximum Lloyd iterations (paper: 20).
+        kmeans_tol: convergence tolerance on the largest centroid change (paper: 1e-3).
+        noise: std of the Gaussian noise added to the contexts before the fit (paper: 1e-4).
+        init: centroid initialisation: ``"data"`` (Forgy: distinct random data points),
+            ``"kmeans++"`` (L1 k-means++), or ``"uniform"`` (the paper's U(-1e-3, 1e-3)).
+        empty: empty-cluster policy: ``"reseed"`` (move the centroid to the farthest point) or
+            ``"skip"`` (the paper: skip this update and restart centroids next time).
+    """
+
+    kmeans_iters: int = 20
+    kmeans_tol: float = 1e-3
+    noise: float = 1e-4
+    init: str = "data"
+    empty: str = "reseed"
+
+    def __post_init__(self):
+        if self.init not in ("data", "kmeans++", "uniform"):
+            raise ValueError(f"centroid init must be 'data', 'kmeans++' or 'uniform', got {self.init!r}")
+        if self.empty not in ("reseed", "skip"):
+            raise ValueError(f"empty-cluster policy must be 'reseed' or 'skip', got {self.empty!r}")
+
+
+class GateState(NamedTuple):
+    """Centroids kept between gate updates (``valid=False``: start afresh next time)."""
+
+    centroids: Float[Array, "M d"]
+    valid: Bool[Array, ""]
+
+
+class KMeansResult(NamedTuple):
+    centroids: Float[Array, "M d"]
+    assign: Int[Array, " E"]
+    status: Int[Array, ""]
+    iterations: Int[Array, ""]
+
+
+def _l1(x: Float[Array, "E d"], c: Float[Array, "M d"]) -> Float[Array, "E M"]:
+    return jnp.abs(x[:, None, :] - c[None, :, :]).sum(-1)
+
+
+def init_centroids(key: PRNGKeyArray, x: Float[Array, "E d"], n_clusters: int, method: str = "data") -> Float[Array, "M d"]:
+    """Initial centroids: ``"data"`` (distinct random points; needs E >= M), ``"kmeans++"`` or ``"uniform"``."""
+    n = x.shape[0]
+    if method == "uniform":
+        return jax.random.uniform(key, (n_clusters, x.shape[1]), x.dtype, -1e-3, 1e-3)
+    if method == "data":
+        idx = jax.random.permutation(key, n)[:n_clusters] if n >= n_clusters else jnp.arange(n_clusters) % n
+        return x[idx]
+    # k-means++ with L1 distances (fixed number of draws -> scan)
+    k0, kr = jax.random.split(key)
+    first = x[jax.random.randint(k0, (), 0, n)]
+    cent = jnp.zeros((n_clusters, x.shape[1]), x.dtype).at[0].set(first)
+
+    def body(carry, inp):
+        cent, mind = carry
+        j, k = inp
+        p = jnp.where(mind.sum() > 0, mind / jnp.maximum(mind.sum(), 1e-30), 1.0 / n)
+        i = jax.random.choice(k, n, p=p)
+        cent = cent.at[j].set(x[i])
+        mind = jnp.minimum(mind, jnp.abs(x - x[i]).sum(-1))
+        return (cent, mind), None
+
+    mind0 = jnp.abs(x - first).sum(-1)
+    (cent, _), _ = jax.lax.scan(body, (cent, mind0), (jnp.arange(1, n_clusters), jax.random.split(kr, n_clusters - 1)))
+    return cent
+
+
+def kmeans(x: Float[Array, "E d"], centroids: Float[Array, "M d"], *, max_iters: int = 20, tol: float = 1e-3,
+           empty: str = "reseed") -> KMeansResult:
+    """Lloyd's K-means with L1 assignment and mean update (Algorithm 2).
+
+    Args:
+        x: points (contexts) ``[E, d]``.
+        centroids: starting centroids ``[M, d]``.
+        max_iters: iteration cap.
+        tol: stop when no centroid coordinate moves by more than ``tol``.
+        empty: ``"reseed"`` moves an empty cluster's centroid to the point farthest from its
+            nearest centroid and continues; ``"skip"`` stops with status ``SKIPPED_EMPTY``.
+
+    Returns:
+        :class:`KMeansResult` (centroids, assignment ``[E]`` of the final centroids, status,
+        iterations). Status ``DEGENERATE`` when a cluster is empty and every point coincides
+        with a centroid (e.g. all contexts equal): nothing to learn from.
+    """
+    n_clusters = centroids.shape[0]
+
+    def cond(c):
+        _, it, done, _ = c
+        return (it < max_iters) & ~done
+
+    def body(c):
+        cent, it, _, status = c
+        d = _l1(x, cent)
+        a = jax.nn.one_hot(jnp.argmin(d, axis=1), n_clusters, dtype=x.dtype)
+        counts = a.sum(0)
+        any_empty = jnp.any(counts == 0)
+        mean = (a.T @ x) / jnp.maximum(counts, 1.0)[:, None]
+        new = jnp.where((counts > 0)[:, None], mean, cent)
+        # empty cluster: re-seed at the point farthest from its nearest centroid
+        mind = d.min(axis=1)
+        far = jnp.argmax(mind)
+        j = jnp.argmax(counts == 0)
+        degenerate = any_empty & (mind[far] <= 0)
+        if empty == "reseed":
+            new = jnp.where(any_empty, new.at[j].set(x[far]), new)
+            status = jnp.where(degenerate, DEGENERATE, jnp.where(any_empty, jnp.maximum(status, RESEEDED), status))
+            done = degenerate | (~any_empty & (jnp.max(jnp.abs(new - cent)) < tol))
+        else:
+            status = jnp.where(degenerate, DEGENERATE, jnp.where(any_empty, SKIPPED_EMPTY, status))
+            done = any_empty | (jnp.max(jnp.abs(new - cent)) < tol)
+        return new, it + 1, done, status
+
+    init = (centroids, jnp.zeros((), jnp.int32), jnp.zeros((), bool), jnp.asarray(OK, jnp.int32))
+    cent, it, _, status = jax.lax.while_loop(cond, body, init)
+    assign = jnp.argmin(_l1(x, cent), axis=1)
+    still_empty = jnp.any(jax.nn.one_hot(assign, n_clusters).sum(0) == 0)
+    status = jnp.where(still_empty & (status < SKIPPED_EMPTY), SKIPPED_EMPTY, status)
+    return KMeansResult(cent, assign, status, it)
+
+
+def cluster_medians(losses: Float[Array, "M E"], assign: Int[Array, " E"], n_clusters: int) -> Float[Array, "M C"]:
+    """Median loss of every expert over the members of every cluster (line 8).
+
+    Non-finite losses (failed solves) count as the largest possible loss. Returns ``[M, C]``.
+    """
+    big = jnp.finfo(losses.dtype).max / 4
+    losses = jnp.where(jnp.isfinite(losses), losses, big)
+    member = jax.nn.one_hot(assign, n_clusters, dtype=bool)  # [E, C]
+
+    def one(mask):
+        vals = jnp.sort(jnp.where(mask[None, :], losses, jnp.inf), axis=1)
+        n = jnp.maximum(mask.sum(), 1)
+        lo = jnp.take(vals, (n - 1) // 2, axis=1)
+        hi = jnp.take(vals, n // 2, axis=1)
+        return 0.5 * (lo + hi)
+
+    return jax.vmap(one, in_axes=1, out_axes=1)(member)
+
+
+def greedy_pairing(medians: Float[Array, "M C"]) -> Int[Array, " C"]:
+    """Unique expert for every cluster, greedily in cluster order (lines 9-18).
+
+    Cluster ``c`` takes the expert with the lowest median loss among those not yet taken.
+    """
+    n_experts = medians.shape[0]
+
+    def body(taken, col):
+        m = jnp.argmin(jnp.where(taken, jnp.inf, col))
+        return taken.at[m].set(True), m
+
+    _, pairs = jax.lax.scan(body, jnp.zeros((n_experts,), bool), medians.T)
+    return pairs
+
+
+def fit_gate(x: Float[Array, "E d"], targets: Float[Array, "E M"]) -> Float[Array, "d1 M"]:
+    """Least-squares gate ``W`` minimising ``||[x, 1] W - targets||`` (minimum-norm solution).
+
+    Solved by SVD (``jnp.linalg.lstsq``), so it agrees with NumPy's ``lstsq`` on well-posed
+    problems and stays finite on rank-deficient ones (all contexts equal).
+    """
+    xb = jnp.concatenate([x, jnp.ones((x.shape[0], 1), x.dtype)], axis=1)
+    w, *_ = jnp.linalg.lstsq(xb, targets)
+    return w
+
+
+def gate_init(n_experts: int, context_size: int, dtype=jnp.float32) -> GateState:
+    return GateState(jnp.zeros((n_experts, context_size), dtype), jnp.zeros((), bool))
+
+
+def gate_update(gate: Float[Array, "d1 M"], state: GateState, contexts: Float[Array, "E d"],
+                expert_losses: Callable[[], Float[Array, "M E"]], key: PRNGKeyArray,
+                config: GateConfig = GateConfig()) -> tuple[Float[Array, "d1 M"], GateState, Int[Array, ""]]:
+    """One gate update (Algorithm 1).
+
+    Args:
+        gate: current gate weights ``[d+1, M]`` (kept when the update is skipped).
+        state: centroids from the previous update.
+        contexts: training contexts ``[E, d]``.
+        expert_losses: a function returning the loss of every expert on every training env,
+            ``[M, E]``; it is only evaluated when K-means succeeded.
+        key: PRNG key (centroid initialisation and the least-squares noise).
+        config: :class:`GateConfig`.
+
+    Returns:
+        ``(new_gate, new_state, status)``; status is one of :data:`STATUS_NAMES` (as an int).
+    """
+    n_experts = gate.shape[1]
+    kinit, knoise = jax.random.split(key)
+    start = jnp.where(state.valid, state.centroids,
+                      init_centroids(kinit, contexts, n_experts, config.init).astype(contexts.dtype))
+    res = kmeans(contexts, start, max_iters=config.kmeans_iters, tol=config.kmeans_tol, empty=config.empty)
+    ok = res.status <= RESEEDED
+
+    def fit(_):
+        meds = cluster_medians(expert_losses(), res.assign, n_experts)
+        pairs = greedy_pairing(meds)
+        y = jax.nn.one_hot(pairs[res.assign], n_experts, dtype=contexts.dtype)
+        noisy = contexts + config.noise * jax.random.normal(knoise, contexts.shape, contexts.dtype)
+        return fit_gate(noisy, y).astype(gate.dtype)
+
+    new_gate = jax.lax.cond(ok, fit, lambda _: gate, None)
+    new_state = GateState(jnp.where(ok, res.centroids, state.centroids), ok)
+    return new_gate, new_state, res.status

@@ -1,0 +1,156 @@
+"""The MixER layer: M stacked experts, a linear context gate, top-1 routing.
+
+The gate depends only on an environment's context, so each environment's expert is known
+*before* any integration: :meth:`MixER.expert` gathers that expert's parameters out of the
+stacked pytree and the solve runs with one expert, whatever ``M`` is.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Float, Int, PRNGKeyArray
+
+from .experts import BACKBONES, AbstractExpert
+
+__all__ = ["MixER", "make_mixer"]
+
+
+class MixER(eqx.Module):
+    """A sparse top-1 mixture of contextual experts.
+
+    Attributes:
+        experts: the ``M`` experts as **one** stacked pytree (leading axis ``M`` on every array).
+        shifts: ``[M]`` learnable context offsets (context shifting; zeros and unused if off).
+        gate: ``[d_ctx + 1, M]`` gate weights; ``logits = [ctx, 1] @ gate``. It is fitted by the
+            least-squares gate update (Algorithm 1), never by the experts' optimiser, except for
+            the ``"gradient"`` baseline.
+        n_experts: ``M``.
+        context_size: ``d_ctx``, the full context length of an environment.
+        split: context splitting: expert ``m`` sees the ``m``-th of ``M`` equal pieces.
+        shift: context shifting on/off.
+        gate_mode: ``"lstsq"`` (MixER), ``"gradient"`` (naive MoE: the routed output is scaled by
+            its softmax gate value so the gate learns) or ``"frozen"`` (the gate never changes and
+            does not scale outputs: the authors' naive baseline as it actually behaves).
+    """
+
+    experts: AbstractExpert
+    shifts: Float[Array, " M"]
+    gate: Float[Array, "d1 M"]
+    n_experts: int = eqx.field(static=True)
+    context_size: int = eqx.field(static=True)
+    split: bool = eqx.field(static=True)
+    shift: bool = eqx.field(static=True)
+    gate_mode: str = eqx.field(static=True)
+
+    @property
+    def expert_context_size(self) -> int:
+        return self.context_size // self.n_experts if self.split else self.context_size
+
+    @property
+    def kind(self) -> str:
+        return type(self.experts).kind
+
+    def logits(self, ctx: Float[Array, " d"]) -> Float[Array, " M"]:
+        return ctx @ self.gate[:-1] + self.gate[-1]
+
+    def gate_probs(self, ctx: Float[Array, " d"]) -> Float[Array, " M"]:
+        """Softmax of the logits (what the heatmaps show)."""
+        return jax.nn.softmax(self.logits(ctx))
+
+    def route(self, ctx: Float[Array, " d"]) -> Int[Array, ""]:
+        """Index of the expert of the environment with context ``ctx`` (argmax of logits)."""
+        return jnp.argmax(self.logits(ctx))
+
+    def expert(self, m: Int[Array, ""] | int) -> AbstractExpert:
+        """Expert ``m`` gathered out of the stack (``m`` may be traced)."""
+        arrays, static = eqx.partition(self.experts, eqx.is_array)
+        return eqx.combine(jax.tree.map(lambda p: p[m], arrays), static)
+
+    def expert_context(self, ctx: Float[Array, " d"], m: Int[Array, ""] | int) -> Float[Array, " c"]:
+        """The part of ``ctx`` expert ``m`` sees (after splitting and shifting)."""
+        c = ctx.reshape(self.n_experts, -1)[m] if self.split else ctx
+        if self.shift:
+            c = c + self.shifts[m]
+        return c
+
+    def output_scale(self, ctx: Float[Array, " d"], m: Int[Array, ""] | int) -> Float[Array, ""]:
+        """Factor on the routed expert's output: its softmax gate value for the gradient
+        baseline (Switch-Transformer style, so the gate gets a gradient), else 1."""
+        if self.gate_mode == "gradient":
+            return self.gate_probs(ctx)[m]
+        return jnp.ones((), ctx.dtype)
+
+    def specialise(self, ctx: Float[Array, " d"], m: Int[Array, ""] | int | None = None,
+                   ctx_pool: Float[Array, " d"] | None = None):
+        """The network of the environment with context ``ctx`` as a callable ``(t, x, args)``.
+
+        Args:
+            ctx: the environment's full context ``[d_ctx]``.
+            m: expert to use; default: the routed one.
+            ctx_pool: for NCF self-modulation, the context to Taylor-expand around.
+        """
+        if m is None:
+            m = self.route(ctx)
+        expert = self.expert(m)
+        c = self.expert_context(ctx, m)
+        if ctx_pool is not None and hasattr(expert, "specialise_pool"):
+            net = expert.specialise_pool(c, self.expert_context(ctx_pool, m))
+        else:
+            net = expert.specialise(c)
+        if self.gate_mode == "gradient":
+            return _Scaled(net, self.output_scale(ctx, m))
+        return net
+
+    def __call__(self, t, x: Float[Array, " D"], ctx: Float[Array, " d"]) -> Float[Array, " D"]:
+        """Output of the layer for one state and one context (the routed expert's output)."""
+        return self.specialise(ctx)(t, x, None)
+
+
+class _Scaled(eqx.Module):
+    net: Any
+    scale: Array
+
+    def __call__(self, t, x, args=None):
+        return self.scale * self.net(t, x, args)
+
+
+def make_mixer(backbone: str | type[AbstractExpert], state_size: int, context_size: int, n_experts: int = 1, *,
+               split: bool = True, shift: bool = True, gate_mode: str = "lstsq", same_init: bool = True,
+               gate_scale: float = 0.1, key: PRNGKeyArray, **expert_kwargs: Any) -> MixER:
+    """Build a MixER layer.
+
+    Args:
+        backbone: ``"geps"``, ``"coda"``, ``"ncf"`` (or ``"shplrnn"``) or an expert class.
+        state_size: state dimension ``D``.
+        context_size: full context length ``d_ctx`` (divisible by ``n_experts`` when ``split``).
+        n_experts: ``M``; with ``M = 1`` the layer is the bare backbone.
+        split, shift: context splitting / shifting (Appendix C.1).
+        gate_mode: ``"lstsq"``, ``"gradient"`` or ``"frozen"``.
+        same_init: initialise all experts identically (as the paper) or independently.
+        gate_scale: standard deviation of the random initial gate weights.
+        key: PRNG key.
+        **expert_kwargs: passed to the expert constructor (``width``, ``depth``, ...).
+
+    Returns:
+        A :class:`MixER`.
+    """
+    if isinstance(backbone, str):
+        if backbone not in BACKBONES:
+            raise ValueError(f"unknown backbone {backbone!r}; choose one of {sorted(BACKBONES)}")
+        backbone = BACKBONES[backbone]
+    if gate_mode not in ("lstsq", "gradient", "frozen"):
+        raise ValueError(f"gate_mode must be 'lstsq', 'gradient' or 'frozen', got {gate_mode!r}")
+    if n_experts < 1:
+        raise ValueError(f"n_experts must be >= 1, got {n_experts}")
+    if split and context_size % n_experts:
+        raise ValueError(f"context_size {context_size} is not divisible by n_experts {n_experts} (context splitting)")
+    c = context_size // n_experts if split else context_size
+    kexp, kgate = jax.random.split(key)
+    keys = jnp.stack([kexp] * n_experts) if same_init else jax.random.split(kexp, n_experts)
+    experts = eqx.filter_vmap(lambda k: backbone(state_size, c, key=k, **expert_kwargs))(keys)
+    gate = gate_scale * jax.random.normal(kgate, (context_size + 1, n_experts))
+    return MixER(experts, jnp.zeros((n_experts,)), gate, n_experts, context_size, split, shift, gate_mode)

@@ -1,0 +1,345 @@
+"""Proximal alternating training of a MixER layer, the gate baselines, and adaptation.
+
+One outer step (Eq. 7 minimised by proximal alternating minimisation):
+
+1. ``K`` steps on the contexts ``Xi`` of mini-batches of related environments, each minimising
+   the batch loss + ``beta/2 ||Xi - Xi_prev||^2``;
+2. ``K`` steps on the expert weights ``Theta`` (+ ``beta/2 ||Theta - Theta_prev||^2``);
+3. the least-squares gate update (Algorithm 1) after every ``gate_every``-th of these 2K steps.
+
+The whole outer step is **one compiled call** (``lax.scan`` over inner steps, ``lax.cond`` for
+the gate update). The gate is never a parameter of the experts' optimiser nor in the proximal
+term, except for the ``"gradient"`` baseline, where it is trained with the weights.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any, NamedTuple
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jaxtyping import Array, Float, Int, PRNGKeyArray
+
+from . import gating
+from ._config import Config
+from .mixer import MixER, make_mixer
+from .rollout import SolverConfig, env_loss, env_rollout
+
+__all__ = ["TrainState", "TrainData", "build_model", "init_state", "make_outer_step", "expert_losses",
+           "predict", "adapt_contexts", "routes", "split_validation", "solver_config", "gate_config"]
+
+
+class TrainData(NamedTuple):
+    """Training arrays on device: ``x [E, N, T, D]``, ``t [E, T]``."""
+
+    x: Float[Array, "E N T D"]
+    t: Float[Array, "E T"]
+
+
+class TrainState(NamedTuple):
+    """Everything that evolves during training (checkpointed as one pytree)."""
+
+    model: MixER
+    contexts: Float[Array, "E d"]
+    gate_state: gating.GateState
+    opt_weights: Any
+    opt_contexts: Any
+    key: PRNGKeyArray
+    step: Int[Array, ""]
+    best_model: MixER
+    best_contexts: Float[Array, "E d"]
+    best_val: Float[Array, ""]
+    best_step: Int[Array, ""]
+
+
+def solver_config(cfg: Config) -> SolverConfig:
+    return SolverConfig(rtol=cfg.rtol, atol=cfg.atol, max_steps=cfg.max_steps, teacher_forcing=cfg.teacher_forcing)
+
+
+def gate_config(cfg: Config) -> gating.GateConfig:
+    return gating.GateConfig(kmeans_iters=cfg.kmeans_iters, kmeans_tol=cfg.kmeans_tol, noise=cfg.gate_noise,
+                             init=cfg.centroid_init, empty=cfg.empty_cluster)
+
+
+def build_model(cfg: Config, state_size: int, key: PRNGKeyArray) -> MixER:
+    """The MixER layer described by ``cfg`` for states of size ``state_size``."""
+    kw: dict[str, Any] = {}
+    if cfg.backbone in ("geps", "coda", "ncf"):
+        kw.update(width=cfg.width, depth=cfg.depth)
+    if cfg.backbone == "ncf":
+        kw.update(taylor_order=cfg.ncf_taylor_order)
+    if cfg.backbone == "shplrnn":
+        kw.update(hidden=cfg.hidden)
+    return make_mixer(cfg.backbone, state_size, cfg.context_size, cfg.experts, split=cfg.split_context,
+                      shift=cfg.shift_context, gate_mode=cfg.gate, same_init=cfg.same_init, key=key, **kw)
+
+
+def _filter_spec(model: MixER) -> Any:
+    """Which leaves the weights' optimiser trains: every float array except the gate
+    (unless the gate is the gradient baseline)."""
+    spec = jax.tree.map(eqx.is_inexact_array, model)
+    return eqx.tree_at(lambda m: m.gate, spec, replace=model.gate_mode == "gradient")
+
+
+def _weights_schedule(cfg: Config) -> optax.Schedule:
+    k = cfg.inner_steps
+    b1, b2 = round(cfg.outer_steps / 3) * k, round(2 * cfg.outer_steps / 3) * k
+    return optax.piecewise_constant_schedule(cfg.lr_weights, {b1: cfg.lr_decay, b2: cfg.lr_decay})
+
+
+def _optimisers(cfg: Config) -> tuple[optax.GradientTransformation, optax.GradientTransformation]:
+    return optax.adabelief(_weights_schedule(cfg)), optax.adabelief(cfg.lr_contexts)
+
+
+def init_state(cfg: Config, n_envs: int, state_size: int) -> TrainState:
+    """A fresh training state (model, zero contexts, optimiser states, RNG) for ``cfg``."""
+    key = jax.random.PRNGKey(cfg.seed)
+    kmodel, key = jax.random.split(key)
+    model = build_model(cfg, state_size, kmodel)
+    contexts = jnp.zeros((n_envs, cfg.context_size))
+    opt_w, opt_c = _optimisers(cfg)
+    params = eqx.filter(model, _filter_spec(model))
+    return TrainState(model, contexts, gating.gate_init(cfg.experts, cfg.context_size), opt_w.init(params),
+                      opt_c.init(contexts), key, jnp.zeros((), jnp.int32), model, contexts,
+                      jnp.asarray(jnp.inf, jnp.float32), jnp.asarray(-1, jnp.int32))
+
+
+def _sanitize(tree: Any) -> Any:
+    """Replace non-finite gradient entries by 0 (a failed solve must not poison the step)."""
+    return jax.tree.map(lambda g: jnp.where(jnp.isfinite(g), g, 0.0) if eqx.is_inexact_array(g) else g, tree)
+
+
+def sample_batch(key: PRNGKeyArray, contexts: Float[Array, "E d"], size: int) -> Int[Array, " B"]:
+    """One random anchor env plus its ``size - 1`` nearest envs by mean absolute context
+    difference (ties broken by index). Returns the ``[size]`` env indices, anchor first."""
+    n = contexts.shape[0]
+    anchor = jax.random.randint(key, (), 0, n)
+    dist = jnp.abs(contexts - contexts[anchor]).mean(axis=1)
+    dist = dist.at[anchor].set(-1.0)
+    return jnp.argsort(dist, stable=True)[:size]
+
+
+def _pool_indices(ctx: Float[Array, "B d"], pool: int) -> Int[Array, "B P"]:
+    """For each env of a batch, itself and its ``pool - 1`` nearest batch members."""
+    dist = jnp.abs(ctx[:, None, :] - ctx[None, :, :]).mean(-1)
+    dist = jnp.where(jnp.eye(ctx.shape[0], dtype=bool), -1.0, dist)
+    return jnp.argsort(dist, axis=1, stable=True)[:, :pool]
+
+
+def _batch_loss(model: MixER, contexts, idx, data: TrainData, cfg: Config, solver: SolverConfig):
+    """Eq. 7 on the envs ``idx``; failed envs are left out of the mean. Returns (loss, n_failed)."""
+    cb, xb, tb = contexts[idx], data.x[idx], data.t[idx]
+    alpha = solver.teacher_forcing if model.kind == "sequence" else 1.0
+    pool = min(cfg.ncf_pool, idx.shape[0])
+    if cfg.backbone == "ncf" and cfg.ncf_taylor_order > 0 and pool > 1:
+        pools = cb[_pool_indices(cb, pool)]  # [B, P, d]
+
+        def one(c, pl, xe, te):
+            ls, oks = jax.vmap(lambda cp: env_loss(model, c, xe, te, solver, ctx_pool=cp))(pl)
+            return ls.mean(), jnp.all(oks)
+
+        losses, ok = jax.vmap(one)(cb, pools, xb, tb)
+    else:
+        losses, ok = jax.vmap(lambda c, xe, te: env_loss(model, c, xe, te, solver, alpha=alpha))(cb, xb, tb)
+    loss = jnp.sum(jnp.where(ok, losses, 0.0)) / jnp.maximum(jnp.sum(ok), 1)
+    if model.gate_mode == "gradient" and cfg.importance_weight > 0:
+        # importance loss (Shazeer et al.): squared coefficient of variation of the mean gate
+        importance = jax.vmap(model.gate_probs)(contexts).mean(0)
+        loss = loss + cfg.importance_weight * jnp.var(importance) / (jnp.mean(importance) ** 2 + 1e-10)
+    return loss, jnp.sum(~ok)
+
+
+def expert_losses(model: MixER, contexts: Float[Array, "E d"], data: TrainData, solver: SolverConfig
+                  ) -> Float[Array, "M E"]:
+    """Loss of every expert on every environment (Algorithm 1, line 7), one vmap over experts.
+
+    Failed solves give ``inf``. Sequence experts are scored free-running... with the training
+    teacher forcing, as in training.
+    """
+    alpha = solver.teacher_forcing if model.kind == "sequence" else 1.0
+
+    def one(m):
+        ls, ok = jax.vmap(lambda c, xe, te: env_loss(model, c, xe, te, solver, m=m, alpha=alpha))(contexts, data.x, data.t)
+        return jnp.where(ok, ls, jnp.inf)
+
+    return jax.vmap(one)(jnp.arange(model.n_experts))
+
+
+def make_outer_step(cfg: Config, n_envs: int):
+    """The compiled outer step ``(state, data) -> (state, info)``.
+
+    ``info`` holds per inner step: ``ctx_loss [K]``, ``weight_loss [K]``, ``failed [2K]``
+    (failed envs in the batch) and ``gate_status [2K]`` (-1 = no gate update at that step,
+    else a code of :data:`mixerdsr.gating.STATUS_NAMES`).
+    """
+    solver = solver_config(cfg)
+    gcfg = gate_config(cfg)
+    opt_w, opt_c = _optimisers(cfg)
+    batch = cfg.batch_envs or max(1, n_envs // cfg.experts)
+    batch = min(batch, n_envs)
+    beta = cfg.proximal_beta
+    k_inner = cfg.inner_steps
+
+    def maybe_gate(model, gstate, contexts, key, i, data):
+        if cfg.gate != "lstsq":
+            return model, gstate, jnp.asarray(-1, jnp.int32)
+
+        def do(_):
+            new_gate, gs, status = gating.gate_update(
+                model.gate, gstate, contexts, lambda: expert_losses(model, contexts, data, solver), key, gcfg)
+            return eqx.tree_at(lambda m: m.gate, model, new_gate), gs, status.astype(jnp.int32)
+
+        def skip(_):
+            return model, gstate, jnp.asarray(-1, jnp.int32)
+
+        return jax.lax.cond((i + 1) % cfg.gate_every == 0, do, skip, None)
+
+    @eqx.filter_jit
+    def outer_step(state: TrainState, data: TrainData):
+        key, kc, kw = jax.random.split(state.key, 3)
+        ctx_prev = state.contexts
+        spec = _filter_spec(state.model)
+        params_prev = eqx.filter(state.model, spec)
+
+        def ctx_body(carry, inp):
+            contexts, opt_state, model, gstate = carry
+            k, i = inp
+            kb, kg = jax.random.split(k)
+            idx = sample_batch(kb, contexts, batch)
+
+            def objective(c):
+                loss, failed = _batch_loss(model, c, idx, data, cfg, solver)
+                return loss + 0.5 * beta * jnp.sum((c - ctx_prev) ** 2), (loss, failed)
+
+            (_, (loss, failed)), g = jax.value_and_grad(objective, has_aux=True)(contexts)
+            updates, opt_state = opt_c.update(_sanitize(g), opt_state, contexts)
+            contexts = optax.apply_updates(contexts, updates)
+            model, gstate, status = maybe_gate(model, gstate, contexts, kg, i, data)
+            return (contexts, opt_state, model, gstate), (loss, failed, status)
+
+        carry = (state.contexts, state.opt_contexts, state.model, state.gate_state)
+        (contexts, opt_c_state, model, gstate), (ctx_loss, failed_c, status_c) = jax.lax.scan(
+            ctx_body, carry, (jax.random.split(kc, k_inner), jnp.arange(k_inner)))
+
+        def w_body(carry, inp):
+            model, opt_state, gstate = carry
+            k, i = inp
+            kb, kg = jax.random.split(k)
+            idx = sample_batch(kb, contexts, batch)
+            params, static = eqx.partition(model, spec)
+
+            def objective(p):
+                loss, failed = _batch_loss(eqx.combine(p, static), contexts, idx, data, cfg, solver)
+                prox = sum(jnp.sum((a - b) ** 2) for a, b in zip(jax.tree.leaves(p), jax.tree.leaves(params_prev)))
+                return loss + 0.5 * beta * prox, (loss, failed)
+
+            (_, (loss, failed)), g = jax.value_and_grad(objective, has_aux=True)(params)
+            updates, opt_state = opt_w.update(_sanitize(g), opt_state, params)
+            model = eqx.combine(optax.apply_updates(params, updates), static)
+            model, gstate, status = maybe_gate(model, gstate, contexts, kg, i, data)
+            return (model, opt_state, gstate), (loss, failed, status)
+
+        (model, opt_w_state, gstate), (w_loss, failed_w, status_w) = jax.lax.scan(
+            w_body, (model, state.opt_weights, gstate), (jax.random.split(kw, k_inner), jnp.arange(k_inner, 2 * k_inner)))
+
+        new = state._replace(model=model, contexts=contexts, gate_state=gstate, opt_weights=opt_w_state,
+                             opt_contexts=opt_c_state, key=key, step=state.step + 1)
+        info = dict(ctx_loss=ctx_loss, weight_loss=w_loss, failed=jnp.concatenate([failed_c, failed_w]),
+                    gate_status=jnp.concatenate([status_c, status_w]))
+        return new, info
+
+    return outer_step
+
+
+def routes(model: MixER, contexts: Float[Array, "E d"]) -> Int[Array, " E"]:
+    """The expert of every environment."""
+    return jax.vmap(model.route)(contexts)
+
+
+@eqx.filter_jit
+def _predict(model, contexts, x, t, solver, alpha):
+    return jax.vmap(lambda c, xe, te: env_rollout(model, c, xe, te, solver, alpha=alpha))(contexts, x, t)
+
+
+def predict(model: MixER, contexts: Float[Array, "E d"], x: Float[Array, "E N T D"], t: Float[Array, "E T"],
+            solver: SolverConfig = SolverConfig(), *, alpha: float = 1.0, chunk: int = 64
+            ) -> tuple[np.ndarray, np.ndarray]:
+    """Predict every trajectory of every environment (IVPs from their first state; sequence
+    experts free-running unless ``alpha < 1``), in chunks of ``chunk`` envs.
+
+    Returns:
+        NumPy ``(pred [E, N, T, D], ok [E, N])``.
+    """
+    preds, oks = [], []
+    n = x.shape[0]
+    for s in range(0, n, chunk):
+        e = min(n, s + chunk)
+        # pad the last chunk to a fixed size so that there is one compilation
+        pad = chunk - (e - s) if n > chunk else 0
+        sl = lambda a: jnp.concatenate([a[s:e], jnp.repeat(a[e - 1:e], pad, 0)]) if pad else a[s:e]  # noqa: E731
+        p, ok = _predict(model, sl(jnp.asarray(contexts)), sl(jnp.asarray(x)), sl(jnp.asarray(t)), solver, alpha)
+        preds.append(np.asarray(p)[: e - s])
+        oks.append(np.asarray(ok)[: e - s])
+    return np.concatenate(preds), np.concatenate(oks)
+
+
+def split_validation(x: np.ndarray, n_val: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """Hold out the last ``n_val`` trajectories of every env for model selection.
+
+    Returns ``(train_x, val_x)``; with fewer than ``n_val + 1`` trajectories, or ``n_val = 0``,
+    nothing is held out and ``val_x`` is None (selection then uses the training trajectories).
+    """
+    if n_val <= 0 or x.shape[1] <= n_val:
+        return x, None
+    return x[:, :-n_val], x[:, -n_val:]
+
+
+def adapt_contexts(model: MixER, x: Float[Array, "E N T D"], t: Float[Array, "E T"], *, steps: int = 500,
+                   lr: float = 1e-2, init: Float[Array, "E d"] | None = None, solver: SolverConfig = SolverConfig()
+                   ) -> tuple[Float[Array, "E d"], Float[Array, "E steps"]]:
+    """Fit a fresh context for each new environment, everything else frozen.
+
+    Every environment is fitted independently (its own AdaBelief state), as the paper's
+    one-by-one protocol, but as one compiled function vmapped over environments.
+
+    Args:
+        model: trained MixER (weights and gate frozen).
+        x, t: adaptation data ``[E, N, T, D]`` and ``[E, T]``.
+        steps, lr: AdaBelief steps and learning rate.
+        init: starting contexts ``[E, d]`` (default: zeros, as the paper).
+        solver: solver settings.
+
+    Returns:
+        ``(contexts [E, d], loss_history [E, steps])``.
+    """
+    x, t = jnp.asarray(x), jnp.asarray(t)
+    if init is None:
+        init = jnp.zeros((x.shape[0], model.context_size), x.dtype)
+    return _adapt(model, x, t, jnp.asarray(init), steps, lr, solver)
+
+
+@eqx.filter_jit
+def _adapt(model, x, t, init, steps, lr, solver):
+    opt = optax.adabelief(lr)
+    alpha = solver.teacher_forcing if model.kind == "sequence" else 1.0
+
+    def fit_one(c0, xe, te):
+        def loss_fn(c):
+            loss, ok = env_loss(model, c, xe, te, solver, alpha=alpha)
+            return loss
+
+        def body(carry, _):
+            c, s = carry
+            loss, g = jax.value_and_grad(loss_fn)(c)
+            u, s = opt.update(_sanitize(g), s, c)
+            return (optax.apply_updates(c, u), s), loss
+
+        (c, _), hist = jax.lax.scan(body, (c0, opt.init(c0)), None, length=steps)
+        return c, hist
+
+    return jax.vmap(fit_one)(init, x, t)
