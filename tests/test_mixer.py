@@ -1,0 +1,149 @@
+"""The MixER layer and experts: routing, gathering, equivalences, gradients."""
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from mixerdsr.experts import GEPS, NCF, CoDA
+from mixerdsr.mixer import make_mixer
+from mixerdsr.rollout import SolverConfig, env_loss, env_rollout
+
+KEY = jax.random.PRNGKey(0)
+SMALL = dict(width=8, depth=2)
+
+
+@pytest.mark.parametrize("cls", [GEPS, CoDA, NCF])
+def test_mixer_with_one_expert_is_the_bare_backbone(cls):
+    layer = make_mixer(cls, 2, 4, 1, key=KEY, **SMALL)
+    kexp, _ = jax.random.split(KEY)
+    bare = cls(2, 4, key=kexp, **SMALL)
+    x, c = jnp.array([0.3, -0.2]), jnp.array([0.1, 0.2, -0.3, 0.4])
+    np.testing.assert_allclose(layer(0.0, x, c), bare(0.0, x, c), rtol=1e-6)
+    # parameters are the same arrays (with a leading expert axis of 1)
+    for a, b in zip(jax.tree.leaves(eqx.filter(layer.experts, eqx.is_array)), jax.tree.leaves(eqx.filter(bare, eqx.is_array))):
+        np.testing.assert_array_equal(a[0], b)
+
+
+def test_geps_is_root_mlp_at_zero_context_and_low_rank_otherwise():
+    e = GEPS(2, 3, key=KEY, **SMALL)
+    x = jnp.array([0.5, -1.0])
+    h = jax.nn.swish(e.weights[0] @ x + e.biases[0])
+    np.testing.assert_allclose(e(0.0, x, jnp.zeros(3)), e.weights[1] @ h + e.biases[1], rtol=1e-5)
+    c = jnp.array([1.0, -2.0, 0.5])
+    net = e.specialise(c)
+    delta = net.weights[0] - e.weights[0]
+    np.testing.assert_allclose(delta, e.a[0] @ jnp.diag(c) @ e.b[0], rtol=1e-5, atol=1e-6)
+    assert np.linalg.matrix_rank(np.asarray(delta)) <= 3
+
+
+def test_coda_is_affine_in_the_context():
+    e = CoDA(2, 3, key=KEY, **SMALL)
+    c1, c2 = jnp.array([1.0, 0.0, 2.0]), jnp.array([-1.0, 3.0, 0.5])
+    p = lambda c: jnp.concatenate([w.ravel() for w in e.specialise(c).weights + e.specialise(c).biases])  # noqa: E731
+    np.testing.assert_allclose(p(c1 + c2) - p(c2), p(c1) - p(jnp.zeros(3)), atol=1e-5)
+
+
+def test_ncf_taylor_expansion():
+    e = NCF(2, 3, key=KEY, **SMALL, taylor_order=2)
+    x, c = jnp.array([0.2, 0.1]), jnp.array([0.3, -0.1, 0.2])
+    # around its own context every order is the plain field
+    np.testing.assert_allclose(e.specialise_pool(c, c)(0, x), e.field(x, c), rtol=1e-6)
+    # order 2 around a nearby context approximates the field far better than order 0
+    cj = c + 0.05
+    exact = e.field(x, c)
+    err0 = jnp.abs(e.field(x, cj) - exact).max()
+    err2 = jnp.abs(e.specialise_pool(c, cj)(0, x) - exact).max()
+    assert float(err2) < 0.05 * float(err0)
+
+
+def test_routed_env_output_equals_its_expert_output():
+    layer = make_mixer("geps", 2, 6, 3, same_init=False, key=KEY, **SMALL)
+    x = jnp.array([0.4, -0.3])
+    for s in range(5):
+        c = jax.random.normal(jax.random.PRNGKey(s), (6,))
+        m = int(layer.route(c))
+        assert m == int(jnp.argmax(jnp.r_[c, 1.0] @ layer.gate))
+        expert = jax.tree.map(lambda p: p[m] if eqx.is_array(p) else p, layer.experts)
+        np.testing.assert_allclose(layer(0.0, x, c), expert(0.0, x, c.reshape(3, 2)[m] + layer.shifts[m]), rtol=1e-6)
+        # every other expert gives something else (experts initialised independently)
+        others = [layer.specialise(c, k)(0.0, x) for k in range(3) if k != m]
+        assert all(float(jnp.abs(o - layer(0.0, x, c)).max()) > 1e-6 for o in others)
+
+
+def test_permuting_environments_permutes_routes():
+    layer = make_mixer("geps", 2, 6, 3, key=KEY, **SMALL)
+    ctx = jax.random.normal(KEY, (9, 6))
+    perm = jax.random.permutation(jax.random.PRNGKey(3), 9)
+    r = jax.vmap(layer.route)(ctx)
+    np.testing.assert_array_equal(jax.vmap(layer.route)(ctx[perm]), r[perm])
+
+
+def test_gradient_gate_scales_output_and_gets_gradient_frozen_does_not():
+    c = jnp.array([0.3, -0.2, 0.1, 0.5])
+    x = jnp.array([0.4, -0.3])
+    grad_layer = make_mixer("geps", 2, 4, 2, gate_mode="gradient", key=KEY, **SMALL)
+    frozen = make_mixer("geps", 2, 4, 2, gate_mode="frozen", key=KEY, **SMALL)
+    m = int(frozen.route(c))
+    np.testing.assert_allclose(grad_layer(0.0, x, c), jax.nn.softmax(jnp.r_[c, 1.0] @ frozen.gate)[m] * frozen(0.0, x, c), rtol=1e-5)
+    g_grad = jax.grad(lambda L: jnp.sum(L(0.0, x, c) ** 2))(grad_layer).gate
+    g_frozen = jax.grad(lambda L: jnp.sum(L(0.0, x, c) ** 2))(frozen).gate
+    assert float(jnp.abs(g_grad).max()) > 0
+    assert float(jnp.abs(g_frozen).max()) == 0.0
+
+
+def test_context_gradient_matches_finite_differences(tiny_splits):
+    tr = tiny_splits["train"]
+    with jax.enable_x64(True):
+        layer = make_mixer("geps", 2, 4, 2, key=KEY, **SMALL)
+        layer = jax.tree.map(lambda p: p.astype(jnp.float64) if eqx.is_inexact_array(p) else p, layer)
+        x, t = jnp.asarray(tr.x[0], jnp.float64), jnp.asarray(tr.t[0], jnp.float64)
+        solver = SolverConfig(rtol=1e-10, atol=1e-12)
+        c = jnp.array([0.2, -0.1, 0.3, 0.05], jnp.float64)
+        f = lambda c: env_loss(layer, c, x, t, solver)[0]  # noqa: E731
+        g = jax.grad(f)(c)
+        eps = 1e-6
+        fd = jnp.array([(f(c + eps * e) - f(c - eps * e)) / (2 * eps) for e in jnp.eye(4)])
+        np.testing.assert_allclose(g, fd, rtol=1e-4, atol=1e-8)
+        # only the routed expert's slice of a split context receives a gradient
+        m = int(layer.route(c))
+        assert float(jnp.abs(g.reshape(2, 2)[1 - m]).max()) == 0.0
+
+
+def test_rollout_follows_a_known_field_and_reports_failures():
+    class Linear(eqx.Module):
+        def __call__(self, t, x, args=None):
+            return -x
+
+    ts = jnp.linspace(0, 2, 9)
+    from mixerdsr.rollout import solve
+
+    ys, ok = solve(Linear(), jnp.array([1.0, 2.0]), ts, SolverConfig(rtol=1e-6, atol=1e-9))
+    assert bool(ok)
+    np.testing.assert_allclose(ys, np.exp(-np.asarray(ts))[:, None] * np.array([1.0, 2.0]), rtol=1e-4)
+
+    class Blowup(eqx.Module):
+        def __call__(self, t, x, args=None):
+            return x ** 2
+
+    ys, ok = solve(Blowup(), jnp.array([1.0, 1.0]), ts, SolverConfig(max_steps=64))
+    assert not bool(ok)
+    assert bool(jnp.all(ys == 0))
+
+
+def test_env_rollout_uses_each_trajectory_initial_state(tiny_splits):
+    tr = tiny_splits["train"]
+    layer = make_mixer("geps", 2, 4, 2, key=KEY, **SMALL)
+    pred, ok = env_rollout(layer, jnp.zeros(4), jnp.asarray(tr.x[0]), jnp.asarray(tr.t[0]))
+    assert pred.shape == tr.x[0].shape and bool(ok.all())
+    np.testing.assert_allclose(pred[:, 0], tr.x[0][:, 0], rtol=1e-6)
+
+
+def test_make_mixer_rejects_bad_settings():
+    with pytest.raises(ValueError, match="not divisible"):
+        make_mixer("geps", 2, 5, 2, key=KEY)
+    with pytest.raises(ValueError, match="unknown backbone"):
+        make_mixer("lstm", 2, 4, 2, key=KEY)
+    with pytest.raises(ValueError, match="gate_mode"):
+        make_mixer("geps", 2, 4, 2, gate_mode="softmax", key=KEY)

@@ -1,0 +1,189 @@
+"""Training loop, gate baselines, adaptation, checkpoints/resume, and the main job."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import mixerdsr._run as runmod
+from mixerdsr._config import Config, load_config
+from mixerdsr.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from mixerdsr.cli import main
+from mixerdsr.training import adapt_contexts, init_state, predict, sample_batch, split_validation
+
+from conftest import tiny_ode_split
+
+TINY = dict(width=8, depth=2, context_size=4, experts=2, inner_steps=3, val_every=2, checkpoint_every=2,
+            adapt_steps=20, val_trajectories=1)
+
+
+def cfg(**kw):
+    return Config(**{**TINY, "outer_steps": 4, **kw})
+
+
+def test_sample_batch_takes_anchor_and_nearest_contexts():
+    ctx = jnp.array([[0.0, 0.0], [1.0, 1.0], [0.1, 0.0], [5.0, 5.0], [0.0, 0.1]])
+    for s in range(10):
+        idx = np.asarray(sample_batch(jax.random.PRNGKey(s), ctx, 3))
+        a = idx[0]
+        d = np.abs(np.asarray(ctx) - np.asarray(ctx[a])).mean(1)
+        d[a] = -1
+        np.testing.assert_array_equal(idx, np.argsort(d, kind="stable")[:3])
+    # ties are broken by index
+    idx = np.asarray(sample_batch(jax.random.PRNGKey(0), jnp.zeros((6, 2)), 3))
+    assert list(idx[1:]) == sorted(idx[1:]) and set(idx[1:]) <= set(range(4))
+
+
+def test_validation_is_carved_from_training_trajectories():
+    x = np.arange(2 * 4 * 3 * 1, dtype=float).reshape(2, 4, 3, 1)
+    tr, va = split_validation(x, 1)
+    assert tr.shape[1] == 3 and va.shape[1] == 1
+    np.testing.assert_array_equal(va[:, 0], x[:, 3])
+    assert split_validation(x[:, :1], 1)[1] is None
+
+
+def test_training_reduces_loss_and_keeps_gate_out_of_optimiser(tiny_splits):
+    c = cfg(outer_steps=8, gate_every=1000, lr_weights=1e-2, lr_contexts=1e-2)
+    tr = tiny_splits["train"]
+    res = runmod.train(c, tr, progress=False)
+    h = res["history"]
+    init = init_state(c, 4, 2)
+    loss = lambda model, ctx: float(np.mean((predict(model, ctx, tr.x, tr.t)[0] - tr.x) ** 2))  # noqa: E731
+    assert loss(res["state"].model, res["state"].contexts) < 0.7 * loss(init.model, init.contexts)
+    # no gate update happened (gate_every beyond the run) and the weights' optimiser never moved it
+    np.testing.assert_array_equal(res["state"].model.gate, init.model.gate)
+    assert not any(x["gate_updates"] for x in h)
+
+
+def test_gate_baselines(tiny_splits):
+    frozen = runmod.train(cfg(gate="frozen"), tiny_splits["train"], progress=False)
+    grad = runmod.train(cfg(gate="gradient"), tiny_splits["train"], progress=False)
+    init = init_state(cfg(), 4, 2).model.gate
+    np.testing.assert_array_equal(frozen["state"].model.gate, init)
+    assert float(jnp.abs(grad["state"].model.gate - init).max()) > 1e-5
+    lsq = runmod.train(cfg(gate="lstsq", gate_every=1), tiny_splits["train"], progress=False)
+    counts = sum(sum(x["gate_updates"].values()) for x in lsq["history"])
+    assert counts == 4 * 2 * 3  # after every inner step of both loops
+
+
+def test_resume_equals_uninterrupted(tiny_splits, tmp_path, monkeypatch):
+    c = cfg(outer_steps=4)
+    full = runmod.train(c, tiny_splits["train"], out_dir=tmp_path / "full", progress=False)
+
+    real = runmod.make_outer_step
+
+    def interrupting(*a, **k):
+        step = real(*a, **k)
+        calls = {"n": 0}
+
+        def wrapped(state, data):
+            calls["n"] += 1
+            if calls["n"] == 3:
+                raise KeyboardInterrupt
+            return step(state, data)
+
+        return wrapped
+
+    monkeypatch.setattr(runmod, "make_outer_step", interrupting)
+    with pytest.raises(KeyboardInterrupt):
+        runmod.train(c, tiny_splits["train"], out_dir=tmp_path / "cut", progress=False, log=lambda s: None)
+    monkeypatch.setattr(runmod, "make_outer_step", real)
+    assert load_checkpoint(tmp_path / "cut" / "checkpoint.npz", init_state(c, 4, 2))[0].step == 2
+    resumed = runmod.train(c, tiny_splits["train"], out_dir=tmp_path / "cut", resume=True, progress=False,
+                           log=lambda s: None)
+    for a, b in zip(jax.tree.leaves(full["state"]), jax.tree.leaves(resumed["state"])):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    lines = (tmp_path / "cut" / "history.jsonl").read_text().splitlines()
+    assert [json.loads(x)["step"] for x in lines] == [0, 1, 2, 3]
+    # resuming with another configuration is refused
+    with pytest.raises(ValueError, match="configuration differs"):
+        runmod.train(cfg(outer_steps=4, proximal_beta=1.0), tiny_splits["train"], out_dir=tmp_path / "cut",
+                     resume=True, progress=False)
+
+
+def test_checkpoint_roundtrip_and_errors(tmp_path):
+    state = init_state(cfg(), 4, 2)
+    p = save_checkpoint(tmp_path / "c.npz", state, cfg().to_dict(), {"step": 0})
+    loaded, conf, extra = load_checkpoint(p, state)
+    assert conf["experts"] == 2 and extra == {"step": 0}
+    for a, b in zip(jax.tree.leaves(state), jax.tree.leaves(loaded)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    with pytest.raises(CheckpointError, match="expected"):
+        load_checkpoint(p, init_state(cfg(experts=1), 4, 2))
+    with pytest.raises(CheckpointError, match="not found"):
+        load_checkpoint(tmp_path / "missing.npz", state)
+    assert not list(tmp_path.glob("*.tmp"))  # atomic write leaves no temporary file
+    with np.load(p, allow_pickle=False) as z:  # readable without pickle
+        assert "__config__" in z.files
+
+
+def test_adaptation_is_per_environment(tiny_splits):
+    res = runmod.train(cfg(), tiny_splits["train"], progress=False)
+    ad = tiny_splits["adapt_train"]
+    ctx_all, hist = adapt_contexts(res["model"], ad.x, ad.t, steps=15, lr=1e-2)
+    ctx_one, _ = adapt_contexts(res["model"], ad.x[2:3], ad.t[2:3], steps=15, lr=1e-2)
+    np.testing.assert_allclose(ctx_all[2], ctx_one[0], rtol=1e-4, atol=1e-6)
+    assert hist.shape == (4, 15)
+    assert bool(jnp.all(hist[:, -1] <= hist[:, 0]))
+
+
+def test_run_writes_metrics_plots_and_report(tiny_splits, tmp_path):
+    out = tmp_path / "run"
+    m = runmod.run(cfg(), out, splits=tiny_splits, progress=False, log=lambda s: None)
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved == json.loads(json.dumps(m))
+    for split in ("test", "adapt_test"):
+        assert set(saved[split]) >= {"mse", "rel_mse", "tprmse", "per_env_rel_mse"}
+        assert len(saved[split]["per_env_rel_mse"]) == 4
+    assert set(saved["routing"]) >= {"experts", "purity", "ari"} and len(saved["routing"]["experts"]) == 4
+    assert set(saved["timing"]) >= {"compile_seconds", "seconds_per_outer_step", "total_seconds"}
+    for f in ("config.toml", "checkpoint.npz", "history.jsonl", "report.md", "loss.png", "gate_heatmaps.png",
+              "routes.png", "test_trajectories.png", "adapt_test_trajectories.png"):
+        assert (out / f).exists(), f
+    assert "![" in (out / "report.md").read_text()
+    # the written config reproduces the run's configuration
+    assert load_config(path=out / "config.toml") == cfg()
+    with pytest.raises(ValueError, match="already holds a run"):
+        runmod.run(cfg(), out, splits=tiny_splits, progress=False)
+
+
+def test_config_errors(tmp_path):
+    with pytest.raises(ValueError, match="unknown config key"):
+        Config.from_dict({"expertz": 3})
+    with pytest.raises(ValueError, match="backbone"):
+        Config(backbone="lstm")
+    with pytest.raises(ValueError, match="not divisible"):
+        Config(context_size=10, experts=3)
+    with pytest.raises(ValueError, match="unknown preset"):
+        load_config("odebench-99")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("experts = [")
+    with pytest.raises(ValueError, match="invalid TOML"):
+        load_config(path=bad)
+    good = tmp_path / "good.toml"
+    good.write_text("[model]\nexperts = 4\ncontext_size = 8\n")
+    c = load_config("odebench-2", good, seed=3)
+    assert (c.experts, c.context_size, c.seed, c.time_stride) == (4, 8, 3, 5)
+
+
+def test_cli_run_bad_input(tmp_path, capsys):
+    assert main(["run", "--preset", "nope", "--out", str(tmp_path / "a")]) == 2
+    assert "unknown preset" in capsys.readouterr().err
+    assert main(["run", "--data", str(tmp_path / "missing.npz"), "--out", str(tmp_path / "b")]) == 2
+    assert "missing.npz" in capsys.readouterr().err
+    assert main(["run", "--experts", "3", "--out", str(tmp_path / "c")]) == 2
+    assert "not divisible" in capsys.readouterr().err
+
+
+def test_cli_run_on_a_dataset_file(tiny_splits, tmp_path, capsys):
+    from mixerdsr import save_dataset
+
+    data = save_dataset(tmp_path / "tiny.npz", tiny_splits)
+    conf = tmp_path / "c.toml"
+    conf.write_text("\n".join(f"{k} = {v}" for k, v in TINY.items()) + "\n")
+    out = tmp_path / "run"
+    assert main(["run", "--config", str(conf), "--data", str(data), "--outer-steps", "2", "--out", str(out), "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "adapt_test: relMSE" in printed and (out / "metrics.json").exists()
