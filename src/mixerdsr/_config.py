@@ -15,8 +15,11 @@ __all__ = ["Config", "load_config", "list_presets"]
 class Config:
     """Everything a MixER run needs. Defaults follow the paper (Appendix C) where it says.
 
-    Data: ``data`` (built-in name or ``.npz`` path), ``data_seed`` (generator seed; None = the
-    dataset's default), ``time_stride`` (train on every k-th time point), ``val_trajectories``
+    Data: ``data`` (built-in name, ``.npz`` path, or for series an Epilepsy2-style ``.ts`` /
+    SCCTS ``.data`` path), ``data_seed`` (generator seed; None = the dataset's default),
+    ``test_file`` (Epilepsy2: a full test ``.ts`` file used as the held-out set),
+    ``standardize`` (series datasets: per-time-column standardisation with training
+    statistics), ``time_stride`` (train on every k-th time point), ``val_trajectories``
     (trajectories per training env held out for model selection; 0 = select on training data).
 
     Model: ``backbone`` (geps|coda|ncf|shplrnn), ``experts`` (M), ``context_size`` (full d_ctx),
@@ -41,6 +44,8 @@ class Config:
     # data
     data: str = "odebench-2"
     data_seed: int | None = None
+    test_file: str | None = None
+    standardize: bool = True
     time_stride: int = 1
     val_trajectories: int = 1
     # model

@@ -26,8 +26,9 @@ import numpy as np
 from . import metrics as M
 from ._config import Config
 from .checkpoint import load_checkpoint, read_checkpoint_config, save_checkpoint
-from .data import EnvData, load_dataset, save_dataset
-from .data._registry import generate_dataset
+from .data import EnvData, load_dataset, read_meta, save_dataset
+from .data._registry import load_run_dataset
+from .downstream import run_downstream
 from .gating import STATUS_NAMES
 from .training import (TrainData, TrainState, adapt_contexts, init_state, make_outer_step, predict, routes,
                        solver_config, split_validation)
@@ -177,37 +178,47 @@ def evaluate_split(model, contexts, split: EnvData, cfg: Config) -> tuple[dict[s
     """MSE, relMSE (Eq. 9), TPRMSE (Eq. 10) and per-env relMSE of a split.
 
     Returns ``(metrics, pred [E, N, T, D])``. Sequence experts are scored free-running on
-    steps 1..T-1 (step 0 is the unscored initial state).
+    steps 1..T-1 (step 0 is the unscored initial state); their one-step error under the
+    training teacher forcing (``alpha = cfg.teacher_forcing``) is added as
+    ``teacher_forced_mse`` / ``teacher_forced_rel_mse``.
     """
     x = split.x.astype(np.float32)
     pred, ok = predict(model, contexts, x, split.t.astype(np.float32), solver_config(cfg))
     p, y = (pred[:, :, 1:], x[:, :, 1:]) if model.kind == "sequence" else (pred, x)
     p, y = jnp.asarray(p), jnp.asarray(y)
     per_env = np.asarray(M.per_env_rel_mse(p, y))
-    return {
+    out = {
         "mse": float(M.mse(p, y)),
         "rel_mse": float(M.rel_mse(p, y)),
         "tprmse": float(M.tprmse(p, y, cfg.tprmse_eps)),
         "per_env_rel_mse": per_env.tolist(),
         "failed_solves": int((~ok).sum()),
-    }, pred
+    }
+    if model.kind == "sequence":
+        tf, _ = predict(model, contexts, x, split.t.astype(np.float32), solver_config(cfg), alpha=cfg.teacher_forcing)
+        tf, yy = jnp.asarray(tf[:, :, 1:]), jnp.asarray(x[:, :, 1:])
+        out.update(teacher_forcing=cfg.teacher_forcing, teacher_forced_mse=float(M.mse(tf, yy)),
+                   teacher_forced_rel_mse=float(M.rel_mse(tf, yy)))
+    return out, pred
 
 
-def _load_data(cfg: Config, out: Path, log) -> dict[str, EnvData]:
+def _load_data(cfg: Config, out: Path, log) -> tuple[dict[str, EnvData], dict[str, Any]]:
     cached = out / "data.npz"
     if cached.exists():
-        return load_dataset(cached)
+        return load_dataset(cached), read_meta(cached)
     src = cfg.data
     if src.endswith(".npz"):
-        return load_dataset(src)
-    log(f"generating dataset {src} ...")
-    splits, meta = generate_dataset(src, cfg.data_seed, progress=True)
+        return load_dataset(src), read_meta(src)
+    log(f"loading dataset {src} ...")
+    splits, meta = load_run_dataset(src, cfg.data_seed, test_file=cfg.test_file, standardize=cfg.standardize,
+                                    progress=True)
     save_dataset(cached, splits, meta)
-    return splits
+    return splits, meta
 
 
 def run(cfg: Config, out_dir: str | Path, *, resume: bool = False, progress: bool = True,
-        log: Callable[[str], None] = print, splits: dict[str, EnvData] | None = None) -> dict[str, Any]:
+        log: Callable[[str], None] = print, splits: dict[str, EnvData] | None = None,
+        meta: dict[str, Any] | None = None) -> dict[str, Any]:
     """The main job: train, adapt, evaluate, and write everything to ``out_dir``.
 
     Args:
@@ -217,6 +228,7 @@ def run(cfg: Config, out_dir: str | Path, *, resume: bool = False, progress: boo
         progress: progress bars.
         log: message sink.
         splits: use these splits instead of loading ``cfg.data``.
+        meta: dataset metadata of ``splits`` (its ``name`` picks the downstream analysis).
 
     Returns:
         The metrics dictionary written to ``metrics.json``.
@@ -230,7 +242,7 @@ def run(cfg: Config, out_dir: str | Path, *, resume: bool = False, progress: boo
                          f"or choose another --out")
     (out / "config.toml").write_text(_to_toml(cfg.to_dict()))
     if splits is None:
-        splits = _load_data(cfg, out, log)
+        splits, meta = _load_data(cfg, out, log)
     if "train" not in splits:
         raise ValueError(f"dataset {cfg.data!r} has no 'train' split (found {list(splits)})")
     t_start = time.perf_counter()
@@ -264,14 +276,20 @@ def run(cfg: Config, out_dir: str | Path, *, resume: bool = False, progress: boo
     gate_counts: Counter = Counter()
     for h in res["history"]:
         gate_counts.update(h.get("gate_updates", {}))
+    ar = np.asarray(routes(model, adapted)) if adapted is not None else None
+    downstream, ds_figs = run_downstream(out, meta or {}, splits, contexts, r, adapted, ar, n_experts=cfg.experts,
+                                         seed=cfg.seed)
+    if downstream is not None:
+        metrics["downstream"] = downstream
     metrics["gate_updates"] = dict(gate_counts)
     metrics["timing"] = dict(res["timing"], run_seconds=time.perf_counter() - t_start)
     metrics["parameters"] = {"active_per_expert": active_parameters(model), "total": total_parameters(model)}
     metrics = _jsonable(metrics)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    np.savez(out / "contexts.npz", train=np.asarray(contexts), train_routes=r,
-             **({"adapt": np.asarray(adapted), "adapt_routes": np.asarray(routes(model, adapted))} if adapted is not None else {}))
-    figs = P.plot_run(out, res["history"], splits, preds, metrics)
+    held = splits.get("adapt_test", splits.get("adapt_train"))
+    np.savez(out / "contexts.npz", train=np.asarray(contexts), train_routes=r, train_family=fam,
+             **({"adapt": np.asarray(adapted), "adapt_routes": ar, "adapt_family": held.family} if adapted is not None else {}))
+    figs = P.plot_run(out, res["history"], splits, preds, metrics) + ds_figs
     P.write_report(out, metrics, figs)
     log(f"wrote {out / 'metrics.json'} and {out / 'report.md'}")
     return metrics

@@ -157,6 +157,7 @@ _RUN_FLAGS = {  # flag -> (config key, type, help)
     "--outer-steps": ("outer_steps", int, "number of outer steps of proximal alternating minimisation"),
     "--context-size": ("context_size", int, "full context length d_ctx"),
     "--seed": ("seed", int, "training seed"),
+    "--test-file": ("test_file", str, "Epilepsy2: the archive's full test .ts file, used as the held-out set"),
 }
 
 
@@ -187,6 +188,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
                   f"TPRMSE {m[split]['tprmse']:.1f}%")
     r = m["routing"]
     print(f"   routing: counts {r['counts']}  purity {r['purity']}  ARI {r['ari']}")
+    ds = m.get("downstream") or {}
+    keys = [k for k in ("context_kmeans_ari", "context_kmeans_accuracy", "raw_kmeans_ari", "raw_kmeans_accuracy",
+                        "logreg_accuracy", "logreg_train_accuracy") if k in ds]
+    if keys:
+        print("downstream: " + "  ".join(f"{k} {ds[k]:.3f}" if isinstance(ds[k], float) else f"{k} {ds[k]}" for k in keys))
     print(f"    report: {os.path.join(out, 'report.md')}")
     return 0
 
@@ -215,8 +221,61 @@ def _add_run_commands(sub: Any) -> None:
     q.set_defaults(func=_cmd_presets)
 
 
+# ----------------------------------------------------------------------------------------------
+# contexts (export learned contexts and routes of a run)
+# ----------------------------------------------------------------------------------------------
+
+def _cmd_contexts(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    run_dir = args.run_dir
+    src = os.path.join(run_dir, "contexts.npz")
+    if not os.path.isfile(src):
+        raise CLIError(f"{src}: no such file (is {run_dir} a finished `mixerdsr run` output directory?)")
+    with np.load(src, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    rows = []  # (split, env, family, route, context)
+    for split, key in (("train", "train"), ("adapt", "adapt")):
+        if key not in arrays:
+            continue
+        ctx = np.atleast_2d(arrays[key])
+        n = ctx.shape[0]
+        fam = arrays.get(f"{key}_family", np.full(n, -1))
+        route = arrays.get(f"{key}_routes", np.full(n, -1))
+        rows += [(split, e, int(fam[e]), int(route[e]), ctx[e]) for e in range(n)]
+    out = args.out
+    if out is not None and out.endswith(".npz"):
+        np.savez(out, **arrays)
+        print(f"wrote {out}: " + ", ".join(f"{k} {tuple(v.shape)}" for k, v in arrays.items()))
+        return 0
+    if out is not None and not out.endswith(".csv"):
+        raise CLIError(f"--out {out}: expected a file name ending in .npz or .csv")
+    d = max((len(r[4]) for r in rows), default=0)
+    lines = [",".join(["split", "env", "family", "route"] + [f"ctx_{i}" for i in range(d)])]
+    lines += [",".join([s, str(e), str(f), str(r)] + [repr(float(v)) for v in c]) for s, e, f, r, c in rows]
+    text = "\n".join(lines) + "\n"
+    if out is None:
+        sys.stdout.write(text)
+    else:
+        with open(out, "w") as fh:
+            fh.write(text)
+        print(f"wrote {out}: {len(rows)} rows x {d} context dims")
+    return 0
+
+
+def _add_contexts_commands(sub: Any) -> None:
+    p = sub.add_parser("contexts", help="export the learned contexts and routes of a run (.npz or CSV)",
+                       description="Export the training and adapted contexts of a `mixerdsr run` output directory, "
+                                   "with each environment's route (expert) and family label (-1 = unknown). "
+                                   "CSV columns: split, env, family, route, ctx_0 .. ctx_{d-1}; .npz keys: train, "
+                                   "train_routes, train_family, adapt, adapt_routes, adapt_family.")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="output directory of `mixerdsr run`")
+    p.add_argument("--out", metavar="F.npz|F.csv", default=None, help="output file (default: CSV on stdout)")
+    p.set_defaults(func=_cmd_contexts)
+
+
 #: Functions adding one command group each to the top-level subparsers (append to extend).
-COMMAND_GROUPS: list[Callable[[Any], None]] = [_add_data_commands, _add_run_commands]
+COMMAND_GROUPS: list[Callable[[Any], None]] = [_add_data_commands, _add_run_commands, _add_contexts_commands]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -14,10 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from ._classic import generate_go, generate_lv, generate_sm
-from ._envdata import DataError, EnvData, load_dataset
+from ._envdata import DataError, EnvData, load_dataset, read_meta
 from ._families import builtin_family_files, generate_families, load_family_spec
 
-__all__ = ["list_datasets", "generate_dataset", "load_any"]
+__all__ = ["list_datasets", "generate_dataset", "load_any", "load_run_dataset", "shared_data_dirs", "find_data_file",
+           "SHARED_DATA_ENV"]
 
 _CLASSIC: dict[str, tuple[Callable[..., Any], str]] = {
     "lv": (generate_lv, "Lotka-Volterra (2-D): 9 train envs (b, d), 4 adaptation envs"),
@@ -105,3 +106,89 @@ def load_any(name_or_path: str | os.PathLike, seed: int | None = None) -> dict[s
         return load_dataset(s)
     splits, _ = generate_dataset(s, seed)
     return splits
+
+
+# ---------------------------------------------------------------------------------------
+# real data files (SCCTS, Epilepsy2) and the dataset of a run
+# ---------------------------------------------------------------------------------------
+#: Environment variable naming a folder that holds the real data files.
+SHARED_DATA_ENV = "MIXERDSR_SHARED_DATA"
+SCCTS_FILE = "synthetic_control.data"
+EPILEPSY2_FILE = "Epilepsy2_TRAIN.ts"
+
+
+def shared_data_dirs() -> list[Path]:
+    """Folders searched for real data files, in order: ``$MIXERDSR_SHARED_DATA``,
+    ``../shared/data`` from the current directory, ``../shared/data`` from the repository root
+    (for an editable install)."""
+    dirs = []
+    env = os.environ.get(SHARED_DATA_ENV)
+    if env:
+        dirs.append(Path(env))
+    dirs.append(Path.cwd() / ".." / "shared" / "data")
+    dirs.append(Path(__file__).resolve().parents[3] / ".." / "shared" / "data")
+    out: list[Path] = []
+    for d in dirs:
+        d = d.resolve()
+        if d not in out:
+            out.append(d)
+    return out
+
+
+def find_data_file(name: str) -> tuple[Path | None, list[Path]]:
+    """``(path or None, folders searched)`` for a real data file such as ``synthetic_control.data``."""
+    dirs = shared_data_dirs()
+    for d in dirs:
+        if (d / name).is_file():
+            return d / name, dirs
+    return None, dirs
+
+
+def load_run_dataset(source: str | os.PathLike, seed: int | None = None, *, test_file: str | os.PathLike | None = None,
+                     standardize: bool = True, progress: bool = False) -> tuple[dict[str, EnvData], dict[str, Any]]:
+    """The dataset of a run: ``(splits, meta)``, ``meta["source"]`` saying where it came from.
+
+    - ``.npz`` path: loaded (validated) with its stored metadata;
+    - ``"sccts"``: the UCI file ``synthetic_control.data`` when found in
+      :func:`shared_data_dirs` (``meta["source"]`` is its path), else the seeded generator
+      (``meta["source"] == "generator"``); a path to a ``.data`` file is loaded as SCCTS;
+    - ``"epilepsy2"`` (``Epilepsy2_TRAIN.ts`` found in :func:`shared_data_dirs`) or a ``.ts``
+      path: :func:`~mixerdsr.data.load_epilepsy2`, with ``test_file`` (the archive's full test
+      set) as the held-out adaptation set when given;
+    - anything else: :func:`generate_dataset`.
+
+    Series datasets are standardised per time column (``standardize``; statistics of the
+    training split) as the paper does for SCCTS.
+
+    Raises:
+        DataError: unknown name, a missing Epilepsy2 file (naming the folders searched), or a
+            ``test_file`` for a dataset that has no use for it.
+    """
+    from ._series import generate_sccts, load_epilepsy2, load_sccts
+
+    s = os.fspath(source)
+    key = s.lower()
+    is_ts = key == "epilepsy2" or Path(s).suffix == ".ts"
+    if test_file is not None and not is_ts:
+        raise DataError(f"test_file is only used with Epilepsy2-style data (data = 'epilepsy2' or a .ts file), "
+                        f"not with {s!r}")
+    if Path(s).suffix == ".npz":
+        return load_dataset(s), read_meta(s)
+    if key == "sccts" or Path(s).suffix == ".data":
+        path = Path(s) if Path(s).suffix == ".data" else find_data_file(SCCTS_FILE)[0]
+        if path is not None:
+            return load_sccts(path, standardize=standardize)
+        return generate_sccts(0 if seed is None else int(seed), standardize=standardize)
+    if is_ts:
+        if key == "epilepsy2":
+            path, dirs = find_data_file(EPILEPSY2_FILE)
+            if path is None:
+                raise DataError(f"epilepsy2: {EPILEPSY2_FILE} not found; looked in "
+                                f"{', '.join(str(d) for d in dirs)}. Set {SHARED_DATA_ENV}=DIR to the folder "
+                                f"holding it, or pass the file itself (--data PATH/{EPILEPSY2_FILE})")
+        else:
+            path = Path(s)
+        if test_file is not None and not Path(test_file).is_file():
+            raise FileNotFoundError(f"{test_file}: no such test file")
+        return load_epilepsy2(path, standardize=standardize, test_path=test_file)
+    return generate_dataset(s, seed, progress=progress)

@@ -5,5 +5,6 @@ from ._base import MLPField as MLPField
 from ._coda import CoDA as CoDA
 from ._geps import GEPS as GEPS
 from ._ncf import NCF as NCF
+from ._shplrnn import SHPLRNN as SHPLRNN
 
-BACKBONES = {"geps": GEPS, "coda": CoDA, "ncf": NCF}
+BACKBONES = {"geps": GEPS, "coda": CoDA, "ncf": NCF, "shplrnn": SHPLRNN}

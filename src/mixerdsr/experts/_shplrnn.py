@@ -1,0 +1,112 @@
+"""hier-shPLRNN: a shallow piecewise-linear RNN whose parameters come from the context.
+
+The shallow PLRNN (Hess et al., 2023; Brenner et al., 2024) is the one-step map
+
+    z_{t+1} = A z_t + W1 relu(W2 z_t + h2) + h1,
+
+with ``A`` **diagonal** (stored as a vector and applied elementwise, as in the authors'
+``PLRNN_step``: ``A * z``; Hess et al. 2023, Eq. 2, "A diagonal"), ``W1 [D, H]``, ``W2 [H, D]``,
+``h1 [D]``, ``h2 [H]``. Here the latent space *is* the observation space (``D`` = data
+dimension, no encoder, ``z_0 = 0``), as in the paper's Appendix C.2.
+
+Hierarchisation (Brenner et al., 2024): the parameters of environment ``e`` are a linear
+function of its context ``c`` (size ``r``). Brenner et al. use ``theta_e = P c_e`` with no shared
+offset; like CoDA we use ``theta_e = theta + H c_e`` (shared base plus a bias-free linear
+hypernetwork), which is the same family of maps (append a constant 1 to ``c``) and lets
+zero-initialised contexts start at a sensible, stable base network. ``H`` is stored leaf by
+leaf: each base leaf of shape ``S`` has a hypernetwork leaf of shape ``S + (r,)``.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Float, PRNGKeyArray
+
+from ._base import AbstractExpert
+
+__all__ = ["SHPLRNN", "SHPLRNNStep"]
+
+
+class SHPLRNNStep(eqx.Module):
+    """The shPLRNN map of one environment: ``z -> a * z + W1 relu(W2 z + h2) + h1``.
+
+    ``__call__(t, z, args=None)`` follows the callable convention of the other experts
+    (``t`` and ``args`` are ignored). :class:`SHPLRNN` also uses this class as a container
+    for the hypernetwork leaves (each with a trailing context axis); only a step built by
+    :meth:`SHPLRNN.specialise` is meant to be called.
+    """
+
+    a: Float[Array, " D"]
+    w1: Float[Array, "D H"]
+    w2: Float[Array, "H D"]
+    h1: Float[Array, " D"]
+    h2: Float[Array, " H"]
+
+    def __call__(self, t, z: Float[Array, " D"], args=None) -> Float[Array, " D"]:
+        return self.a * z + self.w1 @ jax.nn.relu(self.w2 @ z + self.h2) + self.h1
+
+
+class SHPLRNN(AbstractExpert):
+    """hier-shPLRNN expert (a sequence expert: ``kind = "sequence"``).
+
+    ``specialise(ctx)`` returns the :class:`SHPLRNNStep` of the environment with context
+    ``ctx``, its parameters being ``base + hyper @ ctx`` leaf by leaf. Rolled out by
+    :func:`mixerdsr.rollout.sequence_rollout` (generalised teacher forcing).
+
+    Initialisation (chosen so that a fresh model free-runs stably from ``z_0 = 0``): the
+    diagonal ``a`` uniform in ``a_range`` (default ``[0.5, 0.9]``), ``W2`` and ``h2`` uniform in
+    ``+-1/sqrt(D)`` (PyTorch default), ``W1`` uniform in ``+-w1_scale/sqrt(H)`` (small, so the
+    Jacobian ``diag(a) + W1 diag(relu') W2`` starts with spectral radius below 1), ``h1 = 0``.
+    Every hypernetwork leaf is uniform in ``+-hyper_scale / sqrt(r)`` times the scale of the
+    leaf it modulates (``a``: 0.1, ``W1``: ``w1_scale/sqrt(H)``, ``W2``/``h2``: ``1/sqrt(D)``,
+    ``h1``: 1); it must not start at 0, or neither it nor the zero-initialised contexts
+    would receive a gradient.
+
+    Args:
+        state_size: data (= latent) dimension ``D``.
+        context_size: context length ``r``.
+        hidden: hidden width ``H`` of the relu layer (paper: 16).
+        a_range: range of the initial diagonal of ``A``.
+        w1_scale: scale of the initial ``W1``.
+        hyper_scale: scale of the initial hypernetwork.
+        key: PRNG key (keyword-only).
+    """
+
+    base: SHPLRNNStep
+    hyper: SHPLRNNStep
+    state_size: int = eqx.field(static=True)
+    context_size: int = eqx.field(static=True)
+    hidden: int = eqx.field(static=True)
+    kind: ClassVar[str] = "sequence"
+
+    def __init__(self, state_size: int, context_size: int, hidden: int = 16, *, a_range: tuple[float, float] = (0.5, 0.9),
+                 w1_scale: float = 0.1, hyper_scale: float = 1.0, key: PRNGKeyArray):
+        if hidden < 1:
+            raise ValueError(f"hidden must be >= 1, got {hidden}")
+        self.state_size = d = state_size
+        self.context_size = r = context_size
+        self.hidden = h = hidden
+        ka, k1, k2, kh2, khyper = jax.random.split(key, 5)
+        lim_w1 = w1_scale / jnp.sqrt(h)
+        lim_w2 = 1.0 / jnp.sqrt(d)
+        u = lambda k, shape, lim: jax.random.uniform(k, shape, minval=-lim, maxval=lim)  # noqa: E731
+        self.base = SHPLRNNStep(
+            a=jax.random.uniform(ka, (d,), minval=a_range[0], maxval=a_range[1]),
+            w1=u(k1, (d, h), lim_w1),
+            w2=u(k2, (h, d), lim_w2),
+            h1=jnp.zeros((d,)),
+            h2=u(kh2, (h,), lim_w2),
+        )
+        scales = SHPLRNNStep(a=0.1, w1=lim_w1, w2=lim_w2, h1=1.0, h2=lim_w2)
+        leaves, treedef = jax.tree.flatten(self.base)
+        keys = jax.random.split(khyper, len(leaves))
+        hyper_lim = hyper_scale / jnp.sqrt(r)
+        self.hyper = jax.tree.unflatten(treedef, [
+            u(k, leaf.shape + (r,), hyper_lim * s) for k, leaf, s in zip(keys, leaves, jax.tree.leaves(scales))])
+
+    def specialise(self, ctx: Float[Array, " r"]) -> SHPLRNNStep:
+        return jax.tree.map(lambda b, hy: b + hy @ ctx, self.base, self.hyper)
