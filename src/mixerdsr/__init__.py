@@ -19,4 +19,16 @@ from .metrics import purity as purity
 from .metrics import rel_mse as rel_mse
 from .metrics import tprmse as tprmse
 
+from ._config import Config as Config
+from ._config import load_config as load_config
+from ._config import list_presets as list_presets
+from .mixer import MixER as MixER
+from .mixer import make_mixer as make_mixer
+from .training import adapt_contexts as adapt_contexts
+from .training import predict as predict
+from .training import routes as routes
+from ._run import evaluate_split as evaluate_split
+from ._run import run as run
+from ._run import train as train
+
 __version__ = "0.1.0"
