@@ -155,3 +155,18 @@ def test_matched_accuracy_hungarian():
     assert matched_accuracy([0, 0, 0, 0], [0, 0, 1, 1]) == pytest.approx(1 / 2)  # fewer clusters
     assert matched_accuracy([0, 1, 2, 3], [0, 0, 1, 1]) == pytest.approx(1 / 2)  # more clusters
     assert matched_accuracy([0, 1, 1], [0, 1, -1]) == pytest.approx(1.0)
+
+
+def test_traj_rel_l2_by_hand():
+    from mixerdsr.metrics import traj_rel_l2
+
+    true = np.zeros((2, 3, 2), np.float32)
+    true[0, :, 0] = [3.0, 0.0, 4.0]          # ||true|| = 5
+    true[1, 0] = [0.001, 0.0]                # ||true|| = 1e-3
+    pred = true.copy()
+    pred[0, 1, 1] = 1.0                      # error norm 1 -> 0.2
+    pred[1, 0, 0] = 0.0                      # error norm 1e-3 -> 1.0
+    np.testing.assert_allclose(float(traj_rel_l2(pred, true)), 0.6, rtol=1e-5)
+    zero = np.zeros((1, 3, 2), np.float32)   # a zero trajectory is left out
+    np.testing.assert_allclose(float(traj_rel_l2(np.concatenate([pred, zero + 1]), np.concatenate([true, zero]))), 0.6,
+                               rtol=1e-5)

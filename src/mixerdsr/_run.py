@@ -191,6 +191,7 @@ def evaluate_split(model, contexts, split: EnvData, cfg: Config) -> tuple[dict[s
         "mse": float(M.mse(p, y)),
         "rel_mse": float(M.rel_mse(p, y)),
         "tprmse": float(M.tprmse(p, y, cfg.tprmse_eps)),
+        "traj_rel_l2": float(M.traj_rel_l2(p, y)),
         "per_env_rel_mse": per_env.tolist(),
         "failed_solves": int((~ok).sum()),
     }
@@ -202,7 +203,7 @@ def evaluate_split(model, contexts, split: EnvData, cfg: Config) -> tuple[dict[s
     return out, pred
 
 
-def _load_data(cfg: Config, out: Path, log) -> tuple[dict[str, EnvData], dict[str, Any]]:
+def _load_data(cfg: Config, out: Path, log, progress: bool = True) -> tuple[dict[str, EnvData], dict[str, Any]]:
     cached = out / "data.npz"
     if cached.exists():
         return load_dataset(cached), read_meta(cached)
@@ -211,7 +212,7 @@ def _load_data(cfg: Config, out: Path, log) -> tuple[dict[str, EnvData], dict[st
         return load_dataset(src), read_meta(src)
     log(f"loading dataset {src} ...")
     splits, meta = load_run_dataset(src, cfg.data_seed, test_file=cfg.test_file, standardize=cfg.standardize,
-                                    progress=True)
+                                    progress=progress)
     save_dataset(cached, splits, meta)
     return splits, meta
 
@@ -242,7 +243,7 @@ def run(cfg: Config, out_dir: str | Path, *, resume: bool = False, progress: boo
                          f"or choose another --out")
     (out / "config.toml").write_text(_to_toml(cfg.to_dict()))
     if splits is None:
-        splits, meta = _load_data(cfg, out, log)
+        splits, meta = _load_data(cfg, out, log, progress)
     if "train" not in splits:
         raise ValueError(f"dataset {cfg.data!r} has no 'train' split (found {list(splits)})")
     t_start = time.perf_counter()

@@ -156,10 +156,16 @@ def _batch_loss(model: MixER, contexts, idx, data: TrainData, cfg: Config, solve
 
 def expert_losses(model: MixER, contexts: Float[Array, "E d"], data: TrainData, solver: SolverConfig
                   ) -> Float[Array, "M E"]:
-    """Loss of every expert on every environment (Algorithm 1, line 7), one vmap over experts.
+    """Loss of every expert on every environment (Algorithm 1, line 7).
 
-    Failed solves give ``inf``. Sequence experts are scored free-running... with the training
-    teacher forcing, as in training.
+    Failed solves give ``inf``. Sequence experts are scored with the training teacher forcing,
+    as in training.
+
+    The experts are visited with ``lax.map`` (each one a vmap over all environments) rather
+    than one vmap over the expert axis: on ODEBench-10B with M = 10 that is 3x faster on CPU
+    (0.10 s instead of 0.34 s per pass) and needs less memory, because a vmapped adaptive
+    solve runs every member to the slowest one's step count and the vmapped gather copies the
+    parameters per (expert, env) pair.
     """
     alpha = solver.teacher_forcing if model.kind == "sequence" else 1.0
 
@@ -167,7 +173,7 @@ def expert_losses(model: MixER, contexts: Float[Array, "E d"], data: TrainData, 
         ls, ok = jax.vmap(lambda c, xe, te: env_loss(model, c, xe, te, solver, m=m, alpha=alpha))(contexts, data.x, data.t)
         return jnp.where(ok, ls, jnp.inf)
 
-    return jax.vmap(one)(jnp.arange(model.n_experts))
+    return jax.lax.map(one, jnp.arange(model.n_experts))
 
 
 def make_outer_step(cfg: Config, n_envs: int):

@@ -1,0 +1,150 @@
+"""Training speed and memory of MixER on ODEBench-10B (the reference setting of issue 3).
+
+Setting: GEPS experts, d_ctx = 40 split across the experts, batch 16 envs, K = 12 inner steps,
+time stride 5 (20 time points, as the authors train). Every configuration runs in its own
+process (so its peak memory is its own) from initialisation; step 0 holds compilation, and
+seconds per outer step is the mean over outer steps 1..19. Prints:
+
+- M = 10 with the gate updated after every inner step (the paper) and once per inner loop
+  (``gate_every = K``: one update after the context loop, one after the weight loop);
+- M = 1, 2, 5, 10 (gate after every inner step);
+- 2x and 4x the training environments (envs tiled; M = 10, gate after every inner step);
+- a trained model: after ``--train-steps`` outer steps (gate once per inner loop), the time per
+  outer step of both gate settings (learned fields need more solver steps than fresh ones);
+- active parameters per expert (what one environment uses) at that setting, and, for
+  reference, at state size 4 for every IVP backbone.
+
+    python benchmarks/bench_mixer.py [--steps 20] [--train-steps 100] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def _one(spec: dict) -> dict:
+    """Run one configuration in this process and return its figures."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    import mixerdsr as mx
+    from mixerdsr._run import active_parameters
+    from mixerdsr.training import TrainData, init_state, make_outer_step
+
+    train = mx.load_dataset(spec["data"])["train"]
+    cfg = mx.load_config("odebench-10b", experts=spec["experts"], gate_every=spec["gate_every"], batch_envs=16,
+                         inner_steps=12, time_stride=5, context_size=40, split_context=True,
+                         outer_steps=max(spec["steps"], spec.get("train_steps", 0)) + 20)
+    tr = train.stride_time(cfg.time_stride)
+    x, t = np.asarray(tr.x, np.float32), np.asarray(tr.t, np.float32)
+    if spec.get("env_mult", 1) > 1:
+        x, t = np.tile(x, (spec["env_mult"], 1, 1, 1)), np.tile(t, (spec["env_mult"], 1))
+    data = TrainData(jnp.asarray(x), jnp.asarray(t))
+    n_envs = x.shape[0]
+    state = init_state(cfg, n_envs, x.shape[-1])
+    out: dict = {"envs": n_envs, "active_parameters": active_parameters(state.model)}
+
+    def timed(step_fn, state, n):
+        times = []
+        for _ in range(n):
+            t0 = time.perf_counter()
+            state, info = step_fn(state, data)
+            jax.block_until_ready((state.contexts, info))
+            times.append(time.perf_counter() - t0)
+        return state, times
+
+    if spec.get("train_steps"):
+        fast = make_outer_step(cfg.replace(gate_every=12), n_envs)
+        state, tt = timed(fast, state, spec["train_steps"])
+        out["train_seconds"] = sum(tt)
+        for g in (1, 12):
+            fn = make_outer_step(cfg.replace(gate_every=g), n_envs)
+            _, times = timed(fn, state, 1 + spec["steps"])
+            out[f"trained_gate_every_{g}"] = float(np.mean(times[1:]))
+    else:
+        step_fn = make_outer_step(cfg, n_envs)
+        state, times = timed(step_fn, state, spec["steps"])
+        steady = times[1:]
+        out.update(first_step=times[0], compile_seconds=times[0] - float(np.median(steady)),
+                   seconds_per_outer_step=float(np.mean(steady)), std=float(np.std(steady)),
+                   routes=np.bincount(np.asarray(mx.routes(state.model, state.contexts)),
+                                      minlength=cfg.experts).tolist())
+    out["peak_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    return out
+
+
+def _spawn(spec: dict) -> dict:
+    p = subprocess.run([sys.executable, __file__, "--one", json.dumps(spec)], capture_output=True, text=True)
+    if p.returncode != 0:
+        raise RuntimeError(f"configuration {spec} failed:\n{p.stderr[-3000:]}")
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+def _param_table() -> str:
+    import jax
+
+    from mixerdsr._run import active_parameters
+    from mixerdsr.mixer import make_mixer
+
+    parts = []
+    for bb in ("geps", "coda", "ncf"):
+        m = make_mixer(bb, 4, 4, 1, split=False, shift=True, key=jax.random.PRNGKey(0))
+        parts.append(f"{bb} {active_parameters(m):,}")
+    return "active parameters per expert at state size 4, context 4 (incl. 1 shift): " + ", ".join(parts)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--one", help=argparse.SUPPRESS)
+    ap.add_argument("--steps", type=int, default=20, help="outer steps per configuration (step 0 = compile)")
+    ap.add_argument("--train-steps", type=int, default=100, help="outer steps before timing the trained model")
+    ap.add_argument("--quick", action="store_true", help="only M = 10 with both gate settings")
+    args = ap.parse_args()
+    if args.one:
+        print(json.dumps(_one(json.loads(args.one))))
+        return
+
+    import mixerdsr as mx
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = str(Path(tmp) / "odebench-10b.npz")
+        t0 = time.perf_counter()
+        splits, meta = mx.generate_dataset("odebench-10b")
+        mx.save_dataset(path, splits, meta)
+        print(f"ODEBench-10B generated in {time.perf_counter() - t0:.1f} s: train {splits['train'].x.shape}")
+        base = dict(data=path, steps=args.steps, experts=10, gate_every=1)
+        print("\nGEPS, M = 10, d_ctx = 40 split, batch 16, K = 12, stride 5; mean of outer steps 1..19")
+        print(f"{'setting':34s} {'compile s':>9s} {'s/outer step':>12s} {'peak GiB':>8s}  active params/expert")
+        for name, over in (("gate after every inner step", {}), ("gate once per inner loop", {"gate_every": 12})):
+            r = _spawn({**base, **over})
+            print(f"{name:34s} {r['compile_seconds']:9.1f} {r['seconds_per_outer_step']:8.3f}±{r['std']:.2f} "
+                  f"{r['peak_gib']:8.2f}  {r['active_parameters']:,}", flush=True)
+        if args.quick:
+            return
+        print("\nexperts M (gate after every inner step)")
+        for m in (1, 2, 5, 10):
+            r = _spawn({**base, "experts": m})
+            print(f"  M = {m:2d}: {r['seconds_per_outer_step']:.3f} s/outer step, compile {r['compile_seconds']:.1f} s, "
+                  f"peak {r['peak_gib']:.2f} GiB", flush=True)
+        print("\nenvironments (M = 10, gate after every inner step)")
+        for k in (1, 2, 4):
+            r = _spawn({**base, "env_mult": k})
+            print(f"  {k}x = {r['envs']} envs: {r['seconds_per_outer_step']:.3f} s/outer step, "
+                  f"peak {r['peak_gib']:.2f} GiB", flush=True)
+        r = _spawn({**base, "train_steps": args.train_steps, "steps": 10})
+        print(f"\ntrained model (after {args.train_steps} outer steps, {r['train_seconds']:.0f} s): "
+              f"{r['trained_gate_every_1']:.3f} s/outer step with the gate after every inner step, "
+              f"{r['trained_gate_every_12']:.3f} s once per inner loop")
+        print("\n" + _param_table())
+
+
+if __name__ == "__main__":
+    main()
