@@ -127,6 +127,11 @@ def test_adaptation_is_per_environment(tiny_splits):
     np.testing.assert_allclose(ctx_all[2], ctx_one[0], rtol=1e-4, atol=1e-6)
     assert hist.shape == (4, 15)
     assert bool(jnp.all(hist[:, -1] <= hist[:, 0]))
+    # joint fitting: one optimiser over all contexts; each env's loss still falls
+    ctx_j, hist_j = adapt_contexts(res["model"], ad.x, ad.t, steps=15, lr=1e-2, joint=True)
+    assert ctx_j.shape == ctx_all.shape and hist_j.shape == (4, 15)
+    np.testing.assert_allclose(hist_j[:, 0], hist[:, 0], rtol=1e-5)  # same start (zero contexts)
+    assert bool(jnp.all(hist_j[:, -1] < hist_j[:, 0]))
 
 
 def test_run_writes_metrics_plots_and_report(tiny_splits, tmp_path):

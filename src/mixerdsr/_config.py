@@ -37,7 +37,8 @@ class Config:
     ``batch_envs`` (0 = E/M), ``rtol``, ``atol``, ``max_steps``, ``teacher_forcing`` (alpha),
     ``val_every``, ``checkpoint_every``, ``seed``.
 
-    Adaptation: ``adapt_steps``, ``adapt_lr``, ``adapt_init`` (zeros|mean).
+    Adaptation: ``adapt_steps``, ``adapt_lr``, ``adapt_init`` (zeros|mean), ``adapt_joint`` (one
+    optimiser for all new environments instead of one each).
     Evaluation: ``tprmse_eps``.
     """
 
@@ -88,6 +89,7 @@ class Config:
     adapt_steps: int = 500
     adapt_lr: float = 1e-2
     adapt_init: str = "zeros"
+    adapt_joint: bool = False
     tprmse_eps: float = 0.1
 
     def replace(self, **changes: Any) -> "Config":

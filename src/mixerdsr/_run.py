@@ -94,7 +94,7 @@ def train(cfg: Config, train_split: EnvData, *, out_dir: str | Path | None = Non
     if resume and ckpt is not None and ckpt.exists():
         stored, _ = read_checkpoint_config(ckpt)
         mismatch = {k: (stored.get(k), v) for k, v in cfg.to_dict().items()
-                    if k not in ("outer_steps", "adapt_steps", "adapt_lr", "adapt_init", "checkpoint_every")
+                    if k not in ("outer_steps", "adapt_steps", "adapt_lr", "adapt_init", "adapt_joint", "checkpoint_every")
                     and stored.get(k) != v}
         if mismatch:
             raise ValueError(f"{ckpt}: cannot resume, the configuration differs: {mismatch}")
@@ -263,7 +263,8 @@ def run(cfg: Config, out_dir: str | Path, *, resume: bool = False, progress: boo
             init = jnp.broadcast_to(jnp.mean(contexts, 0), (ad.n_envs, cfg.context_size))
         t0 = time.perf_counter()
         adapted, _ = adapt_contexts(model, ad.x.astype(np.float32), ad.t.astype(np.float32), steps=cfg.adapt_steps,
-                                    lr=cfg.adapt_lr, init=init, solver=solver_config(cfg))
+                                    lr=cfg.adapt_lr, init=init, solver=solver_config(cfg),
+                                    joint=cfg.adapt_joint)
         adapt_seconds = time.perf_counter() - t0
         target = splits.get("adapt_test", splits["adapt_train"])
         m, preds["adapt_test"] = evaluate_split(model, adapted, target, cfg)

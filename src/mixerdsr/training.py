@@ -306,12 +306,14 @@ def split_validation(x: np.ndarray, n_val: int) -> tuple[np.ndarray, np.ndarray 
 
 
 def adapt_contexts(model: MixER, x: Float[Array, "E N T D"], t: Float[Array, "E T"], *, steps: int = 500,
-                   lr: float = 1e-2, init: Float[Array, "E d"] | None = None, solver: SolverConfig = SolverConfig()
-                   ) -> tuple[Float[Array, "E d"], Float[Array, "E steps"]]:
+                   lr: float = 1e-2, init: Float[Array, "E d"] | None = None, solver: SolverConfig = SolverConfig(),
+                   joint: bool = False) -> tuple[Float[Array, "E d"], Float[Array, "E steps"]]:
     """Fit a fresh context for each new environment, everything else frozen.
 
-    Every environment is fitted independently (its own AdaBelief state), as the paper's
-    one-by-one protocol, but as one compiled function vmapped over environments.
+    By default every environment is fitted independently (its own loss and AdaBelief state),
+    as the paper's one-by-one protocol, but as one compiled function vmapped over
+    environments. ``joint=True`` fits all contexts together: one AdaBelief state over the
+    ``[E, d]`` context matrix minimising the mean loss over environments (as in training).
 
     Args:
         model: trained MixER (weights and gate frozen).
@@ -319,6 +321,7 @@ def adapt_contexts(model: MixER, x: Float[Array, "E N T D"], t: Float[Array, "E 
         steps, lr: AdaBelief steps and learning rate.
         init: starting contexts ``[E, d]`` (default: zeros, as the paper).
         solver: solver settings.
+        joint: one optimiser for all environments instead of one each.
 
     Returns:
         ``(contexts [E, d], loss_history [E, steps])``.
@@ -326,18 +329,31 @@ def adapt_contexts(model: MixER, x: Float[Array, "E N T D"], t: Float[Array, "E 
     x, t = jnp.asarray(x), jnp.asarray(t)
     if init is None:
         init = jnp.zeros((x.shape[0], model.context_size), x.dtype)
-    return _adapt(model, x, t, jnp.asarray(init), steps, lr, solver)
+    return _adapt(model, x, t, jnp.asarray(init), steps, lr, solver, joint)
 
 
 @eqx.filter_jit
-def _adapt(model, x, t, init, steps, lr, solver):
+def _adapt(model, x, t, init, steps, lr, solver, joint):
     opt = optax.adabelief(lr)
     alpha = solver.teacher_forcing if model.kind == "sequence" else 1.0
 
+    def env_losses(c, xe, te):
+        return jax.vmap(lambda ci, xi, ti: env_loss(model, ci, xi, ti, solver, alpha=alpha)[0])(c, xe, te)
+
+    if joint:
+        def body_joint(carry, _):
+            c, s = carry
+            (_, losses), g = jax.value_and_grad(lambda cc: (lambda ls: (ls.mean(), ls))(env_losses(cc, x, t)),
+                                                has_aux=True)(c)
+            u, s = opt.update(_sanitize(g), s, c)
+            return (optax.apply_updates(c, u), s), losses
+
+        (c, _), hist = jax.lax.scan(body_joint, (init, opt.init(init)), None, length=steps)
+        return c, hist.T
+
     def fit_one(c0, xe, te):
         def loss_fn(c):
-            loss, ok = env_loss(model, c, xe, te, solver, alpha=alpha)
-            return loss
+            return env_losses(c[None], xe[None], te[None])[0]
 
         def body(carry, _):
             c, s = carry
