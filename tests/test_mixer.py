@@ -38,6 +38,17 @@ def test_geps_is_root_mlp_at_zero_context_and_low_rank_otherwise():
     assert np.linalg.matrix_rank(np.asarray(delta)) <= 3
 
 
+def test_geps_factored_form_equals_merged_form():
+    merged = GEPS(2, 3, key=KEY, factored=False, **SMALL)
+    factored = GEPS(2, 3, key=KEY, factored=True, **SMALL)
+    assert not GEPS(2, 20, key=KEY).factored and GEPS(2, 4, key=KEY).factored  # auto: rank <= width / 4
+    x, c = jnp.array([0.5, -1.0]), jnp.array([1.0, -2.0, 0.5])
+    np.testing.assert_allclose(factored(0.0, x, c), merged(0.0, x, c), rtol=1e-5, atol=1e-6)
+    g1 = jax.grad(lambda cc: jnp.sum(factored(0.0, x, cc) ** 2))(c)
+    g2 = jax.grad(lambda cc: jnp.sum(merged(0.0, x, cc) ** 2))(c)
+    np.testing.assert_allclose(g1, g2, rtol=1e-4, atol=1e-6)
+
+
 def test_coda_is_affine_in_the_context():
     e = CoDA(2, 3, key=KEY, **SMALL)
     c1, c2 = jnp.array([1.0, 0.0, 2.0]), jnp.array([-1.0, 3.0, 0.5])
