@@ -11,6 +11,8 @@ seconds per outer step is the mean over outer steps 1..19. Prints:
 - 2x and 4x the training environments (envs tiled; M = 10, gate after every inner step);
 - a trained model: after ``--train-steps`` outer steps (gate once per inner loop), the time per
   outer step of both gate settings (learned fields need more solver steps than fresh ones);
+- peak memory is the process's maximum resident set (``ru_maxrss``), compilation included;
+  the resident set after imports and data loading, before any model exists, is printed beside it;
 - active parameters per expert (what one environment uses) at that setting, and, for
   reference, at state size 4 for every IVP backbone.
 
@@ -49,6 +51,7 @@ def _one(spec: dict) -> dict:
         x, t = np.tile(x, (spec["env_mult"], 1, 1, 1)), np.tile(t, (spec["env_mult"], 1))
     data = TrainData(jnp.asarray(x), jnp.asarray(t))
     n_envs = x.shape[0]
+    base_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # imports + data, before any model
     state = init_state(cfg, n_envs, x.shape[-1])
     out: dict = {"envs": n_envs, "active_parameters": active_parameters(state.model)}
 
@@ -78,6 +81,7 @@ def _one(spec: dict) -> dict:
                    routes=np.bincount(np.asarray(mx.routes(state.model, state.contexts)),
                                       minlength=cfg.experts).tolist())
     out["peak_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    out["base_gib"] = base_gib
     return out
 
 
@@ -122,11 +126,12 @@ def main() -> None:
         print(f"ODEBench-10B generated in {time.perf_counter() - t0:.1f} s: train {splits['train'].x.shape}")
         base = dict(data=path, steps=args.steps, experts=10, gate_every=1)
         print("\nGEPS, M = 10, d_ctx = 40 split, batch 16, K = 12, stride 5; mean of outer steps 1..19")
-        print(f"{'setting':34s} {'compile s':>9s} {'s/outer step':>12s} {'peak GiB':>8s}  active params/expert")
+        print(f"{'setting':34s} {'compile s':>9s} {'s/outer step':>12s} {'peak GiB':>8s} {'of which imports+data':>21s}"
+              f"  active params/expert")
         for name, over in (("gate after every inner step", {}), ("gate once per inner loop", {"gate_every": 12})):
             r = _spawn({**base, **over})
             print(f"{name:34s} {r['compile_seconds']:9.1f} {r['seconds_per_outer_step']:8.3f}±{r['std']:.2f} "
-                  f"{r['peak_gib']:8.2f}  {r['active_parameters']:,}", flush=True)
+                  f"{r['peak_gib']:8.2f} {r['base_gib']:21.2f}  {r['active_parameters']:,}", flush=True)
         if args.quick:
             return
         print("\nexperts M (gate after every inner step)")
