@@ -7,7 +7,8 @@ seconds per outer step is the mean over outer steps 1..19. Prints:
 
 - M = 10 with the gate updated after every inner step (the paper) and once per inner loop
   (``gate_every = K``: one update after the context loop, one after the weight loop);
-- M = 1, 2, 5, 10 (gate after every inner step);
+- M = 1, 2, 5, 10 with both gate settings (the gate's all-expert loss pass grows with M by
+  design, the routed training steps do not);
 - 2x and 4x the training environments (envs tiled; M = 10, gate after every inner step);
 - a trained model: after ``--train-steps`` outer steps (gate once per inner loop), the time per
   outer step of both gate settings (learned fields need more solver steps than fresh ones);
@@ -16,7 +17,7 @@ seconds per outer step is the mean over outer steps 1..19. Prints:
 - active parameters per expert (what one environment uses) at that setting, and, for
   reference, at state size 4 for every IVP backbone.
 
-    python benchmarks/bench_mixer.py [--steps 20] [--train-steps 100] [--quick]
+    python benchmarks/bench_mixer.py [--steps 20] [--train-steps 100] [--quick | --only experts]
 """
 
 from __future__ import annotations
@@ -105,12 +106,29 @@ def _param_table() -> str:
     return "active parameters per expert at the ODEBench-10B setting (state size 2, context 4, incl. 1 shift): " + ", ".join(parts)
 
 
+def _experts_sweep(base: dict) -> None:
+    """Time per outer step for M = 1, 2, 5, 10 with both gate settings.
+
+    The gate update needs every expert's loss on every training env (Algorithm 1), so its cost
+    grows with M by design; the training steps themselves (one routed expert per env) do not.
+    The gate-once-per-loop column shows the training part; the difference between the two
+    columns divided by 22 is the cost of one all-expert loss pass.
+    """
+    print("\nexperts M     gate after every inner step     gate once per inner loop")
+    for m in (1, 2, 5, 10):
+        r1 = _spawn({**base, "experts": m})
+        r12 = _spawn({**base, "experts": m, "gate_every": 12})
+        print(f"  M = {m:2d}: {r1['seconds_per_outer_step']:8.3f} s/outer step (peak {r1['peak_gib']:.2f} GiB)"
+              f"   {r12['seconds_per_outer_step']:8.3f} s/outer step (peak {r12['peak_gib']:.2f} GiB)", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--one", help=argparse.SUPPRESS)
     ap.add_argument("--steps", type=int, default=20, help="outer steps per configuration (step 0 = compile)")
     ap.add_argument("--train-steps", type=int, default=100, help="outer steps before timing the trained model")
     ap.add_argument("--quick", action="store_true", help="only M = 10 with both gate settings")
+    ap.add_argument("--only", choices=["experts"], help="run only this section (the experts sweep, both gate settings)")
     args = ap.parse_args()
     if args.one:
         print(json.dumps(_one(json.loads(args.one))))
@@ -125,6 +143,9 @@ def main() -> None:
         mx.save_dataset(path, splits, meta)
         print(f"ODEBench-10B generated in {time.perf_counter() - t0:.1f} s: train {splits['train'].x.shape}")
         base = dict(data=path, steps=args.steps, experts=10, gate_every=1)
+        if args.only == "experts":
+            _experts_sweep(base)
+            return
         print("\nGEPS, M = 10, d_ctx = 40 split, batch 16, K = 12, stride 5; mean of outer steps 1..19")
         print(f"{'setting':34s} {'compile s':>9s} {'s/outer step':>12s} {'peak GiB':>8s} {'of which imports+data':>21s}"
               f"  active params/expert")
@@ -134,11 +155,7 @@ def main() -> None:
                   f"{r['peak_gib']:8.2f} {r['base_gib']:21.2f}  {r['active_parameters']:,}", flush=True)
         if args.quick:
             return
-        print("\nexperts M (gate after every inner step)")
-        for m in (1, 2, 5, 10):
-            r = _spawn({**base, "experts": m})
-            print(f"  M = {m:2d}: {r['seconds_per_outer_step']:.3f} s/outer step, compile {r['compile_seconds']:.1f} s, "
-                  f"peak {r['peak_gib']:.2f} GiB", flush=True)
+        _experts_sweep(base)
         print("\nenvironments (M = 10, gate after every inner step)")
         for k in (1, 2, 4):
             r = _spawn({**base, "env_mult": k})
