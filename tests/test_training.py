@@ -11,7 +11,8 @@ import mixerdsr._run as runmod
 from mixerdsr._config import Config, load_config
 from mixerdsr.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from mixerdsr.cli import main
-from mixerdsr.training import adapt_contexts, init_state, predict, sample_batch, split_validation
+from mixerdsr.training import (_final_losses, adapt_contexts, expert_starts, init_state, predict, routes, sample_batch,
+                               split_validation)
 
 from conftest import tiny_ode_split
 
@@ -134,6 +135,26 @@ def test_adaptation_is_per_environment(tiny_splits):
     assert bool(jnp.all(hist_j[:, -1] < hist_j[:, 0]))
 
 
+def test_adaptation_from_expert_starts_keeps_the_best_fit_per_env(tiny_splits):
+    res = runmod.train(cfg(), tiny_splits["train"], progress=False)
+    model, ctx = res["model"], res["contexts"]
+    starts = expert_starts(model, ctx)
+    used = np.unique(np.asarray(routes(model, ctx)))
+    assert starts.shape == (1 + len(used), ctx.shape[1])
+    np.testing.assert_array_equal(starts[0], 0.0)  # the paper's start is always tried
+    # each expert's mean context is routed to that expert (its gate region is convex)
+    np.testing.assert_array_equal(np.asarray(routes(model, starts[1:])), used)
+    ad = tiny_splits["adapt_train"]
+    best, hist = adapt_contexts(model, ad.x, ad.t, steps=10, lr=1e-2, starts=starts)
+    fits = [adapt_contexts(model, ad.x, ad.t, steps=10, lr=1e-2, init=jnp.broadcast_to(s, (ad.n_envs, s.shape[0])))[0]
+            for s in starts]
+    losses = np.stack([np.asarray(_final_losses(model, f, ad.x, ad.t, runmod.solver_config(cfg()))) for f in fits])
+    pick = losses.argmin(0)
+    assert hist.shape == (ad.n_envs, 10)
+    for e in range(ad.n_envs):
+        np.testing.assert_allclose(best[e], fits[pick[e]][e], rtol=1e-5, atol=1e-7)
+
+
 def test_run_writes_metrics_plots_and_report(tiny_splits, tmp_path):
     out = tmp_path / "run"
     m = runmod.run(cfg(), out, splits=tiny_splits, progress=False, log=lambda s: None)
@@ -143,6 +164,8 @@ def test_run_writes_metrics_plots_and_report(tiny_splits, tmp_path):
         assert set(saved[split]) >= {"mse", "rel_mse", "tprmse", "per_env_rel_mse"}
         assert len(saved[split]["per_env_rel_mse"]) == 4
     assert set(saved["routing"]) >= {"experts", "purity", "ari"} and len(saved["routing"]["experts"]) == 4
+    assert len(saved["routing"]["adapt_experts"]) == 4
+    assert all(0 <= r < 2 for r in saved["routing"]["adapt_experts"])
     assert set(saved["timing"]) >= {"compile_seconds", "seconds_per_outer_step", "total_seconds"}
     for f in ("config.toml", "checkpoint.npz", "history.jsonl", "report.md", "loss.png", "gate_heatmaps.png",
               "routes.png", "test_trajectories.png", "adapt_test_trajectories.png"):

@@ -25,6 +25,7 @@ from ._config import list_presets as list_presets
 from .mixer import MixER as MixER
 from .mixer import make_mixer as make_mixer
 from .training import adapt_contexts as adapt_contexts
+from .training import expert_starts as expert_starts
 from .training import predict as predict
 from .training import routes as routes
 from ._run import evaluate_split as evaluate_split

@@ -37,8 +37,10 @@ class Config:
     ``batch_envs`` (0 = E/M), ``rtol``, ``atol``, ``max_steps``, ``teacher_forcing`` (alpha),
     ``val_every``, ``checkpoint_every``, ``seed``.
 
-    Adaptation: ``adapt_steps``, ``adapt_lr``, ``adapt_init`` (zeros|mean), ``adapt_joint`` (one
-    optimiser for all new environments instead of one each).
+    Adaptation: ``adapt_steps``, ``adapt_lr``, ``adapt_init`` (``experts``: fit from the zero
+    context and from each expert's mean training context, keep per env the fit with the lowest
+    loss on the adaptation data; ``zeros``: the paper's single start; ``mean``: the mean training
+    context), ``adapt_joint`` (one optimiser for all new environments instead of one each).
     Evaluation: ``tprmse_eps``.
     """
 
@@ -88,7 +90,7 @@ class Config:
     # adaptation / evaluation
     adapt_steps: int = 500
     adapt_lr: float = 1e-2
-    adapt_init: str = "zeros"
+    adapt_init: str = "experts"
     adapt_joint: bool = False
     tprmse_eps: float = 0.1
 
@@ -101,7 +103,7 @@ class Config:
     def __post_init__(self):
         choices = {"backbone": ("geps", "coda", "ncf", "shplrnn"), "gate": ("lstsq", "gradient", "frozen"),
                    "centroid_init": ("data", "kmeans++", "uniform"), "empty_cluster": ("reseed", "skip"),
-                   "adapt_init": ("zeros", "mean")}
+                   "adapt_init": ("zeros", "mean", "experts")}
         for k, ok in choices.items():
             if getattr(self, k) not in ok:
                 raise ValueError(f"config '{k}': expected one of {list(ok)}, found {getattr(self, k)!r}")

@@ -30,7 +30,7 @@ from .data import EnvData, load_dataset, read_meta, save_dataset
 from .data._registry import load_run_dataset
 from .downstream import run_downstream
 from .gating import STATUS_NAMES
-from .training import (TrainData, TrainState, adapt_contexts, init_state, make_outer_step, predict, routes,
+from .training import (TrainData, TrainState, adapt_contexts, expert_starts, init_state, make_outer_step, predict, routes,
                        solver_config, split_validation)
 
 __all__ = ["run", "train", "evaluate_split", "TrainResult"]
@@ -258,13 +258,15 @@ def run(cfg: Config, out_dir: str | Path, *, resume: bool = False, progress: boo
     adapted = None
     if "adapt_train" in splits:
         ad = splits["adapt_train"].stride_time(cfg.time_stride)
-        init = None
+        init, starts = None, None
         if cfg.adapt_init == "mean":
             init = jnp.broadcast_to(jnp.mean(contexts, 0), (ad.n_envs, cfg.context_size))
+        elif cfg.adapt_init == "experts":
+            starts = expert_starts(model, contexts)
         t0 = time.perf_counter()
         adapted, _ = adapt_contexts(model, ad.x.astype(np.float32), ad.t.astype(np.float32), steps=cfg.adapt_steps,
                                     lr=cfg.adapt_lr, init=init, solver=solver_config(cfg),
-                                    joint=cfg.adapt_joint)
+                                    joint=cfg.adapt_joint, starts=starts)
         adapt_seconds = time.perf_counter() - t0
         target = splits.get("adapt_test", splits["adapt_train"])
         m, preds["adapt_test"] = evaluate_split(model, adapted, target, cfg)
@@ -274,7 +276,8 @@ def run(cfg: Config, out_dir: str | Path, *, resume: bool = False, progress: boo
     r = np.asarray(routes(model, contexts))
     fam = splits["train"].family
     metrics["routing"] = {"experts": r.tolist(), "counts": np.bincount(r, minlength=cfg.experts).tolist(),
-                          "purity": M.purity(r, fam), "ari": M.adjusted_rand_index(r, fam)}
+                          "purity": M.purity(r, fam), "ari": M.adjusted_rand_index(r, fam),
+                          "adapt_experts": metrics["adapt_test"]["routes"] if adapted is not None else None}
     gate_counts: Counter = Counter()
     for h in res["history"]:
         gate_counts.update(h.get("gate_updates", {}))

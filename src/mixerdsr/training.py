@@ -307,13 +307,19 @@ def split_validation(x: np.ndarray, n_val: int) -> tuple[np.ndarray, np.ndarray 
 
 def adapt_contexts(model: MixER, x: Float[Array, "E N T D"], t: Float[Array, "E T"], *, steps: int = 500,
                    lr: float = 1e-2, init: Float[Array, "E d"] | None = None, solver: SolverConfig = SolverConfig(),
-                   joint: bool = False) -> tuple[Float[Array, "E d"], Float[Array, "E steps"]]:
+                   joint: bool = False, starts: Float[Array, "S d"] | None = None
+                   ) -> tuple[Float[Array, "E d"], Float[Array, "E steps"]]:
     """Fit a fresh context for each new environment, everything else frozen.
 
     By default every environment is fitted independently (its own loss and AdaBelief state),
     as the paper's one-by-one protocol, but as one compiled function vmapped over
     environments. ``joint=True`` fits all contexts together: one AdaBelief state over the
     ``[E, d]`` context matrix minimising the mean loss over environments (as in training).
+
+    Routing is top-1, so a context started in one expert's region is rarely carried by its
+    gradient into another's: with ``starts`` (e.g. :func:`expert_starts`), the fit is run from
+    every start and each environment keeps the context whose final loss on ``x`` is lowest
+    (only the adaptation data decide; ``init`` is then ignored).
 
     Args:
         model: trained MixER (weights and gate frozen).
@@ -322,14 +328,50 @@ def adapt_contexts(model: MixER, x: Float[Array, "E N T D"], t: Float[Array, "E 
         init: starting contexts ``[E, d]`` (default: zeros, as the paper).
         solver: solver settings.
         joint: one optimiser for all environments instead of one each.
+        starts: optional starting contexts ``[S, d]`` shared by all environments; the best of
+            the ``S`` fits is kept per environment.
 
     Returns:
-        ``(contexts [E, d], loss_history [E, steps])``.
+        ``(contexts [E, d], loss_history [E, steps])`` (with ``starts``: the history of the
+        kept fit).
     """
     x, t = jnp.asarray(x), jnp.asarray(t)
+    if starts is not None:
+        fits = [_adapt(model, x, t, jnp.broadcast_to(jnp.asarray(s, x.dtype), (x.shape[0], model.context_size)),
+                       steps, lr, solver, joint) for s in jnp.asarray(starts)]
+        final = jnp.stack([_final_losses(model, c, x, t, solver) for c, _ in fits])  # [S, E]
+        best = jnp.argmin(final, axis=0)
+        ctx = jnp.stack([c for c, _ in fits])[best, jnp.arange(x.shape[0])]
+        hist = jnp.stack([h for _, h in fits])[best, jnp.arange(x.shape[0])]
+        return ctx, hist
     if init is None:
         init = jnp.zeros((x.shape[0], model.context_size), x.dtype)
     return _adapt(model, x, t, jnp.asarray(init), steps, lr, solver, joint)
+
+
+def expert_starts(model: MixER, contexts: Float[Array, "E d"]) -> Float[Array, "S d"]:
+    """Adaptation starts: the zero context (the paper's start), then, for every expert that has
+    training environments, their mean context (which the linear gate routes to that expert:
+    each expert's region of context space is convex).
+
+    Args:
+        model: trained MixER.
+        contexts: its training contexts ``[E, d]``.
+
+    Returns:
+        ``[1 + S, d]`` with ``S`` the number of experts in use.
+    """
+    r = np.asarray(routes(model, contexts))
+    c = np.asarray(contexts)
+    means = [c[r == m].mean(0) for m in np.unique(r)]
+    return jnp.asarray(np.stack([np.zeros_like(c[0])] + means))
+
+
+@eqx.filter_jit
+def _final_losses(model, c, x, t, solver):
+    alpha = solver.teacher_forcing if model.kind == "sequence" else 1.0
+    ls, ok = jax.vmap(lambda ci, xi, ti: env_loss(model, ci, xi, ti, solver, alpha=alpha))(c, x, t)
+    return jnp.where(ok & jnp.isfinite(ls), ls, jnp.inf)
 
 
 @eqx.filter_jit
