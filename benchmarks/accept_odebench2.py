@@ -7,7 +7,7 @@ routing purity, and the routes of the gradient gate. Each run writes a normal ru
 under ``--out`` (a finished run is reused, so an interrupted grid continues where it stopped).
 
     python benchmarks/accept_odebench2.py --out runs/accept-odebench2 [--backbones geps coda ncf]
-        [--seeds 0 1 2] [--outer-steps N]
+        [--seeds 0 1 2] [--outer-steps N] [--variants MixER-2 ...] [--set gate_reassign=0.5 ...]
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+import tomllib
 from pathlib import Path
 
 import numpy as np
@@ -39,18 +40,23 @@ def main() -> None:
     ap.add_argument("--backbones", nargs="+", default=["geps", "coda", "ncf"])
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--outer-steps", type=int, default=None, help="override the preset's outer steps")
+    ap.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
+    ap.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
+                    help="extra config overrides (TOML values), e.g. gate_reassign=0.5")
     args = ap.parse_args()
+    extra = {k: tomllib.loads(f"v = {v}")["v"] for k, v in (kv.split("=", 1) for kv in args.set)}
     root = Path(args.out)
     rows = []
     for bb in args.backbones:
-        for vname, over in VARIANTS.items():
+        for vname in args.variants:
+            over = VARIANTS[vname]
             res = []
             for seed in args.seeds:
                 d = root / f"{bb}-{vname.replace(' ', '-')}-s{seed}"
                 if (d / "metrics.json").exists():
                     m = json.loads((d / "metrics.json").read_text())
                 else:
-                    cfg = mx.load_config("odebench-2", backbone=bb, seed=seed, outer_steps=args.outer_steps, **over)
+                    cfg = mx.load_config("odebench-2", backbone=bb, seed=seed, outer_steps=args.outer_steps, **over, **extra)
                     t0 = time.perf_counter()
                     m = mx.run(cfg, d, progress=False, log=lambda s: None, resume=(d / "checkpoint.npz").exists())
                     print(f"  {bb:5s} {vname:17s} seed {seed}: test relMSE {m['test']['rel_mse']:.4g} "

@@ -7,7 +7,8 @@ import pytest
 
 from mixerdsr import gating
 from mixerdsr.gating import (DEGENERATE, OK, RESEEDED, SKIPPED_EMPTY, GateConfig, cluster_medians, fit_gate,
-                             gate_init, gate_update, greedy_pairing, init_centroids, kmeans)
+                             gate_init, gate_update, greedy_pairing, init_centroids, kmeans,
+                             reassign_targets)
 
 
 def _blobs(seed=0, n=15, d=3, centers=((5.0, 0, 0), (-5.0, 0, 0), (0, 6.0, -3.0))):
@@ -133,6 +134,41 @@ def test_gate_update_routes_clusters_to_best_experts():
     assert bool(state.valid)
     route = np.asarray(jnp.argmax(jnp.c_[x, jnp.ones(len(x))] @ new, axis=1))
     np.testing.assert_array_equal(route, np.where(labels == 0, 1, 0))
+
+
+def test_reassign_targets_by_hand():
+    losses = jnp.asarray([[1.0, 1.0, 0.2, 2.0, jnp.inf],
+                          [0.3, 1.0, 0.1, 1.5, 0.5]])
+    target = jnp.asarray([0, 1, 0, 0, 0])
+    # env 0: 0.3 < 0.5 * 1.0 -> expert 1; env 1: tie, stays; env 2: 0.1 not < 0.5 * 0.2, stays;
+    # env 3: 1.5 not < 0.5 * 2.0, stays; env 4: failed solve under its target -> the finite expert
+    np.testing.assert_array_equal(reassign_targets(losses, target, 0.5), [1, 1, 0, 0, 1])
+    np.testing.assert_array_equal(reassign_targets(losses, target, 0.0), target)  # off: Algorithm 1
+    # identical experts never move an env
+    same = jnp.tile(jnp.asarray([[0.3, 2.0, 0.7]]), (3, 1))
+    np.testing.assert_array_equal(reassign_targets(same, jnp.asarray([2, 0, 1]), 1.0), [2, 0, 1])
+
+
+def test_gate_update_reassign_overrules_a_misclustered_env():
+    # contexts of higher dimension than their number (as 40-D contexts of 10 envs), so the linear
+    # gate can single out one env inside the other family's cloud
+    c = np.zeros((2, 20))
+    c[0, 0], c[1, 0] = 2.0, -2.0
+    x, labels = _blobs(n=8, d=20, centers=c)
+    odd = int(np.flatnonzero(labels == 0)[0])  # sits in cluster "label 0" but fits expert 1 far better
+    l0 = np.where(labels == 0, 0.1, 1.0)
+    l1 = np.where(labels == 1, 0.1, 1.0)
+    l0[odd], l1[odd] = 2.0, 0.2
+    losses = jnp.asarray(np.stack([l0, l1]), jnp.float32)
+    want = labels.copy()
+    for ratio, expect_odd in ((0.0, 0), (0.5, 1)):
+        new, _, _ = gate_update(jnp.zeros((21, 2)), gate_init(2, 20), x, lambda: losses, jax.random.PRNGKey(0),
+                                     GateConfig(reassign=ratio))
+        route = np.asarray(jnp.argmax(jnp.c_[x, jnp.ones(len(x))] @ new, axis=1))
+        want[odd] = expect_odd
+        np.testing.assert_array_equal(route, want)
+    with pytest.raises(ValueError, match="reassign"):
+        GateConfig(reassign=1.5)
 
 
 def test_gate_update_skips_and_keeps_gate_when_degenerate():

@@ -29,7 +29,8 @@ class Config:
 
     Gate: ``gate`` (lstsq|gradient|frozen), ``gate_every`` (update after every k-th inner step;
     ``inner_steps`` = once per inner loop), ``kmeans_iters``, ``kmeans_tol``, ``gate_noise``,
-    ``centroid_init`` (data|kmeans++|uniform), ``empty_cluster`` (reseed|skip),
+    ``centroid_init`` (data|kmeans++|uniform), ``empty_cluster`` (reseed|skip), ``gate_reassign`` (0 = Algorithm 1;
+    a ratio in (0, 1]: per-env override of clear misfits, see ``GateConfig.reassign``),
     ``importance_weight`` (gradient gate only).
 
     Training: ``outer_steps``, ``inner_steps`` (K), ``proximal_beta``, ``lr_contexts``,
@@ -71,6 +72,7 @@ class Config:
     gate_noise: float = 1e-4
     centroid_init: str = "data"
     empty_cluster: str = "reseed"
+    gate_reassign: float = 0.0
     importance_weight: float = 0.1
     # training
     outer_steps: int = 300

@@ -24,7 +24,8 @@ from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
 
 __all__ = [
     "GateConfig", "GateState", "KMeansResult", "STATUS_NAMES", "OK", "RESEEDED", "SKIPPED_EMPTY", "DEGENERATE",
-    "init_centroids", "kmeans", "cluster_medians", "greedy_pairing", "fit_gate", "gate_init", "gate_update",
+    "init_centroids", "kmeans", "cluster_medians", "greedy_pairing", "reassign_targets", "fit_gate", "gate_init",
+    "gate_update",
 ]
 
 #: K-means / gate-update outcomes.
@@ -44,6 +45,13 @@ class GateConfig:
             ``"kmeans++"`` (L1 k-means++), or ``"uniform"`` (the paper's U(-1e-3, 1e-3)).
         empty: empty-cluster policy: ``"reseed"`` (move the centroid to the farthest point) or
             ``"skip"`` (the paper: skip this update and restart centroids next time).
+        reassign: 0 (the paper) or a ratio in (0, 1]: after the cluster-expert pairing, an env
+            whose loss under some other expert is below ``reassign`` times its loss under its
+            cluster's expert gets that expert as its target instead. Algorithm 1 decides per
+            cluster, so an env that K-means keeps among another family's contexts stays on the
+            wrong expert for good (its context is then only trained by that expert); this lets
+            the per-env losses, which Algorithm 1 computes anyway, overrule a clear misfit.
+            Identical experts (as at initialisation) never trigger it.
     """
 
     kmeans_iters: int = 20
@@ -51,12 +59,15 @@ class GateConfig:
     noise: float = 1e-4
     init: str = "data"
     empty: str = "reseed"
+    reassign: float = 0.0
 
     def __post_init__(self):
         if self.init not in ("data", "kmeans++", "uniform"):
             raise ValueError(f"centroid init must be 'data', 'kmeans++' or 'uniform', got {self.init!r}")
         if self.empty not in ("reseed", "skip"):
             raise ValueError(f"empty-cluster policy must be 'reseed' or 'skip', got {self.empty!r}")
+        if not 0.0 <= self.reassign <= 1.0:
+            raise ValueError(f"reassign must be 0 (off) or a ratio in (0, 1], got {self.reassign!r}")
 
 
 class GateState(NamedTuple):
@@ -202,6 +213,26 @@ def fit_gate(x: Float[Array, "E d"], targets: Float[Array, "E M"]) -> Float[Arra
     return w
 
 
+def reassign_targets(losses: Float[Array, "M E"], target: Int[Array, " E"], ratio: float) -> Int[Array, " E"]:
+    """Per-env override of the cluster targets (see :attr:`GateConfig.reassign`).
+
+    Args:
+        losses: loss of every expert on every env ``[M, E]`` (``inf`` = failed solve).
+        target: expert of each env from the cluster pairing ``[E]``.
+        ratio: 0 = off; else an env moves to its best expert when that expert's loss is below
+            ``ratio`` times the loss under ``target``.
+
+    Returns:
+        ``[E]`` target experts.
+    """
+    if ratio <= 0.0:
+        return target
+    best = jnp.argmin(losses, axis=0)
+    cur = jnp.take_along_axis(losses, target[None], axis=0)[0]
+    low = jnp.min(losses, axis=0)
+    return jnp.where(low < ratio * cur, best, target)
+
+
 def gate_init(n_experts: int, context_size: int, dtype=jnp.float32) -> GateState:
     return GateState(jnp.zeros((n_experts, context_size), dtype), jnp.zeros((), bool))
 
@@ -231,9 +262,11 @@ def gate_update(gate: Float[Array, "d1 M"], state: GateState, contexts: Float[Ar
     ok = res.status <= RESEEDED
 
     def fit(_):
-        meds = cluster_medians(expert_losses(), res.assign, n_experts)
+        losses = expert_losses()
+        meds = cluster_medians(losses, res.assign, n_experts)
         pairs = greedy_pairing(meds)
-        y = jax.nn.one_hot(pairs[res.assign], n_experts, dtype=contexts.dtype)
+        target = reassign_targets(losses, pairs[res.assign], config.reassign)
+        y = jax.nn.one_hot(target, n_experts, dtype=contexts.dtype)
         noisy = contexts + config.noise * jax.random.normal(knoise, contexts.shape, contexts.dtype)
         return fit_gate(noisy, y).astype(gate.dtype)
 

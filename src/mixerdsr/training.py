@@ -63,7 +63,7 @@ def solver_config(cfg: Config) -> SolverConfig:
 
 def gate_config(cfg: Config) -> gating.GateConfig:
     return gating.GateConfig(kmeans_iters=cfg.kmeans_iters, kmeans_tol=cfg.kmeans_tol, noise=cfg.gate_noise,
-                             init=cfg.centroid_init, empty=cfg.empty_cluster)
+                             init=cfg.centroid_init, empty=cfg.empty_cluster, reassign=cfg.gate_reassign)
 
 
 def build_model(cfg: Config, state_size: int, key: PRNGKeyArray) -> MixER:
