@@ -144,6 +144,10 @@ def test_reassign_targets_by_hand():
     # env 3: 1.5 not < 0.5 * 2.0, stays; env 4: failed solve under its target -> the finite expert
     np.testing.assert_array_equal(reassign_targets(losses, target, 0.5), [1, 1, 0, 0, 1])
     np.testing.assert_array_equal(reassign_targets(losses, target, 0.0), target)  # off: Algorithm 1
+    # moves that would empty an expert are not made (collapse guard)
+    ahead = jnp.asarray([[0.1, 0.1, 0.1], [1.0, 1.0, 1.0]])
+    np.testing.assert_array_equal(reassign_targets(ahead, jnp.asarray([0, 1, 1]), 0.5), [0, 1, 1])
+    np.testing.assert_array_equal(reassign_targets(ahead, jnp.asarray([0, 1, 1]).at[1].set(0), 0.5), [0, 0, 1])
     # identical experts never move an env
     same = jnp.tile(jnp.asarray([[0.3, 2.0, 0.7]]), (3, 1))
     np.testing.assert_array_equal(reassign_targets(same, jnp.asarray([2, 0, 1]), 1.0), [2, 0, 1])

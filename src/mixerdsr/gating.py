@@ -220,17 +220,24 @@ def reassign_targets(losses: Float[Array, "M E"], target: Int[Array, " E"], rati
         losses: loss of every expert on every env ``[M, E]`` (``inf`` = failed solve).
         target: expert of each env from the cluster pairing ``[E]``.
         ratio: 0 = off; else an env moves to its best expert when that expert's loss is below
-            ``ratio`` times the loss under ``target``.
+            ``ratio`` times the loss under ``target``, unless the moves together would leave an
+            expert of ``target`` without envs (then nothing moves).
 
     Returns:
         ``[E]`` target experts.
     """
     if ratio <= 0.0:
         return target
+    n_experts = losses.shape[0]
     best = jnp.argmin(losses, axis=0)
     cur = jnp.take_along_axis(losses, target[None], axis=0)[0]
     low = jnp.min(losses, axis=0)
-    return jnp.where(low < ratio * cur, best, target)
+    moved = jnp.where(low < ratio * cur, best, target)
+    # never let the override empty an expert that the pairing gave envs (one expert that is
+    # ahead early in training would otherwise take every env: collapse)
+    before = jnp.bincount(target, length=n_experts) > 0
+    after = jnp.bincount(moved, length=n_experts) > 0
+    return jnp.where(jnp.all(after | ~before), moved, target)
 
 
 def gate_init(n_experts: int, context_size: int, dtype=jnp.float32) -> GateState:
