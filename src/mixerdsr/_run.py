@@ -30,8 +30,8 @@ from .data import EnvData, load_dataset, read_meta, save_dataset
 from .data._registry import load_run_dataset
 from .downstream import run_downstream
 from .gating import STATUS_NAMES
-from .training import (TrainData, TrainState, adapt_contexts, expert_starts, init_state, make_outer_step, predict, routes,
-                       solver_config, split_validation)
+from .training import (TrainData, TrainState, adapt_contexts, expert_starts, init_state, make_outer_step, predict,
+                       routes, solver_config, split_validation)
 
 __all__ = ["run", "train", "evaluate_split", "TrainResult"]
 

@@ -51,7 +51,8 @@ class GateConfig:
             cluster, so an env that K-means keeps among another family's contexts stays on the
             wrong expert for good (its context is then only trained by that expert); this lets
             the per-env losses, which Algorithm 1 computes anyway, overrule a clear misfit.
-            Identical experts (as at initialisation) never trigger it.
+            Identical experts (as at initialisation) never trigger it, and moves that would
+            leave an expert without envs are not made.
     """
 
     kmeans_iters: int = 20

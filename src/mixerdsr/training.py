@@ -367,20 +367,24 @@ def expert_starts(model: MixER, contexts: Float[Array, "E d"]) -> Float[Array, "
     return jnp.asarray(np.stack([np.zeros_like(c[0])] + means))
 
 
+def _env_losses(model, c, x, t, solver):
+    """Loss and success of every env ``[E]`` at contexts ``c`` (adaptation objective)."""
+    alpha = solver.teacher_forcing if model.kind == "sequence" else 1.0
+    return jax.vmap(lambda ci, xi, ti: env_loss(model, ci, xi, ti, solver, alpha=alpha))(c, x, t)
+
+
 @eqx.filter_jit
 def _final_losses(model, c, x, t, solver):
-    alpha = solver.teacher_forcing if model.kind == "sequence" else 1.0
-    ls, ok = jax.vmap(lambda ci, xi, ti: env_loss(model, ci, xi, ti, solver, alpha=alpha))(c, x, t)
+    ls, ok = _env_losses(model, c, x, t, solver)
     return jnp.where(ok & jnp.isfinite(ls), ls, jnp.inf)
 
 
 @eqx.filter_jit
 def _adapt(model, x, t, init, steps, lr, solver, joint):
     opt = optax.adabelief(lr)
-    alpha = solver.teacher_forcing if model.kind == "sequence" else 1.0
 
     def env_losses(c, xe, te):
-        return jax.vmap(lambda ci, xi, ti: env_loss(model, ci, xi, ti, solver, alpha=alpha)[0])(c, xe, te)
+        return _env_losses(model, c, xe, te, solver)[0]
 
     if joint:
         def body_joint(carry, _):
