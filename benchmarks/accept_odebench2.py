@@ -56,7 +56,8 @@ def main() -> None:
                 if (d / "metrics.json").exists():
                     m = json.loads((d / "metrics.json").read_text())
                 else:
-                    cfg = mx.load_config("odebench-2", backbone=bb, seed=seed, outer_steps=args.outer_steps, **over, **extra)
+                    cfg = mx.load_config("odebench-2", backbone=bb, seed=seed, outer_steps=args.outer_steps,
+                                         **over, **extra)
                     t0 = time.perf_counter()
                     m = mx.run(cfg, d, progress=False, log=lambda s: None, resume=(d / "checkpoint.npz").exists())
                     print(f"  {bb:5s} {vname:17s} seed {seed}: test relMSE {m['test']['rel_mse']:.4g} "

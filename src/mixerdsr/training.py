@@ -131,10 +131,16 @@ def _pool_indices(ctx: Float[Array, "B d"], pool: int) -> Int[Array, "B P"]:
     return jnp.argsort(dist, axis=1, stable=True)[:, :pool]
 
 
+def _env_losses(model: MixER, c, x, t, solver: SolverConfig, m=None):
+    """Eq. 7 loss and success of every env ``[E]`` at contexts ``c`` ``[E, d]`` (routed expert,
+    or expert ``m``); sequence experts use the training teacher forcing."""
+    alpha = solver.teacher_forcing if model.kind == "sequence" else 1.0
+    return jax.vmap(lambda ci, xi, ti: env_loss(model, ci, xi, ti, solver, m=m, alpha=alpha))(c, x, t)
+
+
 def _batch_loss(model: MixER, contexts, idx, data: TrainData, cfg: Config, solver: SolverConfig):
     """Eq. 7 on the envs ``idx``; failed envs are left out of the mean. Returns (loss, n_failed)."""
     cb, xb, tb = contexts[idx], data.x[idx], data.t[idx]
-    alpha = solver.teacher_forcing if model.kind == "sequence" else 1.0
     pool = min(cfg.ncf_pool, idx.shape[0])
     if cfg.backbone == "ncf" and cfg.ncf_taylor_order > 0 and pool > 1:
         pools = cb[_pool_indices(cb, pool)]  # [B, P, d]
@@ -145,7 +151,7 @@ def _batch_loss(model: MixER, contexts, idx, data: TrainData, cfg: Config, solve
 
         losses, ok = jax.vmap(one)(cb, pools, xb, tb)
     else:
-        losses, ok = jax.vmap(lambda c, xe, te: env_loss(model, c, xe, te, solver, alpha=alpha))(cb, xb, tb)
+        losses, ok = _env_losses(model, cb, xb, tb, solver)
     loss = jnp.sum(jnp.where(ok, losses, 0.0)) / jnp.maximum(jnp.sum(ok), 1)
     if model.gate_mode == "gradient" and cfg.importance_weight > 0:
         # importance loss (Shazeer et al.): squared coefficient of variation of the mean gate
@@ -167,10 +173,8 @@ def expert_losses(model: MixER, contexts: Float[Array, "E d"], data: TrainData, 
     solve runs every member to the slowest one's step count and the vmapped gather copies the
     parameters per (expert, env) pair.
     """
-    alpha = solver.teacher_forcing if model.kind == "sequence" else 1.0
-
     def one(m):
-        ls, ok = jax.vmap(lambda c, xe, te: env_loss(model, c, xe, te, solver, m=m, alpha=alpha))(contexts, data.x, data.t)
+        ls, ok = _env_losses(model, contexts, data.x, data.t, solver, m=m)
         return jnp.where(ok, ls, jnp.inf)
 
     return jax.lax.map(one, jnp.arange(model.n_experts))
@@ -349,7 +353,7 @@ def adapt_contexts(model: MixER, x: Float[Array, "E N T D"], t: Float[Array, "E 
     return _adapt(model, x, t, jnp.asarray(init), steps, lr, solver, joint)
 
 
-def expert_starts(model: MixER, contexts: Float[Array, "E d"]) -> Float[Array, "S d"]:
+def expert_starts(model: MixER, contexts: Float[Array, "E d"]) -> Float[Array, "S1 d"]:
     """Adaptation starts: the zero context (the paper's start), then, for every expert that has
     training environments, their mean context (which the linear gate routes to that expert:
     each expert's region of context space is convex).
@@ -365,12 +369,6 @@ def expert_starts(model: MixER, contexts: Float[Array, "E d"]) -> Float[Array, "
     c = np.asarray(contexts)
     means = [c[r == m].mean(0) for m in np.unique(r)]
     return jnp.asarray(np.stack([np.zeros_like(c[0])] + means))
-
-
-def _env_losses(model, c, x, t, solver):
-    """Loss and success of every env ``[E]`` at contexts ``c`` (adaptation objective)."""
-    alpha = solver.teacher_forcing if model.kind == "sequence" else 1.0
-    return jax.vmap(lambda ci, xi, ti: env_loss(model, ci, xi, ti, solver, alpha=alpha))(c, x, t)
 
 
 @eqx.filter_jit
