@@ -37,7 +37,7 @@ class MLPField(eqx.Module):
         h = x
         n = len(self.weights)
         for i, (w, b) in enumerate(zip(self.weights, self.biases)):
-            h = w @ h + b
+            h = h @ w.T + b  # row-vector form: no transposes between layers under vmap
             if i < n - 1 or self.final_activation:
                 h = jax.nn.swish(h)
         return h
