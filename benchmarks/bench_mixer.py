@@ -6,7 +6,8 @@ process (so its peak memory is its own) from initialisation; step 0 holds compil
 seconds per outer step is the mean over outer steps 1..19. Prints:
 
 - M = 10 with the gate updated after every inner step (the paper) and once per inner loop
-  (``gate_every = K``: one update after the context loop, one after the weight loop);
+  (``gate_every = K``: one update after the context loop, one after the weight loop), each
+  with the default compilation and with ``low_memory_compile`` (XLA's CPU fusion emitters off);
 - M = 1, 2, 5, 10 with both gate settings (the gate's all-expert loss pass grows with M by
   design, the routed training steps do not);
 - 2x and 4x the training environments (envs tiled; M = 10, gate after every inner step);
@@ -45,7 +46,8 @@ def _one(spec: dict) -> dict:
     train = mx.load_dataset(spec["data"])["train"]
     cfg = mx.load_config("odebench-10b", experts=spec["experts"], gate_every=spec["gate_every"], batch_envs=16,
                          inner_steps=12, time_stride=5, context_size=40, split_context=True,
-                         outer_steps=max(spec["steps"], spec.get("train_steps", 0)) + 20)
+                         outer_steps=max(spec["steps"], spec.get("train_steps", 0)) + 20,
+                         low_memory_compile=spec.get("low_memory", False))
     tr = train.stride_time(cfg.time_stride)
     x, t = np.asarray(tr.x, np.float32), np.asarray(tr.t, np.float32)
     if spec.get("env_mult", 1) > 1:
@@ -149,7 +151,10 @@ def main() -> None:
         print("\nGEPS, M = 10, d_ctx = 40 split, batch 16, K = 12, stride 5; mean of outer steps 1..19")
         print(f"{'setting':34s} {'compile s':>9s} {'s/outer step':>12s} {'peak GiB':>8s} {'of which imports+data':>21s}"
               f"  active params/expert")
-        for name, over in (("gate after every inner step", {}), ("gate once per inner loop", {"gate_every": 12})):
+        rows = (("gate after every inner step", {}), ("gate once per inner loop", {"gate_every": 12}),
+                ("every inner step, low-memory", {"low_memory": True}),
+                ("once per inner loop, low-memory", {"gate_every": 12, "low_memory": True}))
+        for name, over in rows:
             r = _spawn({**base, **over})
             print(f"{name:34s} {r['compile_seconds']:9.1f} {r['seconds_per_outer_step']:8.3f}±{r['std']:.2f} "
                   f"{r['peak_gib']:8.2f} {r['base_gib']:21.2f}  {r['active_parameters']:,}", flush=True)

@@ -182,6 +182,16 @@ def test_gate_update_skips_and_keeps_gate_when_degenerate():
     assert int(status) == DEGENERATE
     np.testing.assert_array_equal(new, gate)
     assert not bool(state.valid)
+    # with an aux value (e.g. a loss cache): the default comes back when no losses were computed
+    out = gate_update(gate, gate_init(2, 3), jnp.zeros((6, 3)), lambda: (jnp.ones((2, 6)), jnp.ones(3)),
+                      jax.random.PRNGKey(0), GateConfig(), aux_default=jnp.zeros(3))
+    assert len(out) == 4 and int(out[2]) == DEGENERATE
+    np.testing.assert_array_equal(out[3], 0.0)
+    x, _ = _blobs(n=8, centers=((2.0, 0, 0), (-2.0, 0, 0)))
+    out = gate_update(gate, gate_init(2, 3), x, lambda: (jnp.ones((2, len(x))), jnp.ones(3)), jax.random.PRNGKey(0),
+                      GateConfig(), aux_default=jnp.zeros(3))
+    assert int(out[2]) in (OK, RESEEDED)
+    np.testing.assert_array_equal(out[3], 1.0)
 
 
 def test_gate_config_validation():

@@ -11,7 +11,8 @@ import mixerdsr._run as runmod
 from mixerdsr._config import Config, load_config
 from mixerdsr.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from mixerdsr.cli import main
-from mixerdsr.training import (_final_losses, adapt_contexts, expert_starts, init_state, predict, routes, sample_batch,
+from mixerdsr.training import (LossCache, TrainData, _expert_losses, _final_losses, adapt_contexts, expert_losses,
+                               expert_starts, init_state, make_outer_step, predict, routes, sample_batch, solver_config,
                                split_validation)
 
 from conftest import tiny_ode_split
@@ -102,6 +103,70 @@ def test_resume_equals_uninterrupted(tiny_splits, tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="configuration differs"):
         runmod.train(cfg(outer_steps=4, proximal_beta=1.0), tiny_splits["train"], out_dir=tmp_path / "cut",
                      resume=True, progress=False)
+
+
+@pytest.mark.parametrize("split", [True, False])
+def test_gate_loss_cache_recomputes_only_pairs_whose_visible_context_changed(tiny_splits, split):
+    c = cfg(split_context=split)
+    tr = tiny_splits["train"]
+    data, solver = TrainData(jnp.asarray(tr.x), jnp.asarray(tr.t)), solver_config(c)
+    model = init_state(c, 4, 2).model
+    c0 = 0.3 * jax.random.normal(jax.random.PRNGKey(1), (4, 4))
+    full0 = expert_losses(model, c0, data, solver)
+    # batches of 3 envs (one padded batch) give the all-at-once values
+    np.testing.assert_allclose(expert_losses(model, c0, data, solver, chunk=3), full0, rtol=1e-5)
+    c1 = c0.at[1, 0].add(0.5).at[2, 3].add(-0.4)  # env 1: expert 0's half; env 2: expert 1's half
+    full1 = expert_losses(model, c1, data, solver)
+    sentinel = LossCache(jnp.full((2, 4), -1.0), c0, jnp.ones((), bool))
+    got = np.asarray(_expert_losses(model, c1, data, solver, 3, sentinel))
+    changed = np.zeros((2, 4), bool)
+    if split:
+        changed[0, 1] = changed[1, 2] = True  # the other expert does not see that half
+    else:
+        changed[:, [1, 2]] = True  # a shared context changes every expert's loss
+    np.testing.assert_allclose(got[changed], np.asarray(full1)[changed], rtol=1e-5)
+    np.testing.assert_array_equal(got[~changed], -1.0)  # kept, not recomputed
+    # nothing changed: nothing is solved; an invalid cache (weights changed): everything is
+    np.testing.assert_array_equal(_expert_losses(model, c0, data, solver, 3, sentinel), -1.0)
+    np.testing.assert_allclose(_expert_losses(model, c1, data, solver, 3, sentinel._replace(valid=jnp.zeros((), bool))),
+                               full1, rtol=1e-5)
+
+
+def test_outer_step_leaves_a_consistent_loss_cache(tiny_splits):
+    c = cfg(gate_every=1, gate_chunk=3)
+    tr = tiny_splits["train"]
+    data = TrainData(jnp.asarray(tr.x), jnp.asarray(tr.t))
+    state = init_state(c, 4, 2)
+    assert not bool(state.loss_cache.valid)
+    step = make_outer_step(c, 4)
+    for _ in range(2):
+        state, info = step(state, data)
+    assert bool(state.loss_cache.valid)
+    np.testing.assert_array_equal(state.loss_cache.contexts, state.contexts)
+    np.testing.assert_allclose(state.loss_cache.losses, expert_losses(state.model, state.contexts, data, solver_config(c)),
+                               rtol=1e-5)
+
+
+def test_low_memory_compile_gives_the_same_step(tiny_splits, monkeypatch):
+    import mixerdsr.training as training
+
+    c = cfg(gate_every=1)
+    tr = tiny_splits["train"]
+    data = TrainData(jnp.asarray(tr.x), jnp.asarray(tr.t))
+    s0 = init_state(c, 4, 2)
+    ref, _ = make_outer_step(c, 4)(s0, data)
+
+    def same(a, b):
+        for u, v in zip(jax.tree.leaves((a.model, a.contexts, a.loss_cache)), jax.tree.leaves((b.model, b.contexts, b.loss_cache))):
+            np.testing.assert_allclose(np.asarray(u, float), np.asarray(v, float), rtol=1e-4, atol=1e-6)
+
+    low, _ = make_outer_step(c.replace(low_memory_compile=True), 4)(s0, data)
+    same(low, ref)
+    # a jaxlib without the option: a warning, and the default compilation
+    monkeypatch.setattr(training, "LOW_MEMORY_OPTIONS", {"xla_cpu_no_such_option_here": True})
+    with pytest.warns(RuntimeWarning, match="does not support"):
+        fallback, _ = make_outer_step(c.replace(low_memory_compile=True), 4)(s0, data)
+    same(fallback, ref)
 
 
 def test_checkpoint_roundtrip_and_errors(tmp_path):
@@ -212,6 +277,8 @@ def test_cli_run_on_a_dataset_file(tiny_splits, tmp_path, capsys):
     conf = tmp_path / "c.toml"
     conf.write_text("\n".join(f"{k} = {v}" for k, v in TINY.items()) + "\n")
     out = tmp_path / "run"
-    assert main(["run", "--config", str(conf), "--data", str(data), "--outer-steps", "2", "--out", str(out), "--quiet"]) == 0
+    assert main(["run", "--config", str(conf), "--data", str(data), "--outer-steps", "2", "--out", str(out), "--quiet",
+                 "--low-memory"]) == 0
     printed = capsys.readouterr().out
     assert "adapt_test: relMSE" in printed and (out / "metrics.json").exists()
+    assert "low_memory_compile = true" in (out / "config.toml").read_text()

@@ -31,12 +31,17 @@ class Config:
     ``inner_steps`` = once per inner loop), ``kmeans_iters``, ``kmeans_tol``, ``gate_noise``,
     ``centroid_init`` (data|kmeans++|uniform), ``empty_cluster`` (reseed|skip), ``gate_reassign`` (0 = Algorithm 1;
     a ratio in (0, 1]: per-env override of clear misfits, see ``GateConfig.reassign``),
+    ``gate_chunk`` (envs per vmapped batch of the gate's all-expert loss pass; 0 = all at once.
+    A vmapped adaptive solve runs every member to the slowest one's step count, so on a CPU
+    batches of 32 envs are faster than one batch of all; an accelerator may prefer 0),
     ``importance_weight`` (gradient gate only).
 
     Training: ``outer_steps``, ``inner_steps`` (K), ``proximal_beta``, ``lr_contexts``,
     ``lr_weights``, ``lr_decay`` (weights' rate multiplied by it at 1/3 and 2/3 of training),
     ``batch_envs`` (0 = E/M), ``rtol``, ``atol``, ``max_steps``, ``teacher_forcing`` (alpha),
-    ``val_every``, ``checkpoint_every``, ``seed``.
+    ``val_every``, ``checkpoint_every``, ``seed``, ``low_memory_compile`` (compile the training
+    step without XLA's CPU fusion emitters: on ODEBench-10B with M = 10 the peak memory falls
+    from about 1.1 to 0.62 GiB, and steps are up to about 30 % slower; no effect on GPUs).
 
     Adaptation: ``adapt_steps``, ``adapt_lr``, ``adapt_init`` (``experts``: fit from the zero
     context and from each expert's mean training context, keep per env the fit with the lowest
@@ -73,6 +78,7 @@ class Config:
     centroid_init: str = "data"
     empty_cluster: str = "reseed"
     gate_reassign: float = 0.0
+    gate_chunk: int = 32
     importance_weight: float = 0.1
     # training
     outer_steps: int = 300
@@ -89,6 +95,7 @@ class Config:
     val_every: int = 10
     checkpoint_every: int = 25
     seed: int = 0
+    low_memory_compile: bool = False
     # adaptation / evaluation
     adapt_steps: int = 500
     adapt_lr: float = 1e-2
@@ -112,6 +119,8 @@ class Config:
         for k in ("experts", "context_size", "outer_steps", "inner_steps", "gate_every", "time_stride", "width", "depth"):
             if int(getattr(self, k)) < 1:
                 raise ValueError(f"config '{k}': expected an integer >= 1, found {getattr(self, k)!r}")
+        if int(self.gate_chunk) < 0:
+            raise ValueError(f"config 'gate_chunk': expected an integer >= 0 (0 = all envs at once), found {self.gate_chunk!r}")
         if self.split_context and self.context_size % self.experts:
             raise ValueError(f"config 'context_size': {self.context_size} is not divisible by experts = "
                              f"{self.experts} (needed for context splitting; set split_context = false)")

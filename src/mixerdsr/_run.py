@@ -94,7 +94,8 @@ def train(cfg: Config, train_split: EnvData, *, out_dir: str | Path | None = Non
     if resume and ckpt is not None and ckpt.exists():
         stored, _ = read_checkpoint_config(ckpt)
         mismatch = {k: (stored.get(k), v) for k, v in cfg.to_dict().items()
-                    if k not in ("outer_steps", "adapt_steps", "adapt_lr", "adapt_init", "adapt_joint", "checkpoint_every")
+                    if k not in ("outer_steps", "adapt_steps", "adapt_lr", "adapt_init", "adapt_joint", "checkpoint_every",
+                                 "low_memory_compile")
                     and stored.get(k) != v}
         if mismatch:
             raise ValueError(f"{ckpt}: cannot resume, the configuration differs: {mismatch}")

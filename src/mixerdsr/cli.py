@@ -166,6 +166,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from ._run import run
 
     overrides = {key: getattr(args, key) for key, _, _ in _RUN_FLAGS.values()}
+    overrides["low_memory_compile"] = True if args.low_memory else None
     try:
         preset = args.preset or (None if args.config else "odebench-2")
         cfg = load_config(preset, args.config, **overrides)
@@ -216,6 +217,8 @@ def _add_run_commands(sub: Any) -> None:
     p.add_argument("--out", metavar="DIR", default=None, help="output directory (default: runs/<data>-<backbone>-...)")
     p.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--low-memory", action="store_true",
+                   help="compile the training step with less memory (about 0.45 GiB less at peak, steps up to ~30%% slower)")
     p.set_defaults(func=_cmd_run)
     q = sub.add_parser("presets", help="list the built-in run configurations")
     q.set_defaults(func=_cmd_presets)

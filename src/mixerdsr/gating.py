@@ -16,7 +16,7 @@ equal.
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -246,8 +246,8 @@ def gate_init(n_experts: int, context_size: int, dtype=jnp.float32) -> GateState
 
 
 def gate_update(gate: Float[Array, "d1 M"], state: GateState, contexts: Float[Array, "E d"],
-                expert_losses: Callable[[], Float[Array, "M E"]], key: PRNGKeyArray,
-                config: GateConfig = GateConfig()) -> tuple[Float[Array, "d1 M"], GateState, Int[Array, ""]]:
+                expert_losses: Callable[[], Any], key: PRNGKeyArray,
+                config: GateConfig = GateConfig(), *, aux_default: Any = None):
     """One gate update (Algorithm 1).
 
     Args:
@@ -255,12 +255,17 @@ def gate_update(gate: Float[Array, "d1 M"], state: GateState, contexts: Float[Ar
         state: centroids from the previous update.
         contexts: training contexts ``[E, d]``.
         expert_losses: a function returning the loss of every expert on every training env,
-            ``[M, E]``; it is only evaluated when K-means succeeded.
+            ``[M, E]``; it is only evaluated when K-means succeeded. With ``aux_default`` it
+            returns ``(losses, aux)`` instead.
         key: PRNG key (centroid initialisation and the least-squares noise).
         config: :class:`GateConfig`.
+        aux_default: if given, the value returned as ``aux`` when the losses were not computed
+            (a pytree of the same structure as the ``aux`` of ``expert_losses``), e.g. a loss
+            cache that stays as it was.
 
     Returns:
-        ``(new_gate, new_state, status)``; status is one of :data:`STATUS_NAMES` (as an int).
+        ``(new_gate, new_state, status)``, plus ``aux`` as a fourth value when ``aux_default``
+        is given; status is one of :data:`STATUS_NAMES` (as an int).
     """
     n_experts = gate.shape[1]
     kinit, knoise = jax.random.split(key)
@@ -268,16 +273,20 @@ def gate_update(gate: Float[Array, "d1 M"], state: GateState, contexts: Float[Ar
                       init_centroids(kinit, contexts, n_experts, config.init).astype(contexts.dtype))
     res = kmeans(contexts, start, max_iters=config.kmeans_iters, tol=config.kmeans_tol, empty=config.empty)
     ok = res.status <= RESEEDED
+    with_aux = aux_default is not None
 
     def fit(_):
-        losses = expert_losses()
+        out = expert_losses()
+        losses, aux = out if with_aux else (out, None)
         meds = cluster_medians(losses, res.assign, n_experts)
         pairs = greedy_pairing(meds)
         target = reassign_targets(losses, pairs[res.assign], config.reassign)
         y = jax.nn.one_hot(target, n_experts, dtype=contexts.dtype)
         noisy = contexts + config.noise * jax.random.normal(knoise, contexts.shape, contexts.dtype)
-        return fit_gate(noisy, y).astype(gate.dtype)
+        return fit_gate(noisy, y).astype(gate.dtype), aux
 
-    new_gate = jax.lax.cond(ok, fit, lambda _: gate, None)
+    new_gate, aux = jax.lax.cond(ok, fit, lambda _: (gate, aux_default), None)
     new_state = GateState(jnp.where(ok, res.centroids, state.centroids), ok)
+    if with_aux:
+        return new_gate, new_state, res.status, aux
     return new_gate, new_state, res.status

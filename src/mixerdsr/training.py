@@ -6,6 +6,9 @@ One outer step (Eq. 7 minimised by proximal alternating minimisation):
    the batch loss + ``beta/2 ||Xi - Xi_prev||^2``;
 2. ``K`` steps on the expert weights ``Theta`` (+ ``beta/2 ||Theta - Theta_prev||^2``);
 3. the least-squares gate update (Algorithm 1) after every ``gate_every``-th of these 2K steps.
+   Its all-expert loss pass is exact but skips work that cannot change: while the weights are
+   fixed (the context loop) only the (expert, env) pairs whose visible context moved are solved
+   again (:class:`LossCache`), and envs are solved in batches of ``gate_chunk``.
 
 The whole outer step is **one compiled call** (``lax.scan`` over inner steps, ``lax.cond`` for
 the gate update). The gate is never a parameter of the experts' optimiser nor in the proximal
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+import warnings
 from typing import Any, NamedTuple
 
 import equinox as eqx
@@ -23,14 +27,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jaxtyping import Array, Float, Int, PRNGKeyArray
+from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
 
 from . import gating
 from ._config import Config
 from .mixer import MixER, make_mixer
 from .rollout import SolverConfig, env_loss, env_rollout
 
-__all__ = ["TrainState", "TrainData", "build_model", "init_state", "make_outer_step", "expert_losses",
+__all__ = ["TrainState", "TrainData", "LossCache", "build_model", "init_state", "make_outer_step", "expert_losses",
            "predict", "adapt_contexts", "routes", "split_validation", "solver_config", "gate_config"]
 
 
@@ -39,6 +43,20 @@ class TrainData(NamedTuple):
 
     x: Float[Array, "E N T D"]
     t: Float[Array, "E T"]
+
+
+class LossCache(NamedTuple):
+    """The gate's last all-expert losses and the contexts they were computed at.
+
+    While the expert weights stay fixed (the context loop), ``loss[m, e]`` can only change if
+    the part of env ``e``'s context that expert ``m`` sees changed, so the next gate update
+    recomputes just those pairs. ``valid`` is False once the weights change (or before the
+    first pass); then everything is recomputed.
+    """
+
+    losses: Float[Array, "M E"]
+    contexts: Float[Array, "E d"]
+    valid: Bool[Array, ""]
 
 
 class TrainState(NamedTuple):
@@ -55,6 +73,7 @@ class TrainState(NamedTuple):
     best_contexts: Float[Array, "E d"]
     best_val: Float[Array, ""]
     best_step: Int[Array, ""]
+    loss_cache: LossCache
 
 
 def solver_config(cfg: Config) -> SolverConfig:
@@ -106,7 +125,8 @@ def init_state(cfg: Config, n_envs: int, state_size: int) -> TrainState:
     params = eqx.filter(model, _filter_spec(model))
     return TrainState(model, contexts, gating.gate_init(cfg.experts, cfg.context_size), opt_w.init(params),
                       opt_c.init(contexts), key, jnp.zeros((), jnp.int32), model, contexts,
-                      jnp.asarray(jnp.inf, jnp.float32), jnp.asarray(-1, jnp.int32))
+                      jnp.asarray(jnp.inf, jnp.float32), jnp.asarray(-1, jnp.int32),
+                      LossCache(jnp.zeros((cfg.experts, n_envs)), contexts, jnp.zeros((), bool)))
 
 
 def _sanitize(tree: Any) -> Any:
@@ -160,24 +180,58 @@ def _batch_loss(model: MixER, contexts, idx, data: TrainData, cfg: Config, solve
     return loss, jnp.sum(~ok)
 
 
-def expert_losses(model: MixER, contexts: Float[Array, "E d"], data: TrainData, solver: SolverConfig
-                  ) -> Float[Array, "M E"]:
+def expert_losses(model: MixER, contexts: Float[Array, "E d"], data: TrainData, solver: SolverConfig,
+                  *, chunk: int = 0) -> Float[Array, "M E"]:
     """Loss of every expert on every environment (Algorithm 1, line 7).
 
     Failed solves give ``inf``. Sequence experts are scored with the training teacher forcing,
     as in training.
 
-    The experts are visited with ``lax.map`` (each one a vmap over all environments) rather
-    than one vmap over the expert axis: on ODEBench-10B with M = 10 that is 3x faster on CPU
-    (0.10 s instead of 0.34 s per pass) and needs less memory, because a vmapped adaptive
-    solve runs every member to the slowest one's step count and the vmapped gather copies the
-    parameters per (expert, env) pair.
-    """
-    def one(m):
-        ls, ok = _env_losses(model, contexts, data.x, data.t, solver, m=m)
-        return jnp.where(ok, ls, jnp.inf)
+    Args:
+        model, contexts, data, solver: as in training.
+        chunk: environments per vmapped batch (0 = all at once).
 
-    return jax.lax.map(one, jnp.arange(model.n_experts))
+    The experts are visited with ``lax.map`` (each one a vmap over environments) rather
+    than one vmap over the expert axis: on ODEBench-10B with M = 10 that is 3x faster on CPU
+    and needs less memory, because a vmapped adaptive solve runs every member to the slowest
+    one's step count and the vmapped gather copies the parameters per (expert, env) pair. For
+    the same reason, batches of ``chunk`` environments are faster on a CPU than all at once.
+    """
+    return _expert_losses(model, contexts, data, solver, chunk, None)
+
+
+def _expert_losses(model: MixER, contexts, data: TrainData, solver: SolverConfig, chunk: int,
+                   cache: LossCache | None) -> Float[Array, "M E"]:
+    """:func:`expert_losses`, recomputing only the pairs a valid ``cache`` does not hold.
+
+    For each expert, the envs whose visible context differs from the cached one are moved to
+    the front (stable order) and solved in batches of ``chunk``; the loop stops after the last
+    batch holding such an env, so an expert with nothing to recompute costs no solve.
+    """
+    n_env, n_exp = contexts.shape[0], model.n_experts
+    size = n_env if chunk <= 0 else min(chunk, n_env)
+    n_pad = -(-n_env // size) * size - n_env
+    old = jnp.full((n_exp, n_env), jnp.inf, contexts.dtype) if cache is None else cache.losses
+
+    def one(inp):
+        m, losses = inp
+        if cache is None:
+            need = jnp.ones((n_env,), bool)
+        else:
+            seen = jax.vmap(lambda c: model.expert_context(c, m))
+            need = ~cache.valid | jnp.any(seen(contexts) != seen(cache.contexts), axis=-1)
+        order = jnp.concatenate([jnp.argsort(~need, stable=True), jnp.zeros((n_pad,), jnp.int32)])
+        n_need = jnp.sum(need)
+
+        def batch(j, losses):
+            idx = jax.lax.dynamic_slice_in_dim(order, j * size, size)
+            ls, ok = _env_losses(model, contexts[idx], data.x[idx], data.t[idx], solver, m=m)
+            keep = j * size + jnp.arange(size) < n_need  # padding / envs that need nothing
+            return losses.at[jnp.where(keep, idx, n_env)].set(jnp.where(ok, ls, jnp.inf), mode="drop")
+
+        return jax.lax.fori_loop(0, (n_need + size - 1) // size, batch, losses)
+
+    return jax.lax.map(one, (jnp.arange(n_exp), old))
 
 
 def make_outer_step(cfg: Config, n_envs: int):
@@ -195,32 +249,32 @@ def make_outer_step(cfg: Config, n_envs: int):
     beta = cfg.proximal_beta
     k_inner = cfg.inner_steps
 
-    def maybe_gate(model, gstate, contexts, key, i, data):
+    def maybe_gate(model, gstate, cache, contexts, key, i, data):
         if cfg.gate != "lstsq":
-            return model, gstate, jnp.asarray(-1, jnp.int32)
+            return model, gstate, cache, jnp.asarray(-1, jnp.int32)
+
+        def losses():
+            ls = _expert_losses(model, contexts, data, solver, cfg.gate_chunk, cache)
+            return ls, LossCache(ls, contexts, jnp.ones((), bool))
 
         def do(_):
-            new_gate, gs, status = gating.gate_update(
-                model.gate, gstate, contexts, lambda: expert_losses(model, contexts, data, solver), key, gcfg)
-            return eqx.tree_at(lambda m: m.gate, model, new_gate), gs, status.astype(jnp.int32)
+            new_gate, gs, status, new_cache = gating.gate_update(model.gate, gstate, contexts, losses, key, gcfg,
+                                                                 aux_default=cache)
+            return eqx.tree_at(lambda m: m.gate, model, new_gate), gs, new_cache, status.astype(jnp.int32)
 
         def skip(_):
-            return model, gstate, jnp.asarray(-1, jnp.int32)
+            return model, gstate, cache, jnp.asarray(-1, jnp.int32)
 
         return jax.lax.cond((i + 1) % cfg.gate_every == 0, do, skip, None)
 
-    @eqx.filter_jit
     def outer_step(state: TrainState, data: TrainData):
         key, kc, kw = jax.random.split(state.key, 3)
         ctx_prev = state.contexts
         spec = _filter_spec(state.model)
         params_prev = eqx.filter(state.model, spec)
 
-        def ctx_body(carry, inp):
-            contexts, opt_state, model, gstate = carry
-            k, i = inp
-            kb, kg = jax.random.split(k)
-            idx = sample_batch(kb, contexts, batch)
+        def ctx_step(steps, idx):
+            contexts, opt_state, model, opt_w_state, cache = steps
 
             def objective(c):
                 loss, failed = _batch_loss(model, c, idx, data, cfg, solver)
@@ -228,19 +282,10 @@ def make_outer_step(cfg: Config, n_envs: int):
 
             (_, (loss, failed)), g = jax.value_and_grad(objective, has_aux=True)(contexts)
             updates, opt_state = opt_c.update(_sanitize(g), opt_state, contexts)
-            contexts = optax.apply_updates(contexts, updates)
-            model, gstate, status = maybe_gate(model, gstate, contexts, kg, i, data)
-            return (contexts, opt_state, model, gstate), (loss, failed, status)
+            return (optax.apply_updates(contexts, updates), opt_state, model, opt_w_state, cache), (loss, failed)
 
-        carry = (state.contexts, state.opt_contexts, state.model, state.gate_state)
-        (contexts, opt_c_state, model, gstate), (ctx_loss, failed_c, status_c) = jax.lax.scan(
-            ctx_body, carry, (jax.random.split(kc, k_inner), jnp.arange(k_inner)))
-
-        def w_body(carry, inp):
-            model, opt_state, gstate = carry
-            k, i = inp
-            kb, kg = jax.random.split(k)
-            idx = sample_batch(kb, contexts, batch)
+        def weight_step(steps, idx):
+            contexts, opt_c_state, model, opt_state, cache = steps
             params, static = eqx.partition(model, spec)
 
             def objective(p):
@@ -251,19 +296,64 @@ def make_outer_step(cfg: Config, n_envs: int):
             (_, (loss, failed)), g = jax.value_and_grad(objective, has_aux=True)(params)
             updates, opt_state = opt_w.update(_sanitize(g), opt_state, params)
             model = eqx.combine(optax.apply_updates(params, updates), static)
-            model, gstate, status = maybe_gate(model, gstate, contexts, kg, i, data)
-            return (model, opt_state, gstate), (loss, failed, status)
+            cache = cache._replace(valid=jnp.zeros((), bool))  # the experts changed
+            return (contexts, opt_c_state, model, opt_state, cache), (loss, failed)
 
-        (model, opt_w_state, gstate), (w_loss, failed_w, status_w) = jax.lax.scan(
-            w_body, (model, state.opt_weights, gstate), (jax.random.split(kw, k_inner), jnp.arange(k_inner, 2 * k_inner)))
+        # One scan over the 2K inner steps (K on the contexts, then K on the weights), so the
+        # gate update is compiled once, not once per loop.
+        def body(carry, inp):
+            gstate, steps = carry[0], carry[1:]
+            k, i = inp
+            kb, kg = jax.random.split(k)
+            idx = sample_batch(kb, steps[0], batch)
+            steps, (loss, failed) = jax.lax.cond(i < k_inner, ctx_step, weight_step, steps, idx)
+            contexts, opt_c_state, model, opt_w_state, cache = steps
+            model, gstate, cache, status = maybe_gate(model, gstate, cache, contexts, kg, i, data)
+            return (gstate, contexts, opt_c_state, model, opt_w_state, cache), (loss, failed, status)
 
-        new = state._replace(model=model, contexts=contexts, gate_state=gstate, opt_weights=opt_w_state,
+        keys = jnp.concatenate([jax.random.split(kc, k_inner), jax.random.split(kw, k_inner)])
+        carry = (state.gate_state, state.contexts, state.opt_contexts, state.model, state.opt_weights, state.loss_cache)
+        (gstate, contexts, opt_c_state, model, opt_w_state, cache), (losses, failed, status) = jax.lax.scan(
+            body, carry, (keys, jnp.arange(2 * k_inner)))
+
+        new = state._replace(model=model, contexts=contexts, gate_state=gstate, loss_cache=cache, opt_weights=opt_w_state,
                              opt_contexts=opt_c_state, key=key, step=state.step + 1)
-        info = dict(ctx_loss=ctx_loss, weight_loss=w_loss, failed=jnp.concatenate([failed_c, failed_w]),
-                    gate_status=jnp.concatenate([status_c, status_w]))
+        info = dict(ctx_loss=losses[:k_inner], weight_loss=losses[k_inner:], failed=failed, gate_status=status)
         return new, info
 
-    return outer_step
+    return _jit(outer_step, LOW_MEMORY_OPTIONS if cfg.low_memory_compile else None)
+
+
+#: XLA options of ``Config.low_memory_compile``: XLA's CPU fusion emitters need most of the
+#: memory of compiling the outer step (ODEBench-10B, M = 10: peak 1.07-1.12 GiB with, 0.62 GiB
+#: without), at the price of slower steps (+5 % with the gate after every inner step, +30 %
+#: once per inner loop, as measured by benchmarks/bench_mixer.py). Ignored by other backends.
+LOW_MEMORY_OPTIONS = {"xla_cpu_use_fusion_emitters": False}
+
+
+def _jit(fn, options: dict[str, Any] | None):
+    """``eqx.filter_jit(fn)``, compiled with XLA ``options`` when given. A jaxlib that does not
+    know an option gets a warning and the default compilation instead of an error."""
+    if not options:
+        return eqx.filter_jit(fn)
+    plain = eqx.filter_jit(fn)
+    jitted = jax.jit(lambda dyn, static: fn(*eqx.combine(dyn, static)), static_argnums=1, compiler_options=options)
+    use_plain = False
+
+    def call(*args):
+        nonlocal use_plain
+        if not use_plain:
+            try:
+                return jitted(*eqx.partition(args, eqx.is_array))
+            except jax.errors.JaxRuntimeError as err:
+                if "compile option" not in str(err):
+                    raise
+                warnings.warn(f"this jaxlib does not support the XLA options {sorted(options)} ({err}); "
+                              "compiling without them", RuntimeWarning, stacklevel=2)
+                use_plain = True
+        return plain(*args)
+
+    return call
 
 
 def routes(model: MixER, contexts: Float[Array, "E d"]) -> Int[Array, " E"]:
