@@ -75,7 +75,8 @@ def load_checkpoint(path: str | os.PathLike, template: Any) -> tuple[Any, dict[s
     with _open(path) as z:
         keys = sorted(k for k in z.files if k.startswith("leaf/"))
         if len(keys) != len(leaves):
-            raise CheckpointError(f"{path}: expected {len(leaves)} arrays for this configuration, found {len(keys)}")
+            raise CheckpointError(f"{path}: expected {len(leaves)} arrays for this configuration, found {len(keys)} "
+                                  "(a checkpoint of another configuration or of another mixerdsr version?)")
         new = []
         for k, ref in zip(keys, leaves):
             a = z[k]

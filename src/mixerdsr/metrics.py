@@ -34,7 +34,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float, Int
-from scipy.optimize import linear_sum_assignment
 
 __all__ = [
     "traj_rel_l2",
@@ -329,5 +328,7 @@ def matched_accuracy(pred: Int[ArrayLike, " N"], labels: Int[ArrayLike, " N"]) -
     if a.size == 0:
         return float("nan")
     table = _contingency(a, b)
+    from scipy.optimize import linear_sum_assignment  # imported here: ~40 MB, needed by this function only
+
     rows, cols = linear_sum_assignment(table, maximize=True)
     return float(table[rows, cols].sum() / a.size)
