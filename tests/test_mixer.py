@@ -6,7 +6,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mixerdsr.experts import GEPS, NCF, CoDA
+from mixerdsr._rand import normal
+from mixerdsr.experts import GEPS, NCF, SHPLRNN, CoDA
+from mixerdsr.experts._base import uniform_arrays
 from mixerdsr.mixer import make_mixer
 from mixerdsr.rollout import SolverConfig, env_loss, env_rollout
 
@@ -158,3 +160,47 @@ def test_make_mixer_rejects_bad_settings():
         make_mixer("lstm", 2, 4, 2, key=KEY)
     with pytest.raises(ValueError, match="gate_mode"):
         make_mixer("geps", 2, 4, 2, gate_mode="softmax", key=KEY)
+
+
+def test_initial_arrays_come_from_one_draw_within_their_ranges():
+    specs = [((3, 4), -0.5, 0.5), ((7,), 2.0, 3.0), ((2, 2, 2), -1e-3, 1e-3)]
+    a, b, c = uniform_arrays(KEY, specs)
+    assert (a.shape, b.shape, c.shape) == ((3, 4), (7,), (2, 2, 2))
+    assert float(a.min()) >= -0.5 and float(a.max()) < 0.5 and float(b.min()) >= 2.0 and float(b.max()) < 3.0
+    assert float(jnp.abs(c).max()) <= 1e-3
+    # the arrays are consecutive pieces of one uniform draw
+    u = jax.random.uniform(KEY, (12 + 7 + 8,))
+    np.testing.assert_allclose(b, 2.0 + u[12:19], rtol=1e-6)
+    again = uniform_arrays(KEY, specs)
+    np.testing.assert_array_equal(a, again[0])
+    assert not np.allclose(a, uniform_arrays(jax.random.PRNGKey(1), specs)[0])
+
+
+@pytest.mark.parametrize("cls", [GEPS, CoDA, NCF, SHPLRNN])
+def test_expert_initialisation_ranges(cls):
+    e = cls(2, 4, key=KEY)
+    leaves = jax.tree.leaves(eqx.filter(e, eqx.is_array))
+    assert all(bool(jnp.all(jnp.isfinite(x))) for x in leaves)
+    assert all(float(jnp.abs(x).max()) <= 1.0 for x in leaves)  # every range here is within +-1
+    # distinct arrays get distinct values (no piece of the draw is reused)
+    firsts = [float(x.ravel()[0]) for x in leaves if x.size and float(jnp.abs(x).max()) > 0]
+    assert len(set(firsts)) == len(firsts)
+
+
+def test_same_init_repeats_one_expert_independent_init_does_not():
+    same = make_mixer("geps", 2, 6, 3, key=KEY, **SMALL)
+    indep = make_mixer("geps", 2, 6, 3, same_init=False, key=KEY, **SMALL)
+    for leaf in jax.tree.leaves(eqx.filter(same.experts, eqx.is_array)):
+        np.testing.assert_array_equal(leaf[0], leaf[2])
+    w = indep.experts.weights[0]
+    assert not np.allclose(w[0], w[1]) and not np.allclose(w[1], w[2])
+    assert same.gate.shape == (7, 3) and 0.02 < float(jnp.std(same.gate)) < 0.3  # gate_scale 0.1
+
+
+def test_box_muller_normal_moments():
+    z = normal(KEY, (100_001,))
+    assert z.shape == (100_001,) and bool(jnp.all(jnp.isfinite(z)))
+    assert abs(float(z.mean())) < 0.01 and abs(float(z.std()) - 1.0) < 0.01
+    assert abs(float(jnp.mean(z ** 4)) - 3.0) < 0.1  # Gaussian kurtosis
+    assert abs(float(jnp.mean(jnp.abs(z) < 1.0)) - 0.6827) < 0.01
+    assert normal(KEY, (3, 5)).shape == (3, 5)

@@ -22,6 +22,8 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
 
+from ._rand import normal
+
 __all__ = [
     "GateConfig", "GateState", "KMeansResult", "STATUS_NAMES", "OK", "RESEEDED", "SKIPPED_EMPTY", "DEGENERATE",
     "init_centroids", "kmeans", "cluster_medians", "greedy_pairing", "reassign_targets", "fit_gate", "gate_init",
@@ -282,7 +284,7 @@ def gate_update(gate: Float[Array, "d1 M"], state: GateState, contexts: Float[Ar
         pairs = greedy_pairing(meds)
         target = reassign_targets(losses, pairs[res.assign], config.reassign)
         y = jax.nn.one_hot(target, n_experts, dtype=contexts.dtype)
-        noisy = contexts + config.noise * jax.random.normal(knoise, contexts.shape, contexts.dtype)
+        noisy = contexts + config.noise * normal(knoise, contexts.shape, contexts.dtype)
         return fit_gate(noisy, y).astype(gate.dtype), aux
 
     new_gate, aux = jax.lax.cond(ok, fit, lambda _: (gate, aux_default), None)

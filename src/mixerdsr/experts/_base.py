@@ -12,14 +12,15 @@ updates) is done once per solve, not once per solver stage.
 from __future__ import annotations
 
 import abc
+import functools
+import math
 from typing import ClassVar
 
 import equinox as eqx
 import jax
-import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
-__all__ = ["AbstractExpert", "MLPField", "init_linear", "glorot"]
+__all__ = ["AbstractExpert", "MLPField", "linear_specs", "glorot_spec", "uniform_arrays"]
 
 
 class MLPField(eqx.Module):
@@ -46,19 +47,49 @@ class MLPField(eqx.Module):
         return self.apply(x)
 
 
-def init_linear(key: PRNGKeyArray, n_in: int, n_out: int) -> tuple[Array, Array]:
-    """PyTorch/Equinox default: weights and bias uniform in +-1/sqrt(n_in)."""
-    kw, kb = jax.random.split(key)
-    lim = 1.0 / jnp.sqrt(n_in)
-    w = jax.random.uniform(kw, (n_out, n_in), minval=-lim, maxval=lim)
-    b = jax.random.uniform(kb, (n_out,), minval=-lim, maxval=lim)
-    return w, b
+#: One initial array: ``(shape, low, high)``, drawn uniform in ``[low, high)``.
+UniformSpec = tuple[tuple[int, ...], float, float]
 
 
-def glorot(key: PRNGKeyArray, shape: tuple[int, int]) -> Array:
+def linear_specs(n_in: int, n_out: int) -> list[UniformSpec]:
+    """Weight ``[n_out, n_in]`` and bias ``[n_out]`` of a linear layer, PyTorch/Equinox default:
+    uniform in +-1/sqrt(n_in)."""
+    lim = 1.0 / math.sqrt(n_in)
+    return [((n_out, n_in), -lim, lim), ((n_out,), -lim, lim)]
+
+
+def glorot_spec(shape: tuple[int, int]) -> UniformSpec:
     """Xavier/Glorot uniform initialisation of a matrix ``[fan_out, fan_in]``."""
-    lim = jnp.sqrt(6.0 / (shape[0] + shape[1]))
-    return jax.random.uniform(key, shape, minval=-lim, maxval=lim)
+    lim = math.sqrt(6.0 / (shape[0] + shape[1]))
+    return (tuple(shape), -lim, lim)
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def _uniform_arrays(key: PRNGKeyArray, specs: tuple[UniformSpec, ...]) -> list[Array]:
+    sizes = [math.prod(shape) for shape, _, _ in specs]
+    u = jax.random.uniform(key, (sum(sizes),))
+    out, start = [], 0
+    for (shape, low, high), n in zip(specs, sizes):
+        out.append(low + (high - low) * u[start:start + n].reshape(shape))
+        start += n
+    return out
+
+
+def uniform_arrays(key: PRNGKeyArray, specs: list[UniformSpec]) -> list[Array]:
+    """All initial arrays of one module, cut from a **single** uniform draw.
+
+    One draw per module instead of one per array: XLA compiles a separate random-bits kernel
+    for every distinct shape, which made building the ODEBench-10B model (10 GEPS experts,
+    15 arrays each) take 7.4 s and keep 0.1 GiB of compiled code; one draw compiles once.
+
+    Args:
+        key: PRNG key.
+        specs: ``(shape, low, high)`` of every array, in order.
+
+    Returns:
+        The arrays, in the order of ``specs``.
+    """
+    return _uniform_arrays(key, tuple((tuple(int(d) for d in shape), float(lo), float(hi)) for shape, lo, hi in specs))
 
 
 def mlp_sizes(n_in: int, n_out: int, width: int, depth: int) -> list[tuple[int, int]]:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import math
+
 import equinox as eqx
-import jax
-import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from ._base import AbstractExpert, MLPField, init_linear, mlp_sizes
+from ._base import AbstractExpert, MLPField, linear_specs, mlp_sizes, uniform_arrays
 
 __all__ = ["CoDA"]
 
@@ -41,15 +41,13 @@ class CoDA(AbstractExpert):
                  hyper_scale: float = 0.1, *, key: PRNGKeyArray):
         self.state_size = state_size
         self.context_size = context_size
-        ws, bs, hws, hbs = [], [], [], []
-        for k, (n_in, n_out) in zip(jax.random.split(key, depth), mlp_sizes(state_size, state_size, width, depth)):
-            k1, k2, k3 = jax.random.split(k, 3)
-            w, b = init_linear(k1, n_in, n_out)
-            lim = hyper_scale / jnp.sqrt(n_in)
-            ws.append(w)
-            bs.append(b)
-            hws.append(jax.random.uniform(k2, (n_out, n_in, context_size), minval=-lim, maxval=lim))
-            hbs.append(jax.random.uniform(k3, (n_out, context_size), minval=-lim, maxval=lim))
+        specs = []
+        for n_in, n_out in mlp_sizes(state_size, state_size, width, depth):
+            lim = hyper_scale / math.sqrt(n_in)
+            specs += [*linear_specs(n_in, n_out), ((n_out, n_in, context_size), -lim, lim),
+                      ((n_out, context_size), -lim, lim)]
+        arrays = uniform_arrays(key, specs)
+        ws, bs, hws, hbs = (arrays[i::4] for i in range(4))
         self.weights, self.biases, self.hyper_weights, self.hyper_biases = map(tuple, (ws, bs, hws, hbs))
 
     def specialise(self, ctx: Float[Array, " r"]) -> MLPField:

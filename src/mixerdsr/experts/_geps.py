@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from ._base import AbstractExpert, MLPField, glorot, init_linear, mlp_sizes
+from ._base import AbstractExpert, MLPField, glorot_spec, linear_specs, mlp_sizes, uniform_arrays
 
 __all__ = ["GEPS", "GEPSField"]
 
@@ -52,15 +52,12 @@ class GEPS(AbstractExpert):
         self.state_size = state_size
         self.context_size = context_size
         self.factored = context_size <= width // 4 if factored is None else bool(factored)
-        ws, bs, As, Bs, Abs = [], [], [], [], []
-        for k, (n_in, n_out) in zip(jax.random.split(key, depth), mlp_sizes(state_size, state_size, width, depth)):
-            k1, k2, k3, k4 = jax.random.split(k, 4)
-            w, b = init_linear(k1, n_in, n_out)
-            ws.append(w)
-            bs.append(b)
-            As.append(glorot(k2, (n_out, context_size)))
-            Bs.append(glorot(k3, (context_size, n_in)))
-            Abs.append(glorot(k4, (n_out, context_size)))
+        sizes = mlp_sizes(state_size, state_size, width, depth)
+        specs = [spec for n_in, n_out in sizes for spec in (
+            *linear_specs(n_in, n_out), glorot_spec((n_out, context_size)), glorot_spec((context_size, n_in)),
+            glorot_spec((n_out, context_size)))]
+        arrays = uniform_arrays(key, specs)
+        ws, bs, As, Bs, Abs = (arrays[i::5] for i in range(5))
         self.weights, self.biases, self.a, self.b, self.a_bias = map(tuple, (ws, bs, As, Bs, Abs))
 
     def specialise(self, ctx: Float[Array, " r"]) -> MLPField | GEPSField:

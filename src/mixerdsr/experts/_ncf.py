@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from ._base import AbstractExpert, init_linear, mlp_sizes
+from ._base import AbstractExpert, linear_specs, mlp_sizes, uniform_arrays
 
 __all__ = ["NCF", "NCFField"]
 
@@ -74,14 +74,10 @@ class NCF(AbstractExpert):
         self.state_size = state_size
         self.context_size = context_size
         self.taylor_order = taylor_order
-        kd, kc, km = jax.random.split(key, 3)
-        self.data_net = init_linear(kd, state_size, embed)
-        self.context_net = init_linear(kc, context_size, embed)
-        ws, bs = [], []
-        for k, (n_in, n_out) in zip(jax.random.split(km, depth), mlp_sizes(2 * embed, state_size, width, depth)):
-            w, b = init_linear(k, n_in, n_out)
-            ws.append(w)
-            bs.append(b)
+        sizes = [(state_size, embed), (context_size, embed), *mlp_sizes(2 * embed, state_size, width, depth)]
+        arrays = uniform_arrays(key, [spec for n_in, n_out in sizes for spec in linear_specs(n_in, n_out)])
+        self.data_net, self.context_net = tuple(arrays[0:2]), tuple(arrays[2:4])
+        ws, bs = arrays[4::2], arrays[5::2]
         self.weights, self.biases = tuple(ws), tuple(bs)
 
     def field(self, x: Float[Array, " D"], ctx: Float[Array, " r"]) -> Float[Array, " D"]:

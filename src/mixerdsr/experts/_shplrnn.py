@@ -19,6 +19,7 @@ leaf: each base leaf of shape ``S`` has a hypernetwork leaf of shape ``S + (r,)`
 
 from __future__ import annotations
 
+import math
 from typing import ClassVar
 
 import equinox as eqx
@@ -26,7 +27,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from ._base import AbstractExpert
+from ._base import AbstractExpert, uniform_arrays
 
 __all__ = ["SHPLRNN", "SHPLRNNStep"]
 
@@ -90,23 +91,17 @@ class SHPLRNN(AbstractExpert):
         self.state_size = d = state_size
         self.context_size = r = context_size
         self.hidden = h = hidden
-        ka, k1, k2, kh2, khyper = jax.random.split(key, 5)
-        lim_w1 = w1_scale / jnp.sqrt(h)
-        lim_w2 = 1.0 / jnp.sqrt(d)
-        u = lambda k, shape, lim: jax.random.uniform(k, shape, minval=-lim, maxval=lim)  # noqa: E731
-        self.base = SHPLRNNStep(
-            a=jax.random.uniform(ka, (d,), minval=a_range[0], maxval=a_range[1]),
-            w1=u(k1, (d, h), lim_w1),
-            w2=u(k2, (h, d), lim_w2),
-            h1=jnp.zeros((d,)),
-            h2=u(kh2, (h,), lim_w2),
-        )
-        scales = SHPLRNNStep(a=0.1, w1=lim_w1, w2=lim_w2, h1=1.0, h2=lim_w2)
-        leaves, treedef = jax.tree.flatten(self.base)
-        keys = jax.random.split(khyper, len(leaves))
-        hyper_lim = hyper_scale / jnp.sqrt(r)
-        self.hyper = jax.tree.unflatten(treedef, [
-            u(k, leaf.shape + (r,), hyper_lim * s) for k, leaf, s in zip(keys, leaves, jax.tree.leaves(scales))])
+        lim_w1 = w1_scale / math.sqrt(h)
+        lim_w2 = 1.0 / math.sqrt(d)
+        hyper_lim = hyper_scale / math.sqrt(r)
+        # leaves in SHPLRNNStep order (a, w1, w2, h1, h2), then their hypernetworks (shape + (r,))
+        shapes = ((d,), (d, h), (h, d), (d,), (h,))
+        scales = (0.1, lim_w1, lim_w2, 1.0, lim_w2)
+        specs = [((d,), *a_range), ((d, h), -lim_w1, lim_w1), ((h, d), -lim_w2, lim_w2), ((h,), -lim_w2, lim_w2)]
+        specs += [(shape + (r,), -hyper_lim * s, hyper_lim * s) for shape, s in zip(shapes, scales)]
+        a, w1, w2, h2, *hyper = uniform_arrays(key, specs)
+        self.base = SHPLRNNStep(a=a, w1=w1, w2=w2, h1=jnp.zeros((d,)), h2=h2)
+        self.hyper = SHPLRNNStep(*hyper)
 
     def specialise(self, ctx: Float[Array, " r"]) -> SHPLRNNStep:
         return jax.tree.map(lambda b, hy: b + hy @ ctx, self.base, self.hyper)
