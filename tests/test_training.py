@@ -244,6 +244,8 @@ def test_config_errors(tmp_path):
         Config(backbone="lstm")
     with pytest.raises(ValueError, match="not divisible"):
         Config(context_size=10, experts=3)
+    with pytest.raises(ValueError, match="gate_chunk"):
+        Config(gate_chunk=-2)
     with pytest.raises(ValueError, match="unknown preset"):
         load_config("odebench-99")
     bad = tmp_path / "bad.toml"

@@ -31,9 +31,11 @@ class Config:
     ``inner_steps`` = once per inner loop), ``kmeans_iters``, ``kmeans_tol``, ``gate_noise``,
     ``centroid_init`` (data|kmeans++|uniform), ``empty_cluster`` (reseed|skip), ``gate_reassign`` (0 = Algorithm 1;
     a ratio in (0, 1]: per-env override of clear misfits, see ``GateConfig.reassign``),
-    ``gate_chunk`` (envs per vmapped batch of the gate's all-expert loss pass; 0 = all at once.
-    A vmapped adaptive solve runs every member to the slowest one's step count, so on a CPU
-    batches of 32 envs are faster than one batch of all; an accelerator may prefer 0),
+    ``gate_chunk`` (envs per vmapped batch of the gate's all-expert loss pass; 0 = all at once;
+    -1 = auto: the training batch size, whose compiled solver kernels the pass then shares with
+    the training step (less compile memory), or 32 with ``low_memory_compile``. A vmapped
+    adaptive solve runs every member to the slowest one's step count, so on a CPU batches are
+    faster than one batch of all envs; an accelerator may prefer 0),
     ``importance_weight`` (gradient gate only).
 
     Training: ``outer_steps``, ``inner_steps`` (K), ``proximal_beta``, ``lr_contexts``,
@@ -41,7 +43,8 @@ class Config:
     ``batch_envs`` (0 = E/M), ``rtol``, ``atol``, ``max_steps``, ``teacher_forcing`` (alpha),
     ``val_every``, ``checkpoint_every``, ``seed``, ``low_memory_compile`` (compile the training
     step without XLA's CPU fusion emitters: on ODEBench-10B with M = 10 the peak memory falls
-    from about 1.1 to 0.62 GiB, and steps are up to about 30 % slower; no effect on GPUs).
+    from about 0.9-1.0 to 0.56 GiB, and steps with the gate once per inner loop are about 25 %
+    slower; no effect on GPUs).
 
     Adaptation: ``adapt_steps``, ``adapt_lr``, ``adapt_init`` (``experts``: fit from the zero
     context and from each expert's mean training context, keep per env the fit with the lowest
@@ -78,7 +81,7 @@ class Config:
     centroid_init: str = "data"
     empty_cluster: str = "reseed"
     gate_reassign: float = 0.0
-    gate_chunk: int = 32
+    gate_chunk: int = -1
     importance_weight: float = 0.1
     # training
     outer_steps: int = 300
@@ -119,8 +122,9 @@ class Config:
         for k in ("experts", "context_size", "outer_steps", "inner_steps", "gate_every", "time_stride", "width", "depth"):
             if int(getattr(self, k)) < 1:
                 raise ValueError(f"config '{k}': expected an integer >= 1, found {getattr(self, k)!r}")
-        if int(self.gate_chunk) < 0:
-            raise ValueError(f"config 'gate_chunk': expected an integer >= 0 (0 = all envs at once), found {self.gate_chunk!r}")
+        if int(self.gate_chunk) < -1:
+            raise ValueError(f"config 'gate_chunk': expected an integer >= -1 (-1 = the training batch size, "
+                             f"0 = all envs at once), found {self.gate_chunk!r}")
         if self.split_context and self.context_size % self.experts:
             raise ValueError(f"config 'context_size': {self.context_size} is not divisible by experts = "
                              f"{self.experts} (needed for context splitting; set split_context = false)")

@@ -17,7 +17,6 @@ term, except for the ``"gradient"`` baseline, where it is trained with the weigh
 
 from __future__ import annotations
 
-import dataclasses
 import time
 import warnings
 from typing import Any, NamedTuple
@@ -234,6 +233,17 @@ def _expert_losses(model: MixER, contexts, data: TrainData, solver: SolverConfig
     return jax.lax.map(one, (jnp.arange(n_exp), old))
 
 
+def _gate_chunk(cfg: Config, batch: int) -> int:
+    """Envs per batch of the gate's loss pass. ``gate_chunk = -1`` (auto): the training batch
+    size, so that the pass runs the training step's compiled solver kernels (on ODEBench-10B,
+    M = 10, that lowered the compilation's peak memory from 1.06-1.13 to 0.91-1.03 GiB); with
+    ``low_memory_compile`` memory is not the limit and batches of 32 are faster on a CPU
+    (gate after every inner step 2.27 s instead of 2.53 s, peak 0.56 GiB either way)."""
+    if cfg.gate_chunk >= 0:
+        return cfg.gate_chunk
+    return 32 if cfg.low_memory_compile else batch
+
+
 def make_outer_step(cfg: Config, n_envs: int):
     """The compiled outer step ``(state, data) -> (state, info)``.
 
@@ -248,13 +258,14 @@ def make_outer_step(cfg: Config, n_envs: int):
     batch = min(batch, n_envs)
     beta = cfg.proximal_beta
     k_inner = cfg.inner_steps
+    gate_chunk = _gate_chunk(cfg, batch)
 
     def maybe_gate(model, gstate, cache, contexts, key, i, data):
         if cfg.gate != "lstsq":
             return model, gstate, cache, jnp.asarray(-1, jnp.int32)
 
         def losses():
-            ls = _expert_losses(model, contexts, data, solver, cfg.gate_chunk, cache)
+            ls = _expert_losses(model, contexts, data, solver, gate_chunk, cache)
             return ls, LossCache(ls, contexts, jnp.ones((), bool))
 
         def do(_):
@@ -325,9 +336,11 @@ def make_outer_step(cfg: Config, n_envs: int):
 
 
 #: XLA options of ``Config.low_memory_compile``: XLA's CPU fusion emitters need most of the
-#: memory of compiling the outer step (ODEBench-10B, M = 10: peak 1.07-1.12 GiB with, 0.62 GiB
-#: without), at the price of slower steps (+5 % with the gate after every inner step, +30 %
-#: once per inner loop, as measured by benchmarks/bench_mixer.py). Ignored by other backends.
+#: memory of compiling the outer step (ODEBench-10B, M = 10: peak 0.91-1.01 GiB with, 0.56 GiB
+#: without), at the price of slower gradient steps (the legacy emitters do not vectorise loops:
+#: about +25 % once per inner loop, as measured by benchmarks/bench_mixer.py; about the same
+#: with the gate after every inner step, whose loss passes then use batches of 32). Ignored by
+#: other backends.
 LOW_MEMORY_OPTIONS = {"xla_cpu_use_fusion_emitters": False}
 
 
