@@ -29,6 +29,13 @@ class GEPS(AbstractExpert):
     2.9 s. It costs ``2 r (in + out)`` extra multiply-adds per layer and evaluation, so it is the
     default only for small ranks (``r <= width / 4``).
 
+    Stored as three arrays per layer, in the form the factored product uses: ``wa = [W^T; A^T]``
+    ``[in + r, out]``, ``bias = [b^T; A'^T]`` ``[1 + r, out]`` and ``bt = B^T`` ``[in, r]``
+    (the properties ``weights``, ``a``, ``b``, ``biases``, ``a_bias`` give the paper's matrices).
+    Fewer, ready-made arrays per expert mean no per-environment concatenation and fewer distinct
+    compiled kernels for gathering, scattering and updating them: on ODEBench-10B (M = 10) the
+    training step compiles about 30 fewer kernels (less memory while compiling).
+
     Args:
         state_size: state dimension ``D``.
         context_size: context length ``r`` (also the adaptation rank).
@@ -38,11 +45,9 @@ class GEPS(AbstractExpert):
         key: PRNG key (keyword-only).
     """
 
-    weights: tuple[Float[Array, "out in"], ...]
-    biases: tuple[Float[Array, " out"], ...]
-    a: tuple[Float[Array, "out r"], ...]
-    b: tuple[Float[Array, "r in"], ...]
-    a_bias: tuple[Float[Array, "out r"], ...]
+    wa: tuple[Float[Array, "in_r out"], ...]
+    bias: tuple[Float[Array, "r1 out"], ...]
+    bt: tuple[Float[Array, "in r"], ...]
     state_size: int = eqx.field(static=True)
     context_size: int = eqx.field(static=True)
     factored: bool = eqx.field(static=True)
@@ -58,13 +63,42 @@ class GEPS(AbstractExpert):
             glorot_spec((n_out, context_size)))]
         arrays = uniform_arrays(key, specs)
         ws, bs, As, Bs, Abs = (arrays[i::5] for i in range(5))
-        self.weights, self.biases, self.a, self.b, self.a_bias = map(tuple, (ws, bs, As, Bs, Abs))
+        self.wa = tuple(jnp.concatenate([w.T, a.T]) for w, a in zip(ws, As))
+        self.bias = tuple(jnp.concatenate([b[None], ab.T]) for b, ab in zip(bs, Abs))
+        self.bt = tuple(b.T for b in Bs)
+
+    # The five matrices of the paper's notation, as views of the stored arrays (which also work
+    # on a stack of experts: the expert axis, if any, stays in front).
+    @property
+    def weights(self) -> tuple[Float[Array, "out in"], ...]:
+        """``W_l``."""
+        return tuple(jnp.swapaxes(wa[..., :wa.shape[-2] - self.context_size, :], -1, -2) for wa in self.wa)
+
+    @property
+    def a(self) -> tuple[Float[Array, "out r"], ...]:
+        """``A_l``."""
+        return tuple(jnp.swapaxes(wa[..., wa.shape[-2] - self.context_size:, :], -1, -2) for wa in self.wa)
+
+    @property
+    def b(self) -> tuple[Float[Array, "r in"], ...]:
+        """``B_l``."""
+        return tuple(jnp.swapaxes(bt, -1, -2) for bt in self.bt)
+
+    @property
+    def biases(self) -> tuple[Float[Array, " out"], ...]:
+        """``b_l``."""
+        return tuple(bias[..., 0, :] for bias in self.bias)
+
+    @property
+    def a_bias(self) -> tuple[Float[Array, "out r"], ...]:
+        """``A'_l``."""
+        return tuple(jnp.swapaxes(bias[..., 1:, :], -1, -2) for bias in self.bias)
 
     def specialise(self, ctx: Float[Array, " r"]) -> MLPField | GEPSField:
-        bs = tuple(bias + ab @ ctx for bias, ab in zip(self.biases, self.a_bias))
+        c1 = jnp.concatenate([jnp.ones((1,), ctx.dtype), ctx])
+        bs = tuple(c1 @ bias for bias in self.bias)  # b + A' c
         if self.factored:
-            wa = tuple(jnp.concatenate([w.T, a.T], axis=0) for w, a in zip(self.weights, self.a))
-            return GEPSField(wa, bs, tuple(b.T for b in self.b), ctx)
+            return GEPSField(self.wa, bs, self.bt, ctx)
         ws = tuple(w + (a * ctx) @ b for w, a, b in zip(self.weights, self.a, self.b))
         return MLPField(ws, bs)
 
