@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
 
 from . import gating
@@ -64,7 +65,7 @@ class TrainState(NamedTuple):
     model: MixER
     contexts: Float[Array, "E d"]
     gate_state: gating.GateState
-    opt_weights: Any
+    opt_weights: Any  # AdaBelief state over the trained arrays raveled into one vector
     opt_contexts: Any
     key: PRNGKeyArray
     step: Int[Array, ""]
@@ -121,7 +122,7 @@ def init_state(cfg: Config, n_envs: int, state_size: int) -> TrainState:
     model = build_model(cfg, state_size, kmodel)
     contexts = jnp.zeros((n_envs, cfg.context_size))
     opt_w, opt_c = _optimisers(cfg)
-    params = eqx.filter(model, _filter_spec(model))
+    params = ravel_pytree(eqx.filter(model, _filter_spec(model)))[0]
     return TrainState(model, contexts, gating.gate_init(cfg.experts, cfg.context_size), opt_w.init(params),
                       opt_c.init(contexts), key, jnp.zeros((), jnp.int32), model, contexts,
                       jnp.asarray(jnp.inf, jnp.float32), jnp.asarray(-1, jnp.int32),
@@ -136,8 +137,12 @@ def _sanitize(tree: Any) -> Any:
 def sample_batch(key: PRNGKeyArray, contexts: Float[Array, "E d"], size: int) -> Int[Array, " B"]:
     """One random anchor env plus its ``size - 1`` nearest envs by mean absolute context
     difference (ties broken by index). Returns the ``[size]`` env indices, anchor first."""
-    n = contexts.shape[0]
-    anchor = jax.random.randint(key, (), 0, n)
+    return _nearest_batch(jax.random.randint(key, (), 0, contexts.shape[0]), contexts, size)
+
+
+def _nearest_batch(anchor: Int[Array, ""], contexts: Float[Array, "E d"], size: int) -> Int[Array, " B"]:
+    """Env ``anchor`` plus its ``size - 1`` nearest envs by mean absolute context difference
+    (ties broken by index): the ``[size]`` env indices, anchor first."""
     dist = jnp.abs(contexts - contexts[anchor]).mean(axis=1)
     dist = dist.at[anchor].set(-1.0)
     return jnp.argsort(dist, stable=True)[:size]
@@ -282,7 +287,7 @@ def make_outer_step(cfg: Config, n_envs: int):
         key, kc, kw = jax.random.split(state.key, 3)
         ctx_prev = state.contexts
         spec = _filter_spec(state.model)
-        params_prev = eqx.filter(state.model, spec)
+        params_prev = ravel_pytree(eqx.filter(state.model, spec))[0]
 
         def ctx_step(steps, idx):
             contexts, opt_state, model, opt_w_state, cache = steps
@@ -297,16 +302,19 @@ def make_outer_step(cfg: Config, n_envs: int):
 
         def weight_step(steps, idx):
             contexts, opt_c_state, model, opt_state, cache = steps
+            # The trained arrays as one flat vector: the proximal term, the gradient clean-up and
+            # AdaBelief run as one kernel each instead of one per array. Fewer distinct compiled
+            # kernels means less memory while XLA compiles the outer step.
             params, static = eqx.partition(model, spec)
+            flat, unravel = ravel_pytree(params)
 
-            def objective(p):
-                loss, failed = _batch_loss(eqx.combine(p, static), contexts, idx, data, cfg, solver)
-                prox = sum(jnp.sum((a - b) ** 2) for a, b in zip(jax.tree.leaves(p), jax.tree.leaves(params_prev)))
-                return loss + 0.5 * beta * prox, (loss, failed)
+            def objective(theta):
+                loss, failed = _batch_loss(eqx.combine(unravel(theta), static), contexts, idx, data, cfg, solver)
+                return loss + 0.5 * beta * jnp.sum((theta - params_prev) ** 2), (loss, failed)
 
-            (_, (loss, failed)), g = jax.value_and_grad(objective, has_aux=True)(params)
-            updates, opt_state = opt_w.update(_sanitize(g), opt_state, params)
-            model = eqx.combine(optax.apply_updates(params, updates), static)
+            (_, (loss, failed)), g = jax.value_and_grad(objective, has_aux=True)(flat)
+            updates, opt_state = opt_w.update(_sanitize(g), opt_state, flat)
+            model = eqx.combine(unravel(optax.apply_updates(flat, updates)), static)
             cache = cache._replace(valid=jnp.zeros((), bool))  # the experts changed
             return (contexts, opt_c_state, model, opt_state, cache), (loss, failed)
 
@@ -314,18 +322,19 @@ def make_outer_step(cfg: Config, n_envs: int):
         # gate update is compiled once, not once per loop.
         def body(carry, inp):
             gstate, steps = carry[0], carry[1:]
-            k, i = inp
-            kb, kg = jax.random.split(k)
-            idx = sample_batch(kb, steps[0], batch)
+            anchor, kg, i = inp
+            idx = _nearest_batch(anchor, steps[0], batch)
             steps, (loss, failed) = jax.lax.cond(i < k_inner, ctx_step, weight_step, steps, idx)
             contexts, opt_c_state, model, opt_w_state, cache = steps
             model, gstate, cache, status = maybe_gate(model, gstate, cache, contexts, kg, i, data)
             return (gstate, contexts, opt_c_state, model, opt_w_state, cache), (loss, failed, status)
 
-        keys = jnp.concatenate([jax.random.split(kc, k_inner), jax.random.split(kw, k_inner)])
+        # all randomness of the outer step drawn up front (fewer compiled kernels than per step)
+        anchors = jax.random.randint(kc, (2 * k_inner,), 0, n_envs)
+        gate_keys = jax.random.split(kw, 2 * k_inner)
         carry = (state.gate_state, state.contexts, state.opt_contexts, state.model, state.opt_weights, state.loss_cache)
         (gstate, contexts, opt_c_state, model, opt_w_state, cache), (losses, failed, status) = jax.lax.scan(
-            body, carry, (keys, jnp.arange(2 * k_inner)))
+            body, carry, (anchors, gate_keys, jnp.arange(2 * k_inner)))
 
         new = state._replace(model=model, contexts=contexts, gate_state=gstate, loss_cache=cache, opt_weights=opt_w_state,
                              opt_contexts=opt_c_state, key=key, step=state.step + 1)
