@@ -38,6 +38,12 @@ def test_geps_is_root_mlp_at_zero_context_and_low_rank_otherwise():
     delta = net.weights[0] - e.weights[0]
     np.testing.assert_allclose(delta, e.a[0] @ jnp.diag(c) @ e.b[0], rtol=1e-5, atol=1e-6)
     assert np.linalg.matrix_rank(np.asarray(delta)) <= 3
+    np.testing.assert_allclose(net.biases[0], e.biases[0] + e.a_bias[0] @ c, rtol=1e-5, atol=1e-6)
+    # the paper's matrices are views of the three stored arrays per layer
+    n_in = e.weights[0].shape[1]
+    np.testing.assert_array_equal(e.wa[0], jnp.concatenate([e.weights[0].T, e.a[0].T]))
+    np.testing.assert_array_equal(e.bias[0], jnp.concatenate([e.biases[0][None], e.a_bias[0].T]))
+    assert e.wa[0].shape == (n_in + 3, e.weights[0].shape[0]) and e.bt[0].shape == (n_in, 3)
 
 
 def test_geps_factored_form_equals_merged_form():
@@ -193,6 +199,7 @@ def test_same_init_repeats_one_expert_independent_init_does_not():
     for leaf in jax.tree.leaves(eqx.filter(same.experts, eqx.is_array)):
         np.testing.assert_array_equal(leaf[0], leaf[2])
     w = indep.experts.weights[0]
+    assert w.shape == (3, SMALL["width"], 2) and indep.experts.a_bias[-1].shape == (3, 2, 2)  # expert axis first
     assert not np.allclose(w[0], w[1]) and not np.allclose(w[1], w[2])
     assert same.gate.shape == (7, 3) and 0.02 < float(jnp.std(same.gate)) < 0.3  # gate_scale 0.1
 
