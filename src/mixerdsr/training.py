@@ -105,6 +105,11 @@ def _filter_spec(model: MixER) -> Any:
     return eqx.tree_at(lambda m: m.gate, spec, replace=model.gate_mode == "gradient")
 
 
+def _trained_vector(model: MixER) -> Float[Array, " P"]:
+    """The arrays the weights' optimiser trains (:func:`_filter_spec`), raveled into one vector."""
+    return ravel_pytree(eqx.filter(model, _filter_spec(model)))[0]
+
+
 def _weights_schedule(cfg: Config) -> optax.Schedule:
     k = cfg.inner_steps
     b1, b2 = round(cfg.outer_steps / 3) * k, round(2 * cfg.outer_steps / 3) * k
@@ -122,8 +127,7 @@ def init_state(cfg: Config, n_envs: int, state_size: int) -> TrainState:
     model = build_model(cfg, state_size, kmodel)
     contexts = jnp.zeros((n_envs, cfg.context_size))
     opt_w, opt_c = _optimisers(cfg)
-    params = ravel_pytree(eqx.filter(model, _filter_spec(model)))[0]
-    return TrainState(model, contexts, gating.gate_init(cfg.experts, cfg.context_size), opt_w.init(params),
+    return TrainState(model, contexts, gating.gate_init(cfg.experts, cfg.context_size), opt_w.init(_trained_vector(model)),
                       opt_c.init(contexts), key, jnp.zeros((), jnp.int32), model, contexts,
                       jnp.asarray(jnp.inf, jnp.float32), jnp.asarray(-1, jnp.int32),
                       LossCache(jnp.zeros((cfg.experts, n_envs)), contexts, jnp.zeros((), bool)))
@@ -284,10 +288,10 @@ def make_outer_step(cfg: Config, n_envs: int):
         return jax.lax.cond((i + 1) % cfg.gate_every == 0, do, skip, None)
 
     def outer_step(state: TrainState, data: TrainData):
-        key, kc, kw = jax.random.split(state.key, 3)
+        key, kb, kg = jax.random.split(state.key, 3)
         ctx_prev = state.contexts
         spec = _filter_spec(state.model)
-        params_prev = ravel_pytree(eqx.filter(state.model, spec))[0]
+        params_prev = _trained_vector(state.model)
 
         def ctx_step(steps, idx):
             contexts, opt_state, model, opt_w_state, cache = steps
@@ -330,8 +334,8 @@ def make_outer_step(cfg: Config, n_envs: int):
             return (gstate, contexts, opt_c_state, model, opt_w_state, cache), (loss, failed, status)
 
         # all randomness of the outer step drawn up front (fewer compiled kernels than per step)
-        anchors = jax.random.randint(kc, (2 * k_inner,), 0, n_envs)
-        gate_keys = jax.random.split(kw, 2 * k_inner)
+        anchors = jax.random.randint(kb, (2 * k_inner,), 0, n_envs)
+        gate_keys = jax.random.split(kg, 2 * k_inner)
         carry = (state.gate_state, state.contexts, state.opt_contexts, state.model, state.opt_weights, state.loss_cache)
         (gstate, contexts, opt_c_state, model, opt_w_state, cache), (losses, failed, status) = jax.lax.scan(
             body, carry, (anchors, gate_keys, jnp.arange(2 * k_inner)))

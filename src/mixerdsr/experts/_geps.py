@@ -69,20 +69,25 @@ class GEPS(AbstractExpert):
 
     # The five matrices of the paper's notation, as views of the stored arrays (which also work
     # on a stack of experts: the expert axis, if any, stays in front).
+    def _wa_rows(self, first: bool) -> tuple[Array, ...]:
+        """Per layer: the ``W^T`` rows (``first``) or the ``A^T`` rows of ``wa``, transposed back."""
+        r = self.context_size
+        return tuple(_t(wa[..., :wa.shape[-2] - r, :] if first else wa[..., wa.shape[-2] - r:, :]) for wa in self.wa)
+
     @property
     def weights(self) -> tuple[Float[Array, "out in"], ...]:
         """``W_l``."""
-        return tuple(jnp.swapaxes(wa[..., :wa.shape[-2] - self.context_size, :], -1, -2) for wa in self.wa)
+        return self._wa_rows(True)
 
     @property
     def a(self) -> tuple[Float[Array, "out r"], ...]:
         """``A_l``."""
-        return tuple(jnp.swapaxes(wa[..., wa.shape[-2] - self.context_size:, :], -1, -2) for wa in self.wa)
+        return self._wa_rows(False)
 
     @property
     def b(self) -> tuple[Float[Array, "r in"], ...]:
         """``B_l``."""
-        return tuple(jnp.swapaxes(bt, -1, -2) for bt in self.bt)
+        return tuple(_t(bt) for bt in self.bt)
 
     @property
     def biases(self) -> tuple[Float[Array, " out"], ...]:
@@ -92,7 +97,7 @@ class GEPS(AbstractExpert):
     @property
     def a_bias(self) -> tuple[Float[Array, "out r"], ...]:
         """``A'_l``."""
-        return tuple(jnp.swapaxes(bias[..., 1:, :], -1, -2) for bias in self.bias)
+        return tuple(_t(bias[..., 1:, :]) for bias in self.bias)
 
     def specialise(self, ctx: Float[Array, " r"]) -> MLPField | GEPSField:
         c1 = jnp.concatenate([jnp.ones((1,), ctx.dtype), ctx])
@@ -101,6 +106,11 @@ class GEPS(AbstractExpert):
             return GEPSField(self.wa, bs, self.bt, ctx)
         ws = tuple(w + (a * ctx) @ b for w, a, b in zip(self.weights, self.a, self.b))
         return MLPField(ws, bs)
+
+
+def _t(x: Array) -> Array:
+    """Swap the last two axes (a matrix transpose that keeps leading stack axes)."""
+    return jnp.swapaxes(x, -1, -2)
 
 
 class GEPSField(eqx.Module):
