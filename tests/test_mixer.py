@@ -41,9 +41,10 @@ def test_geps_is_root_mlp_at_zero_context_and_low_rank_otherwise():
     np.testing.assert_allclose(net.biases[0], e.biases[0] + e.a_bias[0] @ c, rtol=1e-5, atol=1e-6)
     # the paper's matrices are views of the three stored arrays per layer
     n_in = e.weights[0].shape[1]
-    np.testing.assert_array_equal(e.wa[0], jnp.concatenate([e.weights[0].T, e.a[0].T]))
+    np.testing.assert_array_equal(e.wb[0], jnp.concatenate([e.weights[0].T, e.b[0].T], axis=1))
+    np.testing.assert_array_equal(e.at[0], e.a[0].T)
     np.testing.assert_array_equal(e.bias[0], jnp.concatenate([e.biases[0][None], e.a_bias[0].T]))
-    assert e.wa[0].shape == (n_in + 3, e.weights[0].shape[0]) and e.bt[0].shape == (n_in, 3)
+    assert e.wb[0].shape == (n_in, e.weights[0].shape[0] + 3) and e.at[0].shape == (3, e.weights[0].shape[0])
 
 
 def test_geps_factored_form_equals_merged_form():
