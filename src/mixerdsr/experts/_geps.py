@@ -25,8 +25,7 @@ class GEPS(AbstractExpert):
     *factored* (``W h + A (c * (B h))`` at every evaluation). Factored keeps ``W`` shared by all
     environments, so the all-expert loss pass of the gate update (one expert, many envs) runs as
     large shared-weight products instead of one small product per env: on ODEBench-10B with
-    M = 10 (rank 4) an outer step with the gate after every inner step takes 2.3 s instead of
-    2.9 s. It costs ``2 r (in + out)`` extra multiply-adds per layer and evaluation, so it is the
+    M = 10 (rank 4) that pass takes 0.10 s instead of 0.13 s. It costs ``2 r (in + out)`` extra multiply-adds per layer and evaluation, so it is the
     default only for small ranks (``r <= width / 4``).
 
     Stored as three arrays per layer, in the form the factored product uses: ``wb = [W^T, B^T]``
@@ -123,8 +122,9 @@ class GEPSField(eqx.Module):
     ``(c * B_l h) @ A_l^T`` is added. Under ``vmap`` over environments and trajectories (states
     as rows, all sharing the expert's matrices) that is two products per layer, one of them
     tiny, with no concatenation in between: on ODEBench-10B (M = 10, rank 4) an evaluation on
-    16 envs x 4 trajectories takes about 24 us instead of 29 us with ``[h, c * (h B^T)] @
-    [W^T; A^T]`` (the previous form, itself 1.4x faster than ``W h + A (c * (B h))``).
+    16 envs x 4 trajectories takes about 24 us instead of 29 us, and the gate's all-expert loss
+    pass about 0.10 s instead of 0.12 s, than with ``[h, c * (h B^T)] @ [W^T; A^T]`` (the
+    previous form, itself 1.4x faster than ``W h + A (c * (B h))``).
 
     Attributes:
         wb: per layer ``[in, out + r]``: ``W^T`` beside ``B^T``.
