@@ -68,6 +68,14 @@ def test_gate_baselines(tiny_splits):
     lsq = runmod.train(cfg(gate="lstsq", gate_every=1), tiny_splits["train"], progress=False)
     counts = sum(sum(x["gate_updates"].values()) for x in lsq["history"])
     assert counts == 4 * 2 * 3  # after every inner step of both loops
+    # one expert: every env is routed to it whatever the gate, so there is no update (no loss pass)
+    c1 = cfg(gate="lstsq", gate_every=1, experts=1)
+    s1 = init_state(c1, 4, 2)
+    tr = tiny_splits["train"]
+    s2, info = make_outer_step(c1, 4)(s1, TrainData(jnp.asarray(tr.x), jnp.asarray(tr.t)))
+    np.testing.assert_array_equal(info["gate_status"], -1)
+    np.testing.assert_array_equal(s2.model.gate, s1.model.gate)
+    assert float(jnp.abs(s2.contexts - s1.contexts).max()) > 0  # it still trains
 
 
 def test_resume_equals_uninterrupted(tiny_splits, tmp_path, monkeypatch):

@@ -259,7 +259,8 @@ def make_outer_step(cfg: Config, n_envs: int):
 
     ``info`` holds per inner step: ``ctx_loss [K]``, ``weight_loss [K]``, ``failed [2K]``
     (failed envs in the batch) and ``gate_status [2K]`` (-1 = no gate update at that step,
-    else a code of :data:`mixerdsr.gating.STATUS_NAMES`).
+    else a code of :data:`mixerdsr.gating.STATUS_NAMES`). With one expert (MixER-1, a bare
+    meta-learner) the gate is never updated: it routes every env to that expert regardless.
     """
     solver = solver_config(cfg)
     gcfg = gate_config(cfg)
@@ -271,7 +272,8 @@ def make_outer_step(cfg: Config, n_envs: int):
     gate_chunk = _gate_chunk(cfg, batch)
 
     def maybe_gate(model, gstate, cache, contexts, key, i, data):
-        if cfg.gate != "lstsq":
+        # With one expert every env is routed to it whatever the gate: no update (and no loss pass).
+        if cfg.gate != "lstsq" or model.n_experts == 1:
             return model, gstate, cache, jnp.asarray(-1, jnp.int32)
 
         def losses():
