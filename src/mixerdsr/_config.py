@@ -43,7 +43,7 @@ class Config:
     ``batch_envs`` (0 = E/M), ``rtol``, ``atol``, ``max_steps``, ``teacher_forcing`` (alpha),
     ``val_every``, ``checkpoint_every``, ``seed``, ``low_memory_compile`` (compile the training
     step without XLA's CPU fusion emitters: on ODEBench-10B with M = 10 the peak memory falls
-    from about 0.9 to 0.53 GiB, and steps with the gate once per inner loop are about 10-30 %
+    from about 0.9 to 0.53 GiB, and steps with the gate once per inner loop are about 20-35 %
     slower; no effect on GPUs).
 
     Adaptation: ``adapt_steps``, ``adapt_lr``, ``adapt_init`` (``experts``: fit from the zero

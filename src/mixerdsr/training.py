@@ -354,7 +354,7 @@ def make_outer_step(cfg: Config, n_envs: int):
 #: XLA options of ``Config.low_memory_compile``: XLA's CPU fusion emitters need most of the
 #: memory of compiling the outer step (ODEBench-10B, M = 10: peak 0.86-0.95 GiB with, 0.53 GiB
 #: without), at the price of slower gradient steps (the legacy emitters do not vectorise loops;
-#: the solver's Swish kernels take 30 us instead of under 2 us: about +10-30 % once per inner
+#: the solver's Swish kernels take 30 us instead of under 2 us: about +20-35 % once per inner
 #: loop, as measured by benchmarks/bench_mixer.py; about the same with the gate after every
 #: inner step, whose loss passes then use batches of 32). Ignored by other backends.
 LOW_MEMORY_OPTIONS = {"xla_cpu_use_fusion_emitters": False}
