@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
 import tomllib
+import typing
 from importlib import resources
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 __all__ = ["Config", "load_config", "list_presets"]
 
@@ -113,18 +118,19 @@ class Config:
         return dataclasses.asdict(self)
 
     def __post_init__(self):
-        choices = {"backbone": ("geps", "coda", "ncf", "shplrnn"), "gate": ("lstsq", "gradient", "frozen"),
-                   "centroid_init": ("data", "kmeans++", "uniform"), "empty_cluster": ("reseed", "skip"),
-                   "adapt_init": ("zeros", "mean", "experts")}
-        for k, ok in choices.items():
+        hints = _field_types()
+        for f in dataclasses.fields(self):
+            _check_type(f.name, getattr(self, f.name), hints[f.name])
+        for k, ok in _CHOICES.items():
             if getattr(self, k) not in ok:
                 raise ValueError(f"config '{k}': expected one of {list(ok)}, found {getattr(self, k)!r}")
-        for k in ("experts", "context_size", "outer_steps", "inner_steps", "gate_every", "time_stride", "width", "depth"):
-            if int(getattr(self, k)) < 1:
-                raise ValueError(f"config '{k}': expected an integer >= 1, found {getattr(self, k)!r}")
-        if int(self.gate_chunk) < -1:
-            raise ValueError(f"config 'gate_chunk': expected an integer >= -1 (-1 = the training batch size, "
-                             f"0 = all envs at once), found {self.gate_chunk!r}")
+        for k, (lo, hi, what) in _RANGES.items():
+            v = getattr(self, k)
+            if v is None:
+                continue
+            low_ok = lo is None or v > lo or (v == lo and k not in _POSITIVE)
+            if not (math.isfinite(v) and low_ok and (hi is None or v <= hi)):
+                raise ValueError(f"config '{k}': expected {what}, found {v!r}")
         if self.split_context and self.context_size % self.experts:
             raise ValueError(f"config 'context_size': {self.context_size} is not divisible by experts = "
                              f"{self.experts} (needed for context splitting; set split_context = false)")
@@ -133,6 +139,58 @@ class Config:
     def from_dict(cls, d: dict[str, Any], source: str = "<dict>") -> "Config":
         """Build from a (possibly sectioned) mapping; unknown keys are an error."""
         return cls(**_flatten(d, source))
+
+
+_CHOICES = {"backbone": ("geps", "coda", "ncf", "shplrnn"), "gate": ("lstsq", "gradient", "frozen"),
+            "centroid_init": ("data", "kmeans++", "uniform"), "empty_cluster": ("reseed", "skip"),
+            "adapt_init": ("zeros", "mean", "experts")}
+
+_SEED_MAX = 2**32 - 1
+#: settings whose lowest value in ``_RANGES`` is excluded
+_POSITIVE = {"rtol", "atol", "lr_contexts", "lr_weights", "adapt_lr", "tprmse_eps", "lr_decay"}
+#: key -> (lowest, highest, description) of numeric settings (None = unbounded).
+_RANGES: dict[str, tuple[float | None, float | None, str]] = {
+    **{k: (1, None, "an integer >= 1") for k in (
+        "experts", "context_size", "outer_steps", "inner_steps", "gate_every", "time_stride", "width", "depth",
+        "ncf_pool", "hidden", "kmeans_iters", "max_steps", "val_every", "checkpoint_every", "adapt_steps")},
+    **{k: (0, None, "an integer >= 0") for k in ("val_trajectories", "ncf_taylor_order", "batch_envs")},
+    **{k: (0, _SEED_MAX, f"an integer in 0..{_SEED_MAX}") for k in ("seed", "data_seed")},
+    "gate_chunk": (-1, None, "an integer >= -1 (-1 = the training batch size, 0 = all envs at once)"),
+    **{k: (0, None, "a finite number >= 0") for k in ("kmeans_tol", "gate_noise", "importance_weight",
+                                                      "proximal_beta")},
+    **{k: (0, None, "a finite number > 0") for k in ("rtol", "atol", "lr_contexts", "lr_weights", "adapt_lr",
+                                                     "tprmse_eps")},
+    "lr_decay": (0, 1, "a number in (0, 1]"),
+    "gate_reassign": (0, 1, "a number in [0, 1] (0 = off)"),
+    "teacher_forcing": (0, 1, "a number in [0, 1]"),
+}
+
+
+def _field_types() -> dict[str, Any]:
+    return typing.get_type_hints(Config)
+
+
+def _type_name(tp: Any) -> str:
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    base = args[0] if args else tp
+    name = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(base, str(base))
+    return name + (" or nothing (omit the key)" if type(None) in typing.get_args(tp) else "")
+
+
+def _check_type(key: str, value: Any, tp: Any) -> None:
+    """Refuse a value of the wrong type, naming the key (TOML gives int, float, bool, str, lists)."""
+    args = typing.get_args(tp)
+    if value is None and type(None) in args:
+        return
+    base = next((a for a in args if a is not type(None)), tp)
+    if base is float:
+        ok = isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+    elif base is int:
+        ok = isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
+    else:
+        ok = isinstance(value, base)
+    if not ok:
+        raise ValueError(f"config '{key}': expected {_type_name(tp)}, found {value!r} ({type(value).__name__})")
 
 
 def _flatten(d: dict[str, Any], source: str) -> dict[str, Any]:
