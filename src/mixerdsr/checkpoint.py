@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import zipfile
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -49,17 +51,48 @@ def save_checkpoint(path: str | os.PathLike, state: Any, config: dict[str, Any],
     return path
 
 
+#: what a damaged or foreign file raises while NumPy reads it
+_READ_ERRORS = (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error, UnicodeDecodeError)
+
+
 def _open(path: str | os.PathLike):
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
-    return np.load(path, allow_pickle=False)
+    with path.open("rb") as fh:
+        magic = fh.read(4)
+    if magic != b"PK\x03\x04":
+        raise CheckpointError(f"{path}: not a mixerdsr checkpoint: not a .npz (zip) file (it starts with {magic!r})")
+    try:
+        z = np.load(path, allow_pickle=False)
+    except _READ_ERRORS as err:
+        raise CheckpointError(f"{path}: not a readable mixerdsr checkpoint (.npz) file ({type(err).__name__}: "
+                              f"{err})") from None
+    if not isinstance(z, np.lib.npyio.NpzFile) or "__config__" not in z.files:
+        raise CheckpointError(f"{path}: not a mixerdsr checkpoint (expected a .npz file with keys '__config__', "
+                              f"'__extra__' and 'leaf/NNNNN')")
+    return z
+
+
+def _json_entry(path: Any, z: Any, key: str) -> dict[str, Any]:
+    try:
+        value = json.loads(z[key].tobytes()) if key in z.files else {}
+    except _READ_ERRORS as err:
+        raise CheckpointError(f"{path}: key '{key}': expected UTF-8 JSON bytes, found unreadable content "
+                              f"({type(err).__name__}: {err})") from None
+    if not isinstance(value, dict):
+        raise CheckpointError(f"{path}: key '{key}': expected a JSON object, found {type(value).__name__}")
+    return value
 
 
 def read_checkpoint_config(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The ``(config, extra)`` dictionaries stored in a checkpoint."""
+    """The ``(config, extra)`` dictionaries stored in a checkpoint.
+
+    Raises:
+        CheckpointError: a missing, damaged or foreign file, naming it.
+    """
     with _open(path) as z:
-        return json.loads(z["__config__"].tobytes()), json.loads(z["__extra__"].tobytes())
+        return _json_entry(path, z, "__config__"), _json_entry(path, z, "__extra__")
 
 
 def load_checkpoint(path: str | os.PathLike, template: Any) -> tuple[Any, dict[str, Any], dict[str, Any]]:
@@ -69,7 +102,7 @@ def load_checkpoint(path: str | os.PathLike, template: Any) -> tuple[Any, dict[s
         ``(state, config, extra)``.
 
     Raises:
-        CheckpointError: missing file, wrong number of leaves, or a leaf of another shape/dtype.
+        CheckpointError: missing, damaged or foreign file, wrong number of leaves, or a leaf of another shape/dtype.
     """
     leaves, treedef = jax.tree.flatten(template)
     with _open(path) as z:
@@ -79,11 +112,14 @@ def load_checkpoint(path: str | os.PathLike, template: Any) -> tuple[Any, dict[s
                                   "(a checkpoint of another configuration or of another mixerdsr version?)")
         new = []
         for k, ref in zip(keys, leaves):
-            a = z[k]
+            try:
+                a = z[k]
+            except _READ_ERRORS as err:
+                raise CheckpointError(f"{path}: key '{k}': unreadable ({type(err).__name__}: {err}); the file is "
+                                      "damaged (truncated or overwritten)") from None
             ref = np.asarray(ref)
             if a.shape != ref.shape or a.dtype != ref.dtype:
                 raise CheckpointError(f"{path}: key '{k}': expected {ref.dtype}{list(ref.shape)}, found {a.dtype}{list(a.shape)}")
             new.append(jnp.asarray(a))
-        config = json.loads(z["__config__"].tobytes())
-        extra = json.loads(z["__extra__"].tobytes())
+        config, extra = _json_entry(path, z, "__config__"), _json_entry(path, z, "__extra__")
     return jax.tree.unflatten(treedef, new), config, extra

@@ -1,6 +1,7 @@
 """Datasets: the EnvData schema, .npz I/O, and the built-in benchmark generators."""
 
 from ._envdata import SPLITS as SPLITS
+from ._envdata import check_splits as check_splits
 from ._envdata import DataError as DataError
 from ._envdata import EnvData as EnvData
 from ._envdata import load_dataset as load_dataset

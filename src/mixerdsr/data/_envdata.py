@@ -12,17 +12,23 @@ import dataclasses
 import json
 import os
 import tempfile
+import zipfile
+import zlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["DataError", "EnvData", "load_dataset", "save_dataset", "SPLITS"]
+__all__ = ["DataError", "EnvData", "load_dataset", "save_dataset", "check_splits", "SPLITS"]
 
 #: Canonical split names, in their usual order.
 SPLITS = ("train", "test", "adapt_train", "adapt_test")
 META_KEY = "__meta__"
+#: largest state magnitude accepted (float32 squares stay finite below about 1.8e19)
+FLOAT32_LIMIT = 1e15
+#: what a damaged or foreign file raises while NumPy reads it
+_READ_ERRORS = (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error, UnicodeDecodeError)
 
 
 class DataError(ValueError):
@@ -101,6 +107,15 @@ class EnvData:
         if not np.all(np.isfinite(x)):
             bad = np.argwhere(~np.isfinite(x))[0]
             raise _fail(src, f"{sp}/x", "finite values", f"NaN/inf at index {tuple(int(i) for i in bad)}")
+        big = np.abs(x) > FLOAT32_LIMIT
+        if np.any(big):
+            bad = np.argwhere(big)[0]
+            raise _fail(src, f"{sp}/x", f"values of magnitude <= {FLOAT32_LIMIT:g} (models train in float32, whose "
+                        "squared errors overflow beyond that; rescale the data)",
+                        f"{float(x[tuple(bad)]):.3g} at index {tuple(int(i) for i in bad)}")
+        if n_times < 2:
+            raise _fail(src, f"{sp}/x", "at least 2 time points per trajectory (the first is the initial state; "
+                        "the rest are scored)", f"shape {x.shape} (times = {n_times})")
         if not np.all(np.isfinite(t)):
             bad = np.argwhere(~np.isfinite(t))[0]
             raise _fail(src, f"{sp}/t", "finite values", f"NaN/inf at index {tuple(int(i) for i in bad)}")
@@ -220,12 +235,85 @@ def save_dataset(path: str | os.PathLike, splits: Mapping[str, EnvData], meta: M
     return path
 
 
+def _open_npz(path: Path) -> Any:
+    src = str(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{src}: no such dataset file")
+    if path.is_dir():
+        raise DataError(f"{src}: is a folder, expected a dataset .npz file")
+    with path.open("rb") as fh:
+        magic = fh.read(4)
+    if magic != b"PK\x03\x04":
+        raise DataError(f"{src}: not a .npz (zip) file (it starts with {magic!r}); expected a dataset written by "
+                        "save_dataset or numpy.savez")
+    try:
+        return np.load(path, allow_pickle=False)
+    except _READ_ERRORS as err:
+        raise DataError(f"{src}: not a readable .npz file ({type(err).__name__}: {err})") from None
+
+
+def _read(src: str, z: Any, key: str) -> np.ndarray:
+    try:
+        return z[key]
+    except ValueError as err:
+        if "pickle" in str(err):
+            raise _fail(src, key, "a numeric array", f"an object array ({err})") from None
+        raise _fail(src, key, "a readable array", f"damaged content ({type(err).__name__}: {err})") from None
+    except _READ_ERRORS as err:
+        raise _fail(src, key, "a readable array", f"damaged content ({type(err).__name__}: {err}); the file is "
+                    "truncated or overwritten") from None
+
+
+def _read_meta_entry(src: str, z: Any) -> dict[str, Any]:
+    """The JSON metadata entry, checked to be an object whose ``dataset`` and ``splits`` are objects."""
+    if META_KEY not in z.files:
+        return {}
+    try:
+        meta = json.loads(bytes(_read(src, z, META_KEY)).decode("utf-8"))
+    except (ValueError, UnicodeDecodeError) as err:
+        raise _fail(src, META_KEY, "UTF-8 JSON bytes", f"unreadable content ({err})") from None
+    if not isinstance(meta, dict):
+        raise _fail(src, META_KEY, "a JSON object", f"a JSON {type(meta).__name__}")
+    for k in ("dataset", "splits"):
+        if not isinstance(meta.get(k, {}), dict):
+            raise _fail(src, f"{META_KEY}/{k}", "a JSON object", f"a JSON {type(meta[k]).__name__}")
+    for sp, sm in meta.get("splits", {}).items():
+        if not isinstance(sm, dict):
+            raise _fail(src, f"{META_KEY}/splits/{sp}", "a JSON object", f"a JSON {type(sm).__name__}")
+        for k in ("params", "env_names", "family_names"):
+            if sm.get(k) is not None and not isinstance(sm[k], list):
+                raise _fail(src, f"{META_KEY}/splits/{sp}/{k}", "a JSON list", f"a JSON {type(sm[k]).__name__}")
+    return meta
+
+
 def read_meta(path: str | os.PathLike) -> dict[str, Any]:
-    """The dataset-level metadata stored in a dataset ``.npz`` (empty dict when absent)."""
-    with np.load(path, allow_pickle=False) as z:
-        if META_KEY not in z.files:
-            return {}
-        return json.loads(bytes(z[META_KEY]).decode("utf-8")).get("dataset", {})
+    """The dataset-level metadata stored in a dataset ``.npz`` (empty dict when absent).
+
+    Raises:
+        DataError: a damaged file or metadata that is not a JSON object, naming the file and key.
+    """
+    path = Path(path)
+    with _open_npz(path) as z:
+        return _read_meta_entry(str(path), z).get("dataset", {})
+
+
+def check_splits(splits: Mapping[str, EnvData], source: str = "<arrays>") -> None:
+    """Check that the splits of one dataset fit together.
+
+    Every split has the same state dimension; ``test`` has the environments of ``train``
+    (same count) and ``adapt_test`` those of ``adapt_train``.
+
+    Raises:
+        DataError: naming the source, the splits and what differs.
+    """
+    dims = {name: d.n_dims for name, d in splits.items()}
+    if len(set(dims.values())) > 1:
+        raise DataError(f"{source}: every split must have the same state dimension (the last axis of "
+                        f"<split>/x), found {dims}")
+    for a, b in (("train", "test"), ("adapt_train", "adapt_test")):
+        if a in splits and b in splits and splits[a].n_envs != splits[b].n_envs:
+            raise DataError(f"{source}: key '{b}/x': expected {splits[a].n_envs} environments (the environments of "
+                            f"'{a}', with new trajectories), found {splits[b].n_envs}")
 
 
 def load_dataset(path: str | os.PathLike, splits: Sequence[str] | None = None) -> dict[str, EnvData]:
@@ -237,30 +325,19 @@ def load_dataset(path: str | os.PathLike, splits: Sequence[str] | None = None) -
         splits: splits that must be present (default: all found). A missing one is an error.
 
     Returns:
-        ``dict`` split name -> :class:`EnvData`.
+        ``dict`` split name -> :class:`EnvData`; the splits are checked to fit together
+        (:func:`check_splits`).
 
     Raises:
-        DataError: naming the file, the key, and the expected and found shape or dtype.
+        DataError: naming the file, the key, and the expected and found shape or dtype; also
+            for a damaged (truncated, overwritten) file.
         FileNotFoundError: when the file does not exist.
     """
     path = Path(path)
     src = str(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{src}: no such dataset file")
-    try:
-        z = np.load(path, allow_pickle=False)
-    except ValueError as err:
-        raise DataError(f"{src}: cannot be read without pickle ({err}); object arrays are not allowed") from None
-    except Exception as err:
-        raise DataError(f"{src}: not a readable .npz file ({err})") from None
-    with z:
+    with _open_npz(path) as z:
         files = set(z.files)
-        meta: dict[str, Any] = {}
-        if META_KEY in files:
-            try:
-                meta = json.loads(bytes(z[META_KEY]).decode("utf-8"))
-            except Exception as err:
-                raise _fail(src, META_KEY, "UTF-8 JSON bytes", f"unreadable content ({err})") from None
+        meta = _read_meta_entry(src, z)
         found = sorted({k.split("/", 1)[0] for k in files if "/" in k})
         wanted = list(splits) if splits is not None else found
         if not wanted:
@@ -274,12 +351,10 @@ def load_dataset(path: str | os.PathLike, splits: Sequence[str] | None = None) -
                 if key not in files:
                     what = f"split '{sp}'" if not any(f.startswith(sp + "/") for f in files) else f"key '{key}'"
                     raise _fail(src, key, f"{what} to be present", f"keys {sorted(files)}")
-                try:
-                    arrs[k] = z[key]
-                except ValueError as err:
-                    raise _fail(src, key, "a numeric array", f"an object array ({err})") from None
+                arrs[k] = _read(src, z, key)
             sm = meta.get("splits", {}).get(sp, {})
             out[sp] = EnvData(arrs["x"], arrs["t"], arrs["family"], params=sm.get("params"),
                               env_names=sm.get("env_names"), family_names=sm.get("family_names"),
                               source=src, split=sp)
+    check_splits(out, src)
     return out
