@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from mixerdsr.data import DataError, EnvData, load_dataset, save_dataset
+from mixerdsr.data import _registry as registry
 from mixerdsr.data._series import (
     SCCTS_CLASS_NAMES,
     SCCTS_SUPERFAMILY,
@@ -164,7 +165,8 @@ def test_epilepsy2_roundtrip_npz(tmp_path):
 
 # ------------------------------------------------------------------ SCCTS
 def test_sccts_file_loader():
-    path = _shared_file("synthetic_control.data")
+    path, _ = registry.find_data_file("synthetic_control.data")  # the shared copy, else the shipped one
+    assert path is not None
     raw = np.loadtxt(path)
     splits, meta = load_sccts(path, standardize=False)
     assert list(splits) == ["train"]

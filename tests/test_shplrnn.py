@@ -163,6 +163,7 @@ def test_presets():
 
 def test_sccts_generator_fallback_and_missing_epilepsy2(monkeypatch, tmp_path):
     monkeypatch.setattr(registry, "shared_data_dirs", lambda: [tmp_path / "nowhere"])
+    monkeypatch.setattr(registry, "_packaged_dir", lambda: tmp_path / "not-shipped")
     splits, meta = registry.load_run_dataset("sccts", 3)
     assert meta["source"] == "generator" and meta["seed"] == 3 and splits["train"].x.shape == (600, 1, 60, 1)
     np.testing.assert_allclose(splits["train"].x.mean(0), 0, atol=1e-9)  # standardised per time column
@@ -181,11 +182,15 @@ def test_shared_data_dirs_honour_env_var(monkeypatch, tmp_path):
     assert meta["source"] == str(tmp_path / "synthetic_control.data") and splits["train"].x.shape == (12, 1, 8, 1)
 
 
-def test_sccts_uses_the_real_file_when_present():
-    if not (SHARED / "synthetic_control.data").is_file():
-        pytest.skip(f"{SHARED / 'synthetic_control.data'} not found (set MIXERDSR_SHARED_DATA to its folder)")
+def test_sccts_uses_the_shipped_file(monkeypatch, tmp_path):
+    """The package ships the UCI file, so the real data are used after a plain install."""
+    monkeypatch.setattr(registry, "shared_data_dirs", lambda: [tmp_path / "nowhere"])
     splits, meta = registry.load_run_dataset("sccts")
-    assert meta["source"].endswith("synthetic_control.data") and splits["train"].n_envs == 600
+    shipped = registry._packaged_dir() / "synthetic_control.data"
+    assert meta["source"] == str(shipped) and splits["train"].n_envs == 600
+    assert (shipped.parent / "ATTRIBUTION.md").read_text().count("CC BY 4.0") == 1
+    if (SHARED / "synthetic_control.data").is_file():  # the shipped copy is the original file
+        assert shipped.read_bytes() == (SHARED / "synthetic_control.data").read_bytes()
 
 
 def _write_ts(path: Path, rows: np.ndarray, labels: list[str]) -> Path:

@@ -135,9 +135,15 @@ def shared_data_dirs() -> list[Path]:
     return out
 
 
+def _packaged_dir() -> Path:
+    """The folder of the data files shipped with the package (``synthetic_control.data``)."""
+    return Path(__file__).resolve().parent / "files"
+
+
 def find_data_file(name: str) -> tuple[Path | None, list[Path]]:
-    """``(path or None, folders searched)`` for a real data file such as ``synthetic_control.data``."""
-    dirs = shared_data_dirs()
+    """``(path or None, folders searched)`` for a real data file such as ``synthetic_control.data``:
+    the folders of :func:`shared_data_dirs`, then the package's own copy (SCCTS is shipped)."""
+    dirs = shared_data_dirs() + [_packaged_dir()]
     for d in dirs:
         if (d / name).is_file():
             return d / name, dirs
