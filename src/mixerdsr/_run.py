@@ -12,10 +12,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import os
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Callable
 
@@ -25,15 +28,16 @@ import numpy as np
 
 from . import metrics as M
 from ._config import Config
+from ._diagnostics import collapsed_envs, diagnose
 from .checkpoint import load_checkpoint, read_checkpoint_config, save_checkpoint
-from .data import EnvData, load_dataset, read_meta, save_dataset
+from .data import EnvData, check_splits, load_dataset, read_meta, save_dataset
 from .data._registry import load_run_dataset
 from .downstream import run_downstream
 from .gating import STATUS_NAMES
 from .training import (TrainData, TrainState, adapt_contexts, expert_starts, init_state, make_outer_step, predict,
                        routes, solver_config, split_validation)
 
-__all__ = ["run", "train", "evaluate_split", "TrainResult"]
+__all__ = ["run", "train", "evaluate_split", "TrainResult", "check_resume", "read_history", "run_lock", "RunLockedError"]
 
 
 class TrainResult(dict):
@@ -67,6 +71,48 @@ def _snapshot_steps(n: int) -> set[int]:
     return {0, max(0, round(0.1 * n) - 1), max(0, round(0.5 * n) - 1), n - 1}
 
 
+#: settings that may differ when a run is resumed (they do not change training)
+_RESUMABLE = ("adapt_steps", "adapt_lr", "adapt_init", "adapt_joint", "checkpoint_every", "low_memory_compile")
+
+
+def check_resume(ckpt: Path, cfg: Config) -> None:
+    """Refuse to resume ``ckpt`` with a configuration that would not continue the same run.
+
+    Raises:
+        ValueError: naming the checkpoint and every setting that differs (stored vs given).
+    """
+    stored, _ = read_checkpoint_config(ckpt)
+    mismatch = {k: (stored.get(k), v) for k, v in cfg.to_dict().items()
+                if k not in _RESUMABLE and k != "outer_steps" and stored.get(k) != v}
+    if mismatch:
+        diff = ", ".join(f"{k}: checkpoint {a!r}, given {b!r}" for k, (a, b) in mismatch.items())
+        raise ValueError(f"{ckpt}: cannot resume, the configuration differs ({diff})")
+    if stored.get("outer_steps") != cfg.outer_steps:
+        raise ValueError(f"{ckpt}: cannot resume with outer_steps={cfg.outer_steps} (checkpoint: "
+                         f"{stored.get('outer_steps')}; the learning-rate schedule depends on it)")
+
+
+def read_history(path: Path, log: Callable[[str], None] = print) -> list[dict[str, Any]]:
+    """The records of ``history.jsonl``. A partly written last line (a run killed while writing
+    it) is dropped with a message; a damaged line elsewhere is an error naming the line."""
+    lines = path.read_text(errors="replace").splitlines()
+    out = []
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+            if not isinstance(rec, dict) or not isinstance(rec.get("step"), int):
+                raise ValueError("not a record with an integer 'step'")
+        except ValueError as err:
+            if i == len(lines) - 1:
+                log(f"{path}: dropped a partly written last line ({len(line)} characters)")
+                break
+            raise ValueError(f"{path}: line {i + 1} is not a valid history record ({err})") from None
+        out.append(rec)
+    return out
+
+
 def train(cfg: Config, train_split: EnvData, *, out_dir: str | Path | None = None, resume: bool = False,
           progress: bool = True, log: Callable[[str], None] = print) -> TrainResult:
     """Train a MixER layer on one split with proximal alternating minimisation.
@@ -92,25 +138,15 @@ def train(cfg: Config, train_split: EnvData, *, out_dir: str | Path | None = Non
     ckpt = out / "checkpoint.npz" if out is not None else None
     hist_path = out / "history.jsonl" if out is not None else None
     if resume and ckpt is not None and ckpt.exists():
-        stored, _ = read_checkpoint_config(ckpt)
-        mismatch = {k: (stored.get(k), v) for k, v in cfg.to_dict().items()
-                    if k not in ("outer_steps", "adapt_steps", "adapt_lr", "adapt_init", "adapt_joint", "checkpoint_every",
-                                 "low_memory_compile")
-                    and stored.get(k) != v}
-        if mismatch:
-            raise ValueError(f"{ckpt}: cannot resume, the configuration differs: {mismatch}")
-        if stored.get("outer_steps") != cfg.outer_steps:
-            raise ValueError(f"{ckpt}: cannot resume with outer_steps={cfg.outer_steps} (checkpoint: "
-                             f"{stored.get('outer_steps')}; the learning-rate schedule depends on it)")
+        check_resume(ckpt, cfg)
         state, _, _ = load_checkpoint(ckpt, state)
         done = int(state.step)
         if hist_path is not None and hist_path.exists():
-            history = [json.loads(line) for line in hist_path.read_text().splitlines() if line.strip()]
-            history = [h for h in history if h["step"] < done]
+            history = [h for h in read_history(hist_path, log) if h["step"] < done]
         log(f"resumed from {ckpt} at outer step {done}")
     if hist_path is not None:
         hist_path.parent.mkdir(parents=True, exist_ok=True)
-        hist_path.write_text("".join(json.dumps(h) + "\n" for h in history))
+        hist_path.write_text("".join(json.dumps(_jsonable(h)) + "\n" for h in history))
 
     step_fn = make_outer_step(cfg, tr.n_envs)
     snaps = _snapshot_steps(cfg.outer_steps)
@@ -126,6 +162,8 @@ def train(cfg: Config, train_split: EnvData, *, out_dir: str | Path | None = Non
         if ckpt is not None:
             save_checkpoint(ckpt, state, cfg.to_dict(), {"step": int(state.step)})
 
+    if start < cfg.outer_steps:
+        log("compiling the training step (the first outer step includes compilation) ...")
     try:
         for s in range(start, cfg.outer_steps):
             t0 = time.perf_counter()
@@ -153,8 +191,11 @@ def train(cfg: Config, train_split: EnvData, *, out_dir: str | Path | None = Non
             if ckpt is not None and ((s + 1) % cfg.checkpoint_every == 0 or s == cfg.outer_steps - 1):
                 save()
             if bar is not None:
-                last_val = next((h["val_rel_mse"] for h in reversed(history) if "val_rel_mse" in h), float("nan"))
-                bar.set_postfix(loss=f"{rec['weight_loss']:.3g}", val=f"{last_val:.3g}", routes=rec["routes"], refresh=False)
+                last_val = next((h["val_rel_mse"] for h in reversed(history) if "val_rel_mse" in h), None)
+                post = {"loss": f"{rec['weight_loss']:.3g}"}
+                if last_val is not None:
+                    post["val"] = f"{last_val:.3g}"
+                bar.set_postfix(**post, routes=rec["routes"], refresh=False)
                 bar.update(1)
     except KeyboardInterrupt:
         save()
@@ -178,7 +219,8 @@ def train(cfg: Config, train_split: EnvData, *, out_dir: str | Path | None = Non
 def evaluate_split(model, contexts, split: EnvData, cfg: Config) -> tuple[dict[str, Any], np.ndarray]:
     """MSE, relMSE (Eq. 9), TPRMSE (Eq. 10) and per-env relMSE of a split.
 
-    Returns ``(metrics, pred [E, N, T, D])``. Sequence experts are scored free-running on
+    Returns ``(metrics, pred [E, N, T, D])``; ``metrics["collapsed_envs"]`` lists the envs whose
+    forecast barely moves while the data does (:func:`~mixerdsr._diagnostics.collapsed_envs`). Sequence experts are scored free-running on
     steps 1..T-1 (step 0 is the unscored initial state); their one-step error under the
     training teacher forcing (``alpha = cfg.teacher_forcing``) is added as
     ``teacher_forced_mse`` / ``teacher_forced_rel_mse``.
@@ -195,6 +237,7 @@ def evaluate_split(model, contexts, split: EnvData, cfg: Config) -> tuple[dict[s
         "traj_rel_l2": float(M.traj_rel_l2(p, y)),
         "per_env_rel_mse": per_env.tolist(),
         "failed_solves": int((~ok).sum()),
+        "collapsed_envs": collapsed_envs(np.asarray(p), np.asarray(y), ok),
     }
     if model.kind == "sequence":
         tf, _ = predict(model, contexts, x, split.t.astype(np.float32), solver_config(cfg), alpha=cfg.teacher_forcing)
@@ -204,9 +247,13 @@ def evaluate_split(model, contexts, split: EnvData, cfg: Config) -> tuple[dict[s
     return out, pred
 
 
-def _load_data(cfg: Config, out: Path, log, progress: bool = True) -> tuple[dict[str, EnvData], dict[str, Any]]:
+def _load_data(cfg: Config, out: Path, log, progress: bool = True, reuse: bool = False
+               ) -> tuple[dict[str, EnvData], dict[str, Any]]:
+    """The run's dataset. ``out/data.npz`` is reused only when resuming (the checkpoint's
+    configuration, ``data`` included, was checked first); otherwise the source is loaded or
+    generated again and the cached copy replaced."""
     cached = out / "data.npz"
-    if cached.exists():
+    if reuse and cached.exists():
         return load_dataset(cached), read_meta(cached)
     src = cfg.data
     if src.endswith(".npz"):
@@ -218,6 +265,43 @@ def _load_data(cfg: Config, out: Path, log, progress: bool = True) -> tuple[dict
     return splits, meta
 
 
+class RunLockedError(ValueError):
+    """Another process holds the run directory."""
+
+
+@contextlib.contextmanager
+def run_lock(out: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``out/.lock`` for the duration of a run, so that two runs
+    never write into one directory at once. The operating system releases it when the process
+    ends, however it ends (no stale locks).
+
+    Raises:
+        RunLockedError: another process holds the lock.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not a POSIX system: no locking
+        yield
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    fh = (out / ".lock").open("a+")
+    try:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip() or "unknown"
+            raise RunLockedError(f"{out}: another mixerdsr run (process {holder}) is using this directory; wait "
+                                 f"for it to finish or choose another --out") from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(str(os.getpid()))
+        fh.flush()
+        yield
+    finally:
+        fh.close()
+
+
 def run(cfg: Config, out_dir: str | Path, *, resume: bool = False, progress: bool = True,
         log: Callable[[str], None] = print, splits: dict[str, EnvData] | None = None,
         meta: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -225,7 +309,7 @@ def run(cfg: Config, out_dir: str | Path, *, resume: bool = False, progress: boo
 
     Args:
         cfg: configuration (see :class:`~mixerdsr.Config`).
-        out_dir: output directory (created).
+        out_dir: output directory (created; locked while the run lasts).
         resume: continue an interrupted run in ``out_dir``.
         progress: progress bars.
         log: message sink.
@@ -233,20 +317,36 @@ def run(cfg: Config, out_dir: str | Path, *, resume: bool = False, progress: boo
         meta: dataset metadata of ``splits`` (its ``name`` picks the downstream analysis).
 
     Returns:
-        The metrics dictionary written to ``metrics.json``.
+        The metrics dictionary written to ``metrics.json``; its ``warnings`` list says in words
+        what looks wrong (:func:`~mixerdsr._diagnostics.diagnose`), also printed and in
+        ``report.md``.
+
+    Raises:
+        ValueError: a run already in ``out_dir`` (without ``resume``), a configuration that
+            differs from the checkpoint's (with ``resume``), another process using ``out_dir``,
+            or splits that do not fit together.
     """
+    out = Path(out_dir)
+    with run_lock(out):
+        return _run_locked(cfg, out, resume=resume, progress=progress, log=log, splits=splits, meta=meta)
+
+
+def _run_locked(cfg: Config, out: Path, *, resume: bool, progress: bool, log: Callable[[str], None],
+                splits: dict[str, EnvData] | None, meta: dict[str, Any] | None) -> dict[str, Any]:
     from .plots import _training as P
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    if not resume and (out / "checkpoint.npz").exists():
+    ckpt = out / "checkpoint.npz"
+    if resume and ckpt.exists():
+        check_resume(ckpt, cfg)  # before anything in the directory is overwritten
+    elif not resume and ckpt.exists():
         raise ValueError(f"{out} already holds a run (checkpoint.npz); pass --resume to continue it "
                          f"or choose another --out")
-    (out / "config.toml").write_text(_to_toml(cfg.to_dict()))
     if splits is None:
-        splits, meta = _load_data(cfg, out, log, progress)
+        splits, meta = _load_data(cfg, out, log, progress, reuse=resume)
     if "train" not in splits:
         raise ValueError(f"dataset {cfg.data!r} has no 'train' split (found {list(splits)})")
+    check_splits(splits, cfg.data)
+    (out / "config.toml").write_text(_to_toml(cfg.to_dict()))
     t_start = time.perf_counter()
     res = train(cfg, splits["train"], out_dir=out, resume=resume, progress=progress, log=log)
     model, contexts = res["model"], res["contexts"]
@@ -254,9 +354,11 @@ def run(cfg: Config, out_dir: str | Path, *, resume: bool = False, progress: boo
     preds: dict[str, np.ndarray] = {}
     for name in ("train", "test"):
         if name in splits:
+            log(f"evaluating the {name} split ({splits[name].n_envs} envs x {splits[name].n_trajectories} "
+                "trajectories) ...")
             m, preds[name] = evaluate_split(model, contexts, splits[name], cfg)
             metrics[name] = m
-    adapted = None
+    adapted, ar = None, None
     if "adapt_train" in splits:
         ad = splits["adapt_train"].stride_time(cfg.time_stride)
         init, starts = None, None
@@ -264,25 +366,28 @@ def run(cfg: Config, out_dir: str | Path, *, resume: bool = False, progress: boo
             init = jnp.broadcast_to(jnp.mean(contexts, 0), (ad.n_envs, cfg.context_size))
         elif cfg.adapt_init == "experts":
             starts = expert_starts(model, contexts)
+        n_starts = 1 if starts is None else int(starts.shape[0])
+        log(f"adapting {ad.n_envs} new environments ({n_starts} start(s) x {cfg.adapt_steps} steps) ...")
         t0 = time.perf_counter()
         adapted, _ = adapt_contexts(model, ad.x.astype(np.float32), ad.t.astype(np.float32), steps=cfg.adapt_steps,
                                     lr=cfg.adapt_lr, init=init, solver=solver_config(cfg),
                                     joint=cfg.adapt_joint, starts=starts)
         adapt_seconds = time.perf_counter() - t0
         target = splits.get("adapt_test", splits["adapt_train"])
+        log(f"evaluating the adapted environments ({adapt_seconds:.1f} s for adaptation) ...")
         m, preds["adapt_test"] = evaluate_split(model, adapted, target, cfg)
+        ar = np.asarray(routes(model, adapted))
         m["adapt_seconds"] = adapt_seconds
-        m["routes"] = np.asarray(routes(model, adapted)).tolist()
+        m["routes"] = ar.tolist()
         metrics["adapt_test"] = m
     r = np.asarray(routes(model, contexts))
     fam = splits["train"].family
     metrics["routing"] = {"experts": r.tolist(), "counts": np.bincount(r, minlength=cfg.experts).tolist(),
                           "purity": M.purity(r, fam), "ari": M.adjusted_rand_index(r, fam),
-                          "adapt_experts": metrics["adapt_test"]["routes"] if adapted is not None else None}
+                          "adapt_experts": ar.tolist() if ar is not None else None}
     gate_counts: Counter = Counter()
     for h in res["history"]:
         gate_counts.update(h.get("gate_updates", {}))
-    ar = np.asarray(routes(model, adapted)) if adapted is not None else None
     downstream, ds_figs = run_downstream(out, meta or {}, splits, contexts, r, adapted, ar, n_experts=cfg.experts,
                                          seed=cfg.seed)
     if downstream is not None:
@@ -291,10 +396,14 @@ def run(cfg: Config, out_dir: str | Path, *, resume: bool = False, progress: boo
     metrics["timing"] = dict(res["timing"], run_seconds=time.perf_counter() - t_start)
     metrics["parameters"] = {"active_per_expert": active_parameters(model), "total": total_parameters(model)}
     metrics = _jsonable(metrics)
+    metrics["warnings"] = diagnose(metrics, res["history"])
+    for w in metrics["warnings"]:
+        log(f"warning: {w}")
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     held = splits.get("adapt_test", splits.get("adapt_train"))
     np.savez(out / "contexts.npz", train=np.asarray(contexts), train_routes=r, train_family=fam,
              **({"adapt": np.asarray(adapted), "adapt_routes": ar, "adapt_family": held.family} if adapted is not None else {}))
+    log("writing plots and report.md ...")
     figs = P.plot_run(out, res["history"], splits, preds, metrics) + ds_figs
     P.write_report(out, metrics, figs)
     log(f"wrote {out / 'metrics.json'} and {out / 'report.md'}")
@@ -316,14 +425,7 @@ def total_parameters(model) -> int:
 
 
 def _to_toml(d: dict[str, Any]) -> str:
-    lines = ["# mixerdsr run configuration (load with --config)"]
-    for k, v in d.items():
-        if v is None:
-            continue
-        if isinstance(v, bool):
-            lines.append(f"{k} = {'true' if v else 'false'}")
-        elif isinstance(v, str):
-            lines.append(f"{k} = {json.dumps(v)}")
-        else:
-            lines.append(f"{k} = {v!r}")
-    return "\n".join(lines) + "\n"
+    import tomli_w
+
+    body = tomli_w.dumps({k: v for k, v in d.items() if v is not None})
+    return "# mixerdsr run configuration (load with --config)\n" + body

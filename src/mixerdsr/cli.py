@@ -13,10 +13,13 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import zipfile
+import zlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from . import __version__
+from .checkpoint import CheckpointError
 from .data._envdata import DataError
 
 __all__ = ["build_parser", "main", "COMMAND_GROUPS", "EXIT_USAGE"]
@@ -37,6 +40,11 @@ def _nonneg_int(s: str) -> int:
     if v < 0:
         raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {s!r}")
     return v
+
+
+def _num(v: Any, spec: str = ".4g") -> str:
+    """A metric for the console: ``n/a`` for a missing or non-finite value."""
+    return format(v, spec) if isinstance(v, (int, float)) and v == v and abs(v) != float("inf") else "n/a"
 
 
 def _print_help(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace], int]:
@@ -108,10 +116,11 @@ def _cmd_data_show(args: argparse.Namespace) -> int:
             print(f"  env {e:>4}  family {int(d.family[e]):>3}  {name:<24} params {_fmt_params(p)}")
         if limit < d.n_envs:
             print(f"  ... {d.n_envs - limit} more envs (use --max-envs -1 to list all)")
-    if args.plot is not None:
+    if not args.no_plot:
         from .plots import plot_dataset_overview
 
-        out = plot_dataset_overview(splits, args.plot, split=args.split, max_traj=args.max_traj)
+        target = args.plot or os.path.splitext(args.file)[0] + ".png"
+        out = plot_dataset_overview(splits, target, split=args.split, max_traj=args.max_traj)
         print(f"\nwrote {out}")
     return 0
 
@@ -135,10 +144,12 @@ def _add_data_commands(sub: Any) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar or summary")
     p.set_defaults(func=_cmd_data_generate)
 
-    p = dsub.add_parser("show", help="summarise a dataset .npz (and plot it)",
-                        description="Per split: shapes, families, environment parameters; optional PNG.")
+    p = dsub.add_parser("show", help="summarise a dataset .npz and plot it",
+                        description="Per split: shapes, families, environment parameters; writes an overview PNG.")
     p.add_argument("file", metavar="F.npz", help="dataset file")
-    p.add_argument("--plot", metavar="P.png", default=None, help="write an overview figure")
+    p.add_argument("--plot", metavar="P.png", default=None,
+                   help="where to write the overview figure (default: the dataset's name with .png)")
+    p.add_argument("--no-plot", action="store_true", help="print the summary only, write no figure")
     p.add_argument("--split", default=None, help="split to plot (default: train)")
     p.add_argument("--max-traj", type=int, default=4, help="trajectories per family in the plot")
     p.add_argument("--max-envs", type=int, default=20, help="environments listed per split (-1: all)")
@@ -185,10 +196,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
         raise CLIError(str(err)) from None
     for split in ("test", "adapt_test"):
         if split in m:
-            print(f"{split:>10}: relMSE {m[split]['rel_mse']:.4g}  MSE {m[split]['mse']:.4g}  "
-                  f"TPRMSE {m[split]['tprmse']:.1f}%")
+            print(f"{split:>10}: relMSE {_num(m[split]['rel_mse'])}  MSE {_num(m[split]['mse'])}  "
+                  f"TPRMSE {_num(m[split]['tprmse'], '.1f')}%")
     r = m["routing"]
-    print(f"   routing: counts {r['counts']}  purity {r['purity']}  ARI {r['ari']}")
+    print(f"   routing: counts {r['counts']}  purity {_num(r['purity'], '.3g')}  ARI {_num(r['ari'], '.3g')}")
+    if m.get("warnings"):
+        print(f"  warnings: {len(m['warnings'])} (listed above and in report.md)")
     ds = m.get("downstream") or {}
     keys = [k for k in ("context_kmeans_ari", "context_kmeans_accuracy", "raw_kmeans_ari", "raw_kmeans_accuracy",
                         "logreg_accuracy", "logreg_train_accuracy") if k in ds]
@@ -236,8 +249,12 @@ def _cmd_contexts(args: argparse.Namespace) -> int:
     src = os.path.join(run_dir, "contexts.npz")
     if not os.path.isfile(src):
         raise CLIError(f"{src}: no such file (is {run_dir} a finished `mixerdsr run` output directory?)")
-    with np.load(src, allow_pickle=False) as z:
-        arrays = {k: z[k] for k in z.files}
+    try:
+        with np.load(src, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except (ValueError, EOFError, OSError, KeyError, zipfile.BadZipFile, zlib.error) as err:
+        raise CLIError(f"{src}: not a readable contexts file ({type(err).__name__}: {err}); run the job again to "
+                       "rewrite it") from None
     rows = []  # (split, env, family, route, context)
     for split, key in (("train", "train"), ("adapt", "adapt")):
         if key not in arrays:
@@ -311,7 +328,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         except OSError:  # pragma: no cover
             pass
         return 0
-    except (CLIError, DataError, OSError) as err:  # OSError includes FileNotFoundError
+    except (CLIError, DataError, CheckpointError, OSError) as err:  # OSError includes FileNotFoundError
         print(f"error: {_one_line(err)}", file=sys.stderr)
         return EXIT_USAGE
 

@@ -257,8 +257,8 @@ def _gate_chunk(cfg: Config, batch: int) -> int:
 def make_outer_step(cfg: Config, n_envs: int):
     """The compiled outer step ``(state, data) -> (state, info)``.
 
-    ``info`` holds per inner step: ``ctx_loss [K]``, ``weight_loss [K]``, ``failed [2K]``
-    (failed envs in the batch) and ``gate_status [2K]`` (-1 = no gate update at that step,
+    ``info`` holds per inner step: ``ctx_loss [K]``, ``weight_loss [K]`` (NaN where every solve
+    of the batch failed), ``failed [2K]`` (failed envs in the batch) and ``gate_status [2K]`` (-1 = no gate update at that step,
     else a code of :data:`mixerdsr.gating.STATUS_NAMES`). With one expert (MixER-1, a bare
     meta-learner) the gate is never updated: it routes every env to that expert regardless.
     """
@@ -345,6 +345,7 @@ def make_outer_step(cfg: Config, n_envs: int):
 
         new = state._replace(model=model, contexts=contexts, gate_state=gstate, loss_cache=cache, opt_weights=opt_w_state,
                              opt_contexts=opt_c_state, key=key, step=state.step + 1)
+        losses = jnp.where(failed >= batch, jnp.nan, losses)  # every solve of the batch failed: no loss to report
         info = dict(ctx_loss=losses[:k_inner], weight_loss=losses[k_inner:], failed=failed, gate_status=status)
         return new, info
 

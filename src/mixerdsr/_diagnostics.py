@@ -1,0 +1,108 @@
+"""Plain-language warnings about a finished run: results a user should not trust as they are.
+
+:func:`diagnose` reads the metrics and history of a run and returns one sentence per problem;
+the run prints them and ``report.md`` lists them. Each check is a rule on numbers the run
+already computed (no model evaluation here), with its threshold named in the module constants.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+__all__ = ["diagnose", "collapsed_envs", "DOMINANT_SHARE", "ADAPT_RATIO", "ADAPT_FLOOR", "COLLAPSE_RATIO"]
+
+#: an expert holding at least this share of the training envs (with M > 1) is flagged
+DOMINANT_SHARE = 0.75
+#: adaptation relMSE above ``ADAPT_RATIO`` x the test relMSE and above ``ADAPT_FLOOR`` is flagged
+ADAPT_RATIO = 10.0
+ADAPT_FLOOR = 0.5
+#: a forecast whose spread over time is below this fraction of the data's is "collapsed"
+COLLAPSE_RATIO = 0.1
+
+
+def collapsed_envs(pred: np.ndarray, x: np.ndarray, ok: np.ndarray | None = None) -> list[int]:
+    """Environments whose forecast has collapsed: it barely moves while the data does.
+
+    Args:
+        pred: predictions ``[E, N, T, D]``.
+        x: data ``[E, N, T, D]``.
+        ok: successful solves ``[E, N]`` (failed trajectories are not judged here).
+
+    Returns:
+        Indices of the envs whose predictions' standard deviation over time (averaged over
+        trajectories and dimensions) is below ``COLLAPSE_RATIO`` times the data's.
+    """
+    pred, x = np.asarray(pred, np.float64), np.asarray(x, np.float64)
+    spread_p = pred.std(axis=2).mean(-1)  # [E, N]
+    spread_x = x.std(axis=2).mean(-1)
+    keep = np.ones(spread_p.shape, bool) if ok is None else np.asarray(ok, bool)
+    keep &= np.isfinite(spread_p) & (spread_x > 0)
+    out = []
+    for e in range(pred.shape[0]):
+        if keep[e].any() and spread_p[e, keep[e]].mean() < COLLAPSE_RATIO * spread_x[e, keep[e]].mean():
+            out.append(e)
+    return out
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, (int, float)) and math.isfinite(v)
+
+
+def diagnose(metrics: Mapping[str, Any], history: Sequence[Mapping[str, Any]] = ()) -> list[str]:
+    """Warnings about a run, one sentence each (empty when nothing looks wrong).
+
+    Args:
+        metrics: the run's metrics (``metrics.json`` content: ``test``, ``adapt_test``,
+            ``routing``, ...).
+        history: the per-outer-step records of ``history.jsonl``.
+
+    Returns:
+        The warnings, most severe first: failed solves, non-finite or collapsed results,
+        routing (idle or dominant experts), adaptation far worse than the test split.
+    """
+    out: list[str] = []
+    failed = sum(int(h.get("failed", 0) or 0) for h in history)
+    all_failed = [h["step"] for h in history
+                  if any(h.get(k) is None or not _finite(h.get(k)) for k in ("ctx_loss", "weight_loss"))]
+    if all_failed:
+        out.append(f"every ODE solve of a training batch failed in {len(all_failed)} outer step(s) (first: step "
+                   f"{all_failed[0]}); their losses are not reported. Check the data's scale and time grid, or raise "
+                   "max_steps / loosen rtol")
+    elif failed:
+        out.append(f"{failed} environment solves failed during training (solver step limit or non-finite "
+                   "state) and were left out of those losses")
+    for split in ("test", "adapt_test"):
+        m = metrics.get(split)
+        if not m:
+            continue
+        if m.get("failed_solves"):
+            out.append(f"{split}: {m['failed_solves']} trajectory solve(s) failed; their errors are not finite")
+        if not _finite(m.get("rel_mse")):
+            out.append(f"{split}: relMSE is not finite; the model's predictions diverged")
+        if m.get("collapsed_envs"):
+            envs = m["collapsed_envs"]
+            out.append(f"{split}: the forecast of {len(envs)} environment(s) {envs} collapses (it barely moves while "
+                       "the data does)")
+    r = metrics.get("routing") or {}
+    counts = list(r.get("counts") or [])
+    n_env = sum(counts)
+    if len(counts) > 1 and n_env:
+        idle = [m for m, c in enumerate(counts) if c == 0]
+        if idle:
+            out.append(f"expert(s) {idle} received no training environment (idle): {len(counts) - len(idle)} of "
+                       f"{len(counts)} experts do all the work; families may be merged on one expert")
+        top = int(np.argmax(counts))
+        if not idle and counts[top] >= DOMINANT_SHARE * n_env and n_env >= 2 * len(counts):
+            out.append(f"expert {top} holds {counts[top]} of {n_env} training environments; with {len(counts)} "
+                       "experts, families may be merged")
+    ad, te = metrics.get("adapt_test") or {}, metrics.get("test") or {}
+    a, t = ad.get("rel_mse"), te.get("rel_mse")
+    if _finite(a) and _finite(t) and a > ADAPT_RATIO * t and a > ADAPT_FLOOR:
+        out.append(f"adaptation relMSE {a:.3g} is {a / max(t, 1e-12):.0f}x the test relMSE {t:.3g}: the new "
+                   "environments are fitted much worse than the training ones (check which expert each was routed "
+                   "to: routing.adapt_experts)")
+    return out

@@ -1,0 +1,259 @@
+"""Bad input, damaged files and clearly bad results: one clear line and exit 2, nothing lost, and
+warnings instead of silent wrong answers."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+import textwrap
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import mixerdsr._run as runmod
+from mixerdsr import EnvData, save_dataset
+from mixerdsr._config import Config, load_config
+from mixerdsr._diagnostics import collapsed_envs, diagnose
+from mixerdsr.checkpoint import save_checkpoint
+from mixerdsr.cli import main
+from mixerdsr.data import DataError, load_dataset
+
+from conftest import tiny_ode_split
+
+TINY = dict(width=8, depth=2, context_size=4, experts=2, inner_steps=3, val_every=2, checkpoint_every=2,
+            adapt_steps=20, val_trajectories=1, outer_steps=4)
+
+
+def _error_line(capsys) -> str:
+    """The one line a failed command printed on stderr (no traceback)."""
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: "), err
+    return err[0]
+
+
+def _fake_run_dir(path, cfg: Config):
+    """A run directory holding a checkpoint of ``cfg`` (a stand-in state: only its config is read
+    before the checks under test fail)."""
+    path.mkdir(parents=True)
+    save_checkpoint(path / "checkpoint.npz", {"a": jnp.zeros(3)}, cfg.to_dict(), {"step": 1})
+    (path / "config.toml").write_text("# the run's own config\n")
+    return path
+
+
+def _truncate(src, dst, frac=0.6):
+    b = src.read_bytes()
+    dst.write_bytes(b[: int(len(b) * frac)])
+    return dst
+
+
+# ------------------------------------------------------------------------ silent wrong answers
+def test_stale_data_file_is_not_reused_without_resume(tiny_splits, tmp_path):
+    """Item 1: an aborted run's data.npz must not stand in for another --data."""
+    out = tmp_path / "S"
+    out.mkdir()
+    save_dataset(out / "data.npz", tiny_splits, {"name": "tiny"})
+    splits, meta = runmod._load_data(Config(data="lv"), out, log=lambda s: None, progress=False)
+    assert meta["name"] == "lv" and splits["train"].n_envs == 9
+    assert load_dataset(out / "data.npz")["train"].n_envs == 9  # the cache now holds what was trained on
+    # resuming reuses the cache (its checkpoint's configuration, data included, is checked first)
+    again, meta2 = runmod._load_data(Config(data="sm"), out, log=lambda s: None, progress=False, reuse=True)
+    assert meta2["name"] == "lv" and again["train"].n_envs == 9
+
+
+@pytest.mark.parametrize("change", [{"experts": 4}, {"seed": 7}, {"data": "lv"}, {"outer_steps": 9}])
+def test_refused_resume_leaves_the_run_untouched(tiny_splits, tmp_path, capsys, change):
+    """Item 2: a refused --resume does not overwrite config.toml (or anything else)."""
+    run_dir = _fake_run_dir(tmp_path / "r", Config(**TINY))
+    before = {p.name: p.read_bytes() for p in run_dir.iterdir()}
+    with pytest.raises(ValueError, match="cannot resume") as err:
+        runmod.run(Config(**{**TINY, **change}), run_dir, resume=True, splits=tiny_splits, progress=False)
+    assert next(iter(change)) in str(err.value)
+    assert {p.name: p.read_bytes() for p in run_dir.iterdir() if p.name != ".lock"} == before
+
+
+def test_two_runs_on_one_directory_are_refused(tmp_path, capsys):
+    """Item 3: a second process cannot write into a directory a running job holds."""
+    out = tmp_path / "busy"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(f"""
+            import sys, time
+            from pathlib import Path
+            from mixerdsr._run import run_lock
+            with run_lock(Path({str(out)!r})):
+                print("locked", flush=True)
+                sys.stdin.read()
+            """)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        assert main(["run", "--out", str(out), "--quiet"]) == 2
+        line = _error_line(capsys)
+        assert "another mixerdsr run" in line and str(holder.pid) in line
+        assert not (out / "history.jsonl").exists() and not (out / "config.toml").exists()
+    finally:
+        holder.communicate("", timeout=30)
+    # once the other process has ended, the directory is free again
+    with runmod.run_lock(out):
+        pass
+
+
+def test_data_beyond_float32_and_single_time_point_are_refused(tmp_path, capsys):
+    """Item 5: values that overflow float32's squared errors, and T = 1 (nothing to score)."""
+    x = np.ones((2, 1, 4, 2))
+    t = np.tile(np.linspace(0, 1, 4), (2, 1))
+    with pytest.raises(DataError, match=r"train/x.*magnitude.*1e\+300"):
+        EnvData(x * 1e300, t, np.zeros(2, int), split="train")
+    with pytest.raises(DataError, match=r"train/x.*at least 2 time points"):
+        EnvData(x[:, :, :1], t[:, :1], np.zeros(2, int), split="train")
+    np.savez(tmp_path / "huge.npz", **{"train/x": x * 1e300, "train/t": t, "train/family": np.zeros(2, int)})
+    assert main(["run", "--data", str(tmp_path / "huge.npz"), "--out", str(tmp_path / "o"), "--quiet"]) == 2
+    assert "huge.npz" in _error_line(capsys)
+
+
+def test_splits_with_different_dimensions_are_refused(tmp_path, capsys):
+    """Item 6: cross-split validation on load, before any training."""
+    tr = tiny_ode_split(2)
+    test3 = EnvData(np.ones((4, 2, 12, 3)), tr.t, tr.family)
+    with pytest.raises(DataError, match="same state dimension"):
+        runmod.run(Config(**TINY), tmp_path / "r", splits={"train": tr, "test": test3}, progress=False)
+    np.savez(tmp_path / "mixed.npz", **{"train/x": tr.x, "train/t": tr.t, "train/family": tr.family,
+                                        "test/x": test3.x, "test/t": tr.t, "test/family": tr.family})
+    assert main(["data", "show", str(tmp_path / "mixed.npz"), "--no-plot"]) == 2
+    assert "same state dimension" in _error_line(capsys)
+    fewer = EnvData(tr.x[:3], tr.t[:3], tr.family[:3])
+    with pytest.raises(DataError, match="test/x.*4 environments"):
+        runmod.run(Config(**TINY), tmp_path / "r2", splits={"train": tr, "test": fewer}, progress=False)
+
+
+def test_console_formats_missing_metrics(capsys):
+    from mixerdsr.cli import _num
+
+    assert _num(None) == "n/a" and _num(float("nan")) == "n/a" and _num(float("inf")) == "n/a"
+    assert _num(0.123456) == "0.1235" and _num(12.34, ".1f") == "12.3"
+
+
+# ------------------------------------------------------------------------ warnings (item 7)
+def _metrics(**kw):
+    m = {"test": {"rel_mse": 0.09, "failed_solves": 0, "collapsed_envs": []},
+         "adapt_test": {"rel_mse": 0.2, "failed_solves": 0, "collapsed_envs": []},
+         "routing": {"counts": [5, 5]}}
+    for k, v in kw.items():
+        m[k] = {**m.get(k, {}), **v}
+    return m
+
+
+def test_diagnose_is_silent_on_a_good_run():
+    assert diagnose(_metrics(), [{"step": 0, "ctx_loss": 0.1, "weight_loss": 0.1, "failed": 0}]) == []
+
+
+@pytest.mark.parametrize("metrics, history, words", [
+    (_metrics(), [{"step": 3, "ctx_loss": None, "weight_loss": 0.2, "failed": 6}], "every ODE solve"),
+    (_metrics(), [{"step": 3, "ctx_loss": 0.1, "weight_loss": 0.2, "failed": 2}], "2 environment solves failed"),
+    (_metrics(test={"failed_solves": 3}), [], "test: 3 trajectory solve"),
+    (_metrics(test={"rel_mse": None}), [], "test: relMSE is not finite"),
+    (_metrics(adapt_test={"collapsed_envs": [0]}), [], "adapt_test: the forecast of 1 environment(s) [0] collapses"),
+    (_metrics(routing={"counts": [10, 0]}), [], "expert(s) [1] received no training environment"),
+    (_metrics(routing={"counts": [2, 9, 1]}), [], "expert 1 holds 9 of 12"),
+    (_metrics(adapt_test={"rel_mse": 5.3}), [], "adaptation relMSE 5.3 is 59x the test relMSE"),
+])
+def test_diagnose_flags_clearly_bad_results(metrics, history, words):
+    found = diagnose(metrics, history)
+    assert len(found) == 1 and words in found[0], found
+
+
+def test_collapsed_forecast_is_detected():
+    t = np.linspace(0, 6, 30)
+    x = np.stack([np.sin(t), np.cos(t)], -1)[None, None]  # [1, 1, 30, 2]
+    good = x + 0.05
+    flat = np.broadcast_to(x[:, :, :1], x.shape)  # stuck at the initial state
+    assert collapsed_envs(np.concatenate([good, flat]), np.concatenate([x, x])) == [1]
+    # a failed trajectory is not judged
+    assert collapsed_envs(flat, x, ok=np.array([[False]])) == []
+
+
+# ------------------------------------------------------------------------ one clear line, exit 2
+def test_damaged_files_give_one_line(tiny_splits, tmp_path, capsys):
+    data = save_dataset(tmp_path / "d.npz", tiny_splits)
+    for bad in (_truncate(data, tmp_path / "trunc.npz"), tmp_path / "empty.npz"):
+        if bad.name == "empty.npz":
+            bad.write_bytes(b"")
+        assert main(["data", "show", str(bad), "--no-plot"]) == 2
+        assert bad.name in _error_line(capsys)
+    # a readable zip whose member is damaged (bytes overwritten inside the compressed stream)
+    raw = bytearray(data.read_bytes())
+    raw[200:260] = b"\0" * 60
+    (tmp_path / "garbled.npz").write_bytes(bytes(raw))
+    assert main(["data", "show", str(tmp_path / "garbled.npz"), "--no-plot"]) == 2
+    assert "garbled.npz" in _error_line(capsys)
+    # __meta__ of the wrong JSON type
+    arrays = {f"train/{k}": getattr(tiny_splits["train"], k) for k in ("x", "t", "family")}
+    for meta in (b"[1, 2]", b'{"splits": {"train": 3}}', b'{"splits": {"train": {"params": 7}}}'):
+        np.savez(tmp_path / "meta.npz", **arrays, __meta__=np.frombuffer(meta, np.uint8))
+        assert main(["data", "show", str(tmp_path / "meta.npz"), "--no-plot"]) == 2
+        assert "__meta__" in _error_line(capsys)
+
+
+def test_damaged_run_files_give_one_line(tiny_splits, tmp_path, capsys):
+    c = Config(**TINY, data=str(save_dataset(tmp_path / "d.npz", tiny_splits)))
+    toml = tmp_path / "c.toml"
+    toml.write_text("".join(f"{k} = {json.dumps(v)}\n" for k, v in TINY.items()))
+    base = ["run", "--config", str(toml), "--data", c.data, "--quiet", "--resume"]
+    # a truncated checkpoint, and a text file given as checkpoint
+    run1 = _fake_run_dir(tmp_path / "r1", c)
+    _truncate(run1 / "checkpoint.npz", run1 / "checkpoint.npz", 0.5)
+    assert main([*base, "--out", str(run1)]) == 2
+    assert "checkpoint.npz" in _error_line(capsys)
+    run2 = _fake_run_dir(tmp_path / "r2", c)
+    (run2 / "checkpoint.npz").write_text("not a checkpoint\n")
+    assert main([*base, "--out", str(run2)]) == 2
+    line = _error_line(capsys)
+    assert str(run2 / "checkpoint.npz") in line and "not a mixerdsr checkpoint" in line
+    # a damaged data.npz in the run folder, met on --resume (the cache is reused only then)
+    run3 = _fake_run_dir(tmp_path / "r3", c.replace(data="lv"))
+    save_dataset(run3 / "data.npz", tiny_splits)
+    _truncate(run3 / "data.npz", run3 / "data.npz")
+    assert main(["run", "--config", str(toml), "--data", "lv", "--quiet", "--resume", "--out", str(run3)]) == 2
+    assert "data.npz" in _error_line(capsys)
+    # a damaged contexts.npz
+    (run3 / "contexts.npz").write_bytes(b"PK\x03\x04 garbage")
+    assert main(["contexts", str(run3)]) == 2
+    assert "contexts.npz" in _error_line(capsys)
+
+
+def test_partial_last_history_line_is_dropped(tmp_path):
+    h = tmp_path / "history.jsonl"
+    h.write_text('{"step": 0, "ctx_loss": 1.0}\n{"step": 1, "ctx_loss": 0.5}\n{"step": 2, "ctx_lo')
+    said = []
+    assert [r["step"] for r in runmod.read_history(h, said.append)] == [0, 1]
+    assert "partly written last line" in said[0]
+    h.write_text('{"step": 0}\n{"step": 1, "ctx\n{"step": 2}\n')
+    with pytest.raises(ValueError, match="line 2"):
+        runmod.read_history(h)
+
+
+@pytest.mark.parametrize("line, key", [
+    ("width = [1, 2]", "width"), ('seed = "1"', "seed"), ("outer_steps = 3.5", "outer_steps"),
+    ('experts = "two"', "experts"), ("rtol = -1", "rtol"), ("max_steps = 0", "max_steps"),
+    ("batch_envs = -3", "batch_envs"), ("adapt_steps = -5", "adapt_steps"), ("lr_weights = nan", "lr_weights"),
+    ("val_every = 0", "val_every"), ("seed = 4294967296", "seed"), ("split_context = 1", "split_context"),
+])
+def test_bad_config_values_give_one_line(tmp_path, capsys, line, key):
+    toml = tmp_path / "bad.toml"
+    toml.write_text(line + "\n")
+    assert main(["run", "--config", str(toml), "--out", str(tmp_path / "o"), "--quiet"]) == 2
+    err = _error_line(capsys)
+    assert f"'{key}'" in err and "expected" in err
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("seed", ["-1", "4294967296"])
+def test_seeds_outside_the_range_are_refused(tmp_path, capsys, seed):
+    assert main(["run", "--seed", seed, "--out", str(tmp_path / "o"), "--quiet"]) == 2
+    assert "'seed'" in _error_line(capsys)
+
+
+def test_config_values_keep_their_meaning():
+    c = load_config("odebench-2", seed=np.int64(3))
+    assert c.seed == 3 and math.isclose(Config(lr_weights=1).lr_weights, 1.0)
