@@ -32,4 +32,16 @@ from ._run import evaluate_split as evaluate_split
 from ._run import run as run
 from ._run import train as train
 
-__version__ = "0.1.0"
+from ._diagnostics import diagnose as diagnose
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("mixerdsr")
+    except PackageNotFoundError:  # pragma: no cover - running from a source tree without installing
+        return "0+unknown"
+
+
+__version__ = _version()

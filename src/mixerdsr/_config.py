@@ -47,9 +47,8 @@ class Config:
     ``lr_weights``, ``lr_decay`` (weights' rate multiplied by it at 1/3 and 2/3 of training),
     ``batch_envs`` (0 = E/M), ``rtol``, ``atol``, ``max_steps``, ``teacher_forcing`` (alpha),
     ``val_every``, ``checkpoint_every``, ``seed``, ``low_memory_compile`` (compile the training
-    step without XLA's CPU fusion emitters: on ODEBench-10B with M = 10 the peak memory falls
-    from about 0.9 to 0.53 GiB, and steps with the gate once per inner loop are about 20-35 %
-    slower; no effect on GPUs).
+    step without XLA's CPU fusion emitters: a lower compilation peak for slower gradient steps,
+    see ``docs/performance.md``; no effect on GPUs).
 
     Adaptation: ``adapt_steps``, ``adapt_lr``, ``adapt_init`` (``experts``: fit from the zero
     context and from each expert's mean training context, keep per env the fit with the lowest

@@ -231,8 +231,8 @@ def _add_run_commands(sub: Any) -> None:
     p.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--low-memory", action="store_true",
-                   help="compile the training step without XLA's CPU fusion emitters (ODEBench-10B: about 0.4 GiB less "
-                        "at peak, gradient steps slower; once-per-loop outer steps about 20-35%% slower)")
+                   help="compile the training step without XLA's CPU fusion emitters: a lower memory peak while "
+                        "compiling, slower gradient steps (figures in docs/performance.md)")
     p.set_defaults(func=_cmd_run)
     q = sub.add_parser("presets", help="list the built-in run configurations")
     q.set_defaults(func=_cmd_presets)

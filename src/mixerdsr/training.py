@@ -244,11 +244,9 @@ def _expert_losses(model: MixER, contexts, data: TrainData, solver: SolverConfig
 
 def _gate_chunk(cfg: Config, batch: int) -> int:
     """Envs per batch of the gate's loss pass. ``gate_chunk = -1`` (auto): the training batch
-    size, so that the pass runs the training step's compiled solver kernels (on ODEBench-10B,
-    M = 10, that lowered the compilation's peak memory from 1.06-1.13 to 0.91-1.03 GiB); with
-    ``low_memory_compile`` memory is not the limit and batches of 32 are faster on a CPU
-    (gate after every inner step 2.27 s instead of 2.53 s, peak 0.56 GiB either way, measured
-    with the previous GEPS evaluation form)."""
+    size, so that the pass runs the training step's compiled solver kernels (fewer kernels to
+    compile, a lower compilation peak); with ``low_memory_compile`` memory is not the limit and
+    batches of 32 are faster on a CPU (figures in ``docs/performance.md``)."""
     if cfg.gate_chunk >= 0:
         return cfg.gate_chunk
     return 32 if cfg.low_memory_compile else batch
@@ -353,11 +351,9 @@ def make_outer_step(cfg: Config, n_envs: int):
 
 
 #: XLA options of ``Config.low_memory_compile``: XLA's CPU fusion emitters need most of the
-#: memory of compiling the outer step (ODEBench-10B, M = 10: peak 0.86-0.95 GiB with, 0.53 GiB
-#: without), at the price of slower gradient steps (the legacy emitters do not vectorise loops;
-#: the solver's Swish kernels take 30 us instead of under 2 us: about +20-35 % once per inner
-#: loop, as measured by benchmarks/bench_mixer.py; about the same with the gate after every
-#: inner step, whose loss passes then use batches of 32). Ignored by other backends.
+#: memory of compiling the outer step; without them the peak is lower and gradient steps are
+#: slower (the legacy emitters do not vectorise loops). Figures in ``docs/performance.md``.
+#: Ignored by other backends.
 LOW_MEMORY_OPTIONS = {"xla_cpu_use_fusion_emitters": False}
 
 

@@ -79,8 +79,7 @@ def uniform_arrays(key: PRNGKeyArray, specs: list[UniformSpec]) -> list[Array]:
     """All initial arrays of one module, cut from a **single** uniform draw.
 
     One draw per module instead of one per array: XLA compiles a separate random-bits kernel
-    for every distinct shape, which made building the ODEBench-10B model (10 GEPS experts,
-    15 arrays each) take 7.4 s and keep 0.1 GiB of compiled code; one draw compiles once.
+    for every distinct shape, so one draw compiles once however many arrays the module has.
 
     Args:
         key: PRNG key.

@@ -24,8 +24,8 @@ class GEPS(AbstractExpert):
     ``W + A diag(c) B`` once per environment, then one dense product per evaluation) and
     *factored* (``W h + A (c * (B h))`` at every evaluation). Factored keeps ``W`` shared by all
     environments, so the all-expert loss pass of the gate update (one expert, many envs) runs as
-    large shared-weight products instead of one small product per env: on ODEBench-10B with
-    M = 10 (rank 4) that pass takes 0.10 s instead of 0.13 s. It costs ``2 r (in + out)``
+    large shared-weight products instead of one small product per env (figures in
+    ``docs/performance.md``). It costs ``2 r (in + out)``
     extra multiply-adds per layer and evaluation, so it is the default only for small ranks
     (``r <= width / 4``).
 
