@@ -10,7 +10,7 @@ import numpy as np
 
 from ..data._envdata import EnvData
 
-__all__ = ["plot_dataset_overview"]
+__all__ = ["dataset_overview_figure", "plot_dataset_overview"]
 
 
 def _pick_split(data: EnvData | Mapping[str, EnvData], split: str | None) -> tuple[str, EnvData]:
@@ -50,22 +50,42 @@ def plot_dataset_overview(data: EnvData | Mapping[str, EnvData], path: str | os.
         data: one :class:`EnvData` or a ``dict`` of splits (``split`` picks one; default ``train``).
         path: output image path (format from the suffix, e.g. ``.png``).
         max_traj: trajectories drawn per family (spread over its environments).
-        max_families: at most this many families (rows) are drawn.
+        max_families: at most this many families (rows) are drawn, spread over all families.
         split: which split of a ``dict`` to draw.
         dpi: resolution.
 
     Returns:
         The path written. Uses a private Agg canvas: no pyplot state, no global style change.
     """
+    fig = dataset_overview_figure(data, max_traj=max_traj, max_families=max_families, split=split, dpi=dpi)
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out)
+    return out
+
+
+def dataset_overview_figure(data: EnvData | Mapping[str, EnvData], *, max_traj: int = 4, max_families: int = 12,
+                            split: str | None = None, dpi: int = 100):
+    """The figure of :func:`plot_dataset_overview`, not written.
+
+    Families beyond ``max_families`` are skipped evenly (the first and last are always drawn).
+    Time series: one colour per state dimension (legend at the bottom), fainter lines for the
+    later picks. Phase portraits: one colour per (env, trajectory), a dot at the start.
+    """
     from matplotlib import colormaps
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
 
     name, d = _pick_split(data, split)
-    fams = [int(f) for f in np.unique(d.family)][:max_families]
+    if max_families < 1:
+        raise ValueError(f"max_families must be at least 1, got {max_families}")
+    all_fams = np.unique(d.family)
+    keep = np.unique(np.linspace(0, len(all_fams) - 1, min(max_families, len(all_fams))).round().astype(int))
+    fams = [int(f) for f in all_fams[keep]]
     n_dims = d.n_dims
     ncols = 2 if n_dims >= 2 else 1
-    fig = Figure(figsize=(5.0 * ncols, 2.4 * len(fams) + 0.6), dpi=dpi)
+    fig = Figure(figsize=(5.6 * ncols, 2.5 * len(fams) + 1.0), dpi=dpi, layout="constrained")
     FigureCanvasAgg(fig)
     axes = fig.subplots(len(fams), ncols, squeeze=False)
     cmap = colormaps["tab10"]
@@ -81,13 +101,11 @@ def plot_dataset_overview(data: EnvData | Mapping[str, EnvData], path: str | os.
         ax_t = axes[row, 0]
         for k, (e, j) in enumerate(picks):
             for dim in range(n_dims):
-                ax_t.plot(d.t[e], d.x[e, j, :, dim], color=cmap(dim % 10), alpha=0.35 + 0.65 / (k + 1), lw=1.0,
-                          label=f"x{dim}" if k == 0 and n_dims <= 10 else None)
-        ax_t.set_title(f"{title} ({len(env_idx)} envs)", fontsize=9)
+                ax_t.plot(d.t[e], d.x[e, j, :, dim], color=cmap(dim % 10), alpha=0.35 + 0.65 / (k + 1), lw=1.0)
+        ax_t.set_title(f"{title} ({len(env_idx)} envs, {len(picks)} trajectories drawn)", fontsize=9)
         ax_t.set_xlabel("t", fontsize=8)
+        ax_t.set_ylabel("state x_d", fontsize=8)
         ax_t.tick_params(labelsize=7)
-        if picks and n_dims <= 10:
-            ax_t.legend(fontsize=6, loc="upper right", ncols=min(n_dims, 4))
         if ncols == 2:
             ax_p = axes[row, 1]
             for k, (e, j) in enumerate(picks):
@@ -96,13 +114,14 @@ def plot_dataset_overview(data: EnvData | Mapping[str, EnvData], path: str | os.
                 ax_p.plot(d.x[e, j, 0, 0], d.x[e, j, 0, 1], "o", color=cmap(k % 10), ms=3)
             ax_p.set_xlabel("x0", fontsize=8)
             ax_p.set_ylabel("x1", fontsize=8)
-            ax_p.set_title("phase portrait (x0, x1)", fontsize=9)
+            ax_p.set_title("phase portrait (x0, x1), dot = start", fontsize=9)
             ax_p.tick_params(labelsize=7)
             if picks:
-                ax_p.legend(fontsize=6, loc="best")
-    fig.suptitle(f"{name}: x {tuple(d.x.shape)} [envs, trajectories, times, dims]", fontsize=10)
-    fig.tight_layout()
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out)
-    return out
+                ax_p.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
+    if n_dims <= 10:
+        handles = [Line2D([], [], color=cmap(dim % 10), lw=2, label=f"x{dim}") for dim in range(n_dims)]
+        fig.legend(handles=handles, loc="outside lower center", ncols=min(n_dims, 10), fontsize=8, frameon=False,
+                   title="state dimension (time-series panels)", title_fontsize=8)
+    shown = "" if len(fams) == len(all_fams) else f"; {len(fams)} of {len(all_fams)} families drawn"
+    fig.suptitle(f"{name}: x {tuple(d.x.shape)} [envs, trajectories, times, dims]{shown}", fontsize=10)
+    return fig
