@@ -16,10 +16,10 @@ from typing import Any
 
 __all__ = ["PAPER", "render_report", "write_report"]
 
-#: The paper as it names itself in ``paper/MixER.txt`` (an anonymous ICML submission).
-PAPER = ("Anonymous authors, *Towards Foundational Models for Dynamical System Reconstruction: "
-         "Hierarchical Meta-Learning via Mixture of Experts* (MixER), preliminary work under review "
-         "at ICML")
+#: The MixER paper, whose equation numbers the report uses.
+PAPER = ("R. D. Nzoyem, G. Stevens, A. Sahota, D. A. W. Barton and T. Deakin, *Towards Foundational Models "
+         "for Dynamical System Reconstruction: Hierarchical Meta-Learning via Mixture of Experts* (MixER), "
+         "2025, arXiv:2502.05335")
 
 _SPLITS = (("train", "train (training envs, training trajectories)"),
            ("test", "test (training envs, new initial conditions)"),
