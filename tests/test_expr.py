@@ -153,3 +153,67 @@ def test_jax_path_jit_and_grad():
     # vmap over a batch of states
     xs = jnp.stack([x, 2 * x])
     assert jax.vmap(lambda s: f(s, c, xp=jnp))(xs).shape == (2, 2)
+
+
+# ---------------------------------------------------------------------------------------------
+# Numbers-only sub-expressions are checked once, in floats, at parse time
+# ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(
+    "expr, part, why",
+    [
+        ("9**9**9**9*x0", "9**9**9", "overflows"),
+        ("x0**(9**9**9)", "9**9**9", "overflows"),
+        ("x0 + 10.0**400", "10.0**400", "overflows"),
+        ("x0 + 1e308*10", "1e308*10", "overflows"),
+        ("x0 + exp(1000)", "exp(1000)", "overflows"),
+        ("x0/(1/0)", "1/0", "divides by zero"),
+        ("x0 + 0**-1", "0**-1", "divides by zero"),
+        ("x0 + log(0)", "log(0)", "domain"),
+        ("x0 + sqrt(-1)", "sqrt(-1)", "domain"),
+        ("x0 + (-8)**0.5", "(-8)**0.5", "not a real number"),
+        ("x0 + " + "9" * 400, "999", "too large"),
+        ("x0 + 0x" + "f" * 300, "0xfff", "too large"),
+    ],
+)
+def test_bad_constant_subexpressions_are_refused(expr, part, why):
+    with pytest.raises(DataError, match="constant") as err:
+        check_expression(expr, 1, 0)
+    msg = str(err.value)
+    assert why in msg and part in msg
+    assert f"expression {expr[:30]}" in msg.replace("'", "")
+
+
+def test_valid_constant_subexpressions_evaluate_as_written():
+    f = compile_rhs(["2**0.5*x0 + 10**-400", "x0**-1 - exp(1)*(-2)**3 + log(1e-300)"], 2, 0)
+    x = np.array([0.7, 0.0])
+    want = [2**0.5 * 0.7, 0.7**-1 + np.e * 8 + np.log(1e-300)]
+    np.testing.assert_allclose(f(x), want, rtol=1e-14)
+    np.testing.assert_allclose(f.scipy_fun()(0.0, x), want, rtol=1e-14)
+
+
+def test_power_tower_cannot_hang(tmp_path):
+    """Run in a child with a timeout (a regression to integer powers would never finish); the child
+    loads only the expression module, not the whole package, so it starts quickly."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import mixerdsr.data
+
+    data_dir = Path(mixerdsr.data.__file__).parent
+    code = f"""
+import sys, types
+for name, path in [("mixerdsr", {str(data_dir.parent)!r}), ("mixerdsr.data", {str(data_dir)!r})]:
+    m = types.ModuleType(name); m.__path__ = [path]; sys.modules[name] = m
+from mixerdsr.data._expr import check_expression
+from mixerdsr.data._envdata import DataError
+try:
+    check_expression("9**9**9**9**9", 1, 0)
+except DataError as err:
+    print(err)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=tmp_path,
+                         check=False)
+    assert out.returncode == 0, out.stderr
+    assert "9**9**9**9**9" in out.stdout and "overflows" in out.stdout

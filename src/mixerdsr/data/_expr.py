@@ -13,6 +13,12 @@ that whitelist; the text itself is never evaluated. Anything else (attributes, s
 lambdas, comparisons, conditional expressions, keywords, other names...) raises
 :class:`~mixerdsr.data.DataError` naming the offending token and the expression.
 
+Every sub-expression made of numbers only (e.g. ``2**0.5`` or ``9**9**9``) is evaluated once at
+parse time, in floating point (never with Python's unbounded integers, so it cannot hang or exhaust
+memory): one that overflows, divides by zero, leaves a function's domain or is not a real number
+raises :class:`~mixerdsr.data.DataError` naming it. The evaluators themselves are not changed by this
+check (no folding), so valid expressions evaluate exactly as written.
+
 A checked expression is turned into a tree of closures that evaluates with any array module
 passed as ``xp`` (``numpy`` for the scipy reference generator, ``jax.numpy`` inside JAX code),
 plus a fast scalar path (Python floats and :mod:`math`) used by :func:`scipy.integrate.solve_ivp`.
@@ -63,6 +69,32 @@ def _segment(text: str, node: ast.AST) -> str:
     return seg if seg is not None else type(node).__name__
 
 
+def _short(seg: str, limit: int = 80) -> str:
+    return seg if len(seg) <= limit else seg[:limit - 3] + "..."
+
+
+def _bad_constant(text: str, node: ast.AST, why: str) -> DataError:
+    return DataError(f"expression {text!r}: constant {_short(_segment(text, node))!r} {why}; "
+                     f"write a finite real number instead")
+
+
+def _fold(text: str, node: ast.AST, fn: Callable[..., Any], *args: float) -> float:
+    """Value of a numbers-only sub-expression, in floats; DataError if it is not a finite real number."""
+    try:
+        v = fn(*args)
+    except ZeroDivisionError:
+        raise _bad_constant(text, node, "divides by zero") from None
+    except OverflowError:
+        raise _bad_constant(text, node, "overflows (too large for a float)") from None
+    except (ValueError, TypeError):
+        raise _bad_constant(text, node, "is outside the domain of its function") from None
+    if isinstance(v, complex):
+        raise _bad_constant(text, node, "is not a real number (a negative base with a fractional power)")
+    if not math.isfinite(v):
+        raise _bad_constant(text, node, "overflows (too large for a float)")
+    return float(v)
+
+
 def _reject(text: str, node: ast.AST, what: str) -> DataError:
     return DataError(f"expression {text!r}: {what} {_segment(text, node)!r} is not allowed "
                      f"(allowed: numbers, x0..x(D-1), c0..c(P-1), + - * / **, unary -, "
@@ -90,20 +122,27 @@ class _Checker:
         self.used_states: set[int] = set()
         self.used_params: set[int] = set()
 
-    def build(self, node: ast.AST, *, exponent: bool = False) -> tuple[_Eval, _Eval]:
-        """Return (array evaluator, scalar evaluator) for ``node``."""
+    def build(self, node: ast.AST, *, exponent: bool = False) -> tuple[_Eval, _Eval, float | None]:
+        """Return (array evaluator, scalar evaluator, value) for ``node``.
+
+        ``value`` is the float value of a numbers-only sub-expression (checked to be a finite real
+        number) and ``None`` for one that involves a state or parameter.
+        """
         text = self.text
         if isinstance(node, ast.Constant):
             v = node.value
             if isinstance(v, bool) or not isinstance(v, (int, float)):
                 kind = "string literal" if isinstance(v, (str, bytes)) else f"constant of type {type(v).__name__}"
                 raise _reject(text, node, kind)
-            fv = float(v)
+            try:
+                fv = float(v)
+            except OverflowError:
+                raise _bad_constant(text, node, "is too large for a float") from None
             if not math.isfinite(fv):
                 raise _reject(text, node, "non-finite number")
             # A literal integer exponent stays an int (integer power in numpy/jax).
             av: Any = int(v) if (exponent and isinstance(v, int) and abs(v) <= 64) else fv
-            return (lambda X, C, F: av), (lambda X, C, F: fv)
+            return (lambda X, C, F: av), (lambda X, C, F: fv), fv
         if isinstance(node, ast.Name):
             m = _NAME_RE.match(node.id)
             if m is None:
@@ -122,21 +161,24 @@ class _Checker:
                                     f"(this family declares {self.n_params} parameter(s): {declared})")
                 self.used_params.add(idx)
                 f = lambda X, C, F: C[idx]  # noqa: E731
-            return f, f
+            return f, f, None
         if isinstance(node, ast.UnaryOp):
             if isinstance(node.op, (ast.USub, ast.UAdd)):
-                a, s = self.build(node.operand, exponent=exponent)
+                a, s, val = self.build(node.operand, exponent=exponent)
                 if isinstance(node.op, ast.USub):
-                    return (lambda X, C, F: -a(X, C, F)), (lambda X, C, F: -s(X, C, F))
-                return (lambda X, C, F: +a(X, C, F)), s
+                    return (lambda X, C, F: -a(X, C, F)), (lambda X, C, F: -s(X, C, F)), (None if val is None else -val)
+                return (lambda X, C, F: +a(X, C, F)), s, val
             raise _reject(text, node, "unary operator")
         if isinstance(node, ast.BinOp):
             op = _BINOPS.get(type(node.op))
             if op is None:
                 raise _reject(text, node, f"operator '{_op_symbol(node.op)}' in")
-            la, ls = self.build(node.left)
-            ra, rs = self.build(node.right, exponent=isinstance(node.op, ast.Pow))
-            return (lambda X, C, F: op(la(X, C, F), ra(X, C, F))), (lambda X, C, F: op(ls(X, C, F), rs(X, C, F)))
+            la, ls, lv = self.build(node.left)
+            ra, rs, rv = self.build(node.right, exponent=isinstance(node.op, ast.Pow))
+            # numbers only: evaluate once now (floats, so `9**9**9` overflows instead of hanging)
+            val = _fold(text, node, op, lv, rv) if (lv is not None and rv is not None) else None
+            return ((lambda X, C, F: op(la(X, C, F), ra(X, C, F))),
+                    (lambda X, C, F: op(ls(X, C, F), rs(X, C, F))), val)
         if isinstance(node, ast.Call):
             fn = node.func
             if not isinstance(fn, ast.Name):
@@ -148,9 +190,10 @@ class _Checker:
             if len(node.args) != 1 or isinstance(node.args[0], ast.Starred):
                 raise DataError(f"expression {text!r}: function {fn.id!r} takes exactly one argument, "
                                 f"got {_segment(text, node)!r}")
-            a, s = self.build(node.args[0])
+            a, s, av_ = self.build(node.args[0])
             name = fn.id
-            return (lambda X, C, F: F[name](a(X, C, F))), (lambda X, C, F: F[name](s(X, C, F)))
+            val = _fold(text, node, _MATH_FUNCS[name], av_) if av_ is not None else None
+            return (lambda X, C, F: F[name](a(X, C, F))), (lambda X, C, F: F[name](s(X, C, F))), val
         word = _NODE_WORDS.get(type(node), f"syntax element ({type(node).__name__})")
         raise _reject(text, node, word)
 
@@ -175,7 +218,7 @@ def _parse(text: Any, n_states: int, n_params: int) -> tuple[_Eval, _Eval, _Chec
         raise DataError(f"expression {text!r}: cannot be parsed ({type(err).__name__})") from None
     chk = _Checker(text.strip(), n_states, n_params)
     try:
-        arr, sca = chk.build(tree.body)
+        arr, sca, _ = chk.build(tree.body)
     except RecursionError:
         raise DataError(f"expression {text!r}: too deeply nested") from None
     return arr, sca, chk
