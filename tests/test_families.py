@@ -20,6 +20,7 @@ from mixerdsr.data import (
     plan_families,
     save_dataset,
 )
+from mixerdsr.data import _families
 from mixerdsr.data._families import time_grid
 
 TABLE6_IDS = [24, 25, 28, 32, 34, 35, 37, 38, 39, 40]
@@ -396,3 +397,168 @@ def test_integration_failure_is_reported():
     text = _toml("train = {envs = 1, trajectories = 1}", [("blow", ["x0**2"], [], [[1.0], [2.0]], 5.0)])
     with pytest.raises(DataError, match="integration failed"):
         generate_families(parse_family_spec(text))
+
+
+# ---------------------------------------------------------------------------------------------
+# Trust: non-finite right-hand sides, work cap, absurd sizes (each refused with a clear DataError)
+# ---------------------------------------------------------------------------------------------
+
+def _one(rhs, params, ics, horizon=5.0, protocol="train = {envs = 1, trajectories = 1}", name="bad"):
+    return parse_family_spec(_toml(protocol, [GOOD, (name, rhs, params, ics, horizon)]), source="bad.toml")
+
+
+@pytest.mark.parametrize("rhs", [["log(x0)"], ["sqrt(x0)"], ["x0**0.5"]])
+def test_nan_right_hand_side_is_reported_not_hung(rhs, monkeypatch):
+    # a small cap guards the test: before the fix the solver looped here on NaN step sizes
+    monkeypatch.setattr(_families, "MAX_RHS_EVALS", 20_000)
+    spec = _one(rhs, [], [[-1.0], [-2.0]])
+    with pytest.raises(DataError, match="not finite") as err:
+        generate_families(spec)
+    msg = str(err.value)
+    assert "\n" not in msg
+    for part in ("bad.toml", "family[1] (bad)", "split train", "env 0", "parameters []", "t = 0", "state [-1]"):
+        assert part in msg, (part, msg)
+
+
+def test_nan_reached_during_integration_names_parameters_and_time(monkeypatch):
+    monkeypatch.setattr(_families, "MAX_RHS_EVALS", 20_000)
+    # x0 decreases through zero at t = 1/c0, then sqrt(x0) is NaN (the solver gets there first)
+    spec = _one(["-c0 + 0*sqrt(x0)"], [2.0], [[1.0], [1.0]], protocol="train = {envs = 1, trajectories = 1}")
+    with pytest.raises(DataError, match="not finite") as err:
+        generate_families(spec)
+    msg = str(err.value)
+    assert "parameters [1.8]" in msg and "family[1] (bad)" in msg and "state [-" in msg  # 1 env: 0.9 ref
+    assert float(msg.split("at t = ")[1].split(",")[0]) > 1 / 1.8  # where x0 = 1 - 1.8 t is negative
+
+
+def test_stiff_system_hits_the_work_cap(monkeypatch):
+    monkeypatch.setattr(_families, "MAX_RHS_EVALS", 3_000)
+    vdp = (["x1", "c0*(1 - x0**2)*x1 - x0"], [1e6], [[2.0, 0.0], [2.0, 0.0]])
+    spec = _one(*vdp, horizon=100.0, name="vdp")
+    with pytest.raises(DataError, match="3,000 right-hand-side evaluations") as err:
+        generate_families(spec)
+    msg = str(err.value)
+    assert "family[1] (vdp)" in msg and "parameters [900000]" in msg  # one env: 0.9 x reference
+    assert "stiff" in msg and "shorter horizon" in msg
+    # the same system with a mild parameter needs far fewer evaluations and generates
+    spec = _one(vdp[0], [1.0], vdp[2], horizon=5.0, name="vdp")
+    assert np.isfinite(generate_families(spec)[0]["train"].x).all()
+
+
+def test_default_work_cap_leaves_room_for_the_builtins():
+    # every built-in trajectory needs at most a few thousand evaluations (clean protocol included)
+    assert _families.MAX_RHS_EVALS >= 100 * 2_600
+
+
+@pytest.mark.parametrize(
+    "protocol, key, found",
+    [
+        ("train = {envs = 1e6, trajectories = 1}", "protocol.train.envs", "expected an integer"),
+        ("train = {envs = 1000000, trajectories = 1}", "protocol.train.envs", "allowed maximum 10000"),
+        ("train = {envs = 1, trajectories = 10000000}", "protocol.train.trajectories", "allowed maximum 100000"),
+        ("train = {envs = 1, trajectories = 2.5}", "protocol.train.trajectories", "expected an integer"),
+        ("train = {envs = 1, trajectories = 1}\nsteps = 1e9", "protocol.steps", "expected an integer"),
+        ("train = {envs = 1, trajectories = 1}\nsteps = 1000000000", "protocol.steps", "allowed maximum 100000"),
+        ("train = {envs = 1, trajectories = 1}\nseed = 1099511627776", "protocol.seed", "allowed maximum"),
+        ("train = {envs = 10000, trajectories = 10000}", "split 'train' would store", "allowed maximum 100,000,000"),
+    ],
+)
+def test_absurd_sizes_are_refused_at_parse_time(protocol, key, found):
+    text = _toml(protocol, [GOOD]).replace("seed = 1\n", "") if "seed =" in protocol else _toml(protocol, [GOOD])
+    with pytest.raises(DataError) as err:
+        parse_family_spec(text, source="bad.toml")
+    msg = str(err.value)
+    assert msg.startswith("bad.toml: ") and key in msg and found in msg, msg
+
+
+@pytest.mark.parametrize(
+    "horizon, found",
+    [(1e12, "allowed maximum 1e+06"), (5e-324, "too small for 100 distinct time points")],
+)
+def test_absurd_horizons_are_refused(horizon, found):
+    text = _toml("train = {envs = 1, trajectories = 1}\nsteps = 100", [GOOD, ("far", ["-x0"], [], [[1.0], [2.0]], horizon)])
+    with pytest.raises(DataError, match="horizon") as err:
+        parse_family_spec(text, source="bad.toml")
+    assert "family[1] (far)" in str(err.value) and found in str(err.value)
+
+
+def test_absurd_sizes_are_refused_when_planning():
+    spec = parse_family_spec(_toml("train = {envs = 2, trajectories = 2}", [GOOD]), source="bad.toml")
+    with pytest.raises(DataError, match=r"protocol\.train\.envs.*expected an integer"):
+        spec.with_protocol(splits={"train": (1e6, 2)})
+    with pytest.raises(DataError, match=r"protocol\.train\.trajectories.*allowed maximum"):
+        spec.with_protocol(splits={"train": (2, 10**9)})
+    with pytest.raises(DataError, match=r"protocol\.steps.*allowed maximum"):
+        plan_families(spec.with_protocol(steps=10**9))
+    with pytest.raises(DataError, match=r"key 'seed'.*allowed maximum"):
+        generate_families(spec, seed=2**40)
+    with pytest.raises(DataError, match="would store"):
+        plan_families(spec.with_protocol(splits={"train": (10_000, 10_000)}))
+
+
+def test_non_finite_environment_parameters_are_refused():
+    spec = _one(["-c0*x0"], [1e308], [[1.0], [2.0]])
+    with pytest.raises(DataError, match=r"family\[1\] \(bad\), split train: environment parameters are not finite"):
+        plan_families(spec)
+
+
+def test_many_parameters_do_not_build_the_full_grid():
+    # 40 parameters and 5 envs: k = 2 values each, so the meshgrid would have 2**40 rows
+    params = [float(j + 1) for j in range(40)]
+    rhs = ["-" + " - ".join(f"c{j}*x0" for j in range(40))]
+    spec = _one(rhs, params, [[1.0], [2.0]], protocol="train = {envs = 5, trajectories = 1}")
+    got = env_parameters(spec, 1, "train")
+    grids = [np.round(np.linspace(0.9 * r, 1.1 * r, 2), 2) for r in params]
+    assert got.shape == (5, 40)
+    # row r counts in binary with c1 fastest, then c0, then c2, c3, ... (meshgrid's xy order)
+    order = [1, 0, *range(2, 40)]
+    for r in range(5):
+        bits = {ax: (r >> i) & 1 for i, ax in enumerate(order)}
+        np.testing.assert_array_equal(got[r], [grids[j][bits[j]] for j in range(40)])
+    clean = spec.with_protocol(clean=True)
+    assert env_parameters(clean, 1, "train").shape == (5, 40)
+
+
+@pytest.mark.parametrize("p, n", [(1, 7), (2, 5), (2, 9), (3, 5), (3, 27), (4, 20)])
+@pytest.mark.parametrize("clean", [False, True])
+def test_grid_rows_equal_the_meshgrid_protocol(p, n, clean):
+    from mixerdsr.data._families import _train_grid
+
+    ref = np.array([1.0, 0.0, 0.07, 2.0][:p])  # a zero parameter: its grid collapses to one value
+    k = math.ceil(n ** (1 / p))
+    grids = []
+    for r in ref:
+        g = np.round(np.linspace(0.9 * r, 1.1 * r, k), 2)
+        d = 2
+        while clean and len(np.unique(g)) < k and d < 12 and r != 0:
+            d += 1
+            g = np.round(np.linspace(0.9 * r, 1.1 * r, k), d)
+        grids.append(g)
+    combos = np.array(np.meshgrid(*grids)).T.reshape(-1, p)
+    if clean:
+        seen, rows = set(), []
+        for row in combos:
+            if tuple(row) not in seen:
+                seen.add(tuple(row))
+                rows.append(row)
+        combos = np.array(rows)
+        if len(combos) < n:
+            with pytest.raises(DataError, match="distinct"):
+                _train_grid(ref, n, (0.9, 1.1), clean)
+            return
+    got = _train_grid(ref, n, (0.9, 1.1), clean)
+    np.testing.assert_array_equal(got, combos[:n])
+
+
+def test_cli_reports_a_bad_family_file_in_one_line(tmp_path, capsys):
+    from mixerdsr.cli import main
+
+    bad = tmp_path / "bad.toml"
+    bad.write_text(_toml("train = {envs = 1, trajectories = 1}", [("nan", ["log(x0)"], [], [[-1.0], [-2.0]], 5.0)]))
+    out = tmp_path / "x.npz"
+    rc = main(["data", "generate", "--families", str(bad), "--out", str(out), "--quiet"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2
+    assert len(err) == 1 and err[0].startswith("error: ")
+    assert str(bad) in err[0] and "family[0] (nan)" in err[0] and "not finite" in err[0]
+    assert not out.exists()

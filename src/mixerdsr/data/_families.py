@@ -50,6 +50,18 @@ no reference IC (all ``n`` drawn); every parameter grid is rounded to the fewest
 that makes its values distinct, so no two environments of a split coincide, and adaptation
 environments are rounded to the fewest decimals (>= 2) that makes them distinct from each other
 and from every training environment; integration uses ``rtol = 1e-8``, ``atol = 1e-10``.
+
+**Limits** (checked when a file is parsed or a plan is made, before anything is allocated or
+integrated; each refusal is a :class:`DataError` naming the key, the value and the limit):
+at most :data:`MAX_ENVS` environments per family and split, :data:`MAX_TRAJECTORIES` trajectories
+per environment, :data:`MAX_STEPS` time points, :data:`MAX_VALUES` stored values per split
+(families x envs x trajectories x steps x largest dimension), a horizon of at most
+:data:`MAX_HORIZON` whose grid ``T/steps`` has distinct points, a seed below ``2**32``, and
+finite environment parameters. While integrating, a right-hand side that is not finite at a state
+the solver visits stops generation with a :class:`DataError` naming the file, family, environment
+parameters, time and state (the solver would otherwise fail late or not at all), and each trajectory
+may use at most :data:`MAX_RHS_EVALS` right-hand-side evaluations (a stiff system or a very long
+horizon hits this cap instead of running without end; the message says what to change).
 """
 
 from __future__ import annotations
@@ -93,6 +105,22 @@ IC_EPS = 1e-3
 CLEAN_RTOL = 1e-8
 CLEAN_ATOL = 1e-10
 _MAX_DECIMALS = 12
+
+#: Most environments per family in one split.
+MAX_ENVS = 10_000
+#: Most trajectories per environment.
+MAX_TRAJECTORIES = 100_000
+#: Most time points per trajectory (``protocol.steps``).
+MAX_STEPS = 100_000
+#: Most stored values in one split: families x envs x trajectories x steps x largest dimension
+#: (800 MB as float64).
+MAX_VALUES = 100_000_000
+#: Largest time horizon of a family (rescale time for slower systems).
+MAX_HORIZON = 1e6
+#: Most right-hand-side evaluations for one trajectory (RK45 uses six per step). Every built-in
+#: family needs a few thousand at most, also with the clean protocol's tolerances.
+MAX_RHS_EVALS = 500_000
+_MAX_SEED = 2**32 - 1  # np.random.RandomState accepts seeds in [0, 2**32 - 1]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -182,7 +210,7 @@ class FamilySpec:
             for k, v in splits.items():
                 if k not in SPLITS:
                     raise DataError(f"{self.source}: unknown split '{k}' (expected one of {list(SPLITS)})")
-                lay = v if isinstance(v, SplitLayout) else SplitLayout(*(int(a) for a in v))
+                lay = v if isinstance(v, SplitLayout) else SplitLayout(*v)
                 _check_layout(self.source, k, lay)
                 new[k] = lay
             changes["splits"] = new
@@ -217,9 +245,15 @@ def _num(src: str, key: str, v: Any) -> float:
     return float(v)
 
 
-def _int(src: str, key: str, v: Any, lo: int = 1) -> int:
-    if isinstance(v, bool) or not isinstance(v, int) or v < lo:
-        raise DataError(f"{src}: key '{key}': expected an integer >= {lo}, found {v!r}")
+def _int(src: str, key: str, v: Any, lo: int = 1, hi: int | None = None) -> int:
+    bounds = f">= {lo}" if hi is None else f"in [{lo}, {hi}]"
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+        hint = " (a float; write integers without a decimal point or exponent)" if isinstance(v, float) else ""
+        raise DataError(f"{src}: key '{key}': expected an integer {bounds}, found {v!r}{hint}")
+    if v < lo:
+        raise DataError(f"{src}: key '{key}': expected an integer {bounds}, found {v!r}")
+    if hi is not None and v > hi:
+        raise DataError(f"{src}: key '{key}': {v!r} is above the allowed maximum {hi}")
     return int(v)
 
 
@@ -233,9 +267,44 @@ def _range(src: str, key: str, v: Any) -> tuple[float, float]:
 
 
 def _check_layout(src: str, split: str, lay: SplitLayout) -> None:
-    if lay.envs < 1 or lay.trajectories < 1:
-        raise DataError(f"{src}: key 'protocol.{split}': expected envs >= 1 and trajectories >= 1, "
-                        f"found envs={lay.envs}, trajectories={lay.trajectories}")
+    _int(src, f"protocol.{split}.envs", lay.envs, hi=MAX_ENVS)
+    _int(src, f"protocol.{split}.trajectories", lay.trajectories, hi=MAX_TRAJECTORIES)
+
+
+def _check_grid(src: str, where: str, horizon: float, steps: int) -> None:
+    """The time grid ``arange(0, T, T/steps)`` must have ``steps`` distinct points."""
+    if not 0 < horizon <= MAX_HORIZON:
+        raise DataError(f"{src}: {where}.horizon: expected a number in (0, {MAX_HORIZON:g}], found {horizon!r} "
+                        f"(rescale time for slower systems)")
+    dt = horizon / steps
+    ok = dt >= np.finfo(np.float64).tiny
+    if ok:
+        t = time_grid(horizon, steps)
+        ok = len(t) == steps and bool(np.all(np.diff(t) > 0))
+    if not ok:
+        raise DataError(f"{src}: {where}.horizon: {horizon!r} is too small for {steps} distinct time points "
+                        f"(protocol.steps)")
+
+
+def _check_sizes(spec: FamilySpec, names: Sequence[str], seed: Any = None) -> None:
+    """Refuse protocols too large to store or nonsensical to integrate (before any work is done)."""
+    src, proto = spec.source, spec.protocol
+    _int(src, "protocol.seed" if seed is None else "seed", proto.seed if seed is None else seed, lo=0, hi=_MAX_SEED)
+    steps = _int(src, "protocol.steps", proto.steps, lo=2, hi=MAX_STEPS)
+    for i, f in enumerate(spec.families):
+        _check_grid(src, f"family[{i}] ({f.name})", f.horizon, steps)
+    dmax = max(f.dims for f in spec.families)
+    for sp in names:
+        if sp not in proto.splits:
+            continue
+        lay = proto.splits[sp]
+        _check_layout(src, sp, lay)
+        total = len(spec.families) * lay.envs * lay.trajectories * steps * dmax
+        if total > MAX_VALUES:
+            raise DataError(f"{src}: split '{sp}' would store {total:,} values ({len(spec.families)} families x "
+                            f"{lay.envs} envs x {lay.trajectories} trajectories x {steps} steps x {dmax} dims), "
+                            f"above the allowed maximum {MAX_VALUES:,}; lower protocol.{sp}.envs, "
+                            f"protocol.{sp}.trajectories or protocol.steps")
 
 
 def _unknown(src: str, where: str, d: Mapping[str, Any], allowed: set[str]) -> None:
@@ -276,6 +345,9 @@ def _parse_family(src: str, i: int, d: Any) -> FamilyDef:
     horizon = _num(src, f"{where}.horizon", d["horizon"])
     if horizon <= 0:
         raise DataError(f"{src}: {where}.horizon: expected a positive number, found {horizon!r}")
+    if horizon > MAX_HORIZON:
+        raise DataError(f"{src}: {where}.horizon: {horizon!r} is above the allowed maximum {MAX_HORIZON:g} "
+                        f"(rescale time for slower systems)")
     try:
         fn = compile_rhs(rhs, dims, len(params_t))
     except DataError as err:
@@ -307,8 +379,8 @@ def _spec_from_dict(d: Mapping[str, Any], src: str) -> FamilySpec:
         v = p[sp]
         if not isinstance(v, Mapping) or set(v) != {"envs", "trajectories"}:
             raise DataError(f"{src}: key 'protocol.{sp}': expected {{envs = N, trajectories = M}}, found {v!r}")
-        lay = SplitLayout(_int(src, f"protocol.{sp}.envs", v["envs"]),
-                          _int(src, f"protocol.{sp}.trajectories", v["trajectories"]))
+        lay = SplitLayout(_int(src, f"protocol.{sp}.envs", v["envs"], hi=MAX_ENVS),
+                          _int(src, f"protocol.{sp}.trajectories", v["trajectories"], hi=MAX_TRAJECTORIES))
         splits[sp] = lay
     if not splits:
         raise DataError(f"{src}: [protocol]: expected at least one split among {list(SPLITS)}")
@@ -317,13 +389,15 @@ def _spec_from_dict(d: Mapping[str, Any], src: str) -> FamilySpec:
         raise DataError(f"{src}: key 'protocol.clean': expected true or false, found {clean!r}")
     proto = Protocol(
         splits=splits,
-        seed=_int(src, "protocol.seed", p.get("seed", 2024), lo=0),
-        steps=_int(src, "protocol.steps", p.get("steps", 100), lo=2),
+        seed=_int(src, "protocol.seed", p.get("seed", 2024), lo=0, hi=_MAX_SEED),
+        steps=_int(src, "protocol.steps", p.get("steps", 100), lo=2, hi=MAX_STEPS),
         train_range=_range(src, "protocol.train_range", p.get("train_range", [0.9, 1.1])),
         adapt_range=_range(src, "protocol.adapt_range", p.get("adapt_range", [0.8, 1.2])),
         clean=clean,
     )
-    return FamilySpec(name=name, families=families, protocol=proto, description=desc, source=src)
+    spec = FamilySpec(name=name, families=families, protocol=proto, description=desc, source=src)
+    _check_sizes(spec, list(splits))
+    return spec
 
 
 def parse_family_spec(text: str, source: str = "<string>") -> FamilySpec:
@@ -373,15 +447,30 @@ def time_grid(horizon: float, steps: int) -> np.ndarray:
     return t
 
 
-def _unique_rows(a: np.ndarray) -> np.ndarray:
-    seen: set[tuple[float, ...]] = set()
-    keep = []
-    for i, row in enumerate(a):
-        key = tuple(float(v) for v in row)
-        if key not in seen:
-            seen.add(key)
-            keep.append(i)
-    return a[keep]
+def _grid_rows(grids: Sequence[np.ndarray], n: int) -> np.ndarray:
+    """The first ``n`` rows of ``np.array(np.meshgrid(*grids)).T.reshape(-1, p)``, without building it.
+
+    That array's row index counts in mixed radix with the index into ``grids[1]`` fastest, then
+    ``grids[0]``, then ``grids[2]``, ..., ``grids[p-1]`` slowest (``meshgrid``'s ``xy`` indexing swaps
+    the first two axes). Building the whole grid would take ``k**p`` rows, far too many for
+    families with many parameters.
+    """
+    p = len(grids)
+    total = math.prod(len(g) for g in grids)
+    r = np.arange(min(n, total), dtype=np.int64)
+    order = [1, 0, *range(2, p)] if p >= 2 else [0]
+    out = np.empty((len(r), p), dtype=np.float64)
+    for ax in order:
+        k = len(grids[ax])
+        out[:, ax] = np.asarray(grids[ax], dtype=np.float64)[r % k]
+        r = r // k
+    return out
+
+
+def _first_unique(g: np.ndarray) -> np.ndarray:
+    """``g`` without repeated values, first occurrences in their original order."""
+    _, idx = np.unique(g, return_index=True)
+    return g[np.sort(idx)]
 
 
 def _train_grid(ref: np.ndarray, n_envs: int, rng: tuple[float, float], clean: bool) -> np.ndarray:
@@ -402,13 +491,16 @@ def _train_grid(ref: np.ndarray, n_envs: int, rng: tuple[float, float], clean: b
                 d += 1
                 g = np.round(np.linspace(lo * r, hi * r, k), d)
         grids.append(g)
-    combos = np.array(np.meshgrid(*grids)).T.reshape(-1, p)
     if clean:
-        combos = _unique_rows(combos)
-        if len(combos) < n_envs:
-            raise DataError(f"clean protocol: only {len(combos)} distinct environments can be made from "
+        # The distinct rows of the full grid, in order of first appearance, are exactly the rows of the
+        # grid built from each parameter's distinct values (a row with a repeated value's later index
+        # comes after the same row with its first index).
+        grids = [_first_unique(g) for g in grids]
+        n_distinct = math.prod(len(g) for g in grids)
+        if n_distinct < n_envs:
+            raise DataError(f"clean protocol: only {n_distinct} distinct environments can be made from "
                             f"reference parameters {ref.tolist()} and range {list(rng)}, {n_envs} requested")
-    return combos[:n_envs]
+    return _grid_rows(grids, n_envs)
 
 
 def _adapt_envs(ref: np.ndarray, n_envs: int, rng: tuple[float, float], clean: bool,
@@ -478,14 +570,22 @@ def plan_families(spec: FamilySpec | str | os.PathLike, seed: int | None = None,
     spec = load_family_spec(spec)
     proto = spec.protocol
     names = [s for s in SPLITS if s in proto.splits] if splits is None else list(splits)
-    out: dict[str, list[FamilyPlan]] = {}
     for sp in names:
         if sp not in proto.splits:
             raise DataError(f"{spec.source}: split '{sp}' is not in the protocol (has {list(proto.splits)})")
+    _check_sizes(spec, names, seed)
+    out: dict[str, list[FamilyPlan]] = {}
+    for sp in names:
         ics = initial_conditions(spec, sp, seed)
-        out[sp] = [FamilyPlan(family=i, params=env_parameters(spec, i, sp), ics=ics[i],
-                              t=time_grid(f.horizon, proto.steps))
-                   for i, f in enumerate(spec.families)]
+        plans = []
+        for i, f in enumerate(spec.families):
+            with np.errstate(over="ignore", invalid="ignore"):  # reported just below
+                params = env_parameters(spec, i, sp)
+            if not np.all(np.isfinite(params)):
+                raise DataError(f"{spec.source}: family[{i}] ({f.name}), split {sp}: environment parameters are "
+                                f"not finite ({params.tolist()}); check params and the parameter ranges")
+            plans.append(FamilyPlan(family=i, params=params, ics=ics[i], t=time_grid(f.horizon, proto.steps)))
+        out[sp] = plans
     return out
 
 
@@ -493,17 +593,58 @@ def plan_families(spec: FamilySpec | str | os.PathLike, seed: int | None = None,
 # Integration
 # ----------------------------------------------------------------------------------------------
 
+def _brief(v: np.ndarray, n: int = 8) -> str:
+    """A 1-D array as a short list (at most ``n`` values shown)."""
+    vals = [float(a) for a in np.asarray(v).reshape(-1)]
+    body = ", ".join(f"{a:.6g}" for a in vals[:n])
+    return f"[{body}{', ...' if len(vals) > n else ''}]"
+
+
+class _StopIntegration(Exception):
+    """Raised inside the solver's right-hand side to end one integration (message completes ``where``)."""
+
+
 def _integrate(fam: FamilyDef, params: np.ndarray, ic: np.ndarray, t: np.ndarray, clean: bool,
-               where: str) -> np.ndarray:
+               where: str, max_evals: int | None = None) -> np.ndarray:
+    """One trajectory, ``[len(t), dims]``; :class:`DataError` (prefixed with ``where``) on any failure.
+
+    The right-hand side is wrapped to stop at the first non-finite value (before the solver can
+    loop on NaN step sizes) and after ``max_evals`` evaluations (default :data:`MAX_RHS_EVALS`).
+    The wrapper only observes: it returns the same values, so results do not change.
+    """
     from scipy.integrate import solve_ivp
 
     assert fam.fn is not None
+    limit = MAX_RHS_EVALS if max_evals is None else int(max_evals)
+    what = f"parameters {_brief(params)}, initial condition {_brief(ic)}"
+    base = fam.fn.scipy_fun(params)
+    isfinite = np.isfinite
+    count = 0
+
+    def fun(tt: float, y: np.ndarray) -> np.ndarray:
+        nonlocal count
+        count += 1
+        if count > limit:
+            raise _StopIntegration(
+                f"integration stopped after {limit:,} right-hand-side evaluations at t = {tt:.6g} of horizon "
+                f"{fam.horizon:g} ({what}): the system is too stiff or the horizon too long for the explicit "
+                f"RK45 solver; use a shorter horizon or less stiff parameters")
+        dy = base(tt, y)
+        if not isfinite(dy).all():
+            raise _StopIntegration(
+                f"integration failed: the right-hand side is not finite ({_brief(dy)}) at t = {tt:.6g}, "
+                f"state {_brief(y)} ({what}); check the expressions' domain (log or sqrt of negative "
+                f"numbers, division by zero) or a solution that blows up")
+        return dy
+
     kw: dict[str, Any] = {"rtol": CLEAN_RTOL, "atol": CLEAN_ATOL} if clean else {}
-    with np.errstate(all="ignore"):
-        sol = solve_ivp(fam.fn.scipy_fun(params), (0.0, fam.horizon), ic, method="RK45", t_eval=t, **kw)
+    try:
+        with np.errstate(all="ignore"):
+            sol = solve_ivp(fun, (0.0, fam.horizon), ic, method="RK45", t_eval=t, **kw)
+    except _StopIntegration as stop:
+        raise DataError(f"{where}: {stop}") from None
     if sol.status != 0 or sol.y.shape[1] != len(t) or not np.all(np.isfinite(sol.y)):
-        raise DataError(f"{where}: integration failed for parameters {params.tolist()} and initial condition "
-                        f"{ic.tolist()} ({sol.message})")
+        raise DataError(f"{where}: integration failed ({what}): {sol.message}")
     return sol.y.T
 
 
@@ -561,7 +702,8 @@ def generate_families(spec: FamilySpec | str | os.PathLike | Mapping[str, Any], 
             x = np.zeros((n_env, n_traj, len(plan.t), dmax), dtype=np.float64)
             for e in range(n_env):
                 for j in range(n_traj):
-                    where = f"{spec.source}: family {fam.label} ({fam.name}), split {sp}, env {e}, trajectory {j}"
+                    where = (f"{spec.source}: family[{i}] ({fam.name}{'' if fam.id is None else f', id {fam.id}'}), "
+                             f"split {sp}, env {e}, trajectory {j}")
                     x[e, j, :, :fam.dims] = _integrate(fam, plan.params[e], plan.ics[j], plan.t, proto.clean, where)
             arrays[sp].append(x)
     if bar is not None:
