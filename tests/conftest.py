@@ -2,10 +2,42 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
+
+import jax
 import numpy as np
 import pytest
 
 from mixerdsr import EnvData
+
+
+def pytest_configure(config):
+    """One persistent compilation cache for the test session: the same computation traced by
+    several tests (a fresh ``jit`` closure per call of ``make_outer_step``, say) is compiled once.
+    ``MIXERDSR_TEST_JAX_CACHE`` names a folder to keep it across sessions."""
+    folder = os.environ.get("MIXERDSR_TEST_JAX_CACHE")
+    if not folder:
+        folder = tempfile.mkdtemp(prefix="mixerdsr-jax-cache-")
+        config._mixerdsr_cache = folder  # removed at the end of the session
+    jax.config.update("jax_compilation_cache_dir", folder)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
+def pytest_unconfigure(config):
+    folder = getattr(config, "_mixerdsr_cache", None)
+    if folder:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _free_compiled_functions():
+    """Drop the in-memory compiled functions after each test module (memory stays bounded; a
+    later module that needs one again loads it from the persistent cache)."""
+    yield
+    jax.clear_caches()
 
 
 def tiny_ode_split(n_traj: int = 3, n_times: int = 12, seed: int = 0, split: str = "train",
