@@ -3,13 +3,20 @@
 The public API is what this module re-exports.
 """
 
+from . import metrics as metrics
+from ._config import Config as Config
+from ._config import list_presets as list_presets
+from ._config import load_config as load_config
+from ._diagnostics import diagnose as diagnose
+from ._run import evaluate_split as evaluate_split
+from ._run import run as run
+from ._run import train as train
 from .data import DataError as DataError
 from .data import EnvData as EnvData
-from .data import load_dataset as load_dataset
-from .data import save_dataset as save_dataset
 from .data import generate_dataset as generate_dataset
 from .data import list_datasets as list_datasets
-from . import metrics as metrics
+from .data import load_dataset as load_dataset
+from .data import save_dataset as save_dataset
 from .metrics import adjusted_rand_index as adjusted_rand_index
 from .metrics import matched_accuracy as matched_accuracy
 from .metrics import mse as mse
@@ -18,21 +25,12 @@ from .metrics import per_env_rel_mse as per_env_rel_mse
 from .metrics import purity as purity
 from .metrics import rel_mse as rel_mse
 from .metrics import tprmse as tprmse
-
-from ._config import Config as Config
-from ._config import load_config as load_config
-from ._config import list_presets as list_presets
 from .mixer import MixER as MixER
 from .mixer import make_mixer as make_mixer
 from .training import adapt_contexts as adapt_contexts
 from .training import expert_starts as expert_starts
 from .training import predict as predict
 from .training import routes as routes
-from ._run import evaluate_split as evaluate_split
-from ._run import run as run
-from ._run import train as train
-
-from ._diagnostics import diagnose as diagnose
 
 
 def _version() -> str:

@@ -131,8 +131,10 @@ class Config:
             if not (math.isfinite(v) and low_ok and (hi is None or v <= hi)):
                 raise ValueError(f"config '{k}': expected {what}, found {v!r}")
         if self.split_context and self.context_size % self.experts:
-            raise ValueError(f"config 'context_size': {self.context_size} is not divisible by experts = "
-                             f"{self.experts} (needed for context splitting; set split_context = false)")
+            raise ValueError(
+                f"config 'context_size': {self.context_size} is not divisible by experts = "
+                f"{self.experts} (needed for context splitting; set split_context = false)"
+            )
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], source: str = "<dict>") -> "Config":
@@ -140,25 +142,49 @@ class Config:
         return cls(**_flatten(d, source))
 
 
-_CHOICES = {"backbone": ("geps", "coda", "ncf", "shplrnn"), "gate": ("lstsq", "gradient", "frozen"),
-            "centroid_init": ("data", "kmeans++", "uniform"), "empty_cluster": ("reseed", "skip"),
-            "adapt_init": ("zeros", "mean", "experts")}
+_CHOICES = {
+    "backbone": ("geps", "coda", "ncf", "shplrnn"),
+    "gate": ("lstsq", "gradient", "frozen"),
+    "centroid_init": ("data", "kmeans++", "uniform"),
+    "empty_cluster": ("reseed", "skip"),
+    "adapt_init": ("zeros", "mean", "experts"),
+}
 
 _SEED_MAX = 2**32 - 1
 #: settings whose lowest value in ``_RANGES`` is excluded
 _POSITIVE = {"rtol", "atol", "lr_contexts", "lr_weights", "adapt_lr", "tprmse_eps", "lr_decay"}
 #: key -> (lowest, highest, description) of numeric settings (None = unbounded).
 _RANGES: dict[str, tuple[float | None, float | None, str]] = {
-    **{k: (1, None, "an integer >= 1") for k in (
-        "experts", "context_size", "outer_steps", "inner_steps", "gate_every", "time_stride", "width", "depth",
-        "ncf_pool", "hidden", "kmeans_iters", "max_steps", "val_every", "checkpoint_every", "adapt_steps")},
+    **{
+        k: (1, None, "an integer >= 1")
+        for k in (
+            "experts",
+            "context_size",
+            "outer_steps",
+            "inner_steps",
+            "gate_every",
+            "time_stride",
+            "width",
+            "depth",
+            "ncf_pool",
+            "hidden",
+            "kmeans_iters",
+            "max_steps",
+            "val_every",
+            "checkpoint_every",
+            "adapt_steps",
+        )
+    },
     **{k: (0, None, "an integer >= 0") for k in ("val_trajectories", "ncf_taylor_order", "batch_envs")},
     **{k: (0, _SEED_MAX, f"an integer in 0..{_SEED_MAX}") for k in ("seed", "data_seed")},
     "gate_chunk": (-1, None, "an integer >= -1 (-1 = the training batch size, 0 = all envs at once)"),
-    **{k: (0, None, "a finite number >= 0") for k in ("kmeans_tol", "gate_noise", "importance_weight",
-                                                      "proximal_beta")},
-    **{k: (0, None, "a finite number > 0") for k in ("rtol", "atol", "lr_contexts", "lr_weights", "adapt_lr",
-                                                     "tprmse_eps")},
+    **{
+        k: (0, None, "a finite number >= 0") for k in ("kmeans_tol", "gate_noise", "importance_weight", "proximal_beta")
+    },
+    **{
+        k: (0, None, "a finite number > 0")
+        for k in ("rtol", "atol", "lr_contexts", "lr_weights", "adapt_lr", "tprmse_eps")
+    },
     "lr_decay": (0, 1, "a number in (0, 1]"),
     "gate_reassign": (0, 1, "a number in [0, 1] (0 = off)"),
     "teacher_forcing": (0, 1, "a number in [0, 1]"),

@@ -66,15 +66,22 @@ def diagnose(metrics: Mapping[str, Any], history: Sequence[Mapping[str, Any]] = 
     """
     out: list[str] = []
     failed = sum(int(h.get("failed", 0) or 0) for h in history)
-    all_failed = [h["step"] for h in history
-                  if any(h.get(k) is None or not _finite(h.get(k)) for k in ("ctx_loss", "weight_loss"))]
+    all_failed = [
+        h["step"]
+        for h in history
+        if any(h.get(k) is None or not _finite(h.get(k)) for k in ("ctx_loss", "weight_loss"))
+    ]
     if all_failed:
-        out.append(f"every ODE solve of a training batch failed in {len(all_failed)} outer step(s) (first: step "
-                   f"{all_failed[0]}); their losses are not reported. Check the data's scale and time grid, or raise "
-                   "max_steps / loosen rtol")
+        out.append(
+            f"every ODE solve of a training batch failed in {len(all_failed)} outer step(s) (first: step "
+            f"{all_failed[0]}); their losses are not reported. Check the data's scale and time grid, or raise "
+            "max_steps / loosen rtol"
+        )
     elif failed:
-        out.append(f"{failed} environment solves failed during training (solver step limit or non-finite "
-                   "state) and were left out of those losses")
+        out.append(
+            f"{failed} environment solves failed during training (solver step limit or non-finite "
+            "state) and were left out of those losses"
+        )
     for split in ("test", "adapt_test"):
         m = metrics.get(split)
         if not m:
@@ -85,24 +92,32 @@ def diagnose(metrics: Mapping[str, Any], history: Sequence[Mapping[str, Any]] = 
             out.append(f"{split}: relMSE is not finite; the model's predictions diverged")
         if m.get("collapsed_envs"):
             envs = m["collapsed_envs"]
-            out.append(f"{split}: the forecast of {len(envs)} environment(s) {envs} collapses (it barely moves while "
-                       "the data does)")
+            out.append(
+                f"{split}: the forecast of {len(envs)} environment(s) {envs} collapses (it barely moves while "
+                "the data does)"
+            )
     r = metrics.get("routing") or {}
     counts = list(r.get("counts") or [])
     n_env = sum(counts)
     if len(counts) > 1 and n_env:
         idle = [m for m, c in enumerate(counts) if c == 0]
         if idle:
-            out.append(f"expert(s) {idle} received no training environment (idle): {len(counts) - len(idle)} of "
-                       f"{len(counts)} experts do all the work; families may be merged on one expert")
+            out.append(
+                f"expert(s) {idle} received no training environment (idle): {len(counts) - len(idle)} of "
+                f"{len(counts)} experts do all the work; families may be merged on one expert"
+            )
         top = int(np.argmax(counts))
         if not idle and counts[top] >= DOMINANT_SHARE * n_env and n_env >= 2 * len(counts):
-            out.append(f"expert {top} holds {counts[top]} of {n_env} training environments; with {len(counts)} "
-                       "experts, families may be merged")
+            out.append(
+                f"expert {top} holds {counts[top]} of {n_env} training environments; with {len(counts)} "
+                "experts, families may be merged"
+            )
     ad, te = metrics.get("adapt_test") or {}, metrics.get("test") or {}
     a, t = ad.get("rel_mse"), te.get("rel_mse")
     if _finite(a) and _finite(t) and a > ADAPT_RATIO * t and a > ADAPT_FLOOR:
-        out.append(f"adaptation relMSE {a:.3g} is {a / max(t, 1e-12):.0f}x the test relMSE {t:.3g}: the new "
-                   "environments are fitted much worse than the training ones (check which expert each was routed "
-                   "to: routing.adapt_experts)")
+        out.append(
+            f"adaptation relMSE {a:.3g} is {a / max(t, 1e-12):.0f}x the test relMSE {t:.3g}: the new "
+            "environments are fitted much worse than the training ones (check which expert each was routed "
+            "to: routing.adapt_experts)"
+        )
     return out

@@ -34,10 +34,29 @@ from .data import EnvData, check_splits, load_dataset, read_meta, save_dataset
 from .data._registry import load_run_dataset
 from .downstream import run_downstream
 from .gating import STATUS_NAMES
-from .training import (TrainData, TrainState, adapt_contexts, expert_starts, init_state, make_outer_step, predict,
-                       routes, solver_config, split_validation)
+from .training import (
+    TrainData,
+    TrainState,
+    adapt_contexts,
+    expert_starts,
+    init_state,
+    make_outer_step,
+    predict,
+    routes,
+    solver_config,
+    split_validation,
+)
 
-__all__ = ["run", "train", "evaluate_split", "TrainResult", "check_resume", "read_history", "run_lock", "RunLockedError"]
+__all__ = [
+    "run",
+    "train",
+    "evaluate_split",
+    "TrainResult",
+    "check_resume",
+    "read_history",
+    "run_lock",
+    "RunLockedError",
+]
 
 
 class TrainResult(dict):
@@ -82,14 +101,19 @@ def check_resume(ckpt: Path, cfg: Config) -> None:
         ValueError: naming the checkpoint and every setting that differs (stored vs given).
     """
     stored, _ = read_checkpoint_config(ckpt)
-    mismatch = {k: (stored.get(k), v) for k, v in cfg.to_dict().items()
-                if k not in _RESUMABLE and k != "outer_steps" and stored.get(k) != v}
+    mismatch = {
+        k: (stored.get(k), v)
+        for k, v in cfg.to_dict().items()
+        if k not in _RESUMABLE and k != "outer_steps" and stored.get(k) != v
+    }
     if mismatch:
         diff = ", ".join(f"{k}: checkpoint {a!r}, given {b!r}" for k, (a, b) in mismatch.items())
         raise ValueError(f"{ckpt}: cannot resume, the configuration differs ({diff})")
     if stored.get("outer_steps") != cfg.outer_steps:
-        raise ValueError(f"{ckpt}: cannot resume with outer_steps={cfg.outer_steps} (checkpoint: "
-                         f"{stored.get('outer_steps')}; the learning-rate schedule depends on it)")
+        raise ValueError(
+            f"{ckpt}: cannot resume with outer_steps={cfg.outer_steps} (checkpoint: "
+            f"{stored.get('outer_steps')}; the learning-rate schedule depends on it)"
+        )
 
 
 def read_history(path: Path, log: Callable[[str], None] = print) -> list[dict[str, Any]]:
@@ -113,8 +137,15 @@ def read_history(path: Path, log: Callable[[str], None] = print) -> list[dict[st
     return out
 
 
-def train(cfg: Config, train_split: EnvData, *, out_dir: str | Path | None = None, resume: bool = False,
-          progress: bool = True, log: Callable[[str], None] = print) -> TrainResult:
+def train(
+    cfg: Config,
+    train_split: EnvData,
+    *,
+    out_dir: str | Path | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> TrainResult:
     """Train a MixER layer on one split with proximal alternating minimisation.
 
     Args:
@@ -173,15 +204,24 @@ def train(cfg: Config, train_split: EnvData, *, out_dir: str | Path | None = Non
             r = np.asarray(routes(state.model, state.contexts))
             status = Counter(STATUS_NAMES[int(v)] for v in info["gate_status"] if v >= 0)
             rec: dict[str, Any] = {
-                "step": s, "ctx_loss": float(np.mean(info["ctx_loss"])), "weight_loss": float(np.mean(info["weight_loss"])),
-                "failed": int(np.sum(info["failed"])), "gate_updates": dict(status),
-                "routes": np.bincount(r, minlength=cfg.experts).tolist(), "seconds": times[-1]}
+                "step": s,
+                "ctx_loss": float(np.mean(info["ctx_loss"])),
+                "weight_loss": float(np.mean(info["weight_loss"])),
+                "failed": int(np.sum(info["failed"])),
+                "gate_updates": dict(status),
+                "routes": np.bincount(r, minlength=cfg.experts).tolist(),
+                "seconds": times[-1],
+            }
             if (s + 1) % cfg.val_every == 0 or s == cfg.outer_steps - 1:
                 val = _val_rel_mse(state.model, state.contexts, x_val, data.t, cfg)
                 rec["val_rel_mse"] = val
                 if math.isfinite(val) and val < float(state.best_val):
-                    state = state._replace(best_model=state.model, best_contexts=state.contexts,
-                                           best_val=jnp.asarray(val, jnp.float32), best_step=jnp.asarray(s, jnp.int32))
+                    state = state._replace(
+                        best_model=state.model,
+                        best_contexts=state.contexts,
+                        best_val=jnp.asarray(val, jnp.float32),
+                        best_step=jnp.asarray(s, jnp.int32),
+                    )
             if s in snaps:
                 rec["gate_probs"] = np.asarray(jax.vmap(state.model.gate_probs)(state.contexts)).round(4).tolist()
             history.append(rec)
@@ -201,19 +241,29 @@ def train(cfg: Config, train_split: EnvData, *, out_dir: str | Path | None = Non
         save()
         if bar is not None:
             bar.close()
-        log(f"interrupted at outer step {int(state.step)}; checkpoint saved"
-            + (f" to {ckpt}; continue with --resume" if ckpt else ""))
+        log(
+            f"interrupted at outer step {int(state.step)}; checkpoint saved"
+            + (f" to {ckpt}; continue with --resume" if ckpt else "")
+        )
         raise
     if bar is not None:
         bar.close()
     steady = times[1:] if len(times) > 1 else times
-    timing = {"compile_seconds": (times[0] - float(np.median(steady))) if len(times) > 1 and start == 0 else None,
-              "seconds_per_outer_step": float(np.mean(steady)) if steady else None,
-              "total_seconds": float(np.sum(times))}
+    timing = {
+        "compile_seconds": (times[0] - float(np.median(steady))) if len(times) > 1 and start == 0 else None,
+        "seconds_per_outer_step": float(np.mean(steady)) if steady else None,
+        "total_seconds": float(np.sum(times)),
+    }
     use_best = bool(np.isfinite(float(state.best_val)))
-    return TrainResult(state=state, model=state.best_model if use_best else state.model,
-                       contexts=state.best_contexts if use_best else state.contexts, history=history,
-                       timing=timing, best_step=int(state.best_step), data=data)
+    return TrainResult(
+        state=state,
+        model=state.best_model if use_best else state.model,
+        contexts=state.best_contexts if use_best else state.contexts,
+        history=history,
+        timing=timing,
+        best_step=int(state.best_step),
+        data=data,
+    )
 
 
 def evaluate_split(model, contexts, split: EnvData, cfg: Config) -> tuple[dict[str, Any], np.ndarray]:
@@ -242,13 +292,17 @@ def evaluate_split(model, contexts, split: EnvData, cfg: Config) -> tuple[dict[s
     if model.kind == "sequence":
         tf, _ = predict(model, contexts, x, split.t.astype(np.float32), solver_config(cfg), alpha=cfg.teacher_forcing)
         tf, yy = jnp.asarray(tf[:, :, 1:]), jnp.asarray(x[:, :, 1:])
-        out.update(teacher_forcing=cfg.teacher_forcing, teacher_forced_mse=float(M.mse(tf, yy)),
-                   teacher_forced_rel_mse=float(M.rel_mse(tf, yy)))
+        out.update(
+            teacher_forcing=cfg.teacher_forcing,
+            teacher_forced_mse=float(M.mse(tf, yy)),
+            teacher_forced_rel_mse=float(M.rel_mse(tf, yy)),
+        )
     return out, pred
 
 
-def _load_data(cfg: Config, out: Path, log, progress: bool = True, reuse: bool = False
-               ) -> tuple[dict[str, EnvData], dict[str, Any]]:
+def _load_data(
+    cfg: Config, out: Path, log, progress: bool = True, reuse: bool = False
+) -> tuple[dict[str, EnvData], dict[str, Any]]:
     """The run's dataset. ``out/data.npz`` is reused only when resuming (the checkpoint's
     configuration, ``data`` included, was checked first); otherwise the source is loaded or
     generated again and the cached copy replaced."""
@@ -259,8 +313,9 @@ def _load_data(cfg: Config, out: Path, log, progress: bool = True, reuse: bool =
     if src.endswith(".npz"):
         return load_dataset(src), read_meta(src)
     log(f"loading dataset {src} ...")
-    splits, meta = load_run_dataset(src, cfg.data_seed, test_file=cfg.test_file, standardize=cfg.standardize,
-                                    progress=progress)
+    splits, meta = load_run_dataset(
+        src, cfg.data_seed, test_file=cfg.test_file, standardize=cfg.standardize, progress=progress
+    )
     save_dataset(cached, splits, meta)
     return splits, meta
 
@@ -291,8 +346,10 @@ def run_lock(out: Path) -> Iterator[None]:
         except BlockingIOError:
             fh.seek(0)
             holder = fh.read().strip() or "unknown"
-            raise RunLockedError(f"{out}: another mixerdsr run (process {holder}) is using this directory; wait "
-                                 f"for it to finish or choose another --out") from None
+            raise RunLockedError(
+                f"{out}: another mixerdsr run (process {holder}) is using this directory; wait "
+                f"for it to finish or choose another --out"
+            ) from None
         fh.seek(0)
         fh.truncate()
         fh.write(str(os.getpid()))
@@ -302,9 +359,16 @@ def run_lock(out: Path) -> Iterator[None]:
         fh.close()
 
 
-def run(cfg: Config, out_dir: str | Path, *, resume: bool = False, progress: bool = True,
-        log: Callable[[str], None] = print, splits: dict[str, EnvData] | None = None,
-        meta: dict[str, Any] | None = None) -> dict[str, Any]:
+def run(
+    cfg: Config,
+    out_dir: str | Path,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+    splits: dict[str, EnvData] | None = None,
+    meta: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """The main job: train, adapt, evaluate, and write everything to ``out_dir``.
 
     Args:
@@ -331,16 +395,25 @@ def run(cfg: Config, out_dir: str | Path, *, resume: bool = False, progress: boo
         return _run_locked(cfg, out, resume=resume, progress=progress, log=log, splits=splits, meta=meta)
 
 
-def _run_locked(cfg: Config, out: Path, *, resume: bool, progress: bool, log: Callable[[str], None],
-                splits: dict[str, EnvData] | None, meta: dict[str, Any] | None) -> dict[str, Any]:
+def _run_locked(
+    cfg: Config,
+    out: Path,
+    *,
+    resume: bool,
+    progress: bool,
+    log: Callable[[str], None],
+    splits: dict[str, EnvData] | None,
+    meta: dict[str, Any] | None,
+) -> dict[str, Any]:
     from .plots import _training as P
 
     ckpt = out / "checkpoint.npz"
     if resume and ckpt.exists():
         check_resume(ckpt, cfg)  # before anything in the directory is overwritten
     elif not resume and ckpt.exists():
-        raise ValueError(f"{out} already holds a run (checkpoint.npz); pass --resume to continue it "
-                         f"or choose another --out")
+        raise ValueError(
+            f"{out} already holds a run (checkpoint.npz); pass --resume to continue it or choose another --out"
+        )
     if splits is None:
         splits, meta = _load_data(cfg, out, log, progress, reuse=resume)
     if "train" not in splits:
@@ -354,8 +427,10 @@ def _run_locked(cfg: Config, out: Path, *, resume: bool, progress: bool, log: Ca
     preds: dict[str, np.ndarray] = {}
     for name in ("train", "test"):
         if name in splits:
-            log(f"evaluating the {name} split ({splits[name].n_envs} envs x {splits[name].n_trajectories} "
-                "trajectories) ...")
+            log(
+                f"evaluating the {name} split ({splits[name].n_envs} envs x {splits[name].n_trajectories} "
+                "trajectories) ..."
+            )
             m, preds[name] = evaluate_split(model, contexts, splits[name], cfg)
             metrics[name] = m
     adapted, ar = None, None
@@ -369,9 +444,17 @@ def _run_locked(cfg: Config, out: Path, *, resume: bool, progress: bool, log: Ca
         n_starts = 1 if starts is None else int(starts.shape[0])
         log(f"adapting {ad.n_envs} new environments ({n_starts} start(s) x {cfg.adapt_steps} steps) ...")
         t0 = time.perf_counter()
-        adapted, _ = adapt_contexts(model, ad.x.astype(np.float32), ad.t.astype(np.float32), steps=cfg.adapt_steps,
-                                    lr=cfg.adapt_lr, init=init, solver=solver_config(cfg),
-                                    joint=cfg.adapt_joint, starts=starts)
+        adapted, _ = adapt_contexts(
+            model,
+            ad.x.astype(np.float32),
+            ad.t.astype(np.float32),
+            steps=cfg.adapt_steps,
+            lr=cfg.adapt_lr,
+            init=init,
+            solver=solver_config(cfg),
+            joint=cfg.adapt_joint,
+            starts=starts,
+        )
         adapt_seconds = time.perf_counter() - t0
         target = splits.get("adapt_test", splits["adapt_train"])
         log(f"evaluating the adapted environments ({adapt_seconds:.1f} s for adaptation) ...")
@@ -382,14 +465,19 @@ def _run_locked(cfg: Config, out: Path, *, resume: bool, progress: bool, log: Ca
         metrics["adapt_test"] = m
     r = np.asarray(routes(model, contexts))
     fam = splits["train"].family
-    metrics["routing"] = {"experts": r.tolist(), "counts": np.bincount(r, minlength=cfg.experts).tolist(),
-                          "purity": M.purity(r, fam), "ari": M.adjusted_rand_index(r, fam),
-                          "adapt_experts": ar.tolist() if ar is not None else None}
+    metrics["routing"] = {
+        "experts": r.tolist(),
+        "counts": np.bincount(r, minlength=cfg.experts).tolist(),
+        "purity": M.purity(r, fam),
+        "ari": M.adjusted_rand_index(r, fam),
+        "adapt_experts": ar.tolist() if ar is not None else None,
+    }
     gate_counts: Counter = Counter()
     for h in res["history"]:
         gate_counts.update(h.get("gate_updates", {}))
-    downstream, ds_figs = run_downstream(out, meta or {}, splits, contexts, r, adapted, ar, n_experts=cfg.experts,
-                                         seed=cfg.seed)
+    downstream, ds_figs = run_downstream(
+        out, meta or {}, splits, contexts, r, adapted, ar, n_experts=cfg.experts, seed=cfg.seed
+    )
     if downstream is not None:
         metrics["downstream"] = downstream
     metrics["gate_updates"] = dict(gate_counts)
@@ -401,8 +489,17 @@ def _run_locked(cfg: Config, out: Path, *, resume: bool, progress: bool, log: Ca
         log(f"warning: {w}")
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     held = splits.get("adapt_test", splits.get("adapt_train"))
-    np.savez(out / "contexts.npz", train=np.asarray(contexts), train_routes=r, train_family=fam,
-             **({"adapt": np.asarray(adapted), "adapt_routes": ar, "adapt_family": held.family} if adapted is not None else {}))
+    np.savez(
+        out / "contexts.npz",
+        train=np.asarray(contexts),
+        train_routes=r,
+        train_family=fam,
+        **(
+            {"adapt": np.asarray(adapted), "adapt_routes": ar, "adapt_family": held.family}
+            if adapted is not None
+            else {}
+        ),
+    )
     log("writing plots and report.md ...")
     figs = P.plot_run(out, res["history"], splits, preds, metrics) + ds_figs
     P.write_report(out, metrics, figs)

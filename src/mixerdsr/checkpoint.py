@@ -32,7 +32,9 @@ def _json_bytes(obj: Any) -> np.ndarray:
     return np.frombuffer(json.dumps(obj).encode(), dtype=np.uint8)
 
 
-def save_checkpoint(path: str | os.PathLike, state: Any, config: dict[str, Any], extra: dict[str, Any] | None = None) -> Path:
+def save_checkpoint(
+    path: str | os.PathLike, state: Any, config: dict[str, Any], extra: dict[str, Any] | None = None
+) -> Path:
     """Write ``state`` (any pytree of arrays), ``config`` and ``extra`` (JSON-able) atomically."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -66,11 +68,14 @@ def _open(path: str | os.PathLike):
     try:
         z = np.load(path, allow_pickle=False)
     except _READ_ERRORS as err:
-        raise CheckpointError(f"{path}: not a readable mixerdsr checkpoint (.npz) file ({type(err).__name__}: "
-                              f"{err})") from None
+        raise CheckpointError(
+            f"{path}: not a readable mixerdsr checkpoint (.npz) file ({type(err).__name__}: {err})"
+        ) from None
     if not isinstance(z, np.lib.npyio.NpzFile) or "__config__" not in z.files:
-        raise CheckpointError(f"{path}: not a mixerdsr checkpoint (expected a .npz file with keys '__config__', "
-                              f"'__extra__' and 'leaf/NNNNN')")
+        raise CheckpointError(
+            f"{path}: not a mixerdsr checkpoint (expected a .npz file with keys '__config__', "
+            f"'__extra__' and 'leaf/NNNNN')"
+        )
     return z
 
 
@@ -78,8 +83,9 @@ def _json_entry(path: Any, z: Any, key: str) -> dict[str, Any]:
     try:
         value = json.loads(z[key].tobytes()) if key in z.files else {}
     except _READ_ERRORS as err:
-        raise CheckpointError(f"{path}: key '{key}': expected UTF-8 JSON bytes, found unreadable content "
-                              f"({type(err).__name__}: {err})") from None
+        raise CheckpointError(
+            f"{path}: key '{key}': expected UTF-8 JSON bytes, found unreadable content ({type(err).__name__}: {err})"
+        ) from None
     if not isinstance(value, dict):
         raise CheckpointError(f"{path}: key '{key}': expected a JSON object, found {type(value).__name__}")
     return value
@@ -108,18 +114,24 @@ def load_checkpoint(path: str | os.PathLike, template: Any) -> tuple[Any, dict[s
     with _open(path) as z:
         keys = sorted(k for k in z.files if k.startswith("leaf/"))
         if len(keys) != len(leaves):
-            raise CheckpointError(f"{path}: expected {len(leaves)} arrays for this configuration, found {len(keys)} "
-                                  "(a checkpoint of another configuration or of another mixerdsr version?)")
+            raise CheckpointError(
+                f"{path}: expected {len(leaves)} arrays for this configuration, found {len(keys)} "
+                "(a checkpoint of another configuration or of another mixerdsr version?)"
+            )
         new = []
         for k, ref in zip(keys, leaves):
             try:
                 a = z[k]
             except _READ_ERRORS as err:
-                raise CheckpointError(f"{path}: key '{k}': unreadable ({type(err).__name__}: {err}); the file is "
-                                      "damaged (truncated or overwritten)") from None
+                raise CheckpointError(
+                    f"{path}: key '{k}': unreadable ({type(err).__name__}: {err}); the file is "
+                    "damaged (truncated or overwritten)"
+                ) from None
             ref = np.asarray(ref)
             if a.shape != ref.shape or a.dtype != ref.dtype:
-                raise CheckpointError(f"{path}: key '{k}': expected {ref.dtype}{list(ref.shape)}, found {a.dtype}{list(a.shape)}")
+                raise CheckpointError(
+                    f"{path}: key '{k}': expected {ref.dtype}{list(ref.shape)}, found {a.dtype}{list(a.shape)}"
+                )
             new.append(jnp.asarray(a))
         config, extra = _json_entry(path, z, "__config__"), _json_entry(path, z, "__extra__")
     return jax.tree.unflatten(treedef, new), config, extra

@@ -59,6 +59,7 @@ def _print_help(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace
 # data commands
 # ----------------------------------------------------------------------------------------------
 
+
 def _cmd_data_list(args: argparse.Namespace) -> int:
     from .data import list_datasets
 
@@ -101,8 +102,10 @@ def _cmd_data_show(args: argparse.Namespace) -> int:
     order = [s for s in SPLITS if s in splits] + [s for s in splits if s not in SPLITS]
     for sp in order:
         d = splits[sp]
-        print(f"\n{sp}: x {tuple(d.x.shape)} [envs, trajectories, times, dims], t {tuple(d.t.shape)}, "
-              f"dtype {d.x.dtype}, t in [{float(d.t.min()):.4g}, {float(d.t.max()):.4g}]")
+        print(
+            f"\n{sp}: x {tuple(d.x.shape)} [envs, trajectories, times, dims], t {tuple(d.t.shape)}, "
+            f"dtype {d.x.dtype}, t in [{float(d.t.min()):.4g}, {float(d.t.max()):.4g}]"
+        )
         fams, counts = np.unique(d.family, return_counts=True)
         parts = []
         for f, c in zip(fams.tolist(), counts.tolist()):
@@ -127,16 +130,22 @@ def _cmd_data_show(args: argparse.Namespace) -> int:
 
 def _add_data_commands(sub: Any) -> None:
     """The ``data`` group: ``list``, ``generate``, ``show``."""
-    data = sub.add_parser("data", help="list, generate and inspect datasets",
-                          description="List, generate and inspect multi-environment datasets.")
+    data = sub.add_parser(
+        "data",
+        help="list, generate and inspect datasets",
+        description="List, generate and inspect multi-environment datasets.",
+    )
     data.set_defaults(func=_print_help(data))
     dsub = data.add_subparsers(dest="data_command", metavar="SUBCOMMAND")
 
     p = dsub.add_parser("list", help="list the built-in datasets")
     p.set_defaults(func=_cmd_data_list)
 
-    p = dsub.add_parser("generate", help="generate a dataset into one .npz file",
-                        description="Generate a built-in benchmark (NAME) or the families of a TOML file.")
+    p = dsub.add_parser(
+        "generate",
+        help="generate a dataset into one .npz file",
+        description="Generate a built-in benchmark (NAME) or the families of a TOML file.",
+    )
     p.add_argument("name", nargs="?", metavar="NAME", help="built-in dataset name (see `mixerdsr data list`)")
     p.add_argument("--families", metavar="FILE.toml", help="a TOML family file instead of a name")
     p.add_argument("--seed", type=_nonneg_int, default=None, help="generator seed (default: the dataset's own)")
@@ -144,11 +153,18 @@ def _add_data_commands(sub: Any) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar or summary")
     p.set_defaults(func=_cmd_data_generate)
 
-    p = dsub.add_parser("show", help="summarise a dataset .npz and plot it",
-                        description="Per split: shapes, families, environment parameters; writes an overview PNG.")
+    p = dsub.add_parser(
+        "show",
+        help="summarise a dataset .npz and plot it",
+        description="Per split: shapes, families, environment parameters; writes an overview PNG.",
+    )
     p.add_argument("file", metavar="F.npz", help="dataset file")
-    p.add_argument("--plot", metavar="P.png", default=None,
-                   help="where to write the overview figure (default: the dataset's name with .png)")
+    p.add_argument(
+        "--plot",
+        metavar="P.png",
+        default=None,
+        help="where to write the overview figure (default: the dataset's name with .png)",
+    )
     p.add_argument("--no-plot", action="store_true", help="print the summary only, write no figure")
     p.add_argument("--split", default=None, help="split to plot (default: train)")
     p.add_argument("--max-traj", type=int, default=4, help="trajectories per family in the plot")
@@ -183,10 +199,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
         cfg = load_config(preset, args.config, **overrides)
     except ValueError as err:
         raise CLIError(str(err)) from None
-    out = args.out or os.path.join("runs", f"{os.path.basename(cfg.data).removesuffix('.npz')}-{cfg.backbone}"
-                                           f"-m{cfg.experts}-{cfg.gate}-s{cfg.seed}")
-    print(f"mixerdsr run: data={cfg.data} backbone={cfg.backbone} experts={cfg.experts} gate={cfg.gate} "
-          f"outer_steps={cfg.outer_steps} -> {out}")
+    out = args.out or os.path.join(
+        "runs",
+        f"{os.path.basename(cfg.data).removesuffix('.npz')}-{cfg.backbone}-m{cfg.experts}-{cfg.gate}-s{cfg.seed}",
+    )
+    print(
+        f"mixerdsr run: data={cfg.data} backbone={cfg.backbone} experts={cfg.experts} gate={cfg.gate} "
+        f"outer_steps={cfg.outer_steps} -> {out}"
+    )
     try:
         m = run(cfg, out, resume=args.resume, progress=not args.quiet)
     except KeyboardInterrupt:
@@ -196,17 +216,31 @@ def _cmd_run(args: argparse.Namespace) -> int:
         raise CLIError(str(err)) from None
     for split in ("test", "adapt_test"):
         if split in m:
-            print(f"{split:>10}: relMSE {_num(m[split]['rel_mse'])}  MSE {_num(m[split]['mse'])}  "
-                  f"TPRMSE {_num(m[split]['tprmse'], '.1f')}%")
+            print(
+                f"{split:>10}: relMSE {_num(m[split]['rel_mse'])}  MSE {_num(m[split]['mse'])}  "
+                f"TPRMSE {_num(m[split]['tprmse'], '.1f')}%"
+            )
     r = m["routing"]
     print(f"   routing: counts {r['counts']}  purity {_num(r['purity'], '.3g')}  ARI {_num(r['ari'], '.3g')}")
     if m.get("warnings"):
         print(f"  warnings: {len(m['warnings'])} (listed above and in report.md)")
     ds = m.get("downstream") or {}
-    keys = [k for k in ("context_kmeans_ari", "context_kmeans_accuracy", "raw_kmeans_ari", "raw_kmeans_accuracy",
-                        "logreg_accuracy", "logreg_train_accuracy") if k in ds]
+    keys = [
+        k
+        for k in (
+            "context_kmeans_ari",
+            "context_kmeans_accuracy",
+            "raw_kmeans_ari",
+            "raw_kmeans_accuracy",
+            "logreg_accuracy",
+            "logreg_train_accuracy",
+        )
+        if k in ds
+    ]
     if keys:
-        print("downstream: " + "  ".join(f"{k} {ds[k]:.3f}" if isinstance(ds[k], float) else f"{k} {ds[k]}" for k in keys))
+        print(
+            "downstream: " + "  ".join(f"{k} {ds[k]:.3f}" if isinstance(ds[k], float) else f"{k} {ds[k]}" for k in keys)
+        )
     print(f"    report: {os.path.join(out, 'report.md')}")
     return 0
 
@@ -220,19 +254,29 @@ def _cmd_presets(args: argparse.Namespace) -> int:
 
 
 def _add_run_commands(sub: Any) -> None:
-    p = sub.add_parser("run", help="train + adapt + evaluate + plots (the main job)",
-                       description="Train a MixER layer, adapt to new environments, evaluate, and write "
-                                   "config, checkpoint, history.jsonl, metrics.json, plots and report.md to --out.")
-    p.add_argument("--preset", default=None, help="built-in configuration (see `mixerdsr presets`; default odebench-2 unless --config is given)")
+    p = sub.add_parser(
+        "run",
+        help="train + adapt + evaluate + plots (the main job)",
+        description="Train a MixER layer, adapt to new environments, evaluate, and write "
+        "config, checkpoint, history.jsonl, metrics.json, plots and report.md to --out.",
+    )
+    p.add_argument(
+        "--preset",
+        default=None,
+        help="built-in configuration (see `mixerdsr presets`; default odebench-2 unless --config is given)",
+    )
     p.add_argument("--config", metavar="FILE.toml", default=None, help="configuration file (overrides the preset)")
     for flag, (key, typ, hlp) in _RUN_FLAGS.items():
         p.add_argument(flag, dest=key, type=typ, default=None, help=hlp)
     p.add_argument("--out", metavar="DIR", default=None, help="output directory (default: runs/<data>-<backbone>-...)")
     p.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument("--low-memory", action="store_true",
-                   help="compile the training step without XLA's CPU fusion emitters: a lower memory peak while "
-                        "compiling, slower gradient steps (figures in docs/performance.md)")
+    p.add_argument(
+        "--low-memory",
+        action="store_true",
+        help="compile the training step without XLA's CPU fusion emitters: a lower memory peak while "
+        "compiling, slower gradient steps (figures in docs/performance.md)",
+    )
     p.set_defaults(func=_cmd_run)
     q = sub.add_parser("presets", help="list the built-in run configurations")
     q.set_defaults(func=_cmd_presets)
@@ -241,6 +285,7 @@ def _add_run_commands(sub: Any) -> None:
 # ----------------------------------------------------------------------------------------------
 # contexts (export learned contexts and routes of a run)
 # ----------------------------------------------------------------------------------------------
+
 
 def _cmd_contexts(args: argparse.Namespace) -> int:
     import numpy as np
@@ -253,8 +298,9 @@ def _cmd_contexts(args: argparse.Namespace) -> int:
         with np.load(src, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
     except (ValueError, EOFError, OSError, KeyError, zipfile.BadZipFile, zlib.error) as err:
-        raise CLIError(f"{src}: not a readable contexts file ({type(err).__name__}: {err}); run the job again to "
-                       "rewrite it") from None
+        raise CLIError(
+            f"{src}: not a readable contexts file ({type(err).__name__}: {err}); run the job again to rewrite it"
+        ) from None
     rows = []  # (split, env, family, route, context)
     for split, key in (("train", "train"), ("adapt", "adapt")):
         if key not in arrays:
@@ -285,11 +331,14 @@ def _cmd_contexts(args: argparse.Namespace) -> int:
 
 
 def _add_contexts_commands(sub: Any) -> None:
-    p = sub.add_parser("contexts", help="export the learned contexts and routes of a run (.npz or CSV)",
-                       description="Export the training and adapted contexts of a `mixerdsr run` output directory, "
-                                   "with each environment's route (expert) and family label (-1 = unknown). "
-                                   "CSV columns: split, env, family, route, ctx_0 .. ctx_{d-1}; .npz keys: train, "
-                                   "train_routes, train_family, adapt, adapt_routes, adapt_family.")
+    p = sub.add_parser(
+        "contexts",
+        help="export the learned contexts and routes of a run (.npz or CSV)",
+        description="Export the training and adapted contexts of a `mixerdsr run` output directory, "
+        "with each environment's route (expert) and family label (-1 = unknown). "
+        "CSV columns: split, env, family, route, ctx_0 .. ctx_{d-1}; .npz keys: train, "
+        "train_routes, train_family, adapt, adapt_routes, adapt_family.",
+    )
     p.add_argument("run_dir", metavar="RUN_DIR", help="output directory of `mixerdsr run`")
     p.add_argument("--out", metavar="F.npz|F.csv", default=None, help="output file (default: CSV on stdout)")
     p.set_defaults(func=_cmd_contexts)
@@ -302,8 +351,8 @@ COMMAND_GROUPS: list[Callable[[Any], None]] = [_add_data_commands, _add_run_comm
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser; its subparsers action is kept as ``parser.subparsers``."""
     parser = argparse.ArgumentParser(
-        prog="mixerdsr",
-        description="Hierarchical dynamical system reconstruction with MixER.")
+        prog="mixerdsr", description="Hierarchical dynamical system reconstruction with MixER."
+    )
     parser.add_argument("--version", action="version", version=f"mixerdsr {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     parser.subparsers = sub  # type: ignore[attr-defined]

@@ -42,8 +42,9 @@ def _pca2(fit_on: np.ndarray, *arrays: np.ndarray) -> list[np.ndarray]:
     return out
 
 
-def kmeans_scores(x: np.ndarray, labels: np.ndarray, n_clusters: int, *, seed: int = 0,
-                  init_means: np.ndarray | None = None) -> tuple[dict[str, float], np.ndarray]:
+def kmeans_scores(
+    x: np.ndarray, labels: np.ndarray, n_clusters: int, *, seed: int = 0, init_means: np.ndarray | None = None
+) -> tuple[dict[str, float], np.ndarray]:
     """K-means on ``x [N, F]`` scored against ``labels``: ``({"ari", "accuracy"}, assignment)``.
 
     ``init_means`` (``[n_clusters, F]``) starts K-means there (one run) instead of k-means++.
@@ -69,8 +70,15 @@ def _routing(routes: np.ndarray, labels: np.ndarray, n_experts: int) -> dict[str
     return {"purity": M.purity(routes, labels), "ari": M.adjusted_rand_index(routes, labels), "table": table.tolist()}
 
 
-def sccts_downstream(train: EnvData, contexts: np.ndarray, routes: np.ndarray, n_experts: int, *, seed: int = 0,
-                     superfamily: np.ndarray | None = None) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+def sccts_downstream(
+    train: EnvData,
+    contexts: np.ndarray,
+    routes: np.ndarray,
+    n_experts: int,
+    *,
+    seed: int = 0,
+    superfamily: np.ndarray | None = None,
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """SCCTS scores; returns ``(metrics, labelings)`` (``labelings``: K-means assignments for plots).
 
     Keys: ``context_kmeans_ari``, ``context_kmeans_accuracy``, ``raw_kmeans_ari``,
@@ -101,9 +109,17 @@ def sccts_downstream(train: EnvData, contexts: np.ndarray, routes: np.ndarray, n
     return out, labelings
 
 
-def epilepsy2_downstream(train: EnvData, held_out: EnvData, contexts: np.ndarray, adapted: np.ndarray,
-                         routes: np.ndarray, adapted_routes: np.ndarray, n_experts: int, *, seed: int = 0
-                         ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+def epilepsy2_downstream(
+    train: EnvData,
+    held_out: EnvData,
+    contexts: np.ndarray,
+    adapted: np.ndarray,
+    routes: np.ndarray,
+    adapted_routes: np.ndarray,
+    n_experts: int,
+    *,
+    seed: int = 0,
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Epilepsy2 scores: ``logreg_accuracy`` (held-out contexts), ``logreg_train_accuracy``,
     ``raw_logreg_accuracy``/``raw_logreg_train_accuracy`` (the same on the raw series), routing
     purity/ARI on training and held-out series. Held-out series without labels (``-1``) are
@@ -112,7 +128,11 @@ def epilepsy2_downstream(train: EnvData, held_out: EnvData, contexts: np.ndarray
 
     ytr, yte = np.asarray(train.family), np.asarray(held_out.family)
     known = yte >= 0
-    out: dict[str, Any] = {"n_train": int(ytr.size), "n_held_out": int(yte.size), "n_held_out_labelled": int(known.sum())}
+    out: dict[str, Any] = {
+        "n_train": int(ytr.size),
+        "n_held_out": int(yte.size),
+        "n_held_out_labelled": int(known.sum()),
+    }
     labelings: dict[str, np.ndarray] = {}
     raw_tr = train.x[:, 0].reshape(train.n_envs, -1)
     raw_te = held_out.x[:, 0].reshape(held_out.n_envs, -1)
@@ -127,8 +147,18 @@ def epilepsy2_downstream(train: EnvData, held_out: EnvData, contexts: np.ndarray
     return out, labelings
 
 
-def run_downstream(out: Path, meta: Mapping[str, Any], splits: Mapping[str, EnvData], contexts, routes, adapted=None,
-                   adapted_routes=None, *, n_experts: int, seed: int = 0) -> tuple[dict[str, Any] | None, list[tuple[str, str]]]:
+def run_downstream(
+    out: Path,
+    meta: Mapping[str, Any],
+    splits: Mapping[str, EnvData],
+    contexts,
+    routes,
+    adapted=None,
+    adapted_routes=None,
+    *,
+    n_experts: int,
+    seed: int = 0,
+) -> tuple[dict[str, Any] | None, list[tuple[str, str]]]:
     """The downstream section of a run and its figures ``[(caption, file name)]``.
 
     Chooses the analysis by ``meta["name"]``: ``"sccts"`` or ``"epilepsy2"``; anything else
@@ -139,20 +169,25 @@ def run_downstream(out: Path, meta: Mapping[str, Any], splits: Mapping[str, EnvD
     name = str(meta.get("name", "")).lower()
     contexts, routes = np.asarray(contexts), np.asarray(routes)
     source = meta.get("source")
-    info = {"dataset": name, "data_source": source,
-            "data": "generator" if source == "generator" else "file"}
+    info = {"dataset": name, "data_source": source, "data": "generator" if source == "generator" else "file"}
     if name == "sccts":
         train = splits["train"]
         sup = meta.get("superfamily")
-        res, lab = sccts_downstream(train, contexts, routes, n_experts, seed=seed,
-                                    superfamily=None if sup is None else np.asarray(sup))
+        res, lab = sccts_downstream(
+            train, contexts, routes, n_experts, seed=seed, superfamily=None if sup is None else np.asarray(sup)
+        )
         (pts,) = _pca2(contexts)
         names = train.family_names
-        plot_context_pca(out / "contexts_pca.png", pts, [
-            ("true classes", train.family, names),
-            (f"K-means on contexts (ARI {res['context_kmeans_ari']:.2f})", lab["context_kmeans"], None),
-            (f"expert routes (family ARI {res['routing_families']['ari']:.2f})", routes, None)],
-            title="SCCTS: PCA of the learned contexts")
+        plot_context_pca(
+            out / "contexts_pca.png",
+            pts,
+            [
+                ("true classes", train.family, names),
+                (f"K-means on contexts (ARI {res['context_kmeans_ari']:.2f})", lab["context_kmeans"], None),
+                (f"expert routes (family ARI {res['routing_families']['ari']:.2f})", routes, None),
+            ],
+            title="SCCTS: PCA of the learned contexts",
+        )
         return {**info, **res}, [("PCA of the learned contexts (cf. paper Figure 6)", "contexts_pca.png")]
     if name == "epilepsy2" and adapted is not None:
         train, held = splits["train"], splits.get("adapt_test", splits["adapt_train"])
@@ -163,9 +198,16 @@ def run_downstream(out: Path, meta: Mapping[str, Any], splits: Mapping[str, EnvD
         groups = np.r_[np.zeros(len(pts_tr), int), np.ones(len(pts_te), int)]
         names = train.family_names
         acc = res["logreg_accuracy"]
-        plot_context_pca(out / "contexts_pca.png", pts, [
-            ("true labels", np.r_[train.family, held.family], names),
-            ("expert routes", np.r_[routes, adapted_routes], None)], markers=groups,
-            title="Epilepsy2: PCA of contexts" + (f" (logistic regression held-out accuracy {acc:.2f})" if acc is not None else ""))
+        plot_context_pca(
+            out / "contexts_pca.png",
+            pts,
+            [
+                ("true labels", np.r_[train.family, held.family], names),
+                ("expert routes", np.r_[routes, adapted_routes], None),
+            ],
+            markers=groups,
+            title="Epilepsy2: PCA of contexts"
+            + (f" (logistic regression held-out accuracy {acc:.2f})" if acc is not None else ""),
+        )
         return {**info, **res}, [("PCA of training and held-out contexts (cf. paper Figure 7)", "contexts_pca.png")]
     return None, []

@@ -25,8 +25,21 @@ from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
 from ._rand import normal
 
 __all__ = [
-    "GateConfig", "GateState", "KMeansResult", "STATUS_NAMES", "OK", "RESEEDED", "SKIPPED_EMPTY", "DEGENERATE",
-    "init_centroids", "kmeans", "cluster_medians", "greedy_pairing", "reassign_targets", "fit_gate", "gate_init",
+    "GateConfig",
+    "GateState",
+    "KMeansResult",
+    "STATUS_NAMES",
+    "OK",
+    "RESEEDED",
+    "SKIPPED_EMPTY",
+    "DEGENERATE",
+    "init_centroids",
+    "kmeans",
+    "cluster_medians",
+    "greedy_pairing",
+    "reassign_targets",
+    "fit_gate",
+    "gate_init",
     "gate_update",
 ]
 
@@ -91,7 +104,9 @@ def _l1(x: Float[Array, "E d"], c: Float[Array, "M d"]) -> Float[Array, "E M"]:
     return jnp.abs(x[:, None, :] - c[None, :, :]).sum(-1)
 
 
-def init_centroids(key: PRNGKeyArray, x: Float[Array, "E d"], n_clusters: int, method: str = "data") -> Float[Array, "M d"]:
+def init_centroids(
+    key: PRNGKeyArray, x: Float[Array, "E d"], n_clusters: int, method: str = "data"
+) -> Float[Array, "M d"]:
     """Initial centroids: ``"data"`` (distinct random points; needs E >= M), ``"kmeans++"`` or ``"uniform"``."""
     n = x.shape[0]
     if method == "uniform":
@@ -118,8 +133,14 @@ def init_centroids(key: PRNGKeyArray, x: Float[Array, "E d"], n_clusters: int, m
     return cent
 
 
-def kmeans(x: Float[Array, "E d"], centroids: Float[Array, "M d"], *, max_iters: int = 20, tol: float = 1e-3,
-           empty: str = "reseed") -> KMeansResult:
+def kmeans(
+    x: Float[Array, "E d"],
+    centroids: Float[Array, "M d"],
+    *,
+    max_iters: int = 20,
+    tol: float = 1e-3,
+    empty: str = "reseed",
+) -> KMeansResult:
     """Lloyd's K-means with L1 assignment and mean update (Algorithm 2).
 
     Args:
@@ -247,9 +268,16 @@ def gate_init(n_experts: int, context_size: int, dtype=jnp.float32) -> GateState
     return GateState(jnp.zeros((n_experts, context_size), dtype), jnp.zeros((), bool))
 
 
-def gate_update(gate: Float[Array, "d1 M"], state: GateState, contexts: Float[Array, "E d"],
-                expert_losses: Callable[[], Any], key: PRNGKeyArray,
-                config: GateConfig = GateConfig(), *, aux_default: Any = None):
+def gate_update(
+    gate: Float[Array, "d1 M"],
+    state: GateState,
+    contexts: Float[Array, "E d"],
+    expert_losses: Callable[[], Any],
+    key: PRNGKeyArray,
+    config: GateConfig = GateConfig(),
+    *,
+    aux_default: Any = None,
+):
     """One gate update (Algorithm 1).
 
     Args:
@@ -271,8 +299,9 @@ def gate_update(gate: Float[Array, "d1 M"], state: GateState, contexts: Float[Ar
     """
     n_experts = gate.shape[1]
     kinit, knoise = jax.random.split(key)
-    start = jnp.where(state.valid, state.centroids,
-                      init_centroids(kinit, contexts, n_experts, config.init).astype(contexts.dtype))
+    start = jnp.where(
+        state.valid, state.centroids, init_centroids(kinit, contexts, n_experts, config.init).astype(contexts.dtype)
+    )
     res = kmeans(contexts, start, max_iters=config.kmeans_iters, tol=config.kmeans_tol, empty=config.empty)
     ok = res.status <= RESEEDED
     with_aux = aux_default is not None

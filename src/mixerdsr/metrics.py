@@ -109,8 +109,13 @@ def per_env_mse(pred: Float[ArrayLike, "E *rest T D"], true: Float[ArrayLike, "E
 
 
 @functools.partial(jax.jit, static_argnames=("clamp",))
-def rel_mse(pred: Float[ArrayLike, "*batch T D"], true: Float[ArrayLike, "*batch T D"], *, clamp: bool = False,
-            eps: float = 1e-6) -> Float[Array, ""]:
+def rel_mse(
+    pred: Float[ArrayLike, "*batch T D"],
+    true: Float[ArrayLike, "*batch T D"],
+    *,
+    clamp: bool = False,
+    eps: float = 1e-6,
+) -> Float[Array, ""]:
     """Relative MSE, paper Eq. 9, over all states of the batch.
 
     ``mean over states s of ||pred_s - true_s||^2 / ||true_s||^2`` where states with
@@ -158,8 +163,13 @@ def traj_rel_l2(pred: Float[ArrayLike, "*batch T D"], true: Float[ArrayLike, "*b
 
 
 @functools.partial(jax.jit, static_argnames=("clamp",))
-def per_env_rel_mse(pred: Float[ArrayLike, "E *rest T D"], true: Float[ArrayLike, "E *rest T D"], *,
-                    clamp: bool = False, eps: float = 1e-6) -> Float[Array, " E"]:
+def per_env_rel_mse(
+    pred: Float[ArrayLike, "E *rest T D"],
+    true: Float[ArrayLike, "E *rest T D"],
+    *,
+    clamp: bool = False,
+    eps: float = 1e-6,
+) -> Float[Array, " E"]:
     """:func:`rel_mse` of every environment (``RelMSE_e`` of Eq. 10).
 
     Each environment's value is the mean of the per-state ratios over its valid states (all its
@@ -199,8 +209,14 @@ def tprmse_from_values(per_env: Float[ArrayLike, " E"], eps: float = 0.1) -> Flo
 
 
 @functools.partial(jax.jit, static_argnames=("clamp",))
-def tprmse(pred: Float[ArrayLike, "E *rest T D"], true: Float[ArrayLike, "E *rest T D"], eps: float = 0.1, *,
-           clamp: bool = False, state_eps: float = 1e-6) -> Float[Array, ""]:
+def tprmse(
+    pred: Float[ArrayLike, "E *rest T D"],
+    true: Float[ArrayLike, "E *rest T D"],
+    eps: float = 0.1,
+    *,
+    clamp: bool = False,
+    state_eps: float = 1e-6,
+) -> Float[Array, ""]:
     """Thresholded Percentage Relative MSE, paper Eq. 10.
 
     ``100 / E * sum_e 1{RelMSE_e < eps}``: the percentage of environments whose relative MSE

@@ -85,8 +85,9 @@ class MixER(eqx.Module):
             return self.gate_probs(ctx)[m]
         return jnp.ones((), ctx.dtype)
 
-    def specialise(self, ctx: Float[Array, " d"], m: Int[Array, ""] | int | None = None,
-                   ctx_pool: Float[Array, " d"] | None = None):
+    def specialise(
+        self, ctx: Float[Array, " d"], m: Int[Array, ""] | int | None = None, ctx_pool: Float[Array, " d"] | None = None
+    ):
         """The network of the environment with context ``ctx`` as a callable ``(t, x, args)``.
 
         Args:
@@ -119,9 +120,20 @@ class _Scaled(eqx.Module):
         return self.scale * self.net(t, x, args)
 
 
-def make_mixer(backbone: str | type[AbstractExpert], state_size: int, context_size: int, n_experts: int = 1, *,
-               split: bool = True, shift: bool = True, gate_mode: str = "lstsq", same_init: bool = True,
-               gate_scale: float = 0.1, key: PRNGKeyArray, **expert_kwargs: Any) -> MixER:
+def make_mixer(
+    backbone: str | type[AbstractExpert],
+    state_size: int,
+    context_size: int,
+    n_experts: int = 1,
+    *,
+    split: bool = True,
+    shift: bool = True,
+    gate_mode: str = "lstsq",
+    same_init: bool = True,
+    gate_scale: float = 0.1,
+    key: PRNGKeyArray,
+    **expert_kwargs: Any,
+) -> MixER:
     """Build a MixER layer.
 
     Args:
@@ -150,8 +162,9 @@ def make_mixer(backbone: str | type[AbstractExpert], state_size: int, context_si
     if split and context_size % n_experts:
         raise ValueError(f"context_size {context_size} is not divisible by n_experts {n_experts} (context splitting)")
     c = context_size // n_experts if split else context_size
-    experts, gate = _init_arrays(backbone, state_size, c, context_size, n_experts, same_init, gate_scale, key,
-                                 expert_kwargs)
+    experts, gate = _init_arrays(
+        backbone, state_size, c, context_size, n_experts, same_init, gate_scale, key, expert_kwargs
+    )
     return MixER(experts, jnp.zeros((n_experts,)), gate, n_experts, context_size, split, shift, gate_mode)
 
 
@@ -165,5 +178,6 @@ def _init_arrays(backbone, state_size, c, context_size, n_experts, same_init, ga
         experts = eqx.combine(jax.tree.map(lambda a: jnp.broadcast_to(a, (n_experts, *a.shape)), dyn), static)
     else:
         experts = eqx.filter_vmap(lambda k: backbone(state_size, c, key=k, **expert_kwargs))(
-            jax.random.split(kexp, n_experts))
+            jax.random.split(kexp, n_experts)
+        )
     return experts, gate_scale * normal(kgate, (context_size + 1, n_experts))

@@ -36,27 +36,42 @@ class SolverConfig:
     teacher_forcing: float = 0.5
 
 
-def solve(net, x0: Float[Array, " D"], t: Float[Array, " T"], config: SolverConfig = SolverConfig()
-          ) -> tuple[Float[Array, "T D"], Bool[Array, ""]]:
+def solve(
+    net, x0: Float[Array, " D"], t: Float[Array, " T"], config: SolverConfig = SolverConfig()
+) -> tuple[Float[Array, "T D"], Bool[Array, ""]]:
     """Integrate the vector field ``net(t, x, args)`` from ``x0`` and save at ``t``.
 
     Returns:
         ``(ys [T, D], ok)``; ``ys`` is zero where the solve failed.
     """
     sol = diffrax.diffeqsolve(
-        diffrax.ODETerm(net), diffrax.Tsit5(), t0=t[0], t1=t[-1], dt0=None, y0=x0,
+        diffrax.ODETerm(net),
+        diffrax.Tsit5(),
+        t0=t[0],
+        t1=t[-1],
+        dt0=None,
+        y0=x0,
         saveat=diffrax.SaveAt(ts=t),
         stepsize_controller=diffrax.PIDController(rtol=config.rtol, atol=config.atol),
-        max_steps=config.max_steps, throw=False)
+        max_steps=config.max_steps,
+        throw=False,
+    )
     ys = sol.ys
     ok = (sol.result == diffrax.RESULTS.successful) & jnp.all(jnp.isfinite(ys))
     return jnp.where(ok, ys, 0.0), ok
 
 
-def env_rollout(model, ctx: Float[Array, " d"], x: Float[Array, "N T D"], t: Float[Array, " T"],
-                config: SolverConfig = SolverConfig(), *, m: Int[Array, ""] | int | None = None,
-                ctx_pool: Float[Array, " d"] | None = None, alpha: float = 1.0
-                ) -> tuple[Float[Array, "N T D"], Bool[Array, " N"]]:
+def env_rollout(
+    model,
+    ctx: Float[Array, " d"],
+    x: Float[Array, "N T D"],
+    t: Float[Array, " T"],
+    config: SolverConfig = SolverConfig(),
+    *,
+    m: Int[Array, ""] | int | None = None,
+    ctx_pool: Float[Array, " d"] | None = None,
+    alpha: float = 1.0,
+) -> tuple[Float[Array, "N T D"], Bool[Array, " N"]]:
     """Predict all trajectories of one environment.
 
     Args:
@@ -101,9 +116,17 @@ def sequence_rollout(net, x: Float[Array, "T D"], alpha: float) -> Float[Array, 
     return jnp.concatenate([z0[None], preds], axis=0)
 
 
-def env_loss(model, ctx: Float[Array, " d"], x: Float[Array, "N T D"], t: Float[Array, " T"],
-             config: SolverConfig = SolverConfig(), *, m=None, ctx_pool=None, alpha: float = 1.0
-             ) -> tuple[Float[Array, ""], Bool[Array, ""]]:
+def env_loss(
+    model,
+    ctx: Float[Array, " d"],
+    x: Float[Array, "N T D"],
+    t: Float[Array, " T"],
+    config: SolverConfig = SolverConfig(),
+    *,
+    m=None,
+    ctx_pool=None,
+    alpha: float = 1.0,
+) -> tuple[Float[Array, ""], Bool[Array, ""]]:
     """Eq. 7 loss of one environment: mean over trajectories and times of ``||pred - x||^2``.
 
     Returns ``(loss, ok)``; ``ok`` is False if any of its solves failed (loss is then 0).

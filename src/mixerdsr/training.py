@@ -34,8 +34,21 @@ from ._config import Config
 from .mixer import MixER, make_mixer
 from .rollout import SolverConfig, env_loss, env_rollout
 
-__all__ = ["TrainState", "TrainData", "LossCache", "build_model", "init_state", "make_outer_step", "expert_losses",
-           "predict", "adapt_contexts", "routes", "split_validation", "solver_config", "gate_config"]
+__all__ = [
+    "TrainState",
+    "TrainData",
+    "LossCache",
+    "build_model",
+    "init_state",
+    "make_outer_step",
+    "expert_losses",
+    "predict",
+    "adapt_contexts",
+    "routes",
+    "split_validation",
+    "solver_config",
+    "gate_config",
+]
 
 
 class TrainData(NamedTuple):
@@ -81,8 +94,14 @@ def solver_config(cfg: Config) -> SolverConfig:
 
 
 def gate_config(cfg: Config) -> gating.GateConfig:
-    return gating.GateConfig(kmeans_iters=cfg.kmeans_iters, kmeans_tol=cfg.kmeans_tol, noise=cfg.gate_noise,
-                             init=cfg.centroid_init, empty=cfg.empty_cluster, reassign=cfg.gate_reassign)
+    return gating.GateConfig(
+        kmeans_iters=cfg.kmeans_iters,
+        kmeans_tol=cfg.kmeans_tol,
+        noise=cfg.gate_noise,
+        init=cfg.centroid_init,
+        empty=cfg.empty_cluster,
+        reassign=cfg.gate_reassign,
+    )
 
 
 def build_model(cfg: Config, state_size: int, key: PRNGKeyArray) -> MixER:
@@ -94,8 +113,18 @@ def build_model(cfg: Config, state_size: int, key: PRNGKeyArray) -> MixER:
         kw.update(taylor_order=cfg.ncf_taylor_order)
     if cfg.backbone == "shplrnn":
         kw.update(hidden=cfg.hidden)
-    return make_mixer(cfg.backbone, state_size, cfg.context_size, cfg.experts, split=cfg.split_context,
-                      shift=cfg.shift_context, gate_mode=cfg.gate, same_init=cfg.same_init, key=key, **kw)
+    return make_mixer(
+        cfg.backbone,
+        state_size,
+        cfg.context_size,
+        cfg.experts,
+        split=cfg.split_context,
+        shift=cfg.shift_context,
+        gate_mode=cfg.gate,
+        same_init=cfg.same_init,
+        key=key,
+        **kw,
+    )
 
 
 def _filter_spec(model: MixER) -> Any:
@@ -127,10 +156,20 @@ def init_state(cfg: Config, n_envs: int, state_size: int) -> TrainState:
     model = build_model(cfg, state_size, kmodel)
     contexts = jnp.zeros((n_envs, cfg.context_size))
     opt_w, opt_c = _optimisers(cfg)
-    return TrainState(model, contexts, gating.gate_init(cfg.experts, cfg.context_size), opt_w.init(_trained_vector(model)),
-                      opt_c.init(contexts), key, jnp.zeros((), jnp.int32), model, contexts,
-                      jnp.asarray(jnp.inf, jnp.float32), jnp.asarray(-1, jnp.int32),
-                      LossCache(jnp.zeros((cfg.experts, n_envs)), contexts, jnp.zeros((), bool)))
+    return TrainState(
+        model,
+        contexts,
+        gating.gate_init(cfg.experts, cfg.context_size),
+        opt_w.init(_trained_vector(model)),
+        opt_c.init(contexts),
+        key,
+        jnp.zeros((), jnp.int32),
+        model,
+        contexts,
+        jnp.asarray(jnp.inf, jnp.float32),
+        jnp.asarray(-1, jnp.int32),
+        LossCache(jnp.zeros((cfg.experts, n_envs)), contexts, jnp.zeros((), bool)),
+    )
 
 
 def _sanitize(tree: Any) -> Any:
@@ -188,8 +227,9 @@ def _batch_loss(model: MixER, contexts, idx, data: TrainData, cfg: Config, solve
     return loss, jnp.sum(~ok)
 
 
-def expert_losses(model: MixER, contexts: Float[Array, "E d"], data: TrainData, solver: SolverConfig,
-                  *, chunk: int = 0) -> Float[Array, "M E"]:
+def expert_losses(
+    model: MixER, contexts: Float[Array, "E d"], data: TrainData, solver: SolverConfig, *, chunk: int = 0
+) -> Float[Array, "M E"]:
     """Loss of every expert on every environment (Algorithm 1, line 7).
 
     Failed solves give ``inf``. Sequence experts are scored with the training teacher forcing,
@@ -208,8 +248,9 @@ def expert_losses(model: MixER, contexts: Float[Array, "E d"], data: TrainData, 
     return _expert_losses(model, contexts, data, solver, chunk, None)
 
 
-def _expert_losses(model: MixER, contexts, data: TrainData, solver: SolverConfig, chunk: int,
-                   cache: LossCache | None) -> Float[Array, "M E"]:
+def _expert_losses(
+    model: MixER, contexts, data: TrainData, solver: SolverConfig, chunk: int, cache: LossCache | None
+) -> Float[Array, "M E"]:
     """:func:`expert_losses`, recomputing only the pairs a valid ``cache`` does not hold.
 
     For each expert, the envs whose visible context differs from the cached one are moved to
@@ -279,8 +320,9 @@ def make_outer_step(cfg: Config, n_envs: int):
             return ls, LossCache(ls, contexts, jnp.ones((), bool))
 
         def do(_):
-            new_gate, gs, status, new_cache = gating.gate_update(model.gate, gstate, contexts, losses, key, gcfg,
-                                                                 aux_default=cache)
+            new_gate, gs, status, new_cache = gating.gate_update(
+                model.gate, gstate, contexts, losses, key, gcfg, aux_default=cache
+            )
             return eqx.tree_at(lambda m: m.gate, model, new_gate), gs, new_cache, status.astype(jnp.int32)
 
         def skip(_):
@@ -339,10 +381,19 @@ def make_outer_step(cfg: Config, n_envs: int):
         gate_keys = jax.random.split(kg, 2 * k_inner)
         carry = (state.gate_state, state.contexts, state.opt_contexts, state.model, state.opt_weights, state.loss_cache)
         (gstate, contexts, opt_c_state, model, opt_w_state, cache), (losses, failed, status) = jax.lax.scan(
-            body, carry, (anchors, gate_keys, jnp.arange(2 * k_inner)))
+            body, carry, (anchors, gate_keys, jnp.arange(2 * k_inner))
+        )
 
-        new = state._replace(model=model, contexts=contexts, gate_state=gstate, loss_cache=cache, opt_weights=opt_w_state,
-                             opt_contexts=opt_c_state, key=key, step=state.step + 1)
+        new = state._replace(
+            model=model,
+            contexts=contexts,
+            gate_state=gstate,
+            loss_cache=cache,
+            opt_weights=opt_w_state,
+            opt_contexts=opt_c_state,
+            key=key,
+            step=state.step + 1,
+        )
         losses = jnp.where(failed >= batch, jnp.nan, losses)  # every solve of the batch failed: no loss to report
         info = dict(ctx_loss=losses[:k_inner], weight_loss=losses[k_inner:], failed=failed, gate_status=status)
         return new, info
@@ -374,8 +425,11 @@ def _jit(fn, options: dict[str, Any] | None):
             except jax.errors.JaxRuntimeError as err:
                 if "compile option" not in str(err):
                     raise
-                warnings.warn(f"this jaxlib does not support the XLA options {sorted(options)} ({err}); "
-                              "compiling without them", RuntimeWarning, stacklevel=2)
+                warnings.warn(
+                    f"this jaxlib does not support the XLA options {sorted(options)} ({err}); compiling without them",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
                 use_plain = True
         return plain(*args)
 
@@ -392,9 +446,16 @@ def _predict(model, contexts, x, t, solver, alpha):
     return jax.vmap(lambda c, xe, te: env_rollout(model, c, xe, te, solver, alpha=alpha))(contexts, x, t)
 
 
-def predict(model: MixER, contexts: Float[Array, "E d"], x: Float[Array, "E N T D"], t: Float[Array, "E T"],
-            solver: SolverConfig = SolverConfig(), *, alpha: float = 1.0, chunk: int = 64
-            ) -> tuple[np.ndarray, np.ndarray]:
+def predict(
+    model: MixER,
+    contexts: Float[Array, "E d"],
+    x: Float[Array, "E N T D"],
+    t: Float[Array, "E T"],
+    solver: SolverConfig = SolverConfig(),
+    *,
+    alpha: float = 1.0,
+    chunk: int = 64,
+) -> tuple[np.ndarray, np.ndarray]:
     """Predict every trajectory of every environment (IVPs from their first state; sequence
     experts free-running unless ``alpha < 1``), in chunks of ``chunk`` envs.
 
@@ -407,7 +468,7 @@ def predict(model: MixER, contexts: Float[Array, "E d"], x: Float[Array, "E N T 
         e = min(n, s + chunk)
         # pad the last chunk to a fixed size so that there is one compilation
         pad = chunk - (e - s) if n > chunk else 0
-        sl = lambda a: jnp.concatenate([a[s:e], jnp.repeat(a[e - 1:e], pad, 0)]) if pad else a[s:e]  # noqa: E731
+        sl = lambda a: jnp.concatenate([a[s:e], jnp.repeat(a[e - 1 : e], pad, 0)]) if pad else a[s:e]  # noqa: E731
         p, ok = _predict(model, sl(jnp.asarray(contexts)), sl(jnp.asarray(x)), sl(jnp.asarray(t)), solver, alpha)
         preds.append(np.asarray(p)[: e - s])
         oks.append(np.asarray(ok)[: e - s])
@@ -425,10 +486,18 @@ def split_validation(x: np.ndarray, n_val: int) -> tuple[np.ndarray, np.ndarray 
     return x[:, :-n_val], x[:, -n_val:]
 
 
-def adapt_contexts(model: MixER, x: Float[Array, "E N T D"], t: Float[Array, "E T"], *, steps: int = 500,
-                   lr: float = 1e-2, init: Float[Array, "E d"] | None = None, solver: SolverConfig = SolverConfig(),
-                   joint: bool = False, starts: Float[Array, "S d"] | None = None
-                   ) -> tuple[Float[Array, "E d"], Float[Array, "E steps"]]:
+def adapt_contexts(
+    model: MixER,
+    x: Float[Array, "E N T D"],
+    t: Float[Array, "E T"],
+    *,
+    steps: int = 500,
+    lr: float = 1e-2,
+    init: Float[Array, "E d"] | None = None,
+    solver: SolverConfig = SolverConfig(),
+    joint: bool = False,
+    starts: Float[Array, "S d"] | None = None,
+) -> tuple[Float[Array, "E d"], Float[Array, "E steps"]]:
     """Fit a fresh context for each new environment, everything else frozen.
 
     By default every environment is fitted independently (its own loss and AdaBelief state),
@@ -457,8 +526,19 @@ def adapt_contexts(model: MixER, x: Float[Array, "E N T D"], t: Float[Array, "E 
     """
     x, t = jnp.asarray(x), jnp.asarray(t)
     if starts is not None:
-        fits = [_adapt(model, x, t, jnp.broadcast_to(jnp.asarray(s, x.dtype), (x.shape[0], model.context_size)),
-                       steps, lr, solver, joint) for s in jnp.asarray(starts)]
+        fits = [
+            _adapt(
+                model,
+                x,
+                t,
+                jnp.broadcast_to(jnp.asarray(s, x.dtype), (x.shape[0], model.context_size)),
+                steps,
+                lr,
+                solver,
+                joint,
+            )
+            for s in jnp.asarray(starts)
+        ]
         final = jnp.stack([_final_losses(model, c, x, t, solver) for c, _ in fits])  # [S, E]
         best = jnp.argmin(final, axis=0)
         ctx = jnp.stack([c for c, _ in fits])[best, jnp.arange(x.shape[0])]
@@ -501,10 +581,12 @@ def _adapt(model, x, t, init, steps, lr, solver, joint):
         return _env_losses(model, c, xe, te, solver)[0]
 
     if joint:
+
         def body_joint(carry, _):
             c, s = carry
-            (_, losses), g = jax.value_and_grad(lambda cc: (lambda ls: (ls.mean(), ls))(env_losses(cc, x, t)),
-                                                has_aux=True)(c)
+            (_, losses), g = jax.value_and_grad(
+                lambda cc: (lambda ls: (ls.mean(), ls))(env_losses(cc, x, t)), has_aux=True
+            )(c)
             u, s = opt.update(_sanitize(g), s, c)
             return (optax.apply_updates(c, u), s), losses
 

@@ -63,8 +63,17 @@ import numpy as np
 
 from ._envdata import SPLITS, DataError, EnvData
 
-__all__ = ["generate_lv", "generate_go", "generate_sm", "classic_env_params", "classic_initial_conditions",
-           "lv_rhs", "go_rhs", "sm_rhs", "CLASSIC_NAMES"]
+__all__ = [
+    "generate_lv",
+    "generate_go",
+    "generate_sm",
+    "classic_env_params",
+    "classic_initial_conditions",
+    "lv_rhs",
+    "go_rhs",
+    "sm_rhs",
+    "CLASSIC_NAMES",
+]
 
 CLASSIC_NAMES = ("lv", "go", "sm")
 _MAXSEED = 2**31 - 1
@@ -76,17 +85,29 @@ LV_TRAIN = [(b, d) for d in (0.5, 0.75, 1.0) for b in (0.5, 0.75, 1.0)]
 LV_ADAPT = [(0.625, 0.625), (0.625, 1.125), (1.125, 0.625), (1.125, 1.125)]
 
 # ---- Glycolytic oscillator ---------------------------------------------------------------------
-GO_FIXED = {"J0": 2.5, "k2": 6.0, "k3": 16.0, "k4": 100.0, "k5": 1.28, "k6": 12.0, "q": 4.0, "N": 1.0,
-            "A": 4.0, "kappa": 13.0, "psi": 0.1, "k": 1.8}
+GO_FIXED = {
+    "J0": 2.5,
+    "k2": 6.0,
+    "k3": 16.0,
+    "k4": 100.0,
+    "k5": 1.28,
+    "k6": 12.0,
+    "q": 4.0,
+    "N": 1.0,
+    "A": 4.0,
+    "kappa": 13.0,
+    "psi": 0.1,
+    "k": 1.8,
+}
 GO_TRAIN = [(k1, K1) for k1 in (100.0, 90.0, 80.0) for K1 in (1.0, 0.75, 0.5)]
 GO_ADAPT = [(k1, K1) for k1 in (85.0, 95.0) for K1 in (0.625, 0.875)]
-GO_IC_BOX = np.array([(0.15, 1.60), (0.19, 2.16), (0.04, 0.20), (0.10, 0.35), (0.08, 0.30),
-                      (0.14, 2.67), (0.05, 0.10)])
+GO_IC_BOX = np.array([(0.15, 1.60), (0.19, 2.16), (0.04, 0.20), (0.10, 0.35), (0.08, 0.30), (0.14, 2.67), (0.05, 0.10)])
 
 # ---- Sel'kov -----------------------------------------------------------------------------------
 SM_FIXED = {"a": 0.1}
-SM_TRAIN = [(float(b),) for b in np.concatenate([np.linspace(-1, -0.25, 7), np.linspace(-0.1, 0.1, 7),
-                                                  np.linspace(0.25, 1, 7)])]
+SM_TRAIN = [
+    (float(b),) for b in np.concatenate([np.linspace(-1, -0.25, 7), np.linspace(-0.1, 0.1, 7), np.linspace(0.25, 1, 7)])
+]
 SM_ADAPT = [(b,) for b in (-1.25, -0.65, -0.05, 0.02, 0.6, 1.2)]
 
 
@@ -111,15 +132,17 @@ def go_rhs(k1: float, K1: float, **fixed: float) -> Callable[[float, np.ndarray]
     def fun(t: float, s: np.ndarray) -> np.ndarray:
         s1, s2, s3, s4, s5, s6, s7 = s.tolist()
         v = k1 * s1 * s6 / (1 + (s6 / K1) ** q)
-        return np.array([
-            J0 - v,
-            2 * v - k2 * s2 * (N - s5) - k6 * s2 * s5,
-            k2 * s2 * (N - s5) - k3 * s3 * (A - s6),
-            k3 * s3 * (A - s6) - k4 * s4 * s5 - kappa * (s4 - s7),
-            k2 * s2 * (N - s5) - k4 * s4 * s5 - k6 * s2 * s5,
-            -2 * v + 2 * k3 * s3 * (A - s6) - k5 * s6,
-            psi * kappa * (s4 - s7) - k * s7,
-        ])
+        return np.array(
+            [
+                J0 - v,
+                2 * v - k2 * s2 * (N - s5) - k6 * s2 * s5,
+                k2 * s2 * (N - s5) - k3 * s3 * (A - s6),
+                k3 * s3 * (A - s6) - k4 * s4 * s5 - kappa * (s4 - s7),
+                k2 * s2 * (N - s5) - k4 * s4 * s5 - k6 * s2 * s5,
+                -2 * v + 2 * k3 * s3 * (A - s6) - k5 * s6,
+                psi * kappa * (s4 - s7) - k * s7,
+            ]
+        )
 
     return fun
 
@@ -144,9 +167,14 @@ _SPECS: dict[str, dict[str, Any]] = {
     "lv": {
         "title": "Lotka-Volterra (2-D), 9 envs (b, d), a = c = 0.5",
         "equations": ["dx/dt = a*x - b*x*y", "dy/dt = d*x*y - c*y"],
-        "param_names": ["b", "d"], "fixed": LV_FIXED, "train": LV_TRAIN, "adapt": LV_ADAPT,
+        "param_names": ["b", "d"],
+        "fixed": LV_FIXED,
+        "train": LV_TRAIN,
+        "adapt": LV_ADAPT,
         "traj": {"train": 4, "test": 32, "adapt_train": 1, "adapt_test": 32},
-        "t": (0.0, 10.0, 20, False), "dims": 2, "inverted": False,
+        "t": (0.0, 10.0, 20, False),
+        "dims": 2,
+        "inverted": False,
         "family_names": ["d=0.5", "d=0.75", "d=1.0"],
         "family": lambda i, p, adapt: -1 if adapt else i // 3,
         "rhs": lambda p: lv_rhs(p[0], p[1], **LV_FIXED),
@@ -154,16 +182,24 @@ _SPECS: dict[str, dict[str, Any]] = {
     },
     "go": {
         "title": "Glycolytic oscillator (7-D), 9 envs (k1, K1)",
-        "equations": ["v = k1*S1*S6/(1 + (S6/K1)**q)", "dS1/dt = J0 - v",
-                      "dS2/dt = 2*v - k2*S2*(N - S5) - k6*S2*S5",
-                      "dS3/dt = k2*S2*(N - S5) - k3*S3*(A - S6)",
-                      "dS4/dt = k3*S3*(A - S6) - k4*S4*S5 - kappa*(S4 - S7)",
-                      "dS5/dt = k2*S2*(N - S5) - k4*S4*S5 - k6*S2*S5",
-                      "dS6/dt = -2*v + 2*k3*S3*(A - S6) - k5*S6",
-                      "dS7/dt = psi*kappa*(S4 - S7) - k*S7"],
-        "param_names": ["k1", "K1"], "fixed": GO_FIXED, "train": GO_TRAIN, "adapt": GO_ADAPT,
+        "equations": [
+            "v = k1*S1*S6/(1 + (S6/K1)**q)",
+            "dS1/dt = J0 - v",
+            "dS2/dt = 2*v - k2*S2*(N - S5) - k6*S2*S5",
+            "dS3/dt = k2*S2*(N - S5) - k3*S3*(A - S6)",
+            "dS4/dt = k3*S3*(A - S6) - k4*S4*S5 - kappa*(S4 - S7)",
+            "dS5/dt = k2*S2*(N - S5) - k4*S4*S5 - k6*S2*S5",
+            "dS6/dt = -2*v + 2*k3*S3*(A - S6) - k5*S6",
+            "dS7/dt = psi*kappa*(S4 - S7) - k*S7",
+        ],
+        "param_names": ["k1", "K1"],
+        "fixed": GO_FIXED,
+        "train": GO_TRAIN,
+        "adapt": GO_ADAPT,
         "traj": {"train": 32, "test": 32, "adapt_train": 1, "adapt_test": 32},
-        "t": (0.0, 1.0, 20, False), "dims": 7, "inverted": False,
+        "t": (0.0, 1.0, 20, False),
+        "dims": 7,
+        "inverted": False,
         "family_names": ["k1=100", "k1=90", "k1=80"],
         "family": lambda i, p, adapt: -1 if adapt else i // 3,
         "rhs": lambda p: go_rhs(p[0], p[1]),
@@ -172,9 +208,14 @@ _SPECS: dict[str, dict[str, Any]] = {
     "sm": {
         "title": "Sel'kov model (2-D), 21 envs b in three bands, a = 0.1",
         "equations": ["dx/dt = -x + a*y + x**2*y", "dy/dt = b - a*y - x**2*y"],
-        "param_names": ["b"], "fixed": SM_FIXED, "train": SM_TRAIN, "adapt": SM_ADAPT,
+        "param_names": ["b"],
+        "fixed": SM_FIXED,
+        "train": SM_TRAIN,
+        "adapt": SM_ADAPT,
         "traj": {"train": 4, "test": 4, "adapt_train": 1, "adapt_test": 4},
-        "t": (0.0, 40.0, 11, True), "dims": 2, "inverted": True,
+        "t": (0.0, 40.0, 11, True),
+        "dims": 2,
+        "inverted": True,
         "family_names": ["b in [-1, -0.25]", "b in [-0.1, 0.1]", "b in [0.25, 1]"],
         "family": lambda i, p, adapt: _sm_band(p[0]) if adapt else i // 7,
         "rhs": lambda p: sm_rhs(p[0], **SM_FIXED),
@@ -217,12 +258,22 @@ def classic_initial_conditions(name: str, split: str, seed: int = 0, n: int | No
     """Initial conditions ``[n, dims]`` of ``lv``/``go``/``sm`` in one split (shared by all envs)."""
     spec = _spec(name)
     n = spec["traj"][split] if n is None else int(n)
-    return np.stack([np.asarray(spec["ic"](np.random.RandomState(_traj_seed(spec, split, j, seed))), dtype=np.float64)
-                     for j in range(n)])
+    return np.stack(
+        [
+            np.asarray(spec["ic"](np.random.RandomState(_traj_seed(spec, split, j, seed))), dtype=np.float64)
+            for j in range(n)
+        ]
+    )
 
 
-def _generate(name: str, seed: int = 0, *, trajectories: Mapping[str, int] | None = None,
-              splits: Iterable[str] | None = None, progress: bool = False) -> tuple[dict[str, EnvData], dict[str, Any]]:
+def _generate(
+    name: str,
+    seed: int = 0,
+    *,
+    trajectories: Mapping[str, int] | None = None,
+    splits: Iterable[str] | None = None,
+    progress: bool = False,
+) -> tuple[dict[str, EnvData], dict[str, Any]]:
     from scipy.integrate import solve_ivp
 
     spec = _spec(name)
@@ -256,11 +307,21 @@ def _generate(name: str, seed: int = 0, *, trajectories: Mapping[str, int] | Non
         fam = np.array([spec["family"](i, p, adapt) for i, p in enumerate(params)], dtype=np.int64)
         pn = spec["param_names"]
         env_names = [",".join(f"{k}={v:g}" for k, v in zip(pn, p)) for p in params]
-        out[sp] = EnvData(x, np.repeat(t[None], len(params), axis=0), fam, params=tuple(params),
-                          env_names=tuple(env_names), family_names=tuple(spec["family_names"]),
-                          source=name, split=sp)
-        split_meta[sp] = {"env_params": [list(p) for p in params], "initial_conditions": ics.tolist(),
-                          "trajectory_seeds": [_traj_seed(spec, sp, j, seed) for j in range(len(ics))]}
+        out[sp] = EnvData(
+            x,
+            np.repeat(t[None], len(params), axis=0),
+            fam,
+            params=tuple(params),
+            env_names=tuple(env_names),
+            family_names=tuple(spec["family_names"]),
+            source=name,
+            split=sp,
+        )
+        split_meta[sp] = {
+            "env_params": [list(p) for p in params],
+            "initial_conditions": ics.tolist(),
+            "trajectory_seeds": [_traj_seed(spec, sp, j, seed) for j in range(len(ics))],
+        }
     meta = {
         "name": name,
         "description": spec["title"],
@@ -273,8 +334,11 @@ def _generate(name: str, seed: int = 0, *, trajectories: Mapping[str, int] | Non
         "dims": spec["dims"],
         "time_grid": {"start": spec["t"][0], "stop": spec["t"][1], "num": spec["t"][2], "endpoint": spec["t"][3]},
         "trajectories": {sp: traj[sp] for sp in names},
-        "seed_rule": ("train/adapt_train: 2**31-1-seed-j, test/adapt_test: seed+j" if spec["inverted"]
-                      else "train/adapt_train: seed+j, test/adapt_test: 2**31-1-seed-j"),
+        "seed_rule": (
+            "train/adapt_train: 2**31-1-seed-j, test/adapt_test: seed+j"
+            if spec["inverted"]
+            else "train/adapt_train: seed+j, test/adapt_test: 2**31-1-seed-j"
+        ),
         "solver": "scipy.integrate.solve_ivp RK45, default tolerances",
         "env_params": {sp: m["env_params"] for sp, m in split_meta.items()},
         "initial_conditions": {sp: m["initial_conditions"] for sp, m in split_meta.items()},
@@ -282,19 +346,34 @@ def _generate(name: str, seed: int = 0, *, trajectories: Mapping[str, int] | Non
     return out, meta
 
 
-def generate_lv(seed: int = 0, *, trajectories: Mapping[str, int] | None = None,
-                splits: Sequence[str] | None = None, progress: bool = False) -> tuple[dict[str, EnvData], dict[str, Any]]:
+def generate_lv(
+    seed: int = 0,
+    *,
+    trajectories: Mapping[str, int] | None = None,
+    splits: Sequence[str] | None = None,
+    progress: bool = False,
+) -> tuple[dict[str, EnvData], dict[str, Any]]:
     """Lotka-Volterra benchmark (see module docstring). ``trajectories`` overrides per-split counts."""
     return _generate("lv", seed, trajectories=trajectories, splits=splits, progress=progress)
 
 
-def generate_go(seed: int = 0, *, trajectories: Mapping[str, int] | None = None,
-                splits: Sequence[str] | None = None, progress: bool = False) -> tuple[dict[str, EnvData], dict[str, Any]]:
+def generate_go(
+    seed: int = 0,
+    *,
+    trajectories: Mapping[str, int] | None = None,
+    splits: Sequence[str] | None = None,
+    progress: bool = False,
+) -> tuple[dict[str, EnvData], dict[str, Any]]:
     """Glycolytic-oscillator benchmark (see module docstring). ``trajectories`` overrides per-split counts."""
     return _generate("go", seed, trajectories=trajectories, splits=splits, progress=progress)
 
 
-def generate_sm(seed: int = 0, *, trajectories: Mapping[str, int] | None = None,
-                splits: Sequence[str] | None = None, progress: bool = False) -> tuple[dict[str, EnvData], dict[str, Any]]:
+def generate_sm(
+    seed: int = 0,
+    *,
+    trajectories: Mapping[str, int] | None = None,
+    splits: Sequence[str] | None = None,
+    progress: bool = False,
+) -> tuple[dict[str, EnvData], dict[str, Any]]:
     """Sel'kov benchmark (see module docstring). ``trajectories`` overrides per-split counts."""
     return _generate("sm", seed, trajectories=trajectories, splits=splits, progress=progress)

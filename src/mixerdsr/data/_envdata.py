@@ -110,12 +110,20 @@ class EnvData:
         big = np.abs(x) > FLOAT32_LIMIT
         if np.any(big):
             bad = np.argwhere(big)[0]
-            raise _fail(src, f"{sp}/x", f"values of magnitude <= {FLOAT32_LIMIT:g} (models train in float32, whose "
-                        "squared errors overflow beyond that; rescale the data)",
-                        f"{float(x[tuple(bad)]):.3g} at index {tuple(int(i) for i in bad)}")
+            raise _fail(
+                src,
+                f"{sp}/x",
+                f"values of magnitude <= {FLOAT32_LIMIT:g} (models train in float32, whose "
+                "squared errors overflow beyond that; rescale the data)",
+                f"{float(x[tuple(bad)]):.3g} at index {tuple(int(i) for i in bad)}",
+            )
         if n_times < 2:
-            raise _fail(src, f"{sp}/x", "at least 2 time points per trajectory (the first is the initial state; "
-                        "the rest are scored)", f"shape {x.shape} (times = {n_times})")
+            raise _fail(
+                src,
+                f"{sp}/x",
+                "at least 2 time points per trajectory (the first is the initial state; the rest are scored)",
+                f"shape {x.shape} (times = {n_times})",
+            )
         if not np.all(np.isfinite(t)):
             bad = np.argwhere(~np.isfinite(t))[0]
             raise _fail(src, f"{sp}/t", "finite values", f"NaN/inf at index {tuple(int(i) for i in bad)}")
@@ -157,8 +165,10 @@ class EnvData:
 
     def __repr__(self) -> str:
         fams = np.unique(self.family)
-        return (f"EnvData(x={self.x.shape}, envs={self.n_envs}, trajectories={self.n_trajectories}, "
-                f"times={self.n_times}, dims={self.n_dims}, families={fams.tolist()})")
+        return (
+            f"EnvData(x={self.x.shape}, envs={self.n_envs}, trajectories={self.n_trajectories}, "
+            f"times={self.n_times}, dims={self.n_dims}, families={fams.tolist()})"
+        )
 
     # -- transformations ------------------------------------------------------------------
     def replace(self, **changes: Any) -> "EnvData":
@@ -169,8 +179,13 @@ class EnvData:
         """The environments ``idx`` (in that order)."""
         idx = np.asarray(idx, dtype=np.int64)
         pick = lambda seq: None if seq is None else tuple(seq[i] for i in idx)  # noqa: E731
-        return self.replace(x=self.x[idx], t=self.t[idx], family=self.family[idx],
-                            params=pick(self.params), env_names=pick(self.env_names))
+        return self.replace(
+            x=self.x[idx],
+            t=self.t[idx],
+            family=self.family[idx],
+            params=pick(self.params),
+            env_names=pick(self.env_names),
+        )
 
     def select_trajectories(self, idx: Sequence[int] | np.ndarray) -> "EnvData":
         """The trajectories ``idx`` of every environment."""
@@ -244,8 +259,10 @@ def _open_npz(path: Path) -> Any:
     with path.open("rb") as fh:
         magic = fh.read(4)
     if magic != b"PK\x03\x04":
-        raise DataError(f"{src}: not a .npz (zip) file (it starts with {magic!r}); expected a dataset written by "
-                        "save_dataset or numpy.savez")
+        raise DataError(
+            f"{src}: not a .npz (zip) file (it starts with {magic!r}); expected a dataset written by "
+            "save_dataset or numpy.savez"
+        )
     try:
         return np.load(path, allow_pickle=False)
     except _READ_ERRORS as err:
@@ -260,8 +277,12 @@ def _read(src: str, z: Any, key: str) -> np.ndarray:
             raise _fail(src, key, "a numeric array", f"an object array ({err})") from None
         raise _fail(src, key, "a readable array", f"damaged content ({type(err).__name__}: {err})") from None
     except _READ_ERRORS as err:
-        raise _fail(src, key, "a readable array", f"damaged content ({type(err).__name__}: {err}); the file is "
-                    "truncated or overwritten") from None
+        raise _fail(
+            src,
+            key,
+            "a readable array",
+            f"damaged content ({type(err).__name__}: {err}); the file is truncated or overwritten",
+        ) from None
 
 
 def _read_meta_entry(src: str, z: Any) -> dict[str, Any]:
@@ -308,12 +329,15 @@ def check_splits(splits: Mapping[str, EnvData], source: str = "<arrays>") -> Non
     """
     dims = {name: d.n_dims for name, d in splits.items()}
     if len(set(dims.values())) > 1:
-        raise DataError(f"{source}: every split must have the same state dimension (the last axis of "
-                        f"<split>/x), found {dims}")
+        raise DataError(
+            f"{source}: every split must have the same state dimension (the last axis of <split>/x), found {dims}"
+        )
     for a, b in (("train", "test"), ("adapt_train", "adapt_test")):
         if a in splits and b in splits and splits[a].n_envs != splits[b].n_envs:
-            raise DataError(f"{source}: key '{b}/x': expected {splits[a].n_envs} environments (the environments of "
-                            f"'{a}', with new trajectories), found {splits[b].n_envs}")
+            raise DataError(
+                f"{source}: key '{b}/x': expected {splits[a].n_envs} environments (the environments of "
+                f"'{a}', with new trajectories), found {splits[b].n_envs}"
+            )
 
 
 def load_dataset(path: str | os.PathLike, splits: Sequence[str] | None = None) -> dict[str, EnvData]:
@@ -341,8 +365,12 @@ def load_dataset(path: str | os.PathLike, splits: Sequence[str] | None = None) -
         found = sorted({k.split("/", 1)[0] for k in files if "/" in k})
         wanted = list(splits) if splits is not None else found
         if not wanted:
-            raise _fail(src, "<split>/x", "at least one split with keys '<split>/x', '<split>/t', '<split>/family'",
-                        f"keys {sorted(files)}")
+            raise _fail(
+                src,
+                "<split>/x",
+                "at least one split with keys '<split>/x', '<split>/t', '<split>/family'",
+                f"keys {sorted(files)}",
+            )
         out: dict[str, EnvData] = {}
         for sp in wanted:
             arrs = {}
@@ -353,8 +381,15 @@ def load_dataset(path: str | os.PathLike, splits: Sequence[str] | None = None) -
                     raise _fail(src, key, f"{what} to be present", f"keys {sorted(files)}")
                 arrs[k] = _read(src, z, key)
             sm = meta.get("splits", {}).get(sp, {})
-            out[sp] = EnvData(arrs["x"], arrs["t"], arrs["family"], params=sm.get("params"),
-                              env_names=sm.get("env_names"), family_names=sm.get("family_names"),
-                              source=src, split=sp)
+            out[sp] = EnvData(
+                arrs["x"],
+                arrs["t"],
+                arrs["family"],
+                params=sm.get("params"),
+                env_names=sm.get("env_names"),
+                family_names=sm.get("family_names"),
+                source=src,
+                split=sp,
+            )
     check_splits(out, src)
     return out

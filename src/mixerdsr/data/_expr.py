@@ -55,8 +55,14 @@ _BINOPS: dict[type, Callable[[Any, Any], Any]] = {
 _BINOP_SYMBOL = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/", ast.Pow: "**"}
 
 _MATH_FUNCS: dict[str, Callable[[float], float]] = {
-    "sin": math.sin, "cos": math.cos, "tan": math.tan, "exp": math.exp, "log": math.log,
-    "sqrt": math.sqrt, "abs": abs, "tanh": math.tanh,
+    "sin": math.sin,
+    "cos": math.cos,
+    "tan": math.tan,
+    "exp": math.exp,
+    "log": math.log,
+    "sqrt": math.sqrt,
+    "abs": abs,
+    "tanh": math.tanh,
 }
 
 # Evaluator signature: ev(X, C, F) where X / C are sequences of state / parameter values
@@ -70,12 +76,13 @@ def _segment(text: str, node: ast.AST) -> str:
 
 
 def _short(seg: str, limit: int = 80) -> str:
-    return seg if len(seg) <= limit else seg[:limit - 3] + "..."
+    return seg if len(seg) <= limit else seg[: limit - 3] + "..."
 
 
 def _bad_constant(text: str, node: ast.AST, why: str) -> DataError:
-    return DataError(f"expression {text!r}: constant {_short(_segment(text, node))!r} {why}; "
-                     f"write a finite real number instead")
+    return DataError(
+        f"expression {text!r}: constant {_short(_segment(text, node))!r} {why}; write a finite real number instead"
+    )
 
 
 def _fold(text: str, node: ast.AST, fn: Callable[..., Any], *args: float) -> float:
@@ -96,19 +103,34 @@ def _fold(text: str, node: ast.AST, fn: Callable[..., Any], *args: float) -> flo
 
 
 def _reject(text: str, node: ast.AST, what: str) -> DataError:
-    return DataError(f"expression {text!r}: {what} {_segment(text, node)!r} is not allowed "
-                     f"(allowed: numbers, x0..x(D-1), c0..c(P-1), + - * / **, unary -, "
-                     f"{', '.join(ALLOWED_FUNCTIONS)})")
+    return DataError(
+        f"expression {text!r}: {what} {_segment(text, node)!r} is not allowed "
+        f"(allowed: numbers, x0..x(D-1), c0..c(P-1), + - * / **, unary -, "
+        f"{', '.join(ALLOWED_FUNCTIONS)})"
+    )
 
 
 _NODE_WORDS = {
-    ast.Attribute: "attribute access", ast.Subscript: "subscript", ast.Lambda: "lambda",
-    ast.Compare: "comparison", ast.IfExp: "conditional expression", ast.BoolOp: "boolean operator",
-    ast.Tuple: "tuple", ast.List: "list", ast.Dict: "dict", ast.Set: "set",
-    ast.ListComp: "comprehension", ast.SetComp: "comprehension", ast.DictComp: "comprehension",
-    ast.GeneratorExp: "generator expression", ast.Starred: "starred expression",
-    ast.JoinedStr: "f-string", ast.NamedExpr: "assignment expression", ast.Await: "await",
-    ast.Yield: "yield", ast.YieldFrom: "yield",
+    ast.Attribute: "attribute access",
+    ast.Subscript: "subscript",
+    ast.Lambda: "lambda",
+    ast.Compare: "comparison",
+    ast.IfExp: "conditional expression",
+    ast.BoolOp: "boolean operator",
+    ast.Tuple: "tuple",
+    ast.List: "list",
+    ast.Dict: "dict",
+    ast.Set: "set",
+    ast.ListComp: "comprehension",
+    ast.SetComp: "comprehension",
+    ast.DictComp: "comprehension",
+    ast.GeneratorExp: "generator expression",
+    ast.Starred: "starred expression",
+    ast.JoinedStr: "f-string",
+    ast.NamedExpr: "assignment expression",
+    ast.Await: "await",
+    ast.Yield: "yield",
+    ast.YieldFrom: "yield",
 }
 
 
@@ -150,15 +172,19 @@ class _Checker:
             kind, idx = m.group(1), int(m.group(2))
             if kind == "x":
                 if idx >= self.n_states:
-                    raise DataError(f"expression {text!r}: state {node.id!r} is not declared "
-                                    f"(this family has {self.n_states} state(s): x0..x{self.n_states - 1})")
+                    raise DataError(
+                        f"expression {text!r}: state {node.id!r} is not declared "
+                        f"(this family has {self.n_states} state(s): x0..x{self.n_states - 1})"
+                    )
                 self.used_states.add(idx)
                 f = lambda X, C, F: X[idx]  # noqa: E731
             else:
                 if idx >= self.n_params:
                     declared = f"c0..c{self.n_params - 1}" if self.n_params else "none"
-                    raise DataError(f"expression {text!r}: parameter {node.id!r} is not declared "
-                                    f"(this family declares {self.n_params} parameter(s): {declared})")
+                    raise DataError(
+                        f"expression {text!r}: parameter {node.id!r} is not declared "
+                        f"(this family declares {self.n_params} parameter(s): {declared})"
+                    )
                 self.used_params.add(idx)
                 f = lambda X, C, F: C[idx]  # noqa: E731
             return f, f, None
@@ -177,8 +203,7 @@ class _Checker:
             ra, rs, rv = self.build(node.right, exponent=isinstance(node.op, ast.Pow))
             # numbers only: evaluate once now (floats, so `9**9**9` overflows instead of hanging)
             val = _fold(text, node, op, lv, rv) if (lv is not None and rv is not None) else None
-            return ((lambda X, C, F: op(la(X, C, F), ra(X, C, F))),
-                    (lambda X, C, F: op(ls(X, C, F), rs(X, C, F))), val)
+            return ((lambda X, C, F: op(la(X, C, F), ra(X, C, F))), (lambda X, C, F: op(ls(X, C, F), rs(X, C, F))), val)
         if isinstance(node, ast.Call):
             fn = node.func
             if not isinstance(fn, ast.Name):
@@ -188,8 +213,9 @@ class _Checker:
             if node.keywords:
                 raise _reject(text, node.keywords[0], "keyword argument")
             if len(node.args) != 1 or isinstance(node.args[0], ast.Starred):
-                raise DataError(f"expression {text!r}: function {fn.id!r} takes exactly one argument, "
-                                f"got {_segment(text, node)!r}")
+                raise DataError(
+                    f"expression {text!r}: function {fn.id!r} takes exactly one argument, got {_segment(text, node)!r}"
+                )
             a, s, av_ = self.build(node.args[0])
             name = fn.id
             val = _fold(text, node, _MATH_FUNCS[name], av_) if av_ is not None else None
@@ -199,8 +225,16 @@ class _Checker:
 
 
 def _op_symbol(op: ast.AST) -> str:
-    return {ast.FloorDiv: "//", ast.Mod: "%", ast.MatMult: "@", ast.BitAnd: "&", ast.BitOr: "|",
-            ast.BitXor: "^", ast.LShift: "<<", ast.RShift: ">>"}.get(type(op), type(op).__name__)
+    return {
+        ast.FloorDiv: "//",
+        ast.Mod: "%",
+        ast.MatMult: "@",
+        ast.BitAnd: "&",
+        ast.BitOr: "|",
+        ast.BitXor: "^",
+        ast.LShift: "<<",
+        ast.RShift: ">>",
+    }.get(type(op), type(op).__name__)
 
 
 def _parse(text: Any, n_states: int, n_params: int) -> tuple[_Eval, _Eval, _Checker]:
@@ -238,8 +272,14 @@ class CompiledRHS:
     ``fun(t, y)`` used with :func:`scipy.integrate.solve_ivp`.
     """
 
-    def __init__(self, exprs: Sequence[str], n_states: int, n_params: int,
-                 evaluators: list[tuple[_Eval, _Eval]], used_params: frozenset[int]):
+    def __init__(
+        self,
+        exprs: Sequence[str],
+        n_states: int,
+        n_params: int,
+        evaluators: list[tuple[_Eval, _Eval]],
+        used_params: frozenset[int],
+    ):
         self.exprs = tuple(exprs)
         self.n_states = int(n_states)
         self.n_params = int(n_params)

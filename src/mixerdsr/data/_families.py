@@ -127,6 +127,7 @@ _MAX_SEED = 2**32 - 1  # np.random.RandomState accepts seeds in [0, 2**32 - 1]
 # Specification objects
 # ----------------------------------------------------------------------------------------------
 
+
 @dataclasses.dataclass(frozen=True)
 class SplitLayout:
     """Number of environments (per family) and trajectories (per environment) of one split."""
@@ -147,9 +148,14 @@ class Protocol:
     clean: bool = False
 
     def to_dict(self) -> dict[str, Any]:
-        return {"seed": self.seed, "steps": self.steps, "train_range": list(self.train_range),
-                "adapt_range": list(self.adapt_range), "clean": self.clean,
-                "splits": {k: {"envs": v.envs, "trajectories": v.trajectories} for k, v in self.splits.items()}}
+        return {
+            "seed": self.seed,
+            "steps": self.steps,
+            "train_range": list(self.train_range),
+            "adapt_range": list(self.adapt_range),
+            "clean": self.clean,
+            "splits": {k: {"envs": v.envs, "trajectories": v.trajectories} for k, v in self.splits.items()},
+        }
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -182,9 +188,16 @@ class FamilyDef:
         return [f"c{j}" for j in range(self.n_params)]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "id": self.id, "rhs": list(self.rhs), "params": list(self.params),
-                "param_names": self.param_names, "ics": [list(v) for v in self.ics],
-                "horizon": self.horizon, "dims": self.dims}
+        return {
+            "name": self.name,
+            "id": self.id,
+            "rhs": list(self.rhs),
+            "params": list(self.params),
+            "param_names": self.param_names,
+            "ics": [list(v) for v in self.ics],
+            "horizon": self.horizon,
+            "dims": self.dims,
+        }
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -274,16 +287,19 @@ def _check_layout(src: str, split: str, lay: SplitLayout) -> None:
 def _check_grid(src: str, where: str, horizon: float, steps: int) -> None:
     """The time grid ``arange(0, T, T/steps)`` must have ``steps`` distinct points."""
     if not 0 < horizon <= MAX_HORIZON:
-        raise DataError(f"{src}: {where}.horizon: expected a number in (0, {MAX_HORIZON:g}], found {horizon!r} "
-                        f"(rescale time for slower systems)")
+        raise DataError(
+            f"{src}: {where}.horizon: expected a number in (0, {MAX_HORIZON:g}], found {horizon!r} "
+            f"(rescale time for slower systems)"
+        )
     dt = horizon / steps
     ok = dt >= np.finfo(np.float64).tiny
     if ok:
         t = time_grid(horizon, steps)
         ok = len(t) == steps and bool(np.all(np.diff(t) > 0))
     if not ok:
-        raise DataError(f"{src}: {where}.horizon: {horizon!r} is too small for {steps} distinct time points "
-                        f"(protocol.steps)")
+        raise DataError(
+            f"{src}: {where}.horizon: {horizon!r} is too small for {steps} distinct time points (protocol.steps)"
+        )
 
 
 def _check_sizes(spec: FamilySpec, names: Sequence[str], seed: Any = None) -> None:
@@ -301,10 +317,12 @@ def _check_sizes(spec: FamilySpec, names: Sequence[str], seed: Any = None) -> No
         _check_layout(src, sp, lay)
         total = len(spec.families) * lay.envs * lay.trajectories * steps * dmax
         if total > MAX_VALUES:
-            raise DataError(f"{src}: split '{sp}' would store {total:,} values ({len(spec.families)} families x "
-                            f"{lay.envs} envs x {lay.trajectories} trajectories x {steps} steps x {dmax} dims), "
-                            f"above the allowed maximum {MAX_VALUES:,}; lower protocol.{sp}.envs, "
-                            f"protocol.{sp}.trajectories or protocol.steps")
+            raise DataError(
+                f"{src}: split '{sp}' would store {total:,} values ({len(spec.families)} families x "
+                f"{lay.envs} envs x {lay.trajectories} trajectories x {steps} steps x {dmax} dims), "
+                f"above the allowed maximum {MAX_VALUES:,}; lower protocol.{sp}.envs, "
+                f"protocol.{sp}.trajectories or protocol.steps"
+            )
 
 
 def _unknown(src: str, where: str, d: Mapping[str, Any], allowed: set[str]) -> None:
@@ -337,23 +355,32 @@ def _parse_family(src: str, i: int, d: Any) -> FamilyDef:
     params_t = tuple(_num(src, f"{where}.params", v) for v in params)
     dims = len(rhs)
     ics = d["ics"]
-    if (not isinstance(ics, list) or len(ics) != 2
-            or not all(isinstance(v, list) and len(v) == dims for v in ics)):
-        raise DataError(f"{src}: {where}.ics: expected two initial conditions of length {dims} "
-                        f"(one value per state), found {ics!r}")
+    if not isinstance(ics, list) or len(ics) != 2 or not all(isinstance(v, list) and len(v) == dims for v in ics):
+        raise DataError(
+            f"{src}: {where}.ics: expected two initial conditions of length {dims} (one value per state), found {ics!r}"
+        )
     ics_t = tuple(tuple(_num(src, f"{where}.ics", v) for v in ic) for ic in ics)
     horizon = _num(src, f"{where}.horizon", d["horizon"])
     if horizon <= 0:
         raise DataError(f"{src}: {where}.horizon: expected a positive number, found {horizon!r}")
     if horizon > MAX_HORIZON:
-        raise DataError(f"{src}: {where}.horizon: {horizon!r} is above the allowed maximum {MAX_HORIZON:g} "
-                        f"(rescale time for slower systems)")
+        raise DataError(
+            f"{src}: {where}.horizon: {horizon!r} is above the allowed maximum {MAX_HORIZON:g} "
+            f"(rescale time for slower systems)"
+        )
     try:
         fn = compile_rhs(rhs, dims, len(params_t))
     except DataError as err:
         raise DataError(f"{src}: {where}.rhs: {err}") from None
-    return FamilyDef(name=name, rhs=tuple(rhs), params=params_t, ics=ics_t, horizon=horizon,  # type: ignore[arg-type]
-                     id=fid, fn=fn)
+    return FamilyDef(
+        name=name,
+        rhs=tuple(rhs),
+        params=params_t,
+        ics=ics_t,
+        horizon=horizon,  # type: ignore[arg-type]
+        id=fid,
+        fn=fn,
+    )
 
 
 def _spec_from_dict(d: Mapping[str, Any], src: str) -> FamilySpec:
@@ -379,8 +406,10 @@ def _spec_from_dict(d: Mapping[str, Any], src: str) -> FamilySpec:
         v = p[sp]
         if not isinstance(v, Mapping) or set(v) != {"envs", "trajectories"}:
             raise DataError(f"{src}: key 'protocol.{sp}': expected {{envs = N, trajectories = M}}, found {v!r}")
-        lay = SplitLayout(_int(src, f"protocol.{sp}.envs", v["envs"], hi=MAX_ENVS),
-                          _int(src, f"protocol.{sp}.trajectories", v["trajectories"], hi=MAX_TRAJECTORIES))
+        lay = SplitLayout(
+            _int(src, f"protocol.{sp}.envs", v["envs"], hi=MAX_ENVS),
+            _int(src, f"protocol.{sp}.trajectories", v["trajectories"], hi=MAX_TRAJECTORIES),
+        )
         splits[sp] = lay
     if not splits:
         raise DataError(f"{src}: [protocol]: expected at least one split among {list(SPLITS)}")
@@ -439,6 +468,7 @@ def load_family_spec(source: str | os.PathLike | Mapping[str, Any] | FamilySpec)
 # The protocol (no integration)
 # ----------------------------------------------------------------------------------------------
 
+
 def time_grid(horizon: float, steps: int) -> np.ndarray:
     """``np.arange(0, T, T/steps)`` (``steps`` points, ``T`` excluded), guarded against round-off."""
     t = np.arange(0, horizon, horizon / steps)[:steps]
@@ -477,8 +507,9 @@ def _train_grid(ref: np.ndarray, n_envs: int, rng: tuple[float, float], clean: b
     p = len(ref)
     if p == 0:
         if clean and n_envs > 1:
-            raise DataError(f"clean protocol: a family without parameters has only one distinct environment, "
-                            f"{n_envs} requested")
+            raise DataError(
+                f"clean protocol: a family without parameters has only one distinct environment, {n_envs} requested"
+            )
         return np.zeros((n_envs, 0))
     lo, hi = rng
     k = math.ceil(n_envs ** (1 / p))
@@ -498,13 +529,16 @@ def _train_grid(ref: np.ndarray, n_envs: int, rng: tuple[float, float], clean: b
         grids = [_first_unique(g) for g in grids]
         n_distinct = math.prod(len(g) for g in grids)
         if n_distinct < n_envs:
-            raise DataError(f"clean protocol: only {n_distinct} distinct environments can be made from "
-                            f"reference parameters {ref.tolist()} and range {list(rng)}, {n_envs} requested")
+            raise DataError(
+                f"clean protocol: only {n_distinct} distinct environments can be made from "
+                f"reference parameters {ref.tolist()} and range {list(rng)}, {n_envs} requested"
+            )
     return _grid_rows(grids, n_envs)
 
 
-def _adapt_envs(ref: np.ndarray, n_envs: int, rng: tuple[float, float], clean: bool,
-                avoid: np.ndarray | None) -> np.ndarray:
+def _adapt_envs(
+    ref: np.ndarray, n_envs: int, rng: tuple[float, float], clean: bool, avoid: np.ndarray | None
+) -> np.ndarray:
     scal = np.linspace(rng[0], rng[1], n_envs)
     envs = np.round(ref[None, :] * scal[:, None], 2)
     if not clean:
@@ -515,8 +549,10 @@ def _adapt_envs(ref: np.ndarray, n_envs: int, rng: tuple[float, float], clean: b
         rows = [tuple(float(v) for v in row) for row in envs]
         if len(set(rows)) == len(rows) and not (set(rows) & avoid_set):
             return envs
-    raise DataError(f"clean protocol: cannot make {n_envs} adaptation environments from reference parameters "
-                    f"{ref.tolist()} distinct from each other and from the training environments")
+    raise DataError(
+        f"clean protocol: cannot make {n_envs} adaptation environments from reference parameters "
+        f"{ref.tolist()} distinct from each other and from the training environments"
+    )
 
 
 def env_parameters(spec: FamilySpec, family: int, split: str) -> np.ndarray:
@@ -560,12 +596,15 @@ def initial_conditions(spec: FamilySpec, split: str, seed: int | None = None) ->
     rs = _split_stream(proto, split, seed)
     n = proto.splits[split].trajectories
     with_refs = not (proto.clean and split in EVAL_SPLITS)
-    return [_draw_ics(rs, np.asarray(f.ics[0], dtype=np.float64), np.asarray(f.ics[1], dtype=np.float64), n, with_refs)
-            for f in spec.families]
+    return [
+        _draw_ics(rs, np.asarray(f.ics[0], dtype=np.float64), np.asarray(f.ics[1], dtype=np.float64), n, with_refs)
+        for f in spec.families
+    ]
 
 
-def plan_families(spec: FamilySpec | str | os.PathLike, seed: int | None = None,
-                  splits: Iterable[str] | None = None) -> dict[str, list[FamilyPlan]]:
+def plan_families(
+    spec: FamilySpec | str | os.PathLike, seed: int | None = None, splits: Iterable[str] | None = None
+) -> dict[str, list[FamilyPlan]]:
     """Environment parameters, ICs and time grids of every family in every split, without integrating."""
     spec = load_family_spec(spec)
     proto = spec.protocol
@@ -582,8 +621,10 @@ def plan_families(spec: FamilySpec | str | os.PathLike, seed: int | None = None,
             with np.errstate(over="ignore", invalid="ignore"):  # reported just below
                 params = env_parameters(spec, i, sp)
             if not np.all(np.isfinite(params)):
-                raise DataError(f"{spec.source}: family[{i}] ({f.name}), split {sp}: environment parameters are "
-                                f"not finite ({params.tolist()}); check params and the parameter ranges")
+                raise DataError(
+                    f"{spec.source}: family[{i}] ({f.name}), split {sp}: environment parameters are "
+                    f"not finite ({params.tolist()}); check params and the parameter ranges"
+                )
             plans.append(FamilyPlan(family=i, params=params, ics=ics[i], t=time_grid(f.horizon, proto.steps)))
         out[sp] = plans
     return out
@@ -592,6 +633,7 @@ def plan_families(spec: FamilySpec | str | os.PathLike, seed: int | None = None,
 # ----------------------------------------------------------------------------------------------
 # Integration
 # ----------------------------------------------------------------------------------------------
+
 
 def _brief(v: np.ndarray, n: int = 8) -> str:
     """A 1-D array as a short list (at most ``n`` values shown)."""
@@ -604,8 +646,15 @@ class _StopIntegration(Exception):
     """Raised inside the solver's right-hand side to end one integration (message completes ``where``)."""
 
 
-def _integrate(fam: FamilyDef, params: np.ndarray, ic: np.ndarray, t: np.ndarray, clean: bool,
-               where: str, max_evals: int | None = None) -> np.ndarray:
+def _integrate(
+    fam: FamilyDef,
+    params: np.ndarray,
+    ic: np.ndarray,
+    t: np.ndarray,
+    clean: bool,
+    where: str,
+    max_evals: int | None = None,
+) -> np.ndarray:
     """One trajectory, ``[len(t), dims]``; :class:`DataError` (prefixed with ``where``) on any failure.
 
     The right-hand side is wrapped to stop at the first non-finite value (before the solver can
@@ -628,13 +677,15 @@ def _integrate(fam: FamilyDef, params: np.ndarray, ic: np.ndarray, t: np.ndarray
             raise _StopIntegration(
                 f"integration stopped after {limit:,} right-hand-side evaluations at t = {tt:.6g} of horizon "
                 f"{fam.horizon:g} ({what}): the system is too stiff or the horizon too long for the explicit "
-                f"RK45 solver; use a shorter horizon or less stiff parameters")
+                f"RK45 solver; use a shorter horizon or less stiff parameters"
+            )
         dy = base(tt, y)
         if not isfinite(dy).all():
             raise _StopIntegration(
                 f"integration failed: the right-hand side is not finite ({_brief(dy)}) at t = {tt:.6g}, "
                 f"state {_brief(y)} ({what}); check the expressions' domain (log or sqrt of negative "
-                f"numbers, division by zero) or a solution that blows up")
+                f"numbers, division by zero) or a solution that blows up"
+            )
         return dy
 
     kw: dict[str, Any] = {"rtol": CLEAN_RTOL, "atol": CLEAN_ATOL} if clean else {}
@@ -653,13 +704,18 @@ def padded_params(params: Sequence[Sequence[float]], fill: float = 0.0) -> np.nd
     n = max((len(p) for p in params), default=0)
     out = np.full((len(params), n), fill, dtype=np.float64)
     for i, p in enumerate(params):
-        out[i, :len(p)] = p
+        out[i, : len(p)] = p
     return out
 
 
-def generate_families(spec: FamilySpec | str | os.PathLike | Mapping[str, Any], seed: int | None = None, *,
-                      splits: Iterable[str] | None = None, progress: bool = False,
-                      dtype: Any = np.float64) -> tuple[dict[str, EnvData], dict[str, Any]]:
+def generate_families(
+    spec: FamilySpec | str | os.PathLike | Mapping[str, Any],
+    seed: int | None = None,
+    *,
+    splits: Iterable[str] | None = None,
+    progress: bool = False,
+    dtype: Any = np.float64,
+) -> tuple[dict[str, EnvData], dict[str, Any]]:
     """Generate a multi-family, multi-environment dataset from a family file.
 
     Args:
@@ -702,9 +758,11 @@ def generate_families(spec: FamilySpec | str | os.PathLike | Mapping[str, Any], 
             x = np.zeros((n_env, n_traj, len(plan.t), dmax), dtype=np.float64)
             for e in range(n_env):
                 for j in range(n_traj):
-                    where = (f"{spec.source}: family[{i}] ({fam.name}{'' if fam.id is None else f', id {fam.id}'}), "
-                             f"split {sp}, env {e}, trajectory {j}")
-                    x[e, j, :, :fam.dims] = _integrate(fam, plan.params[e], plan.ics[j], plan.t, proto.clean, where)
+                    where = (
+                        f"{spec.source}: family[{i}] ({fam.name}{'' if fam.id is None else f', id {fam.id}'}), "
+                        f"split {sp}, env {e}, trajectory {j}"
+                    )
+                    x[e, j, :, : fam.dims] = _integrate(fam, plan.params[e], plan.ics[j], plan.t, proto.clean, where)
             arrays[sp].append(x)
     if bar is not None:
         bar.close()
@@ -718,8 +776,16 @@ def generate_families(spec: FamilySpec | str | os.PathLike | Mapping[str, Any], 
         fam_idx = np.concatenate([np.full(p.params.shape[0], p.family, dtype=np.int64) for p in plan_list])
         params = [tuple(float(v) for v in row) for p in plan_list for row in p.params]
         names = [f"{fams[p.family].label}/e{e}" for p in plan_list for e in range(p.params.shape[0])]
-        out[sp] = EnvData(x, t, fam_idx, params=tuple(params), env_names=tuple(names),
-                          family_names=tuple(f.name for f in fams), source=spec.name, split=sp)
+        out[sp] = EnvData(
+            x,
+            t,
+            fam_idx,
+            params=tuple(params),
+            env_names=tuple(names),
+            family_names=tuple(f.name for f in fams),
+            source=spec.name,
+            split=sp,
+        )
         env_params_meta[sp] = [list(p) for p in params]
         ics_meta[sp] = [p.ics.tolist() for p in plan_list]
 

@@ -17,8 +17,15 @@ from ._classic import generate_go, generate_lv, generate_sm
 from ._envdata import DataError, EnvData, load_dataset, read_meta
 from ._families import builtin_family_files, generate_families, load_family_spec
 
-__all__ = ["list_datasets", "generate_dataset", "load_any", "load_run_dataset", "shared_data_dirs", "find_data_file",
-           "SHARED_DATA_ENV"]
+__all__ = [
+    "list_datasets",
+    "generate_dataset",
+    "load_any",
+    "load_run_dataset",
+    "shared_data_dirs",
+    "find_data_file",
+    "SHARED_DATA_ENV",
+]
 
 _CLASSIC: dict[str, tuple[Callable[..., Any], str]] = {
     "lv": (generate_lv, "Lotka-Volterra (2-D): 9 train envs (b, d), 4 adaptation envs"),
@@ -51,8 +58,9 @@ def _looks_like_path(s: str) -> bool:
     return s.endswith((".toml", ".npz")) or os.sep in s or (os.altsep is not None and os.altsep in s)
 
 
-def generate_dataset(name_or_path: str | os.PathLike, seed: int | None = None, *,
-                     progress: bool = False) -> tuple[dict[str, EnvData], dict[str, Any]]:
+def generate_dataset(
+    name_or_path: str | os.PathLike, seed: int | None = None, *, progress: bool = False
+) -> tuple[dict[str, EnvData], dict[str, Any]]:
     """Generate a named benchmark or a user TOML family file.
 
     Args:
@@ -96,7 +104,9 @@ def generate_dataset(name_or_path: str | os.PathLike, seed: int | None = None, *
     if _looks_like_path(s):
         raise FileNotFoundError(f"{s}: no such file")
     names = [n for n, _ in list_datasets()]
-    raise DataError(f"unknown dataset {s!r} (built-in names: {', '.join(names)}; or give a path to a .toml family file)")
+    raise DataError(
+        f"unknown dataset {s!r} (built-in names: {', '.join(names)}; or give a path to a .toml family file)"
+    )
 
 
 def load_any(name_or_path: str | os.PathLike, seed: int | None = None) -> dict[str, EnvData]:
@@ -150,8 +160,14 @@ def find_data_file(name: str) -> tuple[Path | None, list[Path]]:
     return None, dirs
 
 
-def load_run_dataset(source: str | os.PathLike, seed: int | None = None, *, test_file: str | os.PathLike | None = None,
-                     standardize: bool = True, progress: bool = False) -> tuple[dict[str, EnvData], dict[str, Any]]:
+def load_run_dataset(
+    source: str | os.PathLike,
+    seed: int | None = None,
+    *,
+    test_file: str | os.PathLike | None = None,
+    standardize: bool = True,
+    progress: bool = False,
+) -> tuple[dict[str, EnvData], dict[str, Any]]:
     """The dataset of a run: ``(splits, meta)``, ``meta["source"]`` saying where it came from.
 
     - ``.npz`` path: loaded (validated) with its stored metadata;
@@ -176,8 +192,9 @@ def load_run_dataset(source: str | os.PathLike, seed: int | None = None, *, test
     key = s.lower()
     is_ts = key == "epilepsy2" or Path(s).suffix == ".ts"
     if test_file is not None and not is_ts:
-        raise DataError(f"test_file is only used with Epilepsy2-style data (data = 'epilepsy2' or a .ts file), "
-                        f"not with {s!r}")
+        raise DataError(
+            f"test_file is only used with Epilepsy2-style data (data = 'epilepsy2' or a .ts file), not with {s!r}"
+        )
     if Path(s).suffix == ".npz":
         return load_dataset(s), read_meta(s)
     if key == "sccts" or Path(s).suffix == ".data":
@@ -189,9 +206,11 @@ def load_run_dataset(source: str | os.PathLike, seed: int | None = None, *, test
         if key == "epilepsy2":
             path, dirs = find_data_file(EPILEPSY2_FILE)
             if path is None:
-                raise DataError(f"epilepsy2: {EPILEPSY2_FILE} not found; looked in "
-                                f"{', '.join(str(d) for d in dirs)}. Set {SHARED_DATA_ENV}=DIR to the folder "
-                                f"holding it, or pass the file itself (--data PATH/{EPILEPSY2_FILE})")
+                raise DataError(
+                    f"epilepsy2: {EPILEPSY2_FILE} not found; looked in "
+                    f"{', '.join(str(d) for d in dirs)}. Set {SHARED_DATA_ENV}=DIR to the folder "
+                    f"holding it, or pass the file itself (--data PATH/{EPILEPSY2_FILE})"
+                )
         else:
             path = Path(s)
         if test_file is not None and not Path(test_file).is_file():

@@ -109,12 +109,18 @@ def _parse_values(src: str, lineno: int, dim: int, field: str) -> np.ndarray:
     for k, tok in enumerate(tokens):
         s = tok.strip()
         if s == "?" or s.lower() == "nan":
-            raise _err(src, lineno, "no missing values (missing values are not supported)",
-                       f"{s!r} in dimension {dim} at position {k}")
+            raise _err(
+                src,
+                lineno,
+                "no missing values (missing values are not supported)",
+                f"{s!r} in dimension {dim} at position {k}",
+            )
         try:
             v = float(s)
         except ValueError:
-            raise _err(src, lineno, "comma-separated numbers", f"{_short(tok)} in dimension {dim} at position {k}") from None
+            raise _err(
+                src, lineno, "comma-separated numbers", f"{_short(tok)} in dimension {dim} at position {k}"
+            ) from None
         if not math.isfinite(v):
             raise _err(src, lineno, "finite numbers", f"{s!r} in dimension {dim} at position {k}")
     raise _err(src, lineno, "comma-separated numbers", _short(field))  # pragma: no cover
@@ -172,8 +178,9 @@ def read_ts(path: str | os.PathLike) -> tuple[np.ndarray, list[str], dict[str, A
                 continue
             if not in_data:
                 if not line.startswith("@"):
-                    raise _err(src, lineno, "a header line starting with '@' (or '@data' before the series)",
-                               _short(line))
+                    raise _err(
+                        src, lineno, "a header line starting with '@' (or '@data' before the series)", _short(line)
+                    )
                 words = line.split()
                 tag = words[0][1:].lower()
                 args = words[1:]
@@ -187,11 +194,13 @@ def read_ts(path: str | os.PathLike) -> tuple[np.ndarray, list[str], dict[str, A
                 elif tag in ("timestamps", "missing", "univariate", "equallength"):
                     header[tag] = _parse_bool(src, lineno, words[0][1:], args)
                     if tag == "timestamps" and header[tag]:
-                        raise _err(src, lineno, "'@timeStamps false' (time-stamped series are not supported)",
-                                   _short(line))
+                        raise _err(
+                            src, lineno, "'@timeStamps false' (time-stamped series are not supported)", _short(line)
+                        )
                     if tag == "equallength" and not header[tag]:
-                        raise _err(src, lineno, "'@equalLength true' (unequal-length series are not supported)",
-                                   _short(line))
+                        raise _err(
+                            src, lineno, "'@equalLength true' (unequal-length series are not supported)", _short(line)
+                        )
                 elif tag in ("dimensions", "serieslength"):
                     header[tag] = _parse_int(src, lineno, words[0][1:], args)
                 elif tag == "classlabel":
@@ -205,8 +214,12 @@ def read_ts(path: str | os.PathLike) -> tuple[np.ndarray, list[str], dict[str, A
                     elif len(args) > 1:
                         raise _err(src, lineno, "nothing after '@classLabel false'", _short(line))
                 elif tag == "targetlabel":
-                    raise _err(src, lineno, "a classification file ('@targetLabel' regression files are not supported)",
-                               _short(line))
+                    raise _err(
+                        src,
+                        lineno,
+                        "a classification file ('@targetLabel' regression files are not supported)",
+                        _short(line),
+                    )
                 else:
                     header[tag] = " ".join(args)  # unknown tags are kept verbatim
                 continue
@@ -214,14 +227,19 @@ def read_ts(path: str | os.PathLike) -> tuple[np.ndarray, list[str], dict[str, A
             if line.startswith("@"):
                 raise _err(src, lineno, "a series line after '@data'", _short(line))
             if line.startswith("("):
-                raise _err(src, lineno, "comma-separated values (time-stamped '(t,v)' series are not supported)",
-                           _short(line))
+                raise _err(
+                    src, lineno, "comma-separated values (time-stamped '(t,v)' series are not supported)", _short(line)
+                )
             fields = line.split(":")
             has_label = bool(header.get("classlabel", False))
             if has_label:
                 if len(fields) < 2:
-                    raise _err(src, lineno, "values followed by ':<label>' (the file declares '@classLabel true')",
-                               f"no ':' in {_short(line)}")
+                    raise _err(
+                        src,
+                        lineno,
+                        "values followed by ':<label>' (the file declares '@classLabel true')",
+                        f"no ':' in {_short(line)}",
+                    )
                 label = fields[-1].strip()
                 fields = fields[:-1]
                 declared = header.get("class_labels")
@@ -237,21 +255,33 @@ def read_ts(path: str | os.PathLike) -> tuple[np.ndarray, list[str], dict[str, A
                 if header.get("univariate") is True:
                     want_dims = 1
                 if want_dims is not None and n_dims != want_dims:
-                    hint = "" if has_label or n_dims != want_dims + 1 else (
-                        " (a ':label' field? the file lacks '@classLabel true')")
-                    raise _err(src, lineno, f"{want_dims} dimension(s) per series as declared in the header",
-                               f"{n_dims} ':'-separated fields{hint}")
+                    hint = (
+                        ""
+                        if has_label or n_dims != want_dims + 1
+                        else (" (a ':label' field? the file lacks '@classLabel true')")
+                    )
+                    raise _err(
+                        src,
+                        lineno,
+                        f"{want_dims} dimension(s) per series as declared in the header",
+                        f"{n_dims} ':'-separated fields{hint}",
+                    )
                 if "serieslength" in header and length != header["serieslength"]:
-                    raise _err(src, lineno, f"{header['serieslength']} values per dimension ('@seriesLength')",
-                               f"{length}")
+                    raise _err(
+                        src, lineno, f"{header['serieslength']} values per dimension ('@seriesLength')", f"{length}"
+                    )
             elif len(dims) != n_dims:
-                raise _err(src, lineno, f"{n_dims} dimension(s) per series (as on line {first_data_line})",
-                           f"{len(dims)}")
+                raise _err(
+                    src, lineno, f"{n_dims} dimension(s) per series (as on line {first_data_line})", f"{len(dims)}"
+                )
             for d, v in enumerate(dims):
                 if v.size != length:
-                    raise _err(src, lineno,
-                               f"{length} values in dimension {d} (equal-length series, as on line {first_data_line})",
-                               f"{v.size}")
+                    raise _err(
+                        src,
+                        lineno,
+                        f"{length} values in dimension {d} (equal-length series, as on line {first_data_line})",
+                        f"{v.size}",
+                    )
             rows.append(np.stack(dims, axis=-1))
     if not in_data:
         raise _err(src, None, "an '@data' line before the series", "none")
@@ -277,8 +307,15 @@ def _column_stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return mean, std
 
 
-def _as_envdata(x: np.ndarray, family: np.ndarray, *, family_names: tuple[str, ...] | None,
-                env_names: tuple[str, ...] | None, source: str, split: str) -> EnvData:
+def _as_envdata(
+    x: np.ndarray,
+    family: np.ndarray,
+    *,
+    family_names: tuple[str, ...] | None,
+    env_names: tuple[str, ...] | None,
+    source: str,
+    split: str,
+) -> EnvData:
     s, _, length, _ = x.shape
     t = np.broadcast_to(np.arange(length, dtype=np.float64), (s, length)).copy()
     return EnvData(x, t, family, env_names=env_names, family_names=family_names, source=source, split=split)
@@ -297,8 +334,9 @@ def _label_indices(labels: list[str], declared: list[str] | None) -> tuple[np.nd
 # ---------------------------------------------------------------------------------------
 # Epilepsy2
 # ---------------------------------------------------------------------------------------
-def load_epilepsy2(path: str | os.PathLike, *, standardize: bool = False, test_path: str | os.PathLike | None = None,
-                   n_train: int = 60) -> tuple[dict[str, EnvData], dict[str, Any]]:
+def load_epilepsy2(
+    path: str | os.PathLike, *, standardize: bool = False, test_path: str | os.PathLike | None = None, n_train: int = 60
+) -> tuple[dict[str, EnvData], dict[str, Any]]:
     """The Epilepsy2 EEG series (UEA archive ``.ts`` files) as a mixerdsr dataset.
 
     Each series is one environment with one trajectory: ``x [series, 1, 178, 1]``,
@@ -336,8 +374,12 @@ def load_epilepsy2(path: str | os.PathLike, *, standardize: bool = False, test_p
     if not 1 <= n_train <= n:
         raise _err(src, None, f"at least n_train={n_train} series", f"{n}")
     if test_path is None and n_train == n:
-        raise _err(src, None, f"more than n_train={n_train} series (rows after n_train are the adaptation set)",
-                   f"{n} series; pass test_path or a smaller n_train")
+        raise _err(
+            src,
+            None,
+            f"more than n_train={n_train} series (rows after n_train are the adaptation set)",
+            f"{n} series; pass test_path or a smaller n_train",
+        )
     declared = header.get("class_labels")
     fam, names = _label_indices(labels, declared)
     x_all = values[:, None, :, :]  # [S, 1, L, D]
@@ -353,8 +395,12 @@ def load_epilepsy2(path: str | os.PathLike, *, standardize: bool = False, test_p
         if tv.ndim == 2:
             tv = tv[..., None]
         if tv.shape[1:] != values.shape[1:]:
-            raise _err(ad_src, None, f"series of length {values.shape[1]} with {values.shape[2]} dimension(s) "
-                       f"like {src}", f"length {tv.shape[1]} with {tv.shape[2]} dimension(s)")
+            raise _err(
+                ad_src,
+                None,
+                f"series of length {values.shape[1]} with {values.shape[2]} dimension(s) like {src}",
+                f"length {tv.shape[1]} with {tv.shape[2]} dimension(s)",
+            )
         if tl:
             f_ad, names2 = _label_indices(tl, list(names))
             names = names2
@@ -367,38 +413,65 @@ def load_epilepsy2(path: str | os.PathLike, *, standardize: bool = False, test_p
         mean, std = _column_stats(x_tr)
         x_tr = (x_tr - mean) / std
         x_ad = (x_ad - mean) / std
-        std_meta = {"kind": "per-time-column", "fitted_on": "train", "mean": mean[:, 0].tolist() if mean.shape[1] == 1
-                    else mean.tolist(), "std": std[:, 0].tolist() if std.shape[1] == 1 else std.tolist()}
+        std_meta = {
+            "kind": "per-time-column",
+            "fitted_on": "train",
+            "mean": mean[:, 0].tolist() if mean.shape[1] == 1 else mean.tolist(),
+            "std": std[:, 0].tolist() if std.shape[1] == 1 else std.tolist(),
+        }
     splits = {}
-    for name, (x, f, s, r) in {"train": (x_tr, f_tr, src, rows["train"]), "test": (x_tr, f_tr, src, rows["test"]),
-                               "adapt_train": (x_ad, f_ad, ad_src, rows["adapt_train"]),
-                               "adapt_test": (x_ad, f_ad, ad_src, rows["adapt_test"])}.items():
+    for name, (x, f, s, r) in {
+        "train": (x_tr, f_tr, src, rows["train"]),
+        "test": (x_tr, f_tr, src, rows["test"]),
+        "adapt_train": (x_ad, f_ad, ad_src, rows["adapt_train"]),
+        "adapt_test": (x_ad, f_ad, ad_src, rows["adapt_test"]),
+    }.items():
         env_names = tuple(f"row{i}" for i in range(r[0], r[1]))
-        splits[name] = _as_envdata(np.ascontiguousarray(x), f, family_names=names, env_names=env_names,
-                                   source=s, split=name)
-    meta = {"name": "epilepsy2", "source": src, "test_source": None if test_path is None else ad_src,
-            "problem_name": header.get("problemname"), "n_train": int(n_train), "rows": rows,
-            "class_labels": list(names), "standardize": bool(standardize), "standardization": std_meta}
+        splits[name] = _as_envdata(
+            np.ascontiguousarray(x), f, family_names=names, env_names=env_names, source=s, split=name
+        )
+    meta = {
+        "name": "epilepsy2",
+        "source": src,
+        "test_source": None if test_path is None else ad_src,
+        "problem_name": header.get("problemname"),
+        "n_train": int(n_train),
+        "rows": rows,
+        "class_labels": list(names),
+        "standardize": bool(standardize),
+        "standardization": std_meta,
+    }
     return splits, meta
 
 
 # ---------------------------------------------------------------------------------------
 # Synthetic Control Chart Time Series
 # ---------------------------------------------------------------------------------------
-def _sccts_dataset(x2d: np.ndarray, family: np.ndarray, *, standardize: bool, source: str,
-                   meta_extra: dict[str, Any]) -> tuple[dict[str, EnvData], dict[str, Any]]:
+def _sccts_dataset(
+    x2d: np.ndarray, family: np.ndarray, *, standardize: bool, source: str, meta_extra: dict[str, Any]
+) -> tuple[dict[str, EnvData], dict[str, Any]]:
     x = x2d.astype(np.float64)[:, None, :, None]
     std_meta: dict[str, Any] = {"kind": "none"}
     if standardize:
         mean, std = _column_stats(x)
         x = (x - mean) / std
-        std_meta = {"kind": "per-time-column", "fitted_on": "train", "mean": mean[:, 0].tolist(),
-                    "std": std[:, 0].tolist()}
+        std_meta = {
+            "kind": "per-time-column",
+            "fitted_on": "train",
+            "mean": mean[:, 0].tolist(),
+            "std": std[:, 0].tolist(),
+        }
     train = _as_envdata(x, family, family_names=SCCTS_CLASS_NAMES, env_names=None, source=source, split="train")
     sup = [SCCTS_SUPERFAMILY[int(f)] for f in family]
-    meta = {"name": "sccts", **meta_extra, "standardize": bool(standardize), "standardization": std_meta,
-            "class_names": list(SCCTS_CLASS_NAMES), "superfamily": sup,
-            "superfamily_names": list(SCCTS_SUPERFAMILY_NAMES)}
+    meta = {
+        "name": "sccts",
+        **meta_extra,
+        "standardize": bool(standardize),
+        "standardization": std_meta,
+        "class_names": list(SCCTS_CLASS_NAMES),
+        "superfamily": sup,
+        "superfamily_names": list(SCCTS_SUPERFAMILY_NAMES),
+    }
     return {"train": train}, meta
 
 
@@ -449,8 +522,9 @@ def load_sccts(path: str | os.PathLike, *, standardize: bool = True) -> tuple[di
         raise _err(src, None, "a number of series divisible by 6 (six class blocks of equal size)", f"{n} series")
     x = np.stack(rows)
     family = np.repeat(np.arange(6, dtype=np.int64), n // 6)
-    return _sccts_dataset(x, family, standardize=standardize, source=src,
-                          meta_extra={"source": src, "n_per_class": n // 6})
+    return _sccts_dataset(
+        x, family, standardize=standardize, source=src, meta_extra={"source": src, "n_per_class": n // 6}
+    )
 
 
 def _is_float(s: str) -> bool:
@@ -461,8 +535,9 @@ def _is_float(s: str) -> bool:
     return True
 
 
-def generate_sccts(seed: int = 0, n_per_class: int = 100, *, standardize: bool = True,
-                   length: int = 60) -> tuple[dict[str, EnvData], dict[str, Any]]:
+def generate_sccts(
+    seed: int = 0, n_per_class: int = 100, *, standardize: bool = True, length: int = 60
+) -> tuple[dict[str, EnvData], dict[str, Any]]:
     """Generate Synthetic Control Chart series (Alcock & Manolopoulos 1999), seeded.
 
     With ``m = 30``, ``s = 2``, fresh noise ``r(t) ~ U[-3, 3]`` at every step and
@@ -509,12 +584,34 @@ def generate_sccts(seed: int = 0, n_per_class: int = 100, *, standardize: bool =
     y[4] += x_up[:, None] * (t[None, :] >= t3_up[:, None])
     y[5] -= x_dn[:, None] * (t[None, :] >= t3_dn[:, None])
     family = np.repeat(np.arange(6, dtype=np.int64), n)
-    class_params = {"cyclic_a": a.tolist(), "cyclic_T": period.tolist(), "increasing_g": g_inc.tolist(),
-                    "decreasing_g": g_dec.tolist(), "upward_x": x_up.tolist(), "upward_t3": t3_up.tolist(),
-                    "downward_x": x_dn.tolist(), "downward_t3": t3_dn.tolist()}
-    extra = {"source": "generator", "seed": int(seed), "n_per_class": n, "length": int(length),
-             "generator": {"m": m, "s": s, "r": [-3.0, 3.0], "a": [10.0, 15.0], "T": [10.0, 15.0],
-                           "g": [0.2, 0.5], "x": [7.5, 20.0], "t3": [lo, hi], "rng": "numpy.default_rng"},
-             "class_params": class_params}
-    return _sccts_dataset(y.reshape(6 * n, length), family, standardize=standardize, source=f"<sccts seed={seed}>",
-                          meta_extra=extra)
+    class_params = {
+        "cyclic_a": a.tolist(),
+        "cyclic_T": period.tolist(),
+        "increasing_g": g_inc.tolist(),
+        "decreasing_g": g_dec.tolist(),
+        "upward_x": x_up.tolist(),
+        "upward_t3": t3_up.tolist(),
+        "downward_x": x_dn.tolist(),
+        "downward_t3": t3_dn.tolist(),
+    }
+    extra = {
+        "source": "generator",
+        "seed": int(seed),
+        "n_per_class": n,
+        "length": int(length),
+        "generator": {
+            "m": m,
+            "s": s,
+            "r": [-3.0, 3.0],
+            "a": [10.0, 15.0],
+            "T": [10.0, 15.0],
+            "g": [0.2, 0.5],
+            "x": [7.5, 20.0],
+            "t3": [lo, hi],
+            "rng": "numpy.default_rng",
+        },
+        "class_params": class_params,
+    }
+    return _sccts_dataset(
+        y.reshape(6 * n, length), family, standardize=standardize, source=f"<sccts seed={seed}>", meta_extra=extra
+    )

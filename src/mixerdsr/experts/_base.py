@@ -70,7 +70,7 @@ def _uniform_arrays(key: PRNGKeyArray, specs: tuple[UniformSpec, ...]) -> list[A
     u = jax.random.uniform(key, (sum(sizes),))
     out, start = [], 0
     for (shape, low, high), n in zip(specs, sizes):
-        out.append(low + (high - low) * u[start:start + n].reshape(shape))
+        out.append(low + (high - low) * u[start : start + n].reshape(shape))
         start += n
     return out
 

@@ -37,15 +37,26 @@ class CoDA(AbstractExpert):
     state_size: int = eqx.field(static=True)
     context_size: int = eqx.field(static=True)
 
-    def __init__(self, state_size: int, context_size: int, width: int = 64, depth: int = 3,
-                 hyper_scale: float = 0.1, *, key: PRNGKeyArray):
+    def __init__(
+        self,
+        state_size: int,
+        context_size: int,
+        width: int = 64,
+        depth: int = 3,
+        hyper_scale: float = 0.1,
+        *,
+        key: PRNGKeyArray,
+    ):
         self.state_size = state_size
         self.context_size = context_size
         specs = []
         for n_in, n_out in mlp_sizes(state_size, state_size, width, depth):
             lim = hyper_scale / math.sqrt(n_in)
-            specs += [*linear_specs(n_in, n_out), ((n_out, n_in, context_size), -lim, lim),
-                      ((n_out, context_size), -lim, lim)]
+            specs += [
+                *linear_specs(n_in, n_out),
+                ((n_out, n_in, context_size), -lim, lim),
+                ((n_out, context_size), -lim, lim),
+            ]
         arrays = uniform_arrays(key, specs)
         ws, bs, hws, hbs = (arrays[i::4] for i in range(4))
         self.weights, self.biases, self.hyper_weights, self.hyper_biases = map(tuple, (ws, bs, hws, hbs))

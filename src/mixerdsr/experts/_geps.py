@@ -52,15 +52,30 @@ class GEPS(AbstractExpert):
     context_size: int = eqx.field(static=True)
     factored: bool = eqx.field(static=True)
 
-    def __init__(self, state_size: int, context_size: int, width: int = 64, depth: int = 3, *,
-                 factored: bool | None = None, key: PRNGKeyArray):
+    def __init__(
+        self,
+        state_size: int,
+        context_size: int,
+        width: int = 64,
+        depth: int = 3,
+        *,
+        factored: bool | None = None,
+        key: PRNGKeyArray,
+    ):
         self.state_size = state_size
         self.context_size = context_size
         self.factored = context_size <= width // 4 if factored is None else bool(factored)
         sizes = mlp_sizes(state_size, state_size, width, depth)
-        specs = [spec for n_in, n_out in sizes for spec in (
-            *linear_specs(n_in, n_out), glorot_spec((n_out, context_size)), glorot_spec((context_size, n_in)),
-            glorot_spec((n_out, context_size)))]
+        specs = [
+            spec
+            for n_in, n_out in sizes
+            for spec in (
+                *linear_specs(n_in, n_out),
+                glorot_spec((n_out, context_size)),
+                glorot_spec((context_size, n_in)),
+                glorot_spec((n_out, context_size)),
+            )
+        ]
         arrays = uniform_arrays(key, specs)
         ws, bs, As, Bs, Abs = (arrays[i::5] for i in range(5))
         self.wb = tuple(jnp.concatenate([w.T, b.T], axis=1) for w, b in zip(ws, Bs))
@@ -72,7 +87,7 @@ class GEPS(AbstractExpert):
     def _wb_cols(self, first: bool) -> tuple[Array, ...]:
         """Per layer: the ``W^T`` columns (``first``) or the ``B^T`` columns of ``wb``, transposed back."""
         r = self.context_size
-        return tuple(_t(wb[..., :wb.shape[-1] - r] if first else wb[..., wb.shape[-1] - r:]) for wb in self.wb)
+        return tuple(_t(wb[..., : wb.shape[-1] - r] if first else wb[..., wb.shape[-1] - r :]) for wb in self.wb)
 
     @property
     def weights(self) -> tuple[Float[Array, "out in"], ...]:

@@ -67,8 +67,17 @@ class NCF(AbstractExpert):
     context_size: int = eqx.field(static=True)
     taylor_order: int = eqx.field(static=True)
 
-    def __init__(self, state_size: int, context_size: int, width: int = 64, depth: int = 3, embed: int = 32,
-                 taylor_order: int = 2, *, key: PRNGKeyArray):
+    def __init__(
+        self,
+        state_size: int,
+        context_size: int,
+        width: int = 64,
+        depth: int = 3,
+        embed: int = 32,
+        taylor_order: int = 2,
+        *,
+        key: PRNGKeyArray,
+    ):
         if taylor_order not in (0, 1, 2):
             raise ValueError(f"taylor_order must be 0, 1 or 2, got {taylor_order}")
         self.state_size = state_size

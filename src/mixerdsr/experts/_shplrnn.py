@@ -84,8 +84,17 @@ class SHPLRNN(AbstractExpert):
     hidden: int = eqx.field(static=True)
     kind: ClassVar[str] = "sequence"
 
-    def __init__(self, state_size: int, context_size: int, hidden: int = 16, *, a_range: tuple[float, float] = (0.5, 0.9),
-                 w1_scale: float = 0.1, hyper_scale: float = 1.0, key: PRNGKeyArray):
+    def __init__(
+        self,
+        state_size: int,
+        context_size: int,
+        hidden: int = 16,
+        *,
+        a_range: tuple[float, float] = (0.5, 0.9),
+        w1_scale: float = 0.1,
+        hyper_scale: float = 1.0,
+        key: PRNGKeyArray,
+    ):
         if hidden < 1:
             raise ValueError(f"hidden must be >= 1, got {hidden}")
         self.state_size = d = state_size

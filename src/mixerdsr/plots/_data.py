@@ -41,9 +41,15 @@ def _choose(env_idx: np.ndarray, n_traj: int, max_traj: int) -> list[tuple[int, 
     return out
 
 
-def plot_dataset_overview(data: EnvData | Mapping[str, EnvData], path: str | os.PathLike, *,
-                          max_traj: int = 4, max_families: int = 12, split: str | None = None,
-                          dpi: int = 100) -> Path:
+def plot_dataset_overview(
+    data: EnvData | Mapping[str, EnvData],
+    path: str | os.PathLike,
+    *,
+    max_traj: int = 4,
+    max_families: int = 12,
+    split: str | None = None,
+    dpi: int = 100,
+) -> Path:
     """Write a PNG with one row per family: time series (left) and phase portrait (right).
 
     Args:
@@ -64,8 +70,14 @@ def plot_dataset_overview(data: EnvData | Mapping[str, EnvData], path: str | os.
     return out
 
 
-def dataset_overview_figure(data: EnvData | Mapping[str, EnvData], *, max_traj: int = 4, max_families: int = 12,
-                            split: str | None = None, dpi: int = 100):
+def dataset_overview_figure(
+    data: EnvData | Mapping[str, EnvData],
+    *,
+    max_traj: int = 4,
+    max_families: int = 12,
+    split: str | None = None,
+    dpi: int = 100,
+):
     """The figure of :func:`plot_dataset_overview`, not written.
 
     Families beyond ``max_families`` are skipped evenly (the first and last are always drawn).
@@ -109,8 +121,13 @@ def dataset_overview_figure(data: EnvData | Mapping[str, EnvData], *, max_traj: 
         if ncols == 2:
             ax_p = axes[row, 1]
             for k, (e, j) in enumerate(picks):
-                ax_p.plot(d.x[e, j, :, 0], d.x[e, j, :, 1], color=cmap(k % 10), lw=1.0,
-                          label=(d.env_names[e] if d.env_names is not None else f"env {e}") + f" / traj {j}")
+                ax_p.plot(
+                    d.x[e, j, :, 0],
+                    d.x[e, j, :, 1],
+                    color=cmap(k % 10),
+                    lw=1.0,
+                    label=(d.env_names[e] if d.env_names is not None else f"env {e}") + f" / traj {j}",
+                )
                 ax_p.plot(d.x[e, j, 0, 0], d.x[e, j, 0, 1], "o", color=cmap(k % 10), ms=3)
             ax_p.set_xlabel("x0", fontsize=8)
             ax_p.set_ylabel("x1", fontsize=8)
@@ -120,8 +137,15 @@ def dataset_overview_figure(data: EnvData | Mapping[str, EnvData], *, max_traj: 
                 ax_p.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
     if n_dims <= 10:
         handles = [Line2D([], [], color=cmap(dim % 10), lw=2, label=f"x{dim}") for dim in range(n_dims)]
-        fig.legend(handles=handles, loc="outside lower center", ncols=min(n_dims, 10), fontsize=8, frameon=False,
-                   title="state dimension (time-series panels)", title_fontsize=8)
+        fig.legend(
+            handles=handles,
+            loc="outside lower center",
+            ncols=min(n_dims, 10),
+            fontsize=8,
+            frameon=False,
+            title="state dimension (time-series panels)",
+            title_fontsize=8,
+        )
     shown = "" if len(fams) == len(all_fams) else f"; {len(fams)} of {len(all_fams)} families drawn"
     fig.suptitle(f"{name}: x {tuple(d.x.shape)} [envs, trajectories, times, dims]{shown}", fontsize=10)
     return fig

@@ -17,21 +17,33 @@ from typing import Any
 __all__ = ["PAPER", "render_report", "write_report"]
 
 #: The MixER paper, whose equation numbers the report uses.
-PAPER = ("R. D. Nzoyem, G. Stevens, A. Sahota, D. A. W. Barton and T. Deakin, *Towards Foundational Models "
-         "for Dynamical System Reconstruction: Hierarchical Meta-Learning via Mixture of Experts* (MixER), "
-         "2025, arXiv:2502.05335")
+PAPER = (
+    "R. D. Nzoyem, G. Stevens, A. Sahota, D. A. W. Barton and T. Deakin, *Towards Foundational Models "
+    "for Dynamical System Reconstruction: Hierarchical Meta-Learning via Mixture of Experts* (MixER), "
+    "2025, arXiv:2502.05335"
+)
 
-_SPLITS = (("train", "train (training envs, training trajectories)"),
-           ("test", "test (training envs, new initial conditions)"),
-           ("adapt_test", "adaptation (new envs, contexts fitted with frozen weights)"))
+_SPLITS = (
+    ("train", "train (training envs, training trajectories)"),
+    ("test", "test (training envs, new initial conditions)"),
+    ("adapt_test", "adaptation (new envs, contexts fitted with frozen weights)"),
+)
 
-_GATE = {"lstsq": "least-squares gate (Algorithm 1)", "gradient": "gradient-trained gate (naive MoE)",
-         "frozen": "frozen random gate"}
+_GATE = {
+    "lstsq": "least-squares gate (Algorithm 1)",
+    "gradient": "gradient-trained gate (naive MoE)",
+    "frozen": "frozen random gate",
+}
 
 _DOWNSTREAM = {
-    "dataset": "dataset", "data_source": "data source", "data": "data from",
-    "n_classes": "classes", "n_families": "families", "n_train": "training series",
-    "n_held_out": "held-out series", "n_held_out_labelled": "held-out series with a label",
+    "dataset": "dataset",
+    "data_source": "data source",
+    "data": "data from",
+    "n_classes": "classes",
+    "n_families": "families",
+    "n_train": "training series",
+    "n_held_out": "held-out series",
+    "n_held_out_labelled": "held-out series with a label",
     "context_kmeans_ari": "K-means on the learned contexts: ARI against the classes",
     "context_kmeans_accuracy": "K-means on the learned contexts: matched accuracy",
     "raw_kmeans_ari": "K-means on the raw series: ARI against the classes",
@@ -64,7 +76,7 @@ def num(v: Any, digits: int = 4) -> str:
             return "nan"
         if math.isinf(v):
             return "inf" if v > 0 else "-inf"
-        if v != 0 and (abs(v) >= 10 ** digits or abs(v) < 1e-3):
+        if v != 0 and (abs(v) >= 10**digits or abs(v) < 1e-3):
             return f"{v:.{digits - 1}e}"
         s = f"{v:#.{digits}g}"
         s = s.rstrip("0").rstrip(".") if "." in s else s
@@ -116,8 +128,12 @@ def _header(m: Mapping[str, Any]) -> list[str]:
     backbone = str(cfg.get("backbone", "?")).upper() if cfg.get("backbone") != "shplrnn" else "hier-shPLRNN"
     experts = cfg.get("experts")
     gate = _GATE.get(cfg.get("gate"), f"gate {cfg.get('gate', '?')}")
-    lines = [f"# mixerdsr run: {data}, {backbone} experts, MixER-{experts if experts is not None else '?'}, {gate}", "",
-             f"Equations and figures are numbered as in {PAPER}.", ""]
+    lines = [
+        f"# mixerdsr run: {data}, {backbone} experts, MixER-{experts if experts is not None else '?'}, {gate}",
+        "",
+        f"Equations and figures are numbered as in {PAPER}.",
+        "",
+    ]
     bits = [f"{_words(k)} {num(cfg[k])}" for k in ("outer_steps", "context_size", "seed") if cfg.get(k) is not None]
     if bits:
         lines += ["Settings: " + ", ".join(bits) + " (the full configuration is in `config.toml`).", ""]
@@ -163,15 +179,21 @@ def _summary(m: Mapping[str, Any]) -> list[str]:
             lines.append(f"- {label.split(' (')[0]}: not evaluated (no such split in this dataset).")
             continue
         if seq:
-            lines.append(f"- {label}: free-running MSE {num(sm.get('mse'))}, teacher-forced MSE "
-                         f"{num(sm.get('teacher_forced_mse'))}.")
+            lines.append(
+                f"- {label}: free-running MSE {num(sm.get('mse'))}, teacher-forced MSE "
+                f"{num(sm.get('teacher_forced_mse'))}."
+            )
         else:
-            lines.append(f"- {label}: relMSE (Eq. 9) {num(sm.get('rel_mse'))} ({_verdict(sm.get('rel_mse'), eps)}); "
-                         f"TPRMSE (Eq. 10) {num(sm.get('tprmse'))} % of envs below {num(eps)}.")
+            lines.append(
+                f"- {label}: relMSE (Eq. 9) {num(sm.get('rel_mse'))} ({_verdict(sm.get('rel_mse'), eps)}); "
+                f"TPRMSE (Eq. 10) {num(sm.get('tprmse'))} % of envs below {num(eps)}."
+            )
     r = m.get("routing") or {}
     if r:
-        lines.append(f"- routing of the training envs: {_counts(r.get('counts'))}; purity {num(r.get('purity'))}, "
-                     f"ARI {num(r.get('ari')) if r.get('ari') is not None else 'n/a (no family labels)'}.")
+        lines.append(
+            f"- routing of the training envs: {_counts(r.get('counts'))}; purity {num(r.get('purity'))}, "
+            f"ARI {num(r.get('ari')) if r.get('ari') is not None else 'n/a (no family labels)'}."
+        )
     return lines + [""]
 
 
@@ -182,29 +204,43 @@ def _errors(m: Mapping[str, Any]) -> list[str]:
     if not present:
         return lines + ["No split was evaluated.", ""]
     if _is_sequence(m):
-        lines += [("Sequence experts on standardised series: the relMSE of Eq. 9 divides by states near 0 and is "
-                  "not meaningful here, so the plain MSE (lower is better, 0 = perfect) is reported, free-running "
-                  "(the main error) and with teacher forcing (one step ahead)."), "",
-                  "| split | free-running MSE | teacher-forced MSE | failed solves |", "|---|---|---|---|"]
+        lines += [
+            (
+                "Sequence experts on standardised series: the relMSE of Eq. 9 divides by states near 0 and is "
+                "not meaningful here, so the plain MSE (lower is better, 0 = perfect) is reported, free-running "
+                "(the main error) and with teacher forcing (one step ahead)."
+            ),
+            "",
+            "| split | free-running MSE | teacher-forced MSE | failed solves |",
+            "|---|---|---|---|",
+        ]
         for s, label in present:
             sm = m[s]
-            lines.append(f"| {label} | {num(sm.get('mse'))} | {num(sm.get('teacher_forced_mse'))} | "
-                         f"{num(sm.get('failed_solves'))} |")
+            lines.append(
+                f"| {label} | {num(sm.get('mse'))} | {num(sm.get('teacher_forced_mse'))} | "
+                f"{num(sm.get('failed_solves'))} |"
+            )
         return lines + [""]
     lines += [
-        ("How to read it. **relMSE** (Eq. 9) is the mean over all states of the squared error divided by the "
-        "state's squared norm: 0 is perfect, and a good model has relMSE well below 1 (1 means errors as large "
-        "as the states). "
-        f"**TPRMSE** (Eq. 10) is the percentage of environments whose own relMSE is below {num(eps)}: "
-        "higher is better, 100 % is best. "
-        "**Trajectory rel. L2** (mean over trajectories of ||x̂ − x|| / ||x||) is not dominated by states near 0; "
-        "**MSE** is the plain mean squared error, in the data's units."), "",
+        (
+            "How to read it. **relMSE** (Eq. 9) is the mean over all states of the squared error divided by the "
+            "state's squared norm: 0 is perfect, and a good model has relMSE well below 1 (1 means errors as large "
+            "as the states). "
+            f"**TPRMSE** (Eq. 10) is the percentage of environments whose own relMSE is below {num(eps)}: "
+            "higher is better, 100 % is best. "
+            "**Trajectory rel. L2** (mean over trajectories of ||x̂ − x|| / ||x||) is not dominated by states near 0; "
+            "**MSE** is the plain mean squared error, in the data's units."
+        ),
+        "",
         "| split | relMSE (Eq. 9) | TPRMSE (Eq. 10, %) | trajectory rel. L2 | MSE | failed solves |",
-        "|---|---|---|---|---|---|"]
+        "|---|---|---|---|---|---|",
+    ]
     for s, label in present:
         sm = m[s]
-        lines.append(f"| {label} | {num(sm.get('rel_mse'))} | {num(sm.get('tprmse'))} | {num(sm.get('traj_rel_l2'))} | "
-                     f"{num(sm.get('mse'))} | {num(sm.get('failed_solves'))} |")
+        lines.append(
+            f"| {label} | {num(sm.get('rel_mse'))} | {num(sm.get('tprmse'))} | {num(sm.get('traj_rel_l2'))} | "
+            f"{num(sm.get('mse'))} | {num(sm.get('failed_solves'))} |"
+        )
     lines.append("")
     for s, label in present:
         pe = m[s].get("per_env_rel_mse")
@@ -215,8 +251,10 @@ def _errors(m: Mapping[str, Any]) -> list[str]:
         worst = sorted(vals, key=lambda iv: -iv[1] if math.isfinite(iv[1]) else -math.inf)[:3]
         med = statistics.median(finite) if finite else float("nan")
         below = sum(v < eps for _, v in vals)
-        lines.append(f"- {label.split(' (')[0]}, per env relMSE: median {num(med)}, {below} of {len(vals)} envs "
-                     f"below {num(eps)}; highest: " + ", ".join(f"env {i} ({num(v)})" for i, v in worst) + ".")
+        lines.append(
+            f"- {label.split(' (')[0]}, per env relMSE: median {num(med)}, {below} of {len(vals)} envs "
+            f"below {num(eps)}; highest: " + ", ".join(f"env {i} ({num(v)})" for i, v in worst) + "."
+        )
     return lines + [""]
 
 
@@ -227,13 +265,17 @@ def _routing(m: Mapping[str, Any]) -> list[str]:
     if not isinstance(r, Mapping):
         return lines + ["No routing recorded.", ""]
     lines.append(f"- Training envs per expert: {_counts(r.get('counts'))}.")
-    lines.append(f"- Purity {num(r.get('purity'))}: the share of envs whose family is the most common one on their "
-                 "expert (1 = every expert serves a single family).")
+    lines.append(
+        f"- Purity {num(r.get('purity'))}: the share of envs whose family is the most common one on their "
+        "expert (1 = every expert serves a single family)."
+    )
     if r.get("ari") is None:
         lines.append("- ARI: not available (the training envs have no family labels).")
     else:
-        lines.append(f"- ARI {num(r.get('ari'))}: adjusted Rand index of the routes against the family labels "
-                     "(1 = routes match the families exactly, about 0 = chance).")
+        lines.append(
+            f"- ARI {num(r.get('ari'))}: adjusted Rand index of the routes against the family labels "
+            "(1 = routes match the families exactly, about 0 = chance)."
+        )
     if r.get("adapt_experts"):
         lines.append(f"- Adaptation envs per expert: {_route_counts(r.get('adapt_experts'), cfg.get('experts'))}.")
     gu = m.get("gate_updates")
@@ -250,24 +292,35 @@ def _cost(m: Mapping[str, Any]) -> list[str]:
     p = m.get("parameters") or {}
     lines = ["## Cost and model selection", ""]
     if t:
-        lines.append(f"- Time: compile {num(t.get('compile_seconds'))} s, {num(t.get('seconds_per_outer_step'))} s per "
-                     f"outer step, training {num(t.get('total_seconds'))} s, whole run {num(t.get('run_seconds'))} s.")
+        lines.append(
+            f"- Time: compile {num(t.get('compile_seconds'))} s, {num(t.get('seconds_per_outer_step'))} s per "
+            f"outer step, training {num(t.get('total_seconds'))} s, whole run {num(t.get('run_seconds'))} s."
+        )
     for s, label in _SPLITS[2:]:
         if isinstance(m.get(s), Mapping) and m[s].get("adapt_seconds") is not None:
             lines.append(f"- Adaptation took {num(m[s]['adapt_seconds'])} s.")
     if p:
-        lines.append(f"- Parameters: {num(p.get('active_per_expert'))} active per environment (one expert), "
-                     f"{num(p.get('total'))} in total.")
+        lines.append(
+            f"- Parameters: {num(p.get('active_per_expert'))} active per environment (one expert), "
+            f"{num(p.get('total'))} in total."
+        )
     if m.get("best_step") is not None:
         lines.append(f"- Model selected at outer step {num(m.get('best_step'))} (lowest validation relMSE).")
     return lines + [""] if len(lines) > 2 else []
 
 
 def _downstream(ds: Mapping[str, Any]) -> list[str]:
-    lines = ["## Downstream", "",
-             ("Scores of the learned contexts as features (ARI: 1 = perfect clustering, about 0 = chance; "
-             "accuracy: 1 = all correct), next to the same method on the raw series."), "",
-             "| score | value |", "|---|---|"]
+    lines = [
+        "## Downstream",
+        "",
+        (
+            "Scores of the learned contexts as features (ARI: 1 = perfect clustering, about 0 = chance; "
+            "accuracy: 1 = all correct), next to the same method on the raw series."
+        ),
+        "",
+        "| score | value |",
+        "|---|---|",
+    ]
     tables = []
     for k, v in ds.items():
         if isinstance(v, Mapping) and "table" in v:
@@ -279,8 +332,14 @@ def _downstream(ds: Mapping[str, Any]) -> list[str]:
     for k, v in tables:
         table = v.get("table") or []
         n = max((len(row) for row in table), default=0)
-        lines += ["", (f"**{_words(k)}**: purity {num(v.get('purity'))}, ARI {num(v.get('ari'))}; "
-                      "rows are experts, columns labels, cells counts of envs."), ""]
+        lines += [
+            "",
+            (
+                f"**{_words(k)}**: purity {num(v.get('purity'))}, ARI {num(v.get('ari'))}; "
+                "rows are experts, columns labels, cells counts of envs."
+            ),
+            "",
+        ]
         if n:
             lines += ["| expert | " + " | ".join(f"label {j}" for j in range(n)) + " |", "|---" * (n + 1) + "|"]
             lines += [f"| {i} | " + " | ".join(num(c) for c in row) + " |" for i, row in enumerate(table)]

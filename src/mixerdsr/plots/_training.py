@@ -173,15 +173,23 @@ def _family_order(family: np.ndarray | None, n_envs: int) -> tuple[np.ndarray, n
     return order, family[order]
 
 
-def gate_heatmaps_figure(history: Sequence[Mapping[str, Any]], family: np.ndarray | None = None,
-                         family_names: Sequence[str] | None = None, *, max_snapshots: int = 6):
+def gate_heatmaps_figure(
+    history: Sequence[Mapping[str, Any]],
+    family: np.ndarray | None = None,
+    family_names: Sequence[str] | None = None,
+    *,
+    max_snapshots: int = 6,
+):
     """Gate values (softmax of the logits), envs x experts, at the snapshot steps (Figure 8).
 
     Rows are grouped by family (white lines between families, family names as y tick labels
     in the middle of each block). ``None`` when the history holds no gate snapshot.
     """
-    snaps = [(h.get("step", i), np.asarray(h["gate_probs"], float)) for i, h in enumerate(history)
-             if h.get("gate_probs") is not None]
+    snaps = [
+        (h.get("step", i), np.asarray(h["gate_probs"], float))
+        for i, h in enumerate(history)
+        if h.get("gate_probs") is not None
+    ]
     if not snaps:
         return None
     if len(snaps) > max_snapshots:
@@ -207,8 +215,9 @@ def gate_heatmaps_figure(history: Sequence[Mapping[str, Any]], family: np.ndarra
         mids = (starts + ends - 1) / 2.0
         block_in = fig.get_figheight() * 0.75 * min(ends - starts) / len(fam)  # smallest block, inches
         n_lines = int(np.clip(block_in / 0.14, 1, 3))
-        labels = [_block_label(family_label(int(fam[a]), family_names, 60), b - a, n_lines)
-                  for a, b in zip(starts, ends)]
+        labels = [
+            _block_label(family_label(int(fam[a]), family_names, 60), b - a, n_lines) for a, b in zip(starts, ends)
+        ]
         axes[0].set_yticks(mids, labels, fontsize=7 if len(labels) <= 12 else 5)
         axes[0].set_ylabel("environments, by family (count)")
     else:
@@ -219,8 +228,12 @@ def gate_heatmaps_figure(history: Sequence[Mapping[str, Any]], family: np.ndarra
     return fig
 
 
-def plot_gate_heatmaps(history: Sequence[Mapping[str, Any]], path: str | Path,
-                       family: np.ndarray | None = None, family_names: Sequence[str] | None = None) -> Path | None:
+def plot_gate_heatmaps(
+    history: Sequence[Mapping[str, Any]],
+    path: str | Path,
+    family: np.ndarray | None = None,
+    family_names: Sequence[str] | None = None,
+) -> Path | None:
     """Gate values (softmax of the logits), envs x experts, at the snapshot steps (Figure 8)."""
     fig = gate_heatmaps_figure(history, family, family_names)
     if fig is None:
@@ -231,8 +244,7 @@ def plot_gate_heatmaps(history: Sequence[Mapping[str, Any]], path: str | Path,
 # ---------------------------------------------------------------------------------------
 # routes
 # ---------------------------------------------------------------------------------------
-def routes_figure(routes: np.ndarray, family: np.ndarray, n_experts: int,
-                  family_names: Sequence[str] | None = None):
+def routes_figure(routes: np.ndarray, family: np.ndarray, n_experts: int, family_names: Sequence[str] | None = None):
     """Histogram of the training environments per expert, stacked by family (Figure 5)."""
     routes = np.asarray(routes, int)
     family = np.asarray(family, int)
@@ -243,17 +255,24 @@ def routes_figure(routes: np.ndarray, family: np.ndarray, n_experts: int,
     cmap = _categorical(len(fams))
     for k, f in enumerate(fams):
         c = np.bincount(routes[family == f], minlength=n_experts)[:n_experts]
-        ax.bar(np.arange(n_experts), c, bottom=bottom, color=cmap(k),
-               label=_wrap(family_label(int(f), family_names, 60), 26, 2))
+        ax.bar(
+            np.arange(n_experts),
+            c,
+            bottom=bottom,
+            color=cmap(k),
+            label=_wrap(family_label(int(f), family_names, 60), 26, 2),
+        )
         bottom += c
     ax.set_xlabel("expert")
     ax.set_ylabel("training environments routed")
     ax.set_xticks(range(n_experts))
-    ax.set_title("Training envs per expert, by family\n(one colour per bar = each expert serves one family)",
-                 fontsize=9)
+    ax.set_title(
+        "Training envs per expert, by family\n(one colour per bar = each expert serves one family)", fontsize=9
+    )
     if len(fams) <= 24:
-        ax.legend(fontsize=7, title="family", title_fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0),
-                  borderaxespad=0)
+        ax.legend(
+            fontsize=7, title="family", title_fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0
+        )
     return fig
 
 
@@ -264,8 +283,9 @@ def _categorical(n: int):
     return lambda k: cmap(k % cmap.N)
 
 
-def plot_routes(routes: np.ndarray, family: np.ndarray, n_experts: int, path: str | Path,
-                family_names: Sequence[str] | None = None) -> Path:
+def plot_routes(
+    routes: np.ndarray, family: np.ndarray, n_experts: int, path: str | Path, family_names: Sequence[str] | None = None
+) -> Path:
     """Histogram of the environments per expert, stacked by family (Figure 5)."""
     return _save(routes_figure(routes, family, n_experts, family_names), Path(path))
 
@@ -284,8 +304,17 @@ def _pick_envs(family: np.ndarray, max_families: int, max_envs_per_family: int) 
     return out
 
 
-def predictions_figure(split, pred: np.ndarray, *, max_families: int = 10, max_envs_per_family: int = 3,
-                       max_traj: int = 1, max_dims: int = 10, title: str = "", sequence: bool = False):
+def predictions_figure(
+    split,
+    pred: np.ndarray,
+    *,
+    max_families: int = 10,
+    max_envs_per_family: int = 3,
+    max_traj: int = 1,
+    max_dims: int = 10,
+    title: str = "",
+    sequence: bool = False,
+):
     """Data against model predictions: one row per family, one panel per shown environment.
 
     Envs are spread over each family's envs and families over all families (``max_families``,
@@ -342,8 +371,11 @@ def predictions_figure(split, pred: np.ndarray, *, max_families: int = 10, max_e
                 ename = f"env {e} ({ename[:20]})"
             trajs = "traj 0" if n_traj == 1 else f"traj 0-{n_traj - 1}"
             extra = f", MSE {_fmt_err(float(np.mean((model - true) ** 2)))}" if sequence else ""
-            ax.set_title(f"{_wrap(fname, 40, 1)}\n{ename}: relMSE (Eq. 9, {trajs}) = {_fmt_err(err)}{extra}"
-                         + (" [model clipped]" if clipped else ""), fontsize=8)
+            ax.set_title(
+                f"{_wrap(fname, 40, 1)}\n{ename}: relMSE (Eq. 9, {trajs}) = {_fmt_err(err)}{extra}"
+                + (" [model clipped]" if clipped else ""),
+                fontsize=8,
+            )
             ax.set_xlabel("t", fontsize=8)
             ax.set_ylabel("state x_d", fontsize=8)
             ax.tick_params(labelsize=7)
@@ -353,22 +385,34 @@ def predictions_figure(split, pred: np.ndarray, *, max_families: int = 10, max_e
                 col = env_cmap(0.85 * k / max(1, len(envs) - 1)) if len(envs) > 1 else env_cmap(0.3)
                 ename = split.env_names[int(e)] if split.env_names is not None else f"env {int(e)}"
                 for j in range(n_traj):
-                    ax.plot(x[e, j, :, 0], x[e, j, :, 1], "-", color=col, lw=1.0, marker=".", ms=3,
-                            markevery=max(1, x.shape[2] // 30), label=ename if j == 0 else None)
+                    ax.plot(
+                        x[e, j, :, 0],
+                        x[e, j, :, 1],
+                        "-",
+                        color=col,
+                        lw=1.0,
+                        marker=".",
+                        ms=3,
+                        markevery=max(1, x.shape[2] // 30),
+                        label=ename if j == 0 else None,
+                    )
                     ax.plot(pred[e, j, s0:, 0], pred[e, j, s0:, 1], "--", color=col, lw=1.4)
                     ax.plot(x[e, j, 0, 0], x[e, j, 0, 1], "o", color=col, ms=5, mfc="none")
             xs = x[envs, :n_traj]
             _limit_y(ax, float(xs[..., 1].min()), float(xs[..., 1].max()), pred[envs, :n_traj, s0:, 1:2])
             _limit_x(ax, float(xs[..., 0].min()), float(xs[..., 0].max()), pred[envs, :n_traj, s0:, 0:1])
-            ax.set_title(f"{_wrap(fname, 34, 1)}\nphase portrait, {len(envs)} of {n_in_fam} envs (o = start)",
-                         fontsize=8)
+            ax.set_title(
+                f"{_wrap(fname, 34, 1)}\nphase portrait, {len(envs)} of {n_in_fam} envs (o = start)", fontsize=8
+            )
             ax.set_xlabel("x0", fontsize=8)
             ax.set_ylabel("x1", fontsize=8)
             ax.tick_params(labelsize=7)
             ax.legend(fontsize=6, title="env (colour)", title_fontsize=6, loc="best")
     handles = [Line2D([], [], color=dim_colour(d), lw=2, label=f"x{d}") for d in range(shown_dims)]
-    handles += [Line2D([], [], color="0.3", ls="-", marker=".", label="data"),
-                Line2D([], [], color="0.3", ls="--", lw=1.4, label="model")]
+    handles += [
+        Line2D([], [], color="0.3", ls="-", marker=".", label="data"),
+        Line2D([], [], color="0.3", ls="--", lw=1.4, label="model"),
+    ]
     fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 12), fontsize=8, frameon=False)
     head = title or "data vs model"
     notes = [f"{len(rows)} of {n_fam_total} families, up to {max_envs_per_family} envs each"]
@@ -404,28 +448,48 @@ def _limit_x(ax, lo: float, hi: float, model: np.ndarray) -> bool:
     return lim is not None
 
 
-def plot_predictions(split, pred: np.ndarray, path: str | Path, *, max_families: int = 10, title: str = "",
-                     sequence: bool = False, max_envs_per_family: int = 3, max_traj: int = 1,
-                     max_dims: int = 10) -> Path:
+def plot_predictions(
+    split,
+    pred: np.ndarray,
+    path: str | Path,
+    *,
+    max_families: int = 10,
+    title: str = "",
+    sequence: bool = False,
+    max_envs_per_family: int = 3,
+    max_traj: int = 1,
+    max_dims: int = 10,
+) -> Path:
     """Per family: a few envs' data (solid, dots) and predicted (dashed) trajectories over time, one
     colour per state dimension, and the phase portrait (x0, x1) when the state has two or more
     dimensions (Figures 10-11). See :func:`predictions_figure`."""
-    fig = predictions_figure(split, pred, max_families=max_families, max_envs_per_family=max_envs_per_family,
-                             max_traj=max_traj, max_dims=max_dims, title=title, sequence=sequence)
+    fig = predictions_figure(
+        split,
+        pred,
+        max_families=max_families,
+        max_envs_per_family=max_envs_per_family,
+        max_traj=max_traj,
+        max_dims=max_dims,
+        title=title,
+        sequence=sequence,
+    )
     return _save(fig, Path(path))
 
 
 # ---------------------------------------------------------------------------------------
 # a whole run
 # ---------------------------------------------------------------------------------------
-def plot_run(out: Path, history, splits, preds: Mapping[str, np.ndarray], metrics: Mapping[str, Any]) -> list[tuple[str, str]]:
+def plot_run(
+    out: Path, history, splits, preds: Mapping[str, np.ndarray], metrics: Mapping[str, Any]
+) -> list[tuple[str, str]]:
     """All plots of a run; returns ``[(caption, file name), ...]``."""
     out = Path(out)
     figs: list[tuple[str, str]] = []
     cfg = metrics.get("config") or {}
     plot_losses(history, out / "loss.png", best_step=metrics.get("best_step"))
-    figs.append(("Training loss per phase and validation relative MSE (Eq. 9); the star marks the selected model",
-                 "loss.png"))
+    figs.append(
+        ("Training loss per phase and validation relative MSE (Eq. 9); the star marks the selected model", "loss.png")
+    )
     tr = splits["train"]
     if plot_gate_heatmaps(history, out / "gate_heatmaps.png", tr.family, tr.family_names) is not None:
         figs.append(("Gate values (training envs x experts, grouped by family) during training", "gate_heatmaps.png"))
@@ -436,8 +500,10 @@ def plot_run(out: Path, history, splits, preds: Mapping[str, np.ndarray], metric
         plot_routes(r, tr.family, n_exp, out / "routes.png", tr.family_names)
         figs.append(("Training environments per expert, by family", "routes.png"))
     seq = cfg.get("backbone") == "shplrnn"
-    for name, label in (("test", "test (training envs, new initial conditions)"),
-                        ("adapt_test", "adaptation (new envs)")):
+    for name, label in (
+        ("test", "test (training envs, new initial conditions)"),
+        ("adapt_test", "adaptation (new envs)"),
+    ):
         if name not in preds:
             continue
         sp = splits.get(name)
@@ -447,6 +513,13 @@ def plot_run(out: Path, history, splits, preds: Mapping[str, np.ndarray], metric
             continue
         fn = f"{name}_trajectories.png"
         plot_predictions(sp, preds[name], out / fn, title=f"{label}: data vs model", sequence=seq)
-        figs.append(((f"{label}: data (solid, dots) and model (dashed) per family; "
-                     "panel titles give the relMSE (Eq. 9) of the trajectories shown"), fn))
+        figs.append(
+            (
+                (
+                    f"{label}: data (solid, dots) and model (dashed) per family; "
+                    "panel titles give the relMSE (Eq. 9) of the trajectories shown"
+                ),
+                fn,
+            )
+        )
     return figs
