@@ -59,7 +59,7 @@ def main() -> None:
                     cfg = mx.load_config("odebench-2", backbone=bb, seed=seed, outer_steps=args.outer_steps,
                                          **over, **extra)
                     t0 = time.perf_counter()
-                    m = mx.run(cfg, d, progress=False, log=lambda s: None, resume=(d / "checkpoint.npz").exists())
+                    m = mx.run(cfg, d, progress=False, log=lambda s: None, resume=(d / "checkpoint.npz").exists()).metrics
                     print(f"  {bb:5s} {vname:17s} seed {seed}: test relMSE {m['test']['rel_mse']:.4g} "
                           f"relL2 {m['test']['traj_rel_l2']:.3g} MSE {m['test']['mse']:.3g} purity {m['routing']['purity']} routes {m['routing']['counts']} "
                           f"({time.perf_counter() - t0:.0f} s)", flush=True)

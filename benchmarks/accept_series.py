@@ -48,7 +48,7 @@ def main() -> None:
                 else:
                     cfg = mx.load_config(preset, experts=m_exp, seed=seed, outer_steps=args.outer_steps)
                     t0 = time.perf_counter()
-                    m = mx.run(cfg, d, progress=False, log=lambda s: None, resume=(d / "checkpoint.npz").exists())
+                    m = mx.run(cfg, d, progress=False, log=lambda s: None, resume=(d / "checkpoint.npz").exists()).metrics
                     ds = m["downstream"]
                     keys = ("context_kmeans_ari", "context_kmeans_accuracy", "raw_kmeans_ari", "logreg_accuracy",
                             "logreg_train_accuracy")

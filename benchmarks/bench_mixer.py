@@ -40,7 +40,7 @@ def _one(spec: dict) -> dict:
     import numpy as np
 
     import mixerdsr as mx
-    from mixerdsr._run import active_parameters
+    from mixerdsr.evaluation import active_parameters
     from mixerdsr.training import TrainData, init_state, make_outer_step
 
     train = mx.load_dataset(spec["data"])["train"]
@@ -98,7 +98,7 @@ def _spawn(spec: dict) -> dict:
 def _param_table() -> str:
     import jax
 
-    from mixerdsr._run import active_parameters
+    from mixerdsr.evaluation import active_parameters
     from mixerdsr.mixer import make_mixer
 
     parts = []

@@ -8,7 +8,7 @@ import pytest
 
 from mixerdsr import generate_dataset, list_datasets
 from mixerdsr.cli import build_parser, main
-from mixerdsr.data import DataError, EnvData, load_any, load_dataset, read_meta
+from mixerdsr.data import DataError, EnvData, load_dataset, read_meta, resolve_dataset
 
 SMALL_TOML = """
 name = "tiny"
@@ -74,8 +74,16 @@ def test_generate_dataset_unknown_and_paths(tmp_path):
     assert set(splits) == {"train", "test", "adapt_train"}
     assert splits["train"].x.shape == (4, 3, 50, 2) and meta["seed"] == 3
     assert meta["name"] == "tiny"
-    same = load_any(p, seed=3)
+    same, _ = resolve_dataset(p, seed=3)
     np.testing.assert_array_equal(same["test"].x, splits["test"].x)
+    # recorded data is not a generator; the run resolves it all the same
+    npz = tmp_path / "d.npz"
+    from mixerdsr import save_dataset
+
+    save_dataset(npz, splits)
+    with pytest.raises(DataError, match="recorded data, not a generator"):
+        generate_dataset(npz)
+    np.testing.assert_array_equal(resolve_dataset(npz)[0]["test"].x, splits["test"].x)
 
 
 def test_generate_dataset_classic_seed():

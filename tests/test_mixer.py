@@ -69,12 +69,12 @@ def test_ncf_taylor_expansion():
     e = NCF(2, 3, key=KEY, **SMALL, taylor_order=2)
     x, c = jnp.array([0.2, 0.1]), jnp.array([0.3, -0.1, 0.2])
     # around its own context every order is the plain field
-    np.testing.assert_allclose(e.specialise_pool(c, c)(0, x), e.field(x, c), rtol=1e-6)
+    np.testing.assert_allclose(e.specialise(c, c)(0, x), e.field(x, c), rtol=1e-6)
     # order 2 around a nearby context approximates the field far better than order 0
     cj = c + 0.05
     exact = e.field(x, c)
     err0 = jnp.abs(e.field(x, cj) - exact).max()
-    err2 = jnp.abs(e.specialise_pool(c, cj)(0, x) - exact).max()
+    err2 = jnp.abs(e.specialise(c, cj)(0, x) - exact).max()
     assert float(err2) < 0.05 * float(err0)
 
 

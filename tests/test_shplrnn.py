@@ -20,11 +20,12 @@ from mixerdsr.data import DataError, generate_sccts
 from mixerdsr.data import _registry as registry
 from mixerdsr.downstream import epilepsy2_downstream
 from mixerdsr.metrics import adjusted_rand_index
-from mixerdsr.experts import BACKBONES, SHPLRNN
+from mixerdsr.experts import BACKBONES, SHPLRNN, AbstractSequenceExpert
 from mixerdsr.experts._shplrnn import SHPLRNNStep
 from mixerdsr.mixer import make_mixer
 from mixerdsr.rollout import env_loss, env_rollout, sequence_rollout
-from mixerdsr.training import TrainData, expert_losses, predict
+from mixerdsr.inference import predict
+from mixerdsr.training import TrainData, expert_losses
 
 KEY = jax.random.PRNGKey(0)
 SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
@@ -62,12 +63,13 @@ def test_specialised_parameters_are_base_plus_linear_hypernetwork():
     z = jnp.array([0.3, -0.6])
     want = net.a * z + net.w1 @ jnp.maximum(net.w2 @ z + net.h2, 0) + net.h1
     np.testing.assert_allclose(e(0.0, z, c), want, rtol=1e-6)
-    assert SHPLRNN.kind == "sequence" and BACKBONES["shplrnn"] is SHPLRNN
+    assert issubclass(SHPLRNN, AbstractSequenceExpert) and BACKBONES["shplrnn"] is SHPLRNN
+    assert SHPLRNN.scored_from == 1 and SHPLRNN.teacher_forced
 
 
 def test_stacked_in_mixer_and_one_expert_is_the_bare_backbone():
     layer = make_mixer("shplrnn", 2, 4, 3, split=False, key=KEY, hidden=6)
-    assert layer.kind == "sequence"
+    assert layer.expert_type is SHPLRNN
     assert layer.experts.hyper.w1.shape == (3, 2, 6, 4) and layer.experts.base.a.shape == (3, 2)
     one = make_mixer("shplrnn", 2, 4, 1, split=False, shift=False, key=KEY, hidden=6)
     kexp, _ = jax.random.split(KEY)
@@ -164,13 +166,13 @@ def test_presets():
 def test_sccts_generator_fallback_and_missing_epilepsy2(monkeypatch, tmp_path):
     monkeypatch.setattr(registry, "shared_data_dirs", lambda: [tmp_path / "nowhere"])
     monkeypatch.setattr(registry, "_packaged_dir", lambda: tmp_path / "not-shipped")
-    splits, meta = registry.load_run_dataset("sccts", 3)
+    splits, meta = registry.resolve_dataset("sccts", 3)
     assert meta["source"] == "generator" and meta["seed"] == 3 and splits["train"].x.shape == (600, 1, 60, 1)
     np.testing.assert_allclose(splits["train"].x.mean(0), 0, atol=1e-9)  # standardised per time column
     with pytest.raises(DataError, match=r"Epilepsy2_TRAIN.ts not found.*nowhere.*MIXERDSR_SHARED_DATA.*--data"):
-        registry.load_run_dataset("epilepsy2")
+        registry.resolve_dataset("epilepsy2")
     with pytest.raises(DataError, match="test_file"):
-        registry.load_run_dataset("sccts", test_file=str(tmp_path / "x.ts"))
+        registry.resolve_dataset("sccts", test_file=str(tmp_path / "x.ts"))
 
 
 def test_shared_data_dirs_honour_env_var(monkeypatch, tmp_path):
@@ -178,14 +180,14 @@ def test_shared_data_dirs_honour_env_var(monkeypatch, tmp_path):
                                                                for i in range(12)) + "\n")
     monkeypatch.setenv("MIXERDSR_SHARED_DATA", str(tmp_path))
     assert registry.shared_data_dirs()[0] == tmp_path.resolve()
-    splits, meta = registry.load_run_dataset("sccts")
+    splits, meta = registry.resolve_dataset("sccts")
     assert meta["source"] == str(tmp_path / "synthetic_control.data") and splits["train"].x.shape == (12, 1, 8, 1)
 
 
 def test_sccts_uses_the_shipped_file(monkeypatch, tmp_path):
     """The package ships the UCI file, so the real data are used after a plain install."""
     monkeypatch.setattr(registry, "shared_data_dirs", lambda: [tmp_path / "nowhere"])
-    splits, meta = registry.load_run_dataset("sccts")
+    splits, meta = registry.resolve_dataset("sccts")
     shipped = registry._packaged_dir() / "synthetic_control.data"
     assert meta["source"] == str(shipped) and splits["train"].n_envs == 600
     assert (shipped.parent / "ATTRIBUTION.md").read_text().count("CC BY 4.0") == 1
@@ -203,12 +205,12 @@ def test_ts_path_and_user_test_file(tmp_path):
     rng = np.random.default_rng(0)
     train = _write_ts(tmp_path / "tr.ts", rng.normal(size=(64, 7)), ["0", "1"] * 32)
     test = _write_ts(tmp_path / "te.ts", rng.normal(size=(5, 7)), ["1", "0", "0", "1", "1"])
-    splits, meta = registry.load_run_dataset(str(train))
+    splits, meta = registry.resolve_dataset(str(train))
     assert splits["train"].n_envs == 60 and splits["adapt_train"].n_envs == 4 and meta["name"] == "epilepsy2"
-    splits, meta = registry.load_run_dataset(str(train), test_file=str(test))
+    splits, meta = registry.resolve_dataset(str(train), test_file=str(test))
     assert splits["adapt_test"].n_envs == 5 and list(splits["adapt_test"].family) == [1, 0, 0, 1, 1]
     with pytest.raises(FileNotFoundError):
-        registry.load_run_dataset(str(train), test_file=str(tmp_path / "missing.ts"))
+        registry.resolve_dataset(str(train), test_file=str(tmp_path / "missing.ts"))
 
 
 # ------------------------------------------------------------------ downstream scores
@@ -234,7 +236,8 @@ def tiny_sccts_run(tmp_path_factory):
     tr = splits["train"].select_envs(keep)
     cfg = load_config("sccts", experts=2, outer_steps=40, seed=0)
     out = tmp_path_factory.mktemp("run")
-    metrics = run(cfg, out, progress=False, log=lambda s: None, splits={"train": tr}, meta=dict(meta, superfamily=[0] * 20))
+    metrics = run(cfg, out, progress=False, log=lambda s: None, splits={"train": tr},
+                  meta=dict(meta, superfamily=[0] * 20)).metrics
     return out, metrics, tr
 
 

@@ -8,12 +8,15 @@ import numpy as np
 import pytest
 
 import mixerdsr._run as runmod
+import mixerdsr._trainer as trainer
 from mixerdsr._config import Config, load_config
 from mixerdsr.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from mixerdsr.cli import main
-from mixerdsr.training import (LossCache, TrainData, _expert_losses, _final_losses, adapt_contexts, expert_losses,
-                               expert_starts, init_state, make_outer_step, predict, routes, sample_batch, solver_config,
-                               split_validation)
+from mixerdsr._trainer import split_validation
+from mixerdsr.adaptation import _final_losses, adapt_contexts, expert_starts
+from mixerdsr.inference import predict, routes
+from mixerdsr.training import (LossCache, TrainData, _expert_losses, _nearest_batch, expert_losses, init_state,
+                               make_outer_step, solver_config)
 
 from conftest import tiny_ode_split
 
@@ -25,17 +28,16 @@ def cfg(**kw):
     return Config(**{**TINY, "outer_steps": 4, **kw})
 
 
-def test_sample_batch_takes_anchor_and_nearest_contexts():
+def test_batches_take_the_anchor_and_its_nearest_contexts():
     ctx = jnp.array([[0.0, 0.0], [1.0, 1.0], [0.1, 0.0], [5.0, 5.0], [0.0, 0.1]])
-    for s in range(10):
-        idx = np.asarray(sample_batch(jax.random.PRNGKey(s), ctx, 3))
-        a = idx[0]
+    for a in range(5):
+        idx = np.asarray(_nearest_batch(jnp.asarray(a), ctx, 3))
         d = np.abs(np.asarray(ctx) - np.asarray(ctx[a])).mean(1)
         d[a] = -1
         np.testing.assert_array_equal(idx, np.argsort(d, kind="stable")[:3])
     # ties are broken by index
-    idx = np.asarray(sample_batch(jax.random.PRNGKey(0), jnp.zeros((6, 2)), 3))
-    assert list(idx[1:]) == sorted(idx[1:]) and set(idx[1:]) <= set(range(4))
+    idx = np.asarray(_nearest_batch(jnp.asarray(2), jnp.zeros((6, 2)), 3))
+    assert idx[0] == 2 and list(idx[1:]) == [0, 1]
 
 
 def test_validation_is_carved_from_training_trajectories():
@@ -49,24 +51,24 @@ def test_validation_is_carved_from_training_trajectories():
 def test_training_reduces_loss_and_keeps_gate_out_of_optimiser(tiny_splits):
     c = cfg(outer_steps=8, gate_every=1000, lr_weights=1e-2, lr_contexts=1e-2)
     tr = tiny_splits["train"]
-    res = runmod.train(c, tr, progress=False)
-    h = res["history"]
+    res = trainer.train(c, tr, progress=False)
+    h = res.history
     init = init_state(c, 4, 2)
     loss = lambda model, ctx: float(np.mean((predict(model, ctx, tr.x, tr.t)[0] - tr.x) ** 2))  # noqa: E731
-    assert loss(res["state"].model, res["state"].contexts) < 0.7 * loss(init.model, init.contexts)
+    assert loss(res.state.model, res.state.contexts) < 0.7 * loss(init.model, init.contexts)
     # no gate update happened (gate_every beyond the run) and the weights' optimiser never moved it
-    np.testing.assert_array_equal(res["state"].model.gate, init.model.gate)
+    np.testing.assert_array_equal(res.state.model.gate, init.model.gate)
     assert not any(x["gate_updates"] for x in h)
 
 
 def test_gate_baselines(tiny_splits):
-    frozen = runmod.train(cfg(gate="frozen"), tiny_splits["train"], progress=False)
-    grad = runmod.train(cfg(gate="gradient"), tiny_splits["train"], progress=False)
+    frozen = trainer.train(cfg(gate="frozen"), tiny_splits["train"], progress=False)
+    grad = trainer.train(cfg(gate="gradient"), tiny_splits["train"], progress=False)
     init = init_state(cfg(), 4, 2).model.gate
-    np.testing.assert_array_equal(frozen["state"].model.gate, init)
-    assert float(jnp.abs(grad["state"].model.gate - init).max()) > 1e-5
-    lsq = runmod.train(cfg(gate="lstsq", gate_every=1), tiny_splits["train"], progress=False)
-    counts = sum(sum(x["gate_updates"].values()) for x in lsq["history"])
+    np.testing.assert_array_equal(frozen.state.model.gate, init)
+    assert float(jnp.abs(grad.state.model.gate - init).max()) > 1e-5
+    lsq = trainer.train(cfg(gate="lstsq", gate_every=1), tiny_splits["train"], progress=False)
+    counts = sum(sum(x["gate_updates"].values()) for x in lsq.history)
     assert counts == 4 * 2 * 3  # after every inner step of both loops
     # one expert: every env is routed to it whatever the gate, so there is no update (no loss pass)
     c1 = cfg(gate="lstsq", gate_every=1, experts=1)
@@ -80,9 +82,9 @@ def test_gate_baselines(tiny_splits):
 
 def test_resume_equals_uninterrupted(tiny_splits, tmp_path, monkeypatch):
     c = cfg(outer_steps=4)
-    full = runmod.train(c, tiny_splits["train"], out_dir=tmp_path / "full", progress=False)
+    full = trainer.train(c, tiny_splits["train"], out_dir=tmp_path / "full", progress=False)
 
-    real = runmod.make_outer_step
+    real = trainer.make_outer_step
 
     def interrupting(*a, **k):
         step = real(*a, **k)
@@ -96,20 +98,20 @@ def test_resume_equals_uninterrupted(tiny_splits, tmp_path, monkeypatch):
 
         return wrapped
 
-    monkeypatch.setattr(runmod, "make_outer_step", interrupting)
+    monkeypatch.setattr(trainer, "make_outer_step", interrupting)
     with pytest.raises(KeyboardInterrupt):
-        runmod.train(c, tiny_splits["train"], out_dir=tmp_path / "cut", progress=False, log=lambda s: None)
-    monkeypatch.setattr(runmod, "make_outer_step", real)
+        trainer.train(c, tiny_splits["train"], out_dir=tmp_path / "cut", progress=False, log=lambda s: None)
+    monkeypatch.setattr(trainer, "make_outer_step", real)
     assert load_checkpoint(tmp_path / "cut" / "checkpoint.npz", init_state(c, 4, 2))[0].step == 2
-    resumed = runmod.train(c, tiny_splits["train"], out_dir=tmp_path / "cut", resume=True, progress=False,
+    resumed = trainer.train(c, tiny_splits["train"], out_dir=tmp_path / "cut", resume=True, progress=False,
                            log=lambda s: None)
-    for a, b in zip(jax.tree.leaves(full["state"]), jax.tree.leaves(resumed["state"])):
+    for a, b in zip(jax.tree.leaves(full.state), jax.tree.leaves(resumed.state)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     lines = (tmp_path / "cut" / "history.jsonl").read_text().splitlines()
     assert [json.loads(x)["step"] for x in lines] == [0, 1, 2, 3]
     # resuming with another configuration is refused
     with pytest.raises(ValueError, match="configuration differs"):
-        runmod.train(cfg(outer_steps=4, proximal_beta=1.0), tiny_splits["train"], out_dir=tmp_path / "cut",
+        trainer.train(cfg(outer_steps=4, proximal_beta=1.0), tiny_splits["train"], out_dir=tmp_path / "cut",
                      resume=True, progress=False)
 
 
@@ -189,23 +191,23 @@ def test_checkpoint_roundtrip_and_errors(tmp_path):
 
 
 def test_adaptation_is_per_environment(tiny_splits):
-    res = runmod.train(cfg(), tiny_splits["train"], progress=False)
+    res = trainer.train(cfg(), tiny_splits["train"], progress=False)
     ad = tiny_splits["adapt_train"]
-    ctx_all, hist = adapt_contexts(res["model"], ad.x, ad.t, steps=15, lr=1e-2)
-    ctx_one, _ = adapt_contexts(res["model"], ad.x[2:3], ad.t[2:3], steps=15, lr=1e-2)
+    ctx_all, hist = adapt_contexts(res.model, ad.x, ad.t, steps=15, lr=1e-2)
+    ctx_one, _ = adapt_contexts(res.model, ad.x[2:3], ad.t[2:3], steps=15, lr=1e-2)
     np.testing.assert_allclose(ctx_all[2], ctx_one[0], rtol=1e-4, atol=1e-6)
     assert hist.shape == (4, 15)
     assert bool(jnp.all(hist[:, -1] <= hist[:, 0]))
     # joint fitting: one optimiser over all contexts; each env's loss still falls
-    ctx_j, hist_j = adapt_contexts(res["model"], ad.x, ad.t, steps=15, lr=1e-2, joint=True)
+    ctx_j, hist_j = adapt_contexts(res.model, ad.x, ad.t, steps=15, lr=1e-2, joint=True)
     assert ctx_j.shape == ctx_all.shape and hist_j.shape == (4, 15)
     np.testing.assert_allclose(hist_j[:, 0], hist[:, 0], rtol=1e-5)  # same start (zero contexts)
     assert bool(jnp.all(hist_j[:, -1] < hist_j[:, 0]))
 
 
 def test_adaptation_from_expert_starts_keeps_the_best_fit_per_env(tiny_splits):
-    res = runmod.train(cfg(), tiny_splits["train"], progress=False)
-    model, ctx = res["model"], res["contexts"]
+    res = trainer.train(cfg(), tiny_splits["train"], progress=False)
+    model, ctx = res.model, res.contexts
     starts = expert_starts(model, ctx)
     used = np.unique(np.asarray(routes(model, ctx)))
     assert starts.shape == (1 + len(used), ctx.shape[1])
@@ -216,7 +218,7 @@ def test_adaptation_from_expert_starts_keeps_the_best_fit_per_env(tiny_splits):
     best, hist = adapt_contexts(model, ad.x, ad.t, steps=10, lr=1e-2, starts=starts)
     fits = [adapt_contexts(model, ad.x, ad.t, steps=10, lr=1e-2, init=jnp.broadcast_to(s, (ad.n_envs, s.shape[0])))[0]
             for s in starts]
-    losses = np.stack([np.asarray(_final_losses(model, f, ad.x, ad.t, runmod.solver_config(cfg()))) for f in fits])
+    losses = np.stack([np.asarray(_final_losses(model, f, ad.x, ad.t, solver_config(cfg()))) for f in fits])
     pick = losses.argmin(0)
     assert hist.shape == (ad.n_envs, 10)
     for e in range(ad.n_envs):
@@ -225,7 +227,7 @@ def test_adaptation_from_expert_starts_keeps_the_best_fit_per_env(tiny_splits):
 
 def test_run_writes_metrics_plots_and_report(tiny_splits, tmp_path):
     out = tmp_path / "run"
-    m = runmod.run(cfg(), out, splits=tiny_splits, progress=False, log=lambda s: None)
+    m = runmod.run(cfg(), out, splits=tiny_splits, progress=False, log=lambda s: None).metrics
     saved = json.loads((out / "metrics.json").read_text())
     assert saved == json.loads(json.dumps(m))
     for split in ("test", "adapt_test"):

@@ -8,15 +8,25 @@ from ._config import Config as Config
 from ._config import list_presets as list_presets
 from ._config import load_config as load_config
 from ._diagnostics import diagnose as diagnose
-from ._run import evaluate_split as evaluate_split
+from ._run import RunResult as RunResult
 from ._run import run as run
-from ._run import train as train
+from ._trainer import TrainResult as TrainResult
+from ._trainer import train as train
+from .adaptation import adapt_contexts as adapt_contexts
+from .adaptation import expert_starts as expert_starts
 from .data import DataError as DataError
 from .data import EnvData as EnvData
 from .data import generate_dataset as generate_dataset
 from .data import list_datasets as list_datasets
 from .data import load_dataset as load_dataset
 from .data import save_dataset as save_dataset
+from .evaluation import evaluate_split as evaluate_split
+from .experts import AbstractExpert as AbstractExpert
+from .experts import AbstractSequenceExpert as AbstractSequenceExpert
+from .experts import AbstractVectorFieldExpert as AbstractVectorFieldExpert
+from .experts import register_expert as register_expert
+from .inference import predict as predict
+from .inference import routes as routes
 from .metrics import adjusted_rand_index as adjusted_rand_index
 from .metrics import matched_accuracy as matched_accuracy
 from .metrics import mse as mse
@@ -27,10 +37,6 @@ from .metrics import rel_mse as rel_mse
 from .metrics import tprmse as tprmse
 from .mixer import MixER as MixER
 from .mixer import make_mixer as make_mixer
-from .training import adapt_contexts as adapt_contexts
-from .training import expert_starts as expert_starts
-from .training import predict as predict
-from .training import routes as routes
 
 
 def _version() -> str:

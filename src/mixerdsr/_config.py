@@ -27,7 +27,8 @@ class Config:
     statistics), ``time_stride`` (train on every k-th time point), ``val_trajectories``
     (trajectories per training env held out for model selection; 0 = select on training data).
 
-    Model: ``backbone`` (geps|coda|ncf|shplrnn), ``experts`` (M), ``context_size`` (full d_ctx),
+    Model: ``backbone`` (geps|coda|ncf|shplrnn, or a name given to
+    :func:`~mixerdsr.register_expert`), ``experts`` (M), ``context_size`` (full d_ctx),
     ``split_context``, ``shift_context``, ``width``, ``depth``, ``same_init`` (all experts start
     identical), ``ncf_taylor_order``, ``ncf_pool`` (contexts per env for NCF self-modulation),
     ``hidden`` (shPLRNN hidden width).
@@ -120,7 +121,9 @@ class Config:
         hints = _field_types()
         for f in dataclasses.fields(self):
             _check_type(f.name, getattr(self, f.name), hints[f.name])
-        for k, ok in _CHOICES.items():
+        from .experts import BACKBONES  # the registry grows with mixerdsr.register_expert
+
+        for k, ok in {"backbone": tuple(BACKBONES), **_CHOICES}.items():
             if getattr(self, k) not in ok:
                 raise ValueError(f"config '{k}': expected one of {list(ok)}, found {getattr(self, k)!r}")
         for k, (lo, hi, what) in _RANGES.items():
@@ -143,7 +146,6 @@ class Config:
 
 
 _CHOICES = {
-    "backbone": ("geps", "coda", "ncf", "shplrnn"),
     "gate": ("lstsq", "gradient", "frozen"),
     "centroid_init": ("data", "kmeans++", "uniform"),
     "empty_cluster": ("reseed", "skip"),

@@ -114,7 +114,14 @@ def diagnose(metrics: Mapping[str, Any], history: Sequence[Mapping[str, Any]] = 
             )
     ad, te = metrics.get("adapt_test") or {}, metrics.get("test") or {}
     a, t = ad.get("rel_mse"), te.get("rel_mse")
-    if _finite(a) and _finite(t) and a > ADAPT_RATIO * t and a > ADAPT_FLOOR:
+    if (
+        isinstance(a, (int, float))
+        and isinstance(t, (int, float))
+        and _finite(a)
+        and _finite(t)
+        and a > ADAPT_RATIO * t
+        and a > ADAPT_FLOOR
+    ):
         out.append(
             f"adaptation relMSE {a:.3g} is {a / max(t, 1e-12):.0f}x the test relMSE {t:.3g}: the new "
             "environments are fitted much worse than the training ones (check which expert each was routed "

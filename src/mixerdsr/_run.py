@@ -13,8 +13,8 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
-import math
 import os
 import time
 from collections import Counter
@@ -28,276 +28,18 @@ import numpy as np
 
 from . import metrics as M
 from ._config import Config
-from ._diagnostics import collapsed_envs, diagnose
-from .checkpoint import load_checkpoint, read_checkpoint_config, save_checkpoint
-from .data import EnvData, check_splits, load_dataset, read_meta, save_dataset
-from .data._registry import load_run_dataset
+from ._diagnostics import diagnose
+from ._jsonio import jsonable
+from ._trainer import check_resume, train
+from .adaptation import adapt_contexts, expert_starts
+from .data import EnvData, check_splits, load_dataset, read_meta, resolve_dataset, save_dataset
 from .downstream import run_downstream
-from .gating import STATUS_NAMES
-from .training import (
-    TrainData,
-    TrainState,
-    adapt_contexts,
-    expert_starts,
-    init_state,
-    make_outer_step,
-    predict,
-    routes,
-    solver_config,
-    split_validation,
-)
+from .evaluation import active_parameters, evaluate_split, total_parameters
+from .inference import routes
+from .mixer import MixER
+from .training import solver_config
 
-__all__ = [
-    "run",
-    "train",
-    "evaluate_split",
-    "TrainResult",
-    "check_resume",
-    "read_history",
-    "run_lock",
-    "RunLockedError",
-]
-
-
-class TrainResult(dict):
-    """Result of :func:`train`: keys ``state`` (final :class:`TrainState`), ``model`` and
-    ``contexts`` (the selected, i.e. best-validation, model and training contexts), ``history``
-    (list of per-step dicts) and ``timing``."""
-
-
-def _jsonable(x: Any) -> Any:
-    if isinstance(x, dict):
-        return {k: _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, (np.ndarray, jax.Array)):
-        return _jsonable(np.asarray(x).tolist())
-    if isinstance(x, (np.floating, float)):
-        return None if not math.isfinite(float(x)) else float(x)
-    if isinstance(x, (np.integer,)):
-        return int(x)
-    return x
-
-
-def _val_rel_mse(model, contexts, x_val, t, cfg: Config) -> float:
-    pred, ok = predict(model, contexts, x_val, t, solver_config(cfg))
-    if model.kind == "sequence":
-        pred, x_val = pred[:, :, 1:], x_val[:, :, 1:]
-    return float(M.rel_mse(jnp.asarray(pred), jnp.asarray(x_val)))
-
-
-def _snapshot_steps(n: int) -> set[int]:
-    return {0, max(0, round(0.1 * n) - 1), max(0, round(0.5 * n) - 1), n - 1}
-
-
-#: settings that may differ when a run is resumed (they do not change training)
-_RESUMABLE = ("adapt_steps", "adapt_lr", "adapt_init", "adapt_joint", "checkpoint_every", "low_memory_compile")
-
-
-def check_resume(ckpt: Path, cfg: Config) -> None:
-    """Refuse to resume ``ckpt`` with a configuration that would not continue the same run.
-
-    Raises:
-        ValueError: naming the checkpoint and every setting that differs (stored vs given).
-    """
-    stored, _ = read_checkpoint_config(ckpt)
-    mismatch = {
-        k: (stored.get(k), v)
-        for k, v in cfg.to_dict().items()
-        if k not in _RESUMABLE and k != "outer_steps" and stored.get(k) != v
-    }
-    if mismatch:
-        diff = ", ".join(f"{k}: checkpoint {a!r}, given {b!r}" for k, (a, b) in mismatch.items())
-        raise ValueError(f"{ckpt}: cannot resume, the configuration differs ({diff})")
-    if stored.get("outer_steps") != cfg.outer_steps:
-        raise ValueError(
-            f"{ckpt}: cannot resume with outer_steps={cfg.outer_steps} (checkpoint: "
-            f"{stored.get('outer_steps')}; the learning-rate schedule depends on it)"
-        )
-
-
-def read_history(path: Path, log: Callable[[str], None] = print) -> list[dict[str, Any]]:
-    """The records of ``history.jsonl``. A partly written last line (a run killed while writing
-    it) is dropped with a message; a damaged line elsewhere is an error naming the line."""
-    lines = path.read_text(errors="replace").splitlines()
-    out = []
-    for i, line in enumerate(lines):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-            if not isinstance(rec, dict) or not isinstance(rec.get("step"), int):
-                raise ValueError("not a record with an integer 'step'")
-        except ValueError as err:
-            if i == len(lines) - 1:
-                log(f"{path}: dropped a partly written last line ({len(line)} characters)")
-                break
-            raise ValueError(f"{path}: line {i + 1} is not a valid history record ({err})") from None
-        out.append(rec)
-    return out
-
-
-def train(
-    cfg: Config,
-    train_split: EnvData,
-    *,
-    out_dir: str | Path | None = None,
-    resume: bool = False,
-    progress: bool = True,
-    log: Callable[[str], None] = print,
-) -> TrainResult:
-    """Train a MixER layer on one split with proximal alternating minimisation.
-
-    Args:
-        cfg: run configuration.
-        train_split: training data (``time_stride`` and the validation hold-out are applied here).
-        out_dir: where ``checkpoint.npz`` and ``history.jsonl`` go (None: nothing written).
-        resume: continue from ``out_dir/checkpoint.npz`` (same result as an uninterrupted run).
-        progress: show a progress bar (loss, validation relMSE, routing counts).
-        log: where one-line messages go.
-
-    Returns:
-        :class:`TrainResult`.
-    """
-    tr = train_split.stride_time(cfg.time_stride)
-    x_np, xval_np = split_validation(tr.x.astype(np.float32), cfg.val_trajectories)
-    data = TrainData(jnp.asarray(x_np), jnp.asarray(tr.t, jnp.float32))
-    x_val = jnp.asarray(xval_np if xval_np is not None else x_np)
-    state = init_state(cfg, tr.n_envs, tr.n_dims)
-    history: list[dict[str, Any]] = []
-    out = Path(out_dir) if out_dir is not None else None
-    ckpt = out / "checkpoint.npz" if out is not None else None
-    hist_path = out / "history.jsonl" if out is not None else None
-    if resume and ckpt is not None and ckpt.exists():
-        check_resume(ckpt, cfg)
-        state, _, _ = load_checkpoint(ckpt, state)
-        done = int(state.step)
-        if hist_path is not None and hist_path.exists():
-            history = [h for h in read_history(hist_path, log) if h["step"] < done]
-        log(f"resumed from {ckpt} at outer step {done}")
-    if hist_path is not None:
-        hist_path.parent.mkdir(parents=True, exist_ok=True)
-        hist_path.write_text("".join(json.dumps(_jsonable(h)) + "\n" for h in history))
-
-    step_fn = make_outer_step(cfg, tr.n_envs)
-    snaps = _snapshot_steps(cfg.outer_steps)
-    start = int(state.step)
-    times: list[float] = []
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=cfg.outer_steps, initial=start, desc="train", unit="step", dynamic_ncols=True)
-
-    def save() -> None:
-        if ckpt is not None:
-            save_checkpoint(ckpt, state, cfg.to_dict(), {"step": int(state.step)})
-
-    if start < cfg.outer_steps:
-        log("compiling the training step (the first outer step includes compilation) ...")
-    try:
-        for s in range(start, cfg.outer_steps):
-            t0 = time.perf_counter()
-            state, info = step_fn(state, data)
-            info = jax.device_get(info)
-            times.append(time.perf_counter() - t0)
-            r = np.asarray(routes(state.model, state.contexts))
-            status = Counter(STATUS_NAMES[int(v)] for v in info["gate_status"] if v >= 0)
-            rec: dict[str, Any] = {
-                "step": s,
-                "ctx_loss": float(np.mean(info["ctx_loss"])),
-                "weight_loss": float(np.mean(info["weight_loss"])),
-                "failed": int(np.sum(info["failed"])),
-                "gate_updates": dict(status),
-                "routes": np.bincount(r, minlength=cfg.experts).tolist(),
-                "seconds": times[-1],
-            }
-            if (s + 1) % cfg.val_every == 0 or s == cfg.outer_steps - 1:
-                val = _val_rel_mse(state.model, state.contexts, x_val, data.t, cfg)
-                rec["val_rel_mse"] = val
-                if math.isfinite(val) and val < float(state.best_val):
-                    state = state._replace(
-                        best_model=state.model,
-                        best_contexts=state.contexts,
-                        best_val=jnp.asarray(val, jnp.float32),
-                        best_step=jnp.asarray(s, jnp.int32),
-                    )
-            if s in snaps:
-                rec["gate_probs"] = np.asarray(jax.vmap(state.model.gate_probs)(state.contexts)).round(4).tolist()
-            history.append(rec)
-            if hist_path is not None:
-                with hist_path.open("a") as f:
-                    f.write(json.dumps(_jsonable(rec)) + "\n")
-            if ckpt is not None and ((s + 1) % cfg.checkpoint_every == 0 or s == cfg.outer_steps - 1):
-                save()
-            if bar is not None:
-                last_val = next((h["val_rel_mse"] for h in reversed(history) if "val_rel_mse" in h), None)
-                post = {"loss": f"{rec['weight_loss']:.3g}"}
-                if last_val is not None:
-                    post["val"] = f"{last_val:.3g}"
-                bar.set_postfix(**post, routes=rec["routes"], refresh=False)
-                bar.update(1)
-    except KeyboardInterrupt:
-        save()
-        if bar is not None:
-            bar.close()
-        log(
-            f"interrupted at outer step {int(state.step)}; checkpoint saved"
-            + (f" to {ckpt}; continue with --resume" if ckpt else "")
-        )
-        raise
-    if bar is not None:
-        bar.close()
-    steady = times[1:] if len(times) > 1 else times
-    timing = {
-        "compile_seconds": (times[0] - float(np.median(steady))) if len(times) > 1 and start == 0 else None,
-        "seconds_per_outer_step": float(np.mean(steady)) if steady else None,
-        "total_seconds": float(np.sum(times)),
-    }
-    use_best = bool(np.isfinite(float(state.best_val)))
-    return TrainResult(
-        state=state,
-        model=state.best_model if use_best else state.model,
-        contexts=state.best_contexts if use_best else state.contexts,
-        history=history,
-        timing=timing,
-        best_step=int(state.best_step),
-        data=data,
-    )
-
-
-def evaluate_split(model, contexts, split: EnvData, cfg: Config) -> tuple[dict[str, Any], np.ndarray]:
-    """MSE, relMSE (Eq. 9), TPRMSE (Eq. 10) and per-env relMSE of a split.
-
-    Returns ``(metrics, pred [E, N, T, D])``; ``metrics["collapsed_envs"]`` lists the envs whose
-    forecast barely moves while the data does (:func:`~mixerdsr._diagnostics.collapsed_envs`). Sequence experts are scored free-running on
-    steps 1..T-1 (step 0 is the unscored initial state); their one-step error under the
-    training teacher forcing (``alpha = cfg.teacher_forcing``) is added as
-    ``teacher_forced_mse`` / ``teacher_forced_rel_mse``.
-    """
-    x = split.x.astype(np.float32)
-    pred, ok = predict(model, contexts, x, split.t.astype(np.float32), solver_config(cfg))
-    p, y = (pred[:, :, 1:], x[:, :, 1:]) if model.kind == "sequence" else (pred, x)
-    p, y = jnp.asarray(p), jnp.asarray(y)
-    per_env = np.asarray(M.per_env_rel_mse(p, y))
-    out = {
-        "mse": float(M.mse(p, y)),
-        "rel_mse": float(M.rel_mse(p, y)),
-        "tprmse": float(M.tprmse(p, y, cfg.tprmse_eps)),
-        "traj_rel_l2": float(M.traj_rel_l2(p, y)),
-        "per_env_rel_mse": per_env.tolist(),
-        "failed_solves": int((~ok).sum()),
-        "collapsed_envs": collapsed_envs(np.asarray(p), np.asarray(y), ok),
-    }
-    if model.kind == "sequence":
-        tf, _ = predict(model, contexts, x, split.t.astype(np.float32), solver_config(cfg), alpha=cfg.teacher_forcing)
-        tf, yy = jnp.asarray(tf[:, :, 1:]), jnp.asarray(x[:, :, 1:])
-        out.update(
-            teacher_forcing=cfg.teacher_forcing,
-            teacher_forced_mse=float(M.mse(tf, yy)),
-            teacher_forced_rel_mse=float(M.rel_mse(tf, yy)),
-        )
-    return out, pred
+__all__ = ["run", "RunResult", "run_lock", "RunLockedError"]
 
 
 def _load_data(
@@ -309,15 +51,39 @@ def _load_data(
     cached = out / "data.npz"
     if reuse and cached.exists():
         return load_dataset(cached), read_meta(cached)
-    src = cfg.data
-    if src.endswith(".npz"):
-        return load_dataset(src), read_meta(src)
-    log(f"loading dataset {src} ...")
-    splits, meta = load_run_dataset(
-        src, cfg.data_seed, test_file=cfg.test_file, standardize=cfg.standardize, progress=progress
+    log(f"loading dataset {cfg.data} ...")
+    splits, meta = resolve_dataset(
+        cfg.data, cfg.data_seed, test_file=cfg.test_file, standardize=cfg.standardize, progress=progress
     )
-    save_dataset(cached, splits, meta)
+    if Path(cfg.data).suffix != ".npz":  # a dataset file of the user's is used where it is
+        save_dataset(cached, splits, meta)
     return splits, meta
+
+
+@dataclasses.dataclass(frozen=True)
+class RunResult:
+    """What :func:`run` returns.
+
+    Attributes:
+        out_dir: the run directory.
+        metrics: the content of ``metrics.json`` (keys documented in README.md: ``test``,
+            ``adapt_test``, ``routing``, ``timing``, ``warnings``, ...).
+        model: the selected MixER layer.
+        contexts: its training contexts ``[E, d]``.
+        adapted: the contexts fitted to the adaptation environments ``[E', d]`` (None without
+            an ``adapt_train`` split).
+    """
+
+    out_dir: Path
+    metrics: dict[str, Any]
+    model: MixER
+    contexts: jax.Array
+    adapted: jax.Array | None
+
+    @property
+    def warnings(self) -> list[str]:
+        """What looks wrong in this run, one sentence each (empty when nothing does)."""
+        return list(self.metrics.get("warnings", []))
 
 
 class RunLockedError(ValueError):
@@ -368,7 +134,7 @@ def run(
     log: Callable[[str], None] = print,
     splits: dict[str, EnvData] | None = None,
     meta: dict[str, Any] | None = None,
-) -> dict[str, Any]:
+) -> RunResult:
     """The main job: train, adapt, evaluate, and write everything to ``out_dir``.
 
     Args:
@@ -381,9 +147,9 @@ def run(
         meta: dataset metadata of ``splits`` (its ``name`` picks the downstream analysis).
 
     Returns:
-        The metrics dictionary written to ``metrics.json``; its ``warnings`` list says in words
-        what looks wrong (:func:`~mixerdsr._diagnostics.diagnose`), also printed and in
-        ``report.md``.
+        A :class:`RunResult`: the metrics written to ``metrics.json`` (whose ``warnings`` say in
+        words what looks wrong, :func:`~mixerdsr.diagnose`; also printed and in ``report.md``),
+        the model and the contexts.
 
     Raises:
         ValueError: a run already in ``out_dir`` (without ``resume``), a configuration that
@@ -404,7 +170,7 @@ def _run_locked(
     log: Callable[[str], None],
     splits: dict[str, EnvData] | None,
     meta: dict[str, Any] | None,
-) -> dict[str, Any]:
+) -> RunResult:
     from .plots import _training as P
 
     ckpt = out / "checkpoint.npz"
@@ -422,8 +188,8 @@ def _run_locked(
     (out / "config.toml").write_text(_to_toml(cfg.to_dict()))
     t_start = time.perf_counter()
     res = train(cfg, splits["train"], out_dir=out, resume=resume, progress=progress, log=log)
-    model, contexts = res["model"], res["contexts"]
-    metrics: dict[str, Any] = {"config": cfg.to_dict(), "best_step": res["best_step"]}
+    model, contexts = res.model, res.contexts
+    metrics: dict[str, Any] = {"config": cfg.to_dict(), "best_step": res.best_step}
     preds: dict[str, np.ndarray] = {}
     for name in ("train", "test"):
         if name in splits:
@@ -473,7 +239,7 @@ def _run_locked(
         "adapt_experts": ar.tolist() if ar is not None else None,
     }
     gate_counts: Counter = Counter()
-    for h in res["history"]:
+    for h in res.history:
         gate_counts.update(h.get("gate_updates", {}))
     downstream, ds_figs = run_downstream(
         out, meta or {}, splits, contexts, r, adapted, ar, n_experts=cfg.experts, seed=cfg.seed
@@ -481,44 +247,23 @@ def _run_locked(
     if downstream is not None:
         metrics["downstream"] = downstream
     metrics["gate_updates"] = dict(gate_counts)
-    metrics["timing"] = dict(res["timing"], run_seconds=time.perf_counter() - t_start)
+    metrics["timing"] = dict(res.timing, run_seconds=time.perf_counter() - t_start)
     metrics["parameters"] = {"active_per_expert": active_parameters(model), "total": total_parameters(model)}
-    metrics = _jsonable(metrics)
-    metrics["warnings"] = diagnose(metrics, res["history"])
+    metrics = jsonable(metrics)
+    metrics["warnings"] = diagnose(metrics, res.history)
     for w in metrics["warnings"]:
         log(f"warning: {w}")
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    held = splits.get("adapt_test", splits.get("adapt_train"))
-    np.savez(
-        out / "contexts.npz",
-        train=np.asarray(contexts),
-        train_routes=r,
-        train_family=fam,
-        **(
-            {"adapt": np.asarray(adapted), "adapt_routes": ar, "adapt_family": held.family}
-            if adapted is not None
-            else {}
-        ),
-    )
+    saved: dict[str, Any] = {"train": np.asarray(contexts), "train_routes": r, "train_family": fam}
+    if adapted is not None and ar is not None:
+        held = splits.get("adapt_test", splits["adapt_train"])
+        saved |= {"adapt": np.asarray(adapted), "adapt_routes": ar, "adapt_family": held.family}
+    np.savez(out / "contexts.npz", **saved)
     log("writing plots and report.md ...")
-    figs = P.plot_run(out, res["history"], splits, preds, metrics) + ds_figs
+    figs = P.plot_run(out, res.history, splits, preds, metrics) + ds_figs
     P.write_report(out, metrics, figs)
     log(f"wrote {out / 'metrics.json'} and {out / 'report.md'}")
-    return metrics
-
-
-def active_parameters(model) -> int:
-    """Parameters of one expert (the active count of a top-1 mixture), shift included."""
-    import equinox as eqx
-
-    leaves = jax.tree.leaves(eqx.filter(model.experts, eqx.is_array))
-    return int(sum(leaf.size // leaf.shape[0] for leaf in leaves)) + (1 if model.shift else 0)
-
-
-def total_parameters(model) -> int:
-    import equinox as eqx
-
-    return int(sum(leaf.size for leaf in jax.tree.leaves(eqx.filter(model, eqx.is_array))))
+    return RunResult(out, metrics, model, contexts, adapted)
 
 
 def _to_toml(d: dict[str, Any]) -> str:

@@ -39,7 +39,7 @@ def save_checkpoint(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     leaves = jax.tree.leaves(state)
-    arrays = {f"leaf/{i:05d}": np.asarray(leaf) for i, leaf in enumerate(leaves)}
+    arrays: dict[str, Any] = {f"leaf/{i:05d}": np.asarray(leaf) for i, leaf in enumerate(leaves)}
     arrays["__config__"] = _json_bytes(config)
     arrays["__extra__"] = _json_bytes(extra or {})
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")

@@ -208,7 +208,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         f"outer_steps={cfg.outer_steps} -> {out}"
     )
     try:
-        m = run(cfg, out, resume=args.resume, progress=not args.quiet)
+        m = run(cfg, out, resume=args.resume, progress=not args.quiet).metrics
     except KeyboardInterrupt:
         print(f"interrupted; continue with: mixerdsr run ... --out {out} --resume", file=sys.stderr)
         return 130

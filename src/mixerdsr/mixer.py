@@ -7,7 +7,7 @@ stacked pytree and the solve runs with one expert, whatever ``M`` is.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import equinox as eqx
 import jax
@@ -17,7 +17,10 @@ from jaxtyping import Array, Float, Int, PRNGKeyArray
 from ._rand import normal
 from .experts import BACKBONES, AbstractExpert
 
-__all__ = ["MixER", "make_mixer"]
+if TYPE_CHECKING:
+    from ._config import Config
+
+__all__ = ["MixER", "make_mixer", "build_model"]
 
 
 class MixER(eqx.Module):
@@ -48,12 +51,14 @@ class MixER(eqx.Module):
     gate_mode: str = eqx.field(static=True)
 
     @property
-    def expert_context_size(self) -> int:
-        return self.context_size // self.n_experts if self.split else self.context_size
+    def expert_type(self) -> type[AbstractExpert]:
+        """The class of the experts: it decides how predictions are made and scored."""
+        return type(self.experts)
 
     @property
-    def kind(self) -> str:
-        return type(self.experts).kind
+    def self_modulating(self) -> bool:
+        """Whether the experts use contextual self-modulation in training (``ctx_pool``)."""
+        return self.experts.self_modulating
 
     def logits(self, ctx: Float[Array, " d"]) -> Float[Array, " M"]:
         return ctx @ self.gate[:-1] + self.gate[-1]
@@ -93,16 +98,13 @@ class MixER(eqx.Module):
         Args:
             ctx: the environment's full context ``[d_ctx]``.
             m: expert to use; default: the routed one.
-            ctx_pool: for NCF self-modulation, the context to Taylor-expand around.
+            ctx_pool: contextual self-modulation: the (full) context to expand around; passed
+                to the expert, which ignores it unless it implements self-modulation.
         """
         if m is None:
             m = self.route(ctx)
-        expert = self.expert(m)
-        c = self.expert_context(ctx, m)
-        if ctx_pool is not None and hasattr(expert, "specialise_pool"):
-            net = expert.specialise_pool(c, self.expert_context(ctx_pool, m))
-        else:
-            net = expert.specialise(c)
+        pool = None if ctx_pool is None else self.expert_context(ctx_pool, m)
+        net = self.expert(m).specialise(self.expert_context(ctx, m), pool)
         if self.gate_mode == "gradient":
             return _Scaled(net, self.output_scale(ctx, m))
         return net
@@ -166,6 +168,24 @@ def make_mixer(
         backbone, state_size, c, context_size, n_experts, same_init, gate_scale, key, expert_kwargs
     )
     return MixER(experts, jnp.zeros((n_experts,)), gate, n_experts, context_size, split, shift, gate_mode)
+
+
+def build_model(cfg: Config, state_size: int, key: PRNGKeyArray) -> MixER:
+    """The MixER layer described by ``cfg`` for states of size ``state_size`` (the expert class
+    named by ``cfg.backbone`` takes its own settings from ``cfg``: ``config_kwargs``)."""
+    expert_cls = BACKBONES[cfg.backbone]
+    return make_mixer(
+        expert_cls,
+        state_size,
+        cfg.context_size,
+        cfg.experts,
+        split=cfg.split_context,
+        shift=cfg.shift_context,
+        gate_mode=cfg.gate,
+        same_init=cfg.same_init,
+        key=key,
+        **expert_cls.config_kwargs(cfg),
+    )
 
 
 @eqx.filter_jit

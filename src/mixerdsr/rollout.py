@@ -1,64 +1,24 @@
-"""From a MixER layer and contexts to predicted trajectories.
+"""From a MixER layer and contexts to predicted trajectories and the per-environment loss.
 
-IVP experts are integrated with diffrax (Tsit5, adaptive PID steps, each environment on its own
-time grid via ``SaveAt(ts=...)``). A solve that fails (too many steps, non-finite state) does not
-raise: it is reported as ``ok = False`` and its prediction is zeroed, so the training loss can
-drop that environment instead of killing the run. Sequence experts (``kind == "sequence"``) are
-rolled out step by step by :func:`sequence_rollout`.
+The routed expert's class decides how predictions are made (:meth:`AbstractExpert.rollout`:
+an IVP solve for vector-field experts, a one-step-map rollout for sequence experts) and which
+time steps are scored (``scored_from``); nothing here asks what kind of expert it is.
 """
 
 from __future__ import annotations
 
-import dataclasses
+from typing import Any
 
-import diffrax
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, Int
 
-__all__ = ["SolverConfig", "solve", "env_rollout", "env_loss"]
+from .experts._integrate import SolverConfig as SolverConfig
+from .experts._integrate import sequence_rollout as sequence_rollout
+from .experts._integrate import solve as solve
 
-
-@dataclasses.dataclass(frozen=True)
-class SolverConfig:
-    """ODE solver settings (paper: Tsit5, rtol 1e-3, atol 1e-6).
-
-    Attributes:
-        rtol, atol: PID controller tolerances.
-        max_steps: step cap per solve (a solve that needs more is marked failed).
-        teacher_forcing: sequence experts only: the generalised teacher-forcing coefficient
-            ``alpha`` used for training (1 = free running).
-    """
-
-    rtol: float = 1e-3
-    atol: float = 1e-6
-    max_steps: int = 4096
-    teacher_forcing: float = 0.5
-
-
-def solve(
-    net, x0: Float[Array, " D"], t: Float[Array, " T"], config: SolverConfig = SolverConfig()
-) -> tuple[Float[Array, "T D"], Bool[Array, ""]]:
-    """Integrate the vector field ``net(t, x, args)`` from ``x0`` and save at ``t``.
-
-    Returns:
-        ``(ys [T, D], ok)``; ``ys`` is zero where the solve failed.
-    """
-    sol = diffrax.diffeqsolve(
-        diffrax.ODETerm(net),
-        diffrax.Tsit5(),
-        t0=t[0],
-        t1=t[-1],
-        dt0=None,
-        y0=x0,
-        saveat=diffrax.SaveAt(ts=t),
-        stepsize_controller=diffrax.PIDController(rtol=config.rtol, atol=config.atol),
-        max_steps=config.max_steps,
-        throw=False,
-    )
-    ys = sol.ys
-    ok = (sol.result == diffrax.RESULTS.successful) & jnp.all(jnp.isfinite(ys))
-    return jnp.where(ok, ys, 0.0), ok
+__all__ = ["SolverConfig", "solve", "sequence_rollout", "env_rollout", "env_loss", "env_losses", "zero_nonfinite"]
 
 
 def env_rollout(
@@ -82,38 +42,14 @@ def env_rollout(
         t: its time grid ``[T]``.
         config: solver settings.
         m: force expert ``m`` instead of the routed one (gate update, Algorithm 1 line 7).
-        ctx_pool: NCF self-modulation: expand around this context.
-        alpha: sequence experts: teacher-forcing coefficient (1 = free running).
+        ctx_pool: contextual self-modulation: expand around this context.
+        alpha: teacher-forcing coefficient (1 = free running; ignored by vector-field experts).
 
     Returns:
         ``(pred [N, T, D], ok [N])``.
     """
     net = model.specialise(ctx, m, ctx_pool)
-    if model.kind == "sequence":
-        pred = jax.vmap(lambda xi: sequence_rollout(net, xi, alpha))(x)
-        ok = jnp.all(jnp.isfinite(pred), axis=(1, 2))
-        return jnp.where(ok[:, None, None], pred, 0.0), ok
-    return jax.vmap(lambda x0: solve(net, x0, t, config))(x[:, 0])
-
-
-def sequence_rollout(net, x: Float[Array, "T D"], alpha: float) -> Float[Array, "T D"]:
-    """Roll a one-step map ``z_{t+1} = net(t, s_t)`` along one series (generalised teacher forcing).
-
-    ``z_0 = 0`` and ``s_t = alpha z_t + (1 - alpha) x_t``: the prediction ``z_{t+1}`` of
-    ``x_{t+1}`` is made from the model state mixed with the observation of the *current* step
-    ``x_t`` only, never with ``x_{t+1}`` itself. ``alpha = 1`` is free running from ``z_0``.
-
-    Returns:
-        ``[T, D]``: ``z_0`` (zeros, not scored) followed by the predictions of ``x_1 .. x_{T-1}``.
-    """
-    z0 = jnp.zeros_like(x[0])
-
-    def step(z, xt):
-        z_next = net(0.0, alpha * z + (1.0 - alpha) * xt, None)
-        return z_next, z_next
-
-    _, preds = jax.lax.scan(step, z0, x[:-1])
-    return jnp.concatenate([z0[None], preds], axis=0)
+    return model.expert_type.rollout(net, x, t, config, alpha)
 
 
 def env_loss(
@@ -127,13 +63,26 @@ def env_loss(
     ctx_pool=None,
     alpha: float = 1.0,
 ) -> tuple[Float[Array, ""], Bool[Array, ""]]:
-    """Eq. 7 loss of one environment: mean over trajectories and times of ``||pred - x||^2``.
+    """Eq. 7 loss of one environment: mean over trajectories and scored times of ``||pred - x||^2``.
 
     Returns ``(loss, ok)``; ``ok`` is False if any of its solves failed (loss is then 0).
     """
     pred, ok = env_rollout(model, ctx, x, t, config, m=m, ctx_pool=ctx_pool, alpha=alpha)
-    if model.kind == "sequence":  # z_0 is not a prediction
-        pred, x = pred[:, 1:], x[:, 1:]
-    err = jnp.sum((pred - x) ** 2, axis=-1).mean()
+    s = model.expert_type.scored_from
+    err = jnp.sum((pred[:, s:] - x[:, s:]) ** 2, axis=-1).mean()
     ok_all = jnp.all(ok)
     return jnp.where(ok_all, err, 0.0), ok_all
+
+
+def env_losses(
+    model, c: Float[Array, "E d"], x: Float[Array, "E N T D"], t: Float[Array, "E T"], solver: SolverConfig, m=None
+) -> tuple[Float[Array, " E"], Bool[Array, " E"]]:
+    """Eq. 7 loss and success of every env ``[E]`` at contexts ``c`` ``[E, d]`` (routed expert,
+    or expert ``m``), with the training teacher forcing (ignored by vector-field experts)."""
+    alpha = solver.teacher_forcing
+    return jax.vmap(lambda ci, xi, ti: env_loss(model, ci, xi, ti, solver, m=m, alpha=alpha))(c, x, t)
+
+
+def zero_nonfinite(tree: Any) -> Any:
+    """Replace non-finite gradient entries by 0 (a failed solve must not poison the step)."""
+    return jax.tree.map(lambda g: jnp.where(jnp.isfinite(g), g, 0.0) if eqx.is_inexact_array(g) else g, tree)

@@ -17,35 +17,28 @@ term, except for the ``"gradient"`` baseline, where it is trained with the weigh
 
 from __future__ import annotations
 
-import time
 import warnings
 from typing import Any, NamedTuple
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
 
 from . import gating
 from ._config import Config
-from .mixer import MixER, make_mixer
-from .rollout import SolverConfig, env_loss, env_rollout
+from .mixer import MixER, build_model
+from .rollout import SolverConfig, env_loss, env_losses, zero_nonfinite
 
 __all__ = [
     "TrainState",
     "TrainData",
     "LossCache",
-    "build_model",
     "init_state",
     "make_outer_step",
     "expert_losses",
-    "predict",
-    "adapt_contexts",
-    "routes",
-    "split_validation",
     "solver_config",
     "gate_config",
 ]
@@ -104,29 +97,6 @@ def gate_config(cfg: Config) -> gating.GateConfig:
     )
 
 
-def build_model(cfg: Config, state_size: int, key: PRNGKeyArray) -> MixER:
-    """The MixER layer described by ``cfg`` for states of size ``state_size``."""
-    kw: dict[str, Any] = {}
-    if cfg.backbone in ("geps", "coda", "ncf"):
-        kw.update(width=cfg.width, depth=cfg.depth)
-    if cfg.backbone == "ncf":
-        kw.update(taylor_order=cfg.ncf_taylor_order)
-    if cfg.backbone == "shplrnn":
-        kw.update(hidden=cfg.hidden)
-    return make_mixer(
-        cfg.backbone,
-        state_size,
-        cfg.context_size,
-        cfg.experts,
-        split=cfg.split_context,
-        shift=cfg.shift_context,
-        gate_mode=cfg.gate,
-        same_init=cfg.same_init,
-        key=key,
-        **kw,
-    )
-
-
 def _filter_spec(model: MixER) -> Any:
     """Which leaves the weights' optimiser trains: every float array except the gate
     (unless the gate is the gradient baseline)."""
@@ -172,17 +142,6 @@ def init_state(cfg: Config, n_envs: int, state_size: int) -> TrainState:
     )
 
 
-def _sanitize(tree: Any) -> Any:
-    """Replace non-finite gradient entries by 0 (a failed solve must not poison the step)."""
-    return jax.tree.map(lambda g: jnp.where(jnp.isfinite(g), g, 0.0) if eqx.is_inexact_array(g) else g, tree)
-
-
-def sample_batch(key: PRNGKeyArray, contexts: Float[Array, "E d"], size: int) -> Int[Array, " B"]:
-    """One random anchor env plus its ``size - 1`` nearest envs by mean absolute context
-    difference (ties broken by index). Returns the ``[size]`` env indices, anchor first."""
-    return _nearest_batch(jax.random.randint(key, (), 0, contexts.shape[0]), contexts, size)
-
-
 def _nearest_batch(anchor: Int[Array, ""], contexts: Float[Array, "E d"], size: int) -> Int[Array, " B"]:
     """Env ``anchor`` plus its ``size - 1`` nearest envs by mean absolute context difference
     (ties broken by index): the ``[size]`` env indices, anchor first."""
@@ -198,18 +157,11 @@ def _pool_indices(ctx: Float[Array, "B d"], pool: int) -> Int[Array, "B P"]:
     return jnp.argsort(dist, axis=1, stable=True)[:, :pool]
 
 
-def _env_losses(model: MixER, c, x, t, solver: SolverConfig, m=None):
-    """Eq. 7 loss and success of every env ``[E]`` at contexts ``c`` ``[E, d]`` (routed expert,
-    or expert ``m``); sequence experts use the training teacher forcing."""
-    alpha = solver.teacher_forcing if model.kind == "sequence" else 1.0
-    return jax.vmap(lambda ci, xi, ti: env_loss(model, ci, xi, ti, solver, m=m, alpha=alpha))(c, x, t)
-
-
 def _batch_loss(model: MixER, contexts, idx, data: TrainData, cfg: Config, solver: SolverConfig):
     """Eq. 7 on the envs ``idx``; failed envs are left out of the mean. Returns (loss, n_failed)."""
     cb, xb, tb = contexts[idx], data.x[idx], data.t[idx]
     pool = min(cfg.ncf_pool, idx.shape[0])
-    if cfg.backbone == "ncf" and cfg.ncf_taylor_order > 0 and pool > 1:
+    if model.self_modulating and pool > 1:
         pools = cb[_pool_indices(cb, pool)]  # [B, P, d]
 
         def one(c, pl, xe, te):
@@ -218,7 +170,7 @@ def _batch_loss(model: MixER, contexts, idx, data: TrainData, cfg: Config, solve
 
         losses, ok = jax.vmap(one)(cb, pools, xb, tb)
     else:
-        losses, ok = _env_losses(model, cb, xb, tb, solver)
+        losses, ok = env_losses(model, cb, xb, tb, solver)
     loss = jnp.sum(jnp.where(ok, losses, 0.0)) / jnp.maximum(jnp.sum(ok), 1)
     if model.gate_mode == "gradient" and cfg.importance_weight > 0:
         # importance loss (Shazeer et al.): squared coefficient of variation of the mean gate
@@ -274,7 +226,7 @@ def _expert_losses(
 
         def batch(j, losses):
             idx = jax.lax.dynamic_slice_in_dim(order, j * size, size)
-            ls, ok = _env_losses(model, contexts[idx], data.x[idx], data.t[idx], solver, m=m)
+            ls, ok = env_losses(model, contexts[idx], data.x[idx], data.t[idx], solver, m=m)
             keep = j * size + jnp.arange(size) < n_need  # padding / envs that need nothing
             return losses.at[jnp.where(keep, idx, n_env)].set(jnp.where(ok, ls, jnp.inf), mode="drop")
 
@@ -297,9 +249,10 @@ def make_outer_step(cfg: Config, n_envs: int):
     """The compiled outer step ``(state, data) -> (state, info)``.
 
     ``info`` holds per inner step: ``ctx_loss [K]``, ``weight_loss [K]`` (NaN where every solve
-    of the batch failed), ``failed [2K]`` (failed envs in the batch) and ``gate_status [2K]`` (-1 = no gate update at that step,
-    else a code of :data:`mixerdsr.gating.STATUS_NAMES`). With one expert (MixER-1, a bare
-    meta-learner) the gate is never updated: it routes every env to that expert regardless.
+    of the batch failed), ``failed [2K]`` (failed envs in the batch) and ``gate_status [2K]``
+    (-1 = no gate update at that step, else a code of :data:`mixerdsr.gating.STATUS_NAMES`).
+    With one expert (MixER-1, a bare meta-learner) the gate is never updated: it routes every
+    env to that expert regardless.
     """
     solver = solver_config(cfg)
     gcfg = gate_config(cfg)
@@ -344,7 +297,7 @@ def make_outer_step(cfg: Config, n_envs: int):
                 return loss + 0.5 * beta * jnp.sum((c - ctx_prev) ** 2), (loss, failed)
 
             (_, (loss, failed)), g = jax.value_and_grad(objective, has_aux=True)(contexts)
-            updates, opt_state = opt_c.update(_sanitize(g), opt_state, contexts)
+            updates, opt_state = opt_c.update(zero_nonfinite(g), opt_state, contexts)
             return (optax.apply_updates(contexts, updates), opt_state, model, opt_w_state, cache), (loss, failed)
 
         def weight_step(steps, idx):
@@ -360,7 +313,7 @@ def make_outer_step(cfg: Config, n_envs: int):
                 return loss + 0.5 * beta * jnp.sum((theta - params_prev) ** 2), (loss, failed)
 
             (_, (loss, failed)), g = jax.value_and_grad(objective, has_aux=True)(flat)
-            updates, opt_state = opt_w.update(_sanitize(g), opt_state, flat)
+            updates, opt_state = opt_w.update(zero_nonfinite(g), opt_state, flat)
             model = eqx.combine(unravel(optax.apply_updates(flat, updates)), static)
             cache = cache._replace(valid=jnp.zeros((), bool))  # the experts changed
             return (contexts, opt_c_state, model, opt_state, cache), (loss, failed)
@@ -434,176 +387,3 @@ def _jit(fn, options: dict[str, Any] | None):
         return plain(*args)
 
     return call
-
-
-def routes(model: MixER, contexts: Float[Array, "E d"]) -> Int[Array, " E"]:
-    """The expert of every environment."""
-    return jax.vmap(model.route)(contexts)
-
-
-@eqx.filter_jit
-def _predict(model, contexts, x, t, solver, alpha):
-    return jax.vmap(lambda c, xe, te: env_rollout(model, c, xe, te, solver, alpha=alpha))(contexts, x, t)
-
-
-def predict(
-    model: MixER,
-    contexts: Float[Array, "E d"],
-    x: Float[Array, "E N T D"],
-    t: Float[Array, "E T"],
-    solver: SolverConfig = SolverConfig(),
-    *,
-    alpha: float = 1.0,
-    chunk: int = 64,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Predict every trajectory of every environment (IVPs from their first state; sequence
-    experts free-running unless ``alpha < 1``), in chunks of ``chunk`` envs.
-
-    Returns:
-        NumPy ``(pred [E, N, T, D], ok [E, N])``.
-    """
-    preds, oks = [], []
-    n = x.shape[0]
-    for s in range(0, n, chunk):
-        e = min(n, s + chunk)
-        # pad the last chunk to a fixed size so that there is one compilation
-        pad = chunk - (e - s) if n > chunk else 0
-        sl = lambda a: jnp.concatenate([a[s:e], jnp.repeat(a[e - 1 : e], pad, 0)]) if pad else a[s:e]  # noqa: E731
-        p, ok = _predict(model, sl(jnp.asarray(contexts)), sl(jnp.asarray(x)), sl(jnp.asarray(t)), solver, alpha)
-        preds.append(np.asarray(p)[: e - s])
-        oks.append(np.asarray(ok)[: e - s])
-    return np.concatenate(preds), np.concatenate(oks)
-
-
-def split_validation(x: np.ndarray, n_val: int) -> tuple[np.ndarray, np.ndarray | None]:
-    """Hold out the last ``n_val`` trajectories of every env for model selection.
-
-    Returns ``(train_x, val_x)``; with fewer than ``n_val + 1`` trajectories, or ``n_val = 0``,
-    nothing is held out and ``val_x`` is None (selection then uses the training trajectories).
-    """
-    if n_val <= 0 or x.shape[1] <= n_val:
-        return x, None
-    return x[:, :-n_val], x[:, -n_val:]
-
-
-def adapt_contexts(
-    model: MixER,
-    x: Float[Array, "E N T D"],
-    t: Float[Array, "E T"],
-    *,
-    steps: int = 500,
-    lr: float = 1e-2,
-    init: Float[Array, "E d"] | None = None,
-    solver: SolverConfig = SolverConfig(),
-    joint: bool = False,
-    starts: Float[Array, "S d"] | None = None,
-) -> tuple[Float[Array, "E d"], Float[Array, "E steps"]]:
-    """Fit a fresh context for each new environment, everything else frozen.
-
-    By default every environment is fitted independently (its own loss and AdaBelief state),
-    as the paper's one-by-one protocol, but as one compiled function vmapped over
-    environments. ``joint=True`` fits all contexts together: one AdaBelief state over the
-    ``[E, d]`` context matrix minimising the mean loss over environments (as in training).
-
-    Routing is top-1, so a context started in one expert's region is rarely carried by its
-    gradient into another's: with ``starts`` (e.g. :func:`expert_starts`), the fit is run from
-    every start and each environment keeps the context whose final loss on ``x`` is lowest
-    (only the adaptation data decide; ``init`` is then ignored).
-
-    Args:
-        model: trained MixER (weights and gate frozen).
-        x, t: adaptation data ``[E, N, T, D]`` and ``[E, T]``.
-        steps, lr: AdaBelief steps and learning rate.
-        init: starting contexts ``[E, d]`` (default: zeros, as the paper).
-        solver: solver settings.
-        joint: one optimiser for all environments instead of one each.
-        starts: optional starting contexts ``[S, d]`` shared by all environments; the best of
-            the ``S`` fits is kept per environment.
-
-    Returns:
-        ``(contexts [E, d], loss_history [E, steps])`` (with ``starts``: the history of the
-        kept fit).
-    """
-    x, t = jnp.asarray(x), jnp.asarray(t)
-    if starts is not None:
-        fits = [
-            _adapt(
-                model,
-                x,
-                t,
-                jnp.broadcast_to(jnp.asarray(s, x.dtype), (x.shape[0], model.context_size)),
-                steps,
-                lr,
-                solver,
-                joint,
-            )
-            for s in jnp.asarray(starts)
-        ]
-        final = jnp.stack([_final_losses(model, c, x, t, solver) for c, _ in fits])  # [S, E]
-        best = jnp.argmin(final, axis=0)
-        ctx = jnp.stack([c for c, _ in fits])[best, jnp.arange(x.shape[0])]
-        hist = jnp.stack([h for _, h in fits])[best, jnp.arange(x.shape[0])]
-        return ctx, hist
-    if init is None:
-        init = jnp.zeros((x.shape[0], model.context_size), x.dtype)
-    return _adapt(model, x, t, jnp.asarray(init), steps, lr, solver, joint)
-
-
-def expert_starts(model: MixER, contexts: Float[Array, "E d"]) -> Float[Array, "S1 d"]:
-    """Adaptation starts: the zero context (the paper's start), then, for every expert that has
-    training environments, their mean context (which the linear gate routes to that expert:
-    each expert's region of context space is convex).
-
-    Args:
-        model: trained MixER.
-        contexts: its training contexts ``[E, d]``.
-
-    Returns:
-        ``[1 + S, d]`` with ``S`` the number of experts in use.
-    """
-    r = np.asarray(routes(model, contexts))
-    c = np.asarray(contexts)
-    means = [c[r == m].mean(0) for m in np.unique(r)]
-    return jnp.asarray(np.stack([np.zeros_like(c[0])] + means))
-
-
-@eqx.filter_jit
-def _final_losses(model, c, x, t, solver):
-    ls, ok = _env_losses(model, c, x, t, solver)
-    return jnp.where(ok & jnp.isfinite(ls), ls, jnp.inf)
-
-
-@eqx.filter_jit
-def _adapt(model, x, t, init, steps, lr, solver, joint):
-    opt = optax.adabelief(lr)
-
-    def env_losses(c, xe, te):
-        return _env_losses(model, c, xe, te, solver)[0]
-
-    if joint:
-
-        def body_joint(carry, _):
-            c, s = carry
-            (_, losses), g = jax.value_and_grad(
-                lambda cc: (lambda ls: (ls.mean(), ls))(env_losses(cc, x, t)), has_aux=True
-            )(c)
-            u, s = opt.update(_sanitize(g), s, c)
-            return (optax.apply_updates(c, u), s), losses
-
-        (c, _), hist = jax.lax.scan(body_joint, (init, opt.init(init)), None, length=steps)
-        return c, hist.T
-
-    def fit_one(c0, xe, te):
-        def loss_fn(c):
-            return env_losses(c[None], xe[None], te[None])[0]
-
-        def body(carry, _):
-            c, s = carry
-            loss, g = jax.value_and_grad(loss_fn)(c)
-            u, s = opt.update(_sanitize(g), s, c)
-            return (optax.apply_updates(c, u), s), loss
-
-        (c, _), hist = jax.lax.scan(body, (c0, opt.init(c0)), None, length=steps)
-        return c, hist
-
-    return jax.vmap(fit_one)(init, x, t)

@@ -22,7 +22,7 @@ from ._families import parse_family_spec as parse_family_spec
 from ._families import plan_families as plan_families
 from ._registry import generate_dataset as generate_dataset
 from ._registry import list_datasets as list_datasets
-from ._registry import load_any as load_any
+from ._registry import resolve_dataset as resolve_dataset
 from ._series import SCCTS_CLASS_NAMES as SCCTS_CLASS_NAMES
 from ._series import SCCTS_SUPERFAMILY as SCCTS_SUPERFAMILY
 from ._series import generate_sccts as generate_sccts

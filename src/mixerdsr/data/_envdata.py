@@ -187,18 +187,11 @@ class EnvData:
             env_names=pick(self.env_names),
         )
 
-    def select_trajectories(self, idx: Sequence[int] | np.ndarray) -> "EnvData":
-        """The trajectories ``idx`` of every environment."""
-        return self.replace(x=self.x[:, np.asarray(idx, dtype=np.int64)])
-
     def stride_time(self, stride: int) -> "EnvData":
         """Every ``stride``-th time point (the authors train ODEBench on every 5th of 100)."""
         if stride < 1:
             raise ValueError(f"time stride must be >= 1, got {stride}")
         return self.replace(x=self.x[:, :, ::stride], t=self.t[:, ::stride])
-
-    def astype(self, dtype: Any) -> "EnvData":
-        return self.replace(x=self.x.astype(dtype), t=self.t.astype(dtype))
 
     def _meta(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -227,7 +220,7 @@ def save_dataset(path: str | os.PathLike, splits: Mapping[str, EnvData], meta: M
         path = path.with_suffix(path.suffix + ".npz") if path.suffix else path.with_suffix(".npz")
     if not splits:
         raise DataError(f"{path}: no splits to save")
-    arrays: dict[str, np.ndarray] = {}
+    arrays: dict[str, Any] = {}
     meta_all: dict[str, Any] = {"schema": "mixerdsr.envdata/1", "dataset": dict(meta or {}), "splits": {}}
     for name, d in splits.items():
         if "/" in name:

@@ -141,8 +141,6 @@ class _Checker:
         self.text = text
         self.n_states = n_states
         self.n_params = n_params
-        self.used_states: set[int] = set()
-        self.used_params: set[int] = set()
 
     def build(self, node: ast.AST, *, exponent: bool = False) -> tuple[_Eval, _Eval, float | None]:
         """Return (array evaluator, scalar evaluator, value) for ``node``.
@@ -176,7 +174,6 @@ class _Checker:
                         f"expression {text!r}: state {node.id!r} is not declared "
                         f"(this family has {self.n_states} state(s): x0..x{self.n_states - 1})"
                     )
-                self.used_states.add(idx)
                 f = lambda X, C, F: X[idx]  # noqa: E731
             else:
                 if idx >= self.n_params:
@@ -185,7 +182,6 @@ class _Checker:
                         f"expression {text!r}: parameter {node.id!r} is not declared "
                         f"(this family declares {self.n_params} parameter(s): {declared})"
                     )
-                self.used_params.add(idx)
                 f = lambda X, C, F: C[idx]  # noqa: E731
             return f, f, None
         if isinstance(node, ast.UnaryOp):
@@ -225,7 +221,7 @@ class _Checker:
 
 
 def _op_symbol(op: ast.AST) -> str:
-    return {
+    symbols: dict[type[ast.AST], str] = {
         ast.FloorDiv: "//",
         ast.Mod: "%",
         ast.MatMult: "@",
@@ -234,7 +230,8 @@ def _op_symbol(op: ast.AST) -> str:
         ast.BitXor: "^",
         ast.LShift: "<<",
         ast.RShift: ">>",
-    }.get(type(op), type(op).__name__)
+    }
+    return symbols.get(type(op), type(op).__name__)
 
 
 def _parse(text: Any, n_states: int, n_params: int) -> tuple[_Eval, _Eval, _Checker]:
@@ -272,20 +269,12 @@ class CompiledRHS:
     ``fun(t, y)`` used with :func:`scipy.integrate.solve_ivp`.
     """
 
-    def __init__(
-        self,
-        exprs: Sequence[str],
-        n_states: int,
-        n_params: int,
-        evaluators: list[tuple[_Eval, _Eval]],
-        used_params: frozenset[int],
-    ):
+    def __init__(self, exprs: Sequence[str], n_states: int, n_params: int, evaluators: list[tuple[_Eval, _Eval]]):
         self.exprs = tuple(exprs)
         self.n_states = int(n_states)
         self.n_params = int(n_params)
         self._arr = [a for a, _ in evaluators]
         self._sca = [s for _, s in evaluators]
-        self.used_params = used_params
 
     def __repr__(self) -> str:
         return f"CompiledRHS({list(self.exprs)!r}, n_states={self.n_states}, n_params={self.n_params})"
@@ -308,7 +297,7 @@ class CompiledRHS:
         outs = xp.broadcast_arrays(zero, *outs)[1:]
         return xp.stack(list(outs), axis=-1)
 
-    def scipy_fun(self, c: Sequence[float] = ()) -> Callable[[float, np.ndarray], np.ndarray]:
+    def scipy_fun(self, c: Sequence[float] | np.ndarray = ()) -> Callable[[float, np.ndarray], np.ndarray]:
         """``fun(t, y)`` for ``solve_ivp`` with the parameters ``c`` bound.
 
         Evaluates on Python floats with :mod:`math` (fast); where that raises (division by zero,
@@ -357,9 +346,7 @@ def compile_rhs(exprs: Sequence[str], n_states: int | None = None, n_params: int
     if n_params < 0:
         raise DataError(f"rhs: number of parameters must be >= 0, got {n_params}")
     evaluators = []
-    used: set[int] = set()
     for e in exprs:
-        a, s, chk = _parse(e, n_states, n_params)
+        a, s, _ = _parse(e, n_states, n_params)
         evaluators.append((a, s))
-        used |= chk.used_params
-    return CompiledRHS(exprs, n_states, n_params, evaluators, frozenset(used))
+    return CompiledRHS(exprs, n_states, n_params, evaluators)

@@ -292,7 +292,7 @@ def _check_grid(src: str, where: str, horizon: float, steps: int) -> None:
             f"(rescale time for slower systems)"
         )
     dt = horizon / steps
-    ok = dt >= np.finfo(np.float64).tiny
+    ok = bool(dt >= np.finfo(np.float64).tiny)
     if ok:
         t = time_grid(horizon, steps)
         ok = len(t) == steps and bool(np.all(np.diff(t) > 0))
@@ -376,8 +376,8 @@ def _parse_family(src: str, i: int, d: Any) -> FamilyDef:
         name=name,
         rhs=tuple(rhs),
         params=params_t,
-        ics=ics_t,
-        horizon=horizon,  # type: ignore[arg-type]
+        ics=ics_t,  # type: ignore[arg-type]
+        horizon=horizon,
         id=fid,
         fn=fn,
     )

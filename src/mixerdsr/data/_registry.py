@@ -2,8 +2,9 @@
 
 Names: ``odebench-2``, ``odebench-10a``, ``odebench-10b`` (TOML family files, see
 :mod:`mixerdsr.data._families`), ``lv``, ``go``, ``sm`` (:mod:`mixerdsr.data._classic`) and
-``sccts`` (:mod:`mixerdsr.data._series`). A path to a user TOML family file works wherever a
-name does; :func:`load_any` also takes a dataset ``.npz``.
+``sccts`` (:mod:`mixerdsr.data._series`). :func:`resolve_dataset` is the one function that
+decides what a dataset string names (a name, or a ``.npz``, ``.toml``, ``.ts`` or ``.data``
+path); the CLI, :func:`~mixerdsr.run` and :func:`generate_dataset` all go through it.
 """
 
 from __future__ import annotations
@@ -20,8 +21,7 @@ from ._families import builtin_family_files, generate_families, load_family_spec
 __all__ = [
     "list_datasets",
     "generate_dataset",
-    "load_any",
-    "load_run_dataset",
+    "resolve_dataset",
     "shared_data_dirs",
     "find_data_file",
     "SHARED_DATA_ENV",
@@ -55,18 +55,19 @@ def list_datasets() -> list[tuple[str, str]]:
 
 
 def _looks_like_path(s: str) -> bool:
-    return s.endswith((".toml", ".npz")) or os.sep in s or (os.altsep is not None and os.altsep in s)
+    return s.endswith((".toml", ".npz", ".ts", ".data")) or os.sep in s or (os.altsep is not None and os.altsep in s)
 
 
 def generate_dataset(
     name_or_path: str | os.PathLike, seed: int | None = None, *, progress: bool = False
 ) -> tuple[dict[str, EnvData], dict[str, Any]]:
-    """Generate a named benchmark or a user TOML family file.
+    """Generate a named benchmark or a user TOML family file (:func:`resolve_dataset` with
+    ``generate=True``: files of recorded data are refused, SCCTS is the seeded generator).
 
     Args:
         name_or_path: a name from :func:`list_datasets` or a path to a ``.toml`` family file.
         seed: the generator seed (default: the benchmark's own default: the TOML protocol seed,
-            0 for ``lv``/``go``/``sm``, the SCCTS generator's default).
+            0 for ``lv``/``go``/``sm`` and the SCCTS generator).
         progress: show a progress bar.
 
     Returns:
@@ -74,48 +75,10 @@ def generate_dataset(
         (pass both to :func:`~mixerdsr.data.save_dataset`).
 
     Raises:
-        DataError: unknown name, invalid family file, failed integration.
+        DataError: unknown name, invalid family file, failed integration, a data file.
         FileNotFoundError: a path that does not exist.
     """
-    s = os.fspath(name_or_path)
-    key = s.lower()
-    if key in _CLASSIC and not os.path.exists(s):
-        fn, _ = _CLASSIC[key]
-        return fn(0 if seed is None else int(seed), progress=progress)
-    if key == "sccts" and not os.path.exists(s):
-        try:
-            from ._series import generate_sccts  # type: ignore[attr-defined]
-        except ImportError as err:
-            raise DataError(f"sccts: the series generator is not available ({err})") from None
-        if seed is not None:
-            return generate_sccts(int(seed))
-        import inspect
-
-        params = list(inspect.signature(generate_sccts).parameters.values())
-        needs_seed = bool(params) and params[0].default is inspect.Parameter.empty
-        return generate_sccts(0) if needs_seed else generate_sccts()
-    builtin = builtin_family_files()
-    if key in builtin and not os.path.exists(s):
-        return generate_families(key, seed, progress=progress)
-    if os.path.exists(s):
-        if Path(s).suffix == ".npz":
-            raise DataError(f"{s}: is a dataset file, not a generator; load it with load_dataset/load_any")
-        return generate_families(load_family_spec(s), seed, progress=progress)
-    if _looks_like_path(s):
-        raise FileNotFoundError(f"{s}: no such file")
-    names = [n for n, _ in list_datasets()]
-    raise DataError(
-        f"unknown dataset {s!r} (built-in names: {', '.join(names)}; or give a path to a .toml family file)"
-    )
-
-
-def load_any(name_or_path: str | os.PathLike, seed: int | None = None) -> dict[str, EnvData]:
-    """A dataset from a ``.npz`` path (validated load) or a name / TOML path (generated)."""
-    s = os.fspath(name_or_path)
-    if Path(s).suffix == ".npz":
-        return load_dataset(s)
-    splits, _ = generate_dataset(s, seed)
-    return splits
+    return resolve_dataset(name_or_path, seed, generate=True, progress=progress)
 
 
 # ---------------------------------------------------------------------------------------
@@ -160,45 +123,66 @@ def find_data_file(name: str) -> tuple[Path | None, list[Path]]:
     return None, dirs
 
 
-def load_run_dataset(
+def resolve_dataset(
     source: str | os.PathLike,
     seed: int | None = None,
     *,
+    generate: bool = False,
     test_file: str | os.PathLike | None = None,
     standardize: bool = True,
     progress: bool = False,
 ) -> tuple[dict[str, EnvData], dict[str, Any]]:
-    """The dataset of a run: ``(splits, meta)``, ``meta["source"]`` saying where it came from.
+    """The one place that decides what a dataset string names: ``(splits, meta)``.
 
     - ``.npz`` path: loaded (validated) with its stored metadata;
-    - ``"sccts"``: the UCI file ``synthetic_control.data`` when found in
-      :func:`shared_data_dirs` (``meta["source"]`` is its path), else the seeded generator
-      (``meta["source"] == "generator"``); a path to a ``.data`` file is loaded as SCCTS;
+    - ``"sccts"`` or a ``.data`` path: the UCI file ``synthetic_control.data`` (the path given,
+      else the first found by :func:`find_data_file`, the package's own copy last;
+      ``meta["source"]`` is its path), or with ``generate=True`` the seeded generator
+      (``meta["source"] == "generator"``);
     - ``"epilepsy2"`` (``Epilepsy2_TRAIN.ts`` found in :func:`shared_data_dirs`) or a ``.ts``
       path: :func:`~mixerdsr.data.load_epilepsy2`, with ``test_file`` (the archive's full test
       set) as the held-out adaptation set when given;
-    - anything else: :func:`generate_dataset`.
+    - ``lv``, ``go``, ``sm``, a built-in family name or a ``.toml`` family file: generated.
 
     Series datasets are standardised per time column (``standardize``; statistics of the
     training split) as the paper does for SCCTS.
 
+    Args:
+        source: a name from :func:`list_datasets` or a path.
+        seed: generator seed (None: the dataset's own default).
+        generate: only generators (``mixerdsr data generate``): files of recorded data are an
+            error and SCCTS comes from its generator.
+        test_file: Epilepsy2 only: the archive's full test ``.ts`` file.
+        standardize: series datasets: per-time-column standardisation.
+        progress: show a progress bar while generating.
+
     Raises:
-        DataError: unknown name, a missing Epilepsy2 file (naming the folders searched), or a
-            ``test_file`` for a dataset that has no use for it.
+        DataError: unknown name, a missing Epilepsy2 file (naming the folders searched), a
+            ``test_file`` for a dataset that has no use for it, a data file with ``generate``.
+        FileNotFoundError: a path that does not exist.
     """
     from ._series import generate_sccts, load_epilepsy2, load_sccts
 
     s = os.fspath(source)
     key = s.lower()
-    is_ts = key == "epilepsy2" or Path(s).suffix == ".ts"
+    suffix = Path(s).suffix
+    exists = os.path.exists(s)
+    is_ts = (key == "epilepsy2" and not exists) or suffix == ".ts"
     if test_file is not None and not is_ts:
         raise DataError(
             f"test_file is only used with Epilepsy2-style data (data = 'epilepsy2' or a .ts file), not with {s!r}"
         )
-    if Path(s).suffix == ".npz":
+    if generate and (suffix in (".npz", ".ts", ".data") or key == "epilepsy2"):
+        raise DataError(
+            f"{s}: is recorded data, not a generator; use it directly (mixerdsr run --data {s}, "
+            "load_dataset for .npz files)"
+        )
+    if _looks_like_path(s) and not exists:
+        raise FileNotFoundError(f"{s}: no such file")
+    if suffix == ".npz":
         return load_dataset(s), read_meta(s)
-    if key == "sccts" or Path(s).suffix == ".data":
-        path = Path(s) if Path(s).suffix == ".data" else find_data_file(SCCTS_FILE)[0]
+    if (key == "sccts" and not exists) or suffix == ".data":
+        path = Path(s) if suffix == ".data" else (None if generate else find_data_file(SCCTS_FILE)[0])
         if path is not None:
             return load_sccts(path, standardize=standardize)
         return generate_sccts(0 if seed is None else int(seed), standardize=standardize)
@@ -216,4 +200,15 @@ def load_run_dataset(
         if test_file is not None and not Path(test_file).is_file():
             raise FileNotFoundError(f"{test_file}: no such test file")
         return load_epilepsy2(path, standardize=standardize, test_path=test_file)
-    return generate_dataset(s, seed, progress=progress)
+    if key in _CLASSIC and not exists:
+        fn, _ = _CLASSIC[key]
+        return fn(0 if seed is None else int(seed), progress=progress)
+    if key in builtin_family_files() and not exists:
+        return generate_families(key, seed, progress=progress)
+    if exists:
+        return generate_families(load_family_spec(s), seed, progress=progress)
+    names = [n for n, _ in list_datasets()]
+    raise DataError(
+        f"unknown dataset {s!r} (built-in names: {', '.join(names)}, epilepsy2; or give a path to a "
+        ".npz dataset, a .toml family file, a .ts or .data series file)"
+    )

@@ -14,13 +14,25 @@ from __future__ import annotations
 import abc
 import functools
 import math
-from typing import ClassVar
+from collections.abc import Callable
+from typing import Any, ClassVar
 
 import equinox as eqx
 import jax
-from jaxtyping import Array, Float, PRNGKeyArray
+import jax.numpy as jnp
+from jaxtyping import Array, Bool, Float, PRNGKeyArray
 
-__all__ = ["AbstractExpert", "MLPField", "linear_specs", "glorot_spec", "uniform_arrays"]
+from ._integrate import SolverConfig, sequence_rollout, solve
+
+__all__ = [
+    "AbstractExpert",
+    "AbstractVectorFieldExpert",
+    "AbstractSequenceExpert",
+    "MLPField",
+    "linear_specs",
+    "glorot_spec",
+    "uniform_arrays",
+]
 
 
 class MLPField(eqx.Module):
@@ -102,9 +114,15 @@ def mlp_sizes(n_in: int, n_out: int, width: int, depth: int) -> list[tuple[int, 
 class AbstractExpert(eqx.Module):
     """One contextual meta-learner.
 
-    Subclasses set ``kind`` (``"ode"`` for vector fields integrated by diffrax, ``"sequence"``
-    for discrete-time maps) and implement :meth:`specialise`. ``__call__`` works on **one**
-    state and one context; callers batch with ``jax.vmap``.
+    An expert owns everything that depends on what it is: how a context becomes the network of
+    one environment (:meth:`specialise`), how that network turns observed trajectories into
+    predictions (:meth:`rollout`), which time steps are scored (``scored_from``), whether the
+    training loss uses teacher forcing (``teacher_forced``), and which run settings build it
+    (:meth:`config_kwargs`). Subclass :class:`AbstractVectorFieldExpert` (IVPs integrated by
+    diffrax) or :class:`AbstractSequenceExpert` (one-step maps) and implement ``__init__`` and
+    :meth:`specialise`; register the class with :func:`mixerdsr.register_expert` to use it by
+    name in a run. ``__call__`` works on **one** state and one context; callers batch with
+    ``jax.vmap``.
 
     Attributes:
         context_size: length of the context vector this expert receives.
@@ -113,12 +131,81 @@ class AbstractExpert(eqx.Module):
 
     context_size: eqx.AbstractVar[int]
     state_size: eqx.AbstractVar[int]
-    kind: ClassVar[str] = "ode"
+    #: first time step whose prediction is scored (earlier ones are not predictions)
+    scored_from: ClassVar[int]
+    #: whether training feeds observations back into the rollout (teacher forcing ``alpha``)
+    teacher_forced: ClassVar[bool]
 
     @abc.abstractmethod
-    def specialise(self, ctx: Float[Array, " c"]) -> eqx.Module:
-        """The network of the environment with context ``ctx``: a callable ``(t, x, args)``."""
+    def specialise(self, ctx: Float[Array, " c"], ctx_pool: Float[Array, " c"] | None = None) -> Callable:
+        """The network of the environment with context ``ctx``: a callable ``(t, x, args)``.
+
+        Args:
+            ctx: the environment's context (the part this expert sees) ``[c]``.
+            ctx_pool: another environment's context to expand around (contextual
+                self-modulation, used in training when :attr:`self_modulating`); experts
+                without self-modulation ignore it.
+        """
+
+    @property
+    def self_modulating(self) -> bool:
+        """Whether the training loss evaluates each environment around its neighbours' contexts
+        (``specialise(ctx, ctx_pool)``); False unless an expert implements it."""
+        return False
+
+    @classmethod
+    def config_kwargs(cls, cfg: Any) -> dict[str, Any]:
+        """Keyword arguments of ``__init__`` taken from a run configuration
+        (:class:`~mixerdsr.Config`); none by default."""
+        return {}
+
+    @staticmethod
+    @abc.abstractmethod
+    def rollout(
+        net: Callable, x: Float[Array, "N T D"], t: Float[Array, " T"], solver: SolverConfig, alpha: float | Array = 1.0
+    ) -> tuple[Float[Array, "N T D"], Bool[Array, " N"]]:
+        """Predict all trajectories of one environment with its specialised network ``net``.
+
+        Args:
+            net: the output of :meth:`specialise`.
+            x: observed trajectories ``[N, T, D]``.
+            t: the environment's time grid ``[T]``.
+            solver: solver settings.
+            alpha: teacher-forcing coefficient (1 = free running; experts that are not
+                ``teacher_forced`` ignore it).
+
+        Returns:
+            ``(pred [N, T, D], ok [N])``; a failed trajectory is zero with ``ok = False``.
+        """
 
     def __call__(self, t, x: Float[Array, " D"], ctx: Float[Array, " c"]) -> Float[Array, " D"]:
         """The vector field (or one-step map) at state ``x`` for context ``ctx``."""
         return self.specialise(ctx)(t, x, None)
+
+
+class AbstractVectorFieldExpert(AbstractExpert):
+    """An expert whose network is a vector field ``f(t, x) -> dx/dt``: each trajectory is the
+    solution of the IVP from its first observed state (Tsit5, adaptive steps, saved at ``t``).
+    Every time step is scored (step 0 is the initial state itself)."""
+
+    scored_from: ClassVar[int] = 0
+    teacher_forced: ClassVar[bool] = False
+
+    @staticmethod
+    def rollout(net, x, t, solver, alpha=1.0):
+        return jax.vmap(lambda x0: solve(net, x0, t, solver))(x[:, 0])
+
+
+class AbstractSequenceExpert(AbstractExpert):
+    """An expert whose network is a one-step map ``z_{t+1} = net(t, s_t)`` rolled out along each
+    series (:func:`sequence_rollout`, generalised teacher forcing). Step 0 is the model's
+    starting state, not a prediction, so scoring starts at step 1."""
+
+    scored_from: ClassVar[int] = 1
+    teacher_forced: ClassVar[bool] = True
+
+    @staticmethod
+    def rollout(net, x, t, solver, alpha=1.0):
+        pred = jax.vmap(lambda xi: sequence_rollout(net, xi, alpha))(x)
+        ok = jnp.all(jnp.isfinite(pred), axis=(1, 2))
+        return jnp.where(ok[:, None, None], pred, 0.0), ok

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import equinox as eqx
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from ._base import AbstractExpert, MLPField, linear_specs, mlp_sizes, uniform_arrays
+from ._base import AbstractVectorFieldExpert, MLPField, linear_specs, mlp_sizes, uniform_arrays
 
 __all__ = ["CoDA"]
 
 
-class CoDA(AbstractExpert):
+class CoDA(AbstractVectorFieldExpert):
     """CoDA expert (Kirchmeyer et al., 2022).
 
     The environment's root-MLP parameters are ``theta + H c`` with ``H`` a bias-free linear
@@ -32,7 +33,7 @@ class CoDA(AbstractExpert):
 
     weights: tuple[Float[Array, "out in"], ...]
     biases: tuple[Float[Array, " out"], ...]
-    hyper_weights: tuple[Float[Array, "out in r"], ...]
+    hyper_weights: tuple[Float[Array, "out fan_in r"], ...]
     hyper_biases: tuple[Float[Array, "out r"], ...]
     state_size: int = eqx.field(static=True)
     context_size: int = eqx.field(static=True)
@@ -61,7 +62,11 @@ class CoDA(AbstractExpert):
         ws, bs, hws, hbs = (arrays[i::4] for i in range(4))
         self.weights, self.biases, self.hyper_weights, self.hyper_biases = map(tuple, (ws, bs, hws, hbs))
 
-    def specialise(self, ctx: Float[Array, " r"]) -> MLPField:
+    @classmethod
+    def config_kwargs(cls, cfg: Any) -> dict[str, Any]:
+        return {"width": cfg.width, "depth": cfg.depth}
+
+    def specialise(self, ctx: Float[Array, " r"], ctx_pool: Float[Array, " r"] | None = None) -> MLPField:
         ws = tuple(w + h @ ctx for w, h in zip(self.weights, self.hyper_weights))
         bs = tuple(b + h @ ctx for b, h in zip(self.biases, self.hyper_biases))
         return MLPField(ws, bs)

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from ._base import AbstractExpert, MLPField, glorot_spec, linear_specs, mlp_sizes, uniform_arrays
+from ._base import AbstractVectorFieldExpert, MLPField, glorot_spec, linear_specs, mlp_sizes, uniform_arrays
 
 __all__ = ["GEPS", "GEPSField"]
 
 
-class GEPS(AbstractExpert):
+class GEPS(AbstractVectorFieldExpert):
     """GEPS expert (Koupai et al., 2024) as used by MixER.
 
     For context ``c`` (size ``r``), layer ``l`` of the root MLP uses
@@ -114,7 +116,11 @@ class GEPS(AbstractExpert):
         """``A'_l``."""
         return tuple(_t(bias[..., 1:, :]) for bias in self.bias)
 
-    def specialise(self, ctx: Float[Array, " r"]) -> MLPField | GEPSField:
+    @classmethod
+    def config_kwargs(cls, cfg: Any) -> dict[str, Any]:
+        return {"width": cfg.width, "depth": cfg.depth}
+
+    def specialise(self, ctx: Float[Array, " r"], ctx_pool: Float[Array, " r"] | None = None) -> MLPField | GEPSField:
         c1 = jnp.concatenate([jnp.ones((1,), ctx.dtype), ctx])
         bs = tuple(c1 @ bias for bias in self.bias)  # b + A' c
         if self.factored:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from ._base import AbstractExpert, linear_specs, mlp_sizes, uniform_arrays
+from ._base import AbstractVectorFieldExpert, linear_specs, mlp_sizes, uniform_arrays
 
 __all__ = ["NCF", "NCFField"]
 
@@ -41,14 +43,14 @@ class NCFField(eqx.Module):
         return f0 + d1 + 0.5 * d2
 
 
-class NCF(AbstractExpert):
+class NCF(AbstractVectorFieldExpert):
     """Neural Context Flow expert (Nzoyem et al., 2025).
 
     ``f(x, c) = main([swish(data(x)), swish(context(c))])`` with one-layer data and context
     networks (``embed`` outputs each, paper: 32) and a main MLP (``depth`` layers of ``width``).
     Contextual self-modulation: training evaluates the field of environment ``e`` as a Taylor
     expansion of order ``taylor_order`` (paper NCF-t2: 2) around contexts of nearby environments
-    (see :meth:`specialise_pool`).
+    (``specialise(ctx, ctx_pool)``).
 
     Args:
         state_size: state dimension ``D``.
@@ -85,7 +87,7 @@ class NCF(AbstractExpert):
         self.taylor_order = taylor_order
         sizes = [(state_size, embed), (context_size, embed), *mlp_sizes(2 * embed, state_size, width, depth)]
         arrays = uniform_arrays(key, [spec for n_in, n_out in sizes for spec in linear_specs(n_in, n_out)])
-        self.data_net, self.context_net = tuple(arrays[0:2]), tuple(arrays[2:4])
+        self.data_net, self.context_net = (arrays[0], arrays[1]), (arrays[2], arrays[3])
         ws, bs = arrays[4::2], arrays[5::2]
         self.weights, self.biases = tuple(ws), tuple(bs)
 
@@ -101,9 +103,17 @@ class NCF(AbstractExpert):
                 h = jax.nn.swish(h)
         return h
 
-    def specialise(self, ctx: Float[Array, " r"]) -> NCFField:
-        return NCFField(self, ctx, ctx, 0)
+    @classmethod
+    def config_kwargs(cls, cfg: Any) -> dict[str, Any]:
+        return {"width": cfg.width, "depth": cfg.depth, "taylor_order": cfg.ncf_taylor_order}
 
-    def specialise_pool(self, ctx: Float[Array, " r"], ctx_pool: Float[Array, " r"]) -> NCFField:
-        """The Taylor-expanded field of context ``ctx`` around ``ctx_pool``."""
+    @property
+    def self_modulating(self) -> bool:
+        return self.taylor_order > 0
+
+    def specialise(self, ctx: Float[Array, " r"], ctx_pool: Float[Array, " r"] | None = None) -> NCFField:
+        """The field of context ``ctx``; with ``ctx_pool``, its Taylor expansion of order
+        ``taylor_order`` around ``ctx_pool`` (contextual self-modulation)."""
+        if ctx_pool is None:
+            return NCFField(self, ctx, ctx, 0)
         return NCFField(self, ctx, ctx_pool, self.taylor_order)

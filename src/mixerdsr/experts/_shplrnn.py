@@ -20,14 +20,14 @@ leaf: each base leaf of shape ``S`` has a hypernetwork leaf of shape ``S + (r,)`
 from __future__ import annotations
 
 import math
-from typing import ClassVar
+from typing import Any
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from ._base import AbstractExpert, uniform_arrays
+from ._base import AbstractSequenceExpert, uniform_arrays
 
 __all__ = ["SHPLRNN", "SHPLRNNStep"]
 
@@ -51,8 +51,8 @@ class SHPLRNNStep(eqx.Module):
         return self.a * z + self.w1 @ jax.nn.relu(self.w2 @ z + self.h2) + self.h1
 
 
-class SHPLRNN(AbstractExpert):
-    """hier-shPLRNN expert (a sequence expert: ``kind = "sequence"``).
+class SHPLRNN(AbstractSequenceExpert):
+    """hier-shPLRNN expert (a sequence expert: a one-step map, scored from step 1).
 
     ``specialise(ctx)`` returns the :class:`SHPLRNNStep` of the environment with context
     ``ctx``, its parameters being ``base + hyper @ ctx`` leaf by leaf. Rolled out by
@@ -82,7 +82,6 @@ class SHPLRNN(AbstractExpert):
     state_size: int = eqx.field(static=True)
     context_size: int = eqx.field(static=True)
     hidden: int = eqx.field(static=True)
-    kind: ClassVar[str] = "sequence"
 
     def __init__(
         self,
@@ -112,5 +111,9 @@ class SHPLRNN(AbstractExpert):
         self.base = SHPLRNNStep(a=a, w1=w1, w2=w2, h1=jnp.zeros((d,)), h2=h2)
         self.hyper = SHPLRNNStep(*hyper)
 
-    def specialise(self, ctx: Float[Array, " r"]) -> SHPLRNNStep:
+    @classmethod
+    def config_kwargs(cls, cfg: Any) -> dict[str, Any]:
+        return {"hidden": cfg.hidden}
+
+    def specialise(self, ctx: Float[Array, " r"], ctx_pool: Float[Array, " r"] | None = None) -> SHPLRNNStep:
         return jax.tree.map(lambda b, hy: b + hy @ ctx, self.base, self.hyper)

@@ -127,7 +127,7 @@ def _header(m: Mapping[str, Any]) -> list[str]:
     data = cfg.get("data", "unknown data")
     backbone = str(cfg.get("backbone", "?")).upper() if cfg.get("backbone") != "shplrnn" else "hier-shPLRNN"
     experts = cfg.get("experts")
-    gate = _GATE.get(cfg.get("gate"), f"gate {cfg.get('gate', '?')}")
+    gate = _GATE.get(str(cfg.get("gate")), f"gate {cfg.get('gate', '?')}")
     lines = [
         f"# mixerdsr run: {data}, {backbone} experts, MixER-{experts if experts is not None else '?'}, {gate}",
         "",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -33,7 +33,7 @@ __all__ = [
 STATE_EPS = 1e-6
 
 
-def _figure(w: float, h: float, *, layout: str | None = None):
+def _figure(w: float, h: float, *, layout: Literal["constrained", "compressed", "tight"] | None = None):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 

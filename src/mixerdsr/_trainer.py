@@ -1,0 +1,244 @@
+"""The training loop on the host: outer steps of the compiled training step, validation and model
+selection, ``history.jsonl``, checkpoints, resume, and a progress bar."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ._config import Config
+from ._jsonio import jsonable
+from .checkpoint import load_checkpoint, read_checkpoint_config, save_checkpoint
+from .data import EnvData
+from .evaluation import val_rel_mse
+from .gating import STATUS_NAMES
+from .inference import routes
+from .mixer import MixER
+from .training import TrainData, TrainState, init_state, make_outer_step
+
+__all__ = ["train", "TrainResult", "check_resume", "read_history", "split_validation"]
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainResult:
+    """What :func:`train` returns.
+
+    Attributes:
+        state: the final :class:`~mixerdsr.training.TrainState` (what a checkpoint holds).
+        model: the selected MixER layer (best validation relMSE; the final one when validation
+            never gave a finite score).
+        contexts: the training contexts ``[E, d]`` that go with ``model``.
+        history: one record per outer step (the lines of ``history.jsonl``).
+        timing: ``compile_seconds`` (None when resumed), ``seconds_per_outer_step``,
+            ``total_seconds``.
+        best_step: the outer step of the selected model.
+        data: the training arrays on device (after the time stride and the validation hold-out).
+    """
+
+    state: TrainState
+    model: MixER
+    contexts: jax.Array
+    history: list[dict[str, Any]]
+    timing: dict[str, float | None]
+    best_step: int
+    data: TrainData
+
+
+def split_validation(x: np.ndarray, n_val: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """Hold out the last ``n_val`` trajectories of every env for model selection.
+
+    Returns ``(train_x, val_x)``; with fewer than ``n_val + 1`` trajectories, or ``n_val = 0``,
+    nothing is held out and ``val_x`` is None (selection then uses the training trajectories).
+    """
+    if n_val <= 0 or x.shape[1] <= n_val:
+        return x, None
+    return x[:, :-n_val], x[:, -n_val:]
+
+
+def _snapshot_steps(n: int) -> set[int]:
+    return {0, max(0, round(0.1 * n) - 1), max(0, round(0.5 * n) - 1), n - 1}
+
+
+#: settings that may differ when a run is resumed (they do not change training)
+_RESUMABLE = ("adapt_steps", "adapt_lr", "adapt_init", "adapt_joint", "checkpoint_every", "low_memory_compile")
+
+
+def check_resume(ckpt: Path, cfg: Config) -> None:
+    """Refuse to resume ``ckpt`` with a configuration that would not continue the same run.
+
+    Raises:
+        ValueError: naming the checkpoint and every setting that differs (stored vs given).
+    """
+    stored, _ = read_checkpoint_config(ckpt)
+    mismatch = {
+        k: (stored.get(k), v)
+        for k, v in cfg.to_dict().items()
+        if k not in _RESUMABLE and k != "outer_steps" and stored.get(k) != v
+    }
+    if mismatch:
+        diff = ", ".join(f"{k}: checkpoint {a!r}, given {b!r}" for k, (a, b) in mismatch.items())
+        raise ValueError(f"{ckpt}: cannot resume, the configuration differs ({diff})")
+    if stored.get("outer_steps") != cfg.outer_steps:
+        raise ValueError(
+            f"{ckpt}: cannot resume with outer_steps={cfg.outer_steps} (checkpoint: "
+            f"{stored.get('outer_steps')}; the learning-rate schedule depends on it)"
+        )
+
+
+def read_history(path: Path, log: Callable[[str], None] = print) -> list[dict[str, Any]]:
+    """The records of ``history.jsonl``. A partly written last line (a run killed while writing
+    it) is dropped with a message; a damaged line elsewhere is an error naming the line."""
+    lines = path.read_text(errors="replace").splitlines()
+    out = []
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+            if not isinstance(rec, dict) or not isinstance(rec.get("step"), int):
+                raise ValueError("not a record with an integer 'step'")
+        except ValueError as err:
+            if i == len(lines) - 1:
+                log(f"{path}: dropped a partly written last line ({len(line)} characters)")
+                break
+            raise ValueError(f"{path}: line {i + 1} is not a valid history record ({err})") from None
+        out.append(rec)
+    return out
+
+
+def train(
+    cfg: Config,
+    train_split: EnvData,
+    *,
+    out_dir: str | Path | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> TrainResult:
+    """Train a MixER layer on one split with proximal alternating minimisation.
+
+    Args:
+        cfg: run configuration.
+        train_split: training data (``time_stride`` and the validation hold-out are applied here).
+        out_dir: where ``checkpoint.npz`` and ``history.jsonl`` go (None: nothing written).
+        resume: continue from ``out_dir/checkpoint.npz`` (same result as an uninterrupted run).
+        progress: show a progress bar (loss, validation relMSE, routing counts).
+        log: where one-line messages go.
+
+    Returns:
+        :class:`TrainResult`.
+    """
+    tr = train_split.stride_time(cfg.time_stride)
+    x_np, xval_np = split_validation(tr.x.astype(np.float32), cfg.val_trajectories)
+    data = TrainData(jnp.asarray(x_np), jnp.asarray(tr.t, jnp.float32))
+    x_val = jnp.asarray(xval_np if xval_np is not None else x_np)
+    state = init_state(cfg, tr.n_envs, tr.n_dims)
+    history: list[dict[str, Any]] = []
+    out = Path(out_dir) if out_dir is not None else None
+    ckpt = out / "checkpoint.npz" if out is not None else None
+    hist_path = out / "history.jsonl" if out is not None else None
+    if resume and ckpt is not None and ckpt.exists():
+        check_resume(ckpt, cfg)
+        state, _, _ = load_checkpoint(ckpt, state)
+        done = int(state.step)
+        if hist_path is not None and hist_path.exists():
+            history = [h for h in read_history(hist_path, log) if h["step"] < done]
+        log(f"resumed from {ckpt} at outer step {done}")
+    if hist_path is not None:
+        hist_path.parent.mkdir(parents=True, exist_ok=True)
+        hist_path.write_text("".join(json.dumps(jsonable(h)) + "\n" for h in history))
+
+    step_fn = make_outer_step(cfg, tr.n_envs)
+    snaps = _snapshot_steps(cfg.outer_steps)
+    start = int(state.step)
+    times: list[float] = []
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=cfg.outer_steps, initial=start, desc="train", unit="step", dynamic_ncols=True)
+
+    def save() -> None:
+        if ckpt is not None:
+            save_checkpoint(ckpt, state, cfg.to_dict(), {"step": int(state.step)})
+
+    if start < cfg.outer_steps:
+        log("compiling the training step (the first outer step includes compilation) ...")
+    try:
+        for s in range(start, cfg.outer_steps):
+            t0 = time.perf_counter()
+            state, info = step_fn(state, data)
+            info = jax.device_get(info)
+            times.append(time.perf_counter() - t0)
+            r = np.asarray(routes(state.model, state.contexts))
+            status = Counter(STATUS_NAMES[int(v)] for v in info["gate_status"] if v >= 0)
+            rec: dict[str, Any] = {
+                "step": s,
+                "ctx_loss": float(np.mean(info["ctx_loss"])),
+                "weight_loss": float(np.mean(info["weight_loss"])),
+                "failed": int(np.sum(info["failed"])),
+                "gate_updates": dict(status),
+                "routes": np.bincount(r, minlength=cfg.experts).tolist(),
+                "seconds": times[-1],
+            }
+            if (s + 1) % cfg.val_every == 0 or s == cfg.outer_steps - 1:
+                val = val_rel_mse(state.model, state.contexts, x_val, data.t, cfg)
+                rec["val_rel_mse"] = val
+                if math.isfinite(val) and val < float(state.best_val):
+                    state = state._replace(
+                        best_model=state.model,
+                        best_contexts=state.contexts,
+                        best_val=jnp.asarray(val, jnp.float32),
+                        best_step=jnp.asarray(s, jnp.int32),
+                    )
+            if s in snaps:
+                rec["gate_probs"] = np.asarray(jax.vmap(state.model.gate_probs)(state.contexts)).round(4).tolist()
+            history.append(rec)
+            if hist_path is not None:
+                with hist_path.open("a") as f:
+                    f.write(json.dumps(jsonable(rec)) + "\n")
+            if ckpt is not None and ((s + 1) % cfg.checkpoint_every == 0 or s == cfg.outer_steps - 1):
+                save()
+            if bar is not None:
+                last_val = next((h["val_rel_mse"] for h in reversed(history) if "val_rel_mse" in h), None)
+                post = {"loss": f"{rec['weight_loss']:.3g}"}
+                if last_val is not None:
+                    post["val"] = f"{last_val:.3g}"
+                bar.set_postfix(**post, routes=rec["routes"], refresh=False)
+                bar.update(1)
+    except KeyboardInterrupt:
+        save()
+        if bar is not None:
+            bar.close()
+        log(
+            f"interrupted at outer step {int(state.step)}; checkpoint saved"
+            + (f" to {ckpt}; continue with --resume" if ckpt else "")
+        )
+        raise
+    if bar is not None:
+        bar.close()
+    steady = times[1:] if len(times) > 1 else times
+    timing = {
+        "compile_seconds": (times[0] - float(np.median(steady))) if len(times) > 1 and start == 0 else None,
+        "seconds_per_outer_step": float(np.mean(steady)) if steady else None,
+        "total_seconds": float(np.sum(times)),
+    }
+    use_best = bool(np.isfinite(float(state.best_val)))
+    return TrainResult(
+        state=state,
+        model=state.best_model if use_best else state.model,
+        contexts=state.best_contexts if use_best else state.contexts,
+        history=history,
+        timing=timing,
+        best_step=int(state.best_step),
+        data=data,
+    )

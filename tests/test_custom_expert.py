@@ -1,0 +1,79 @@
+"""A user's own expert, defined here and nowhere in the library, trains and adapts through the
+public API like the built-in backbones."""
+
+from __future__ import annotations
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jaxtyping import Array, Float, PRNGKeyArray
+
+import mixerdsr as mx
+from mixerdsr.experts import BACKBONES
+
+
+class _AffineField(eqx.Module):
+    a: Array
+    b: Array
+
+    def __call__(self, t, x, args=None):
+        return self.a @ x + self.b
+
+
+class LinearField(mx.AbstractVectorFieldExpert):
+    """``dx/dt = (A + sum_k c_k A_k) x + B c``: a context-modulated linear vector field."""
+
+    a: Float[Array, "D D"]
+    a_ctx: Float[Array, "D D c"]
+    b: Float[Array, "D c"]
+    state_size: int = eqx.field(static=True)
+    context_size: int = eqx.field(static=True)
+
+    def __init__(self, state_size: int, context_size: int, scale: float = 0.1, *, key: PRNGKeyArray):
+        k1, k2, k3 = jax.random.split(key, 3)
+        self.state_size, self.context_size = state_size, context_size
+        d, c = state_size, context_size
+        self.a = scale * jax.random.normal(k1, (d, d))
+        self.a_ctx = scale * jax.random.normal(k2, (d, d, c))
+        self.b = scale * jax.random.normal(k3, (d, c))
+
+    @classmethod
+    def config_kwargs(cls, cfg):
+        return {"scale": 0.1}
+
+    def specialise(self, ctx, ctx_pool=None):
+        return _AffineField(self.a + self.a_ctx @ ctx, self.b @ ctx)
+
+
+@pytest.fixture
+def linear_backbone():
+    mx.register_expert("linear-test", LinearField)
+    yield "linear-test"
+    BACKBONES.pop("linear-test")
+
+
+def test_a_new_expert_subclass_trains_and_adapts(linear_backbone, tiny_splits):
+    with pytest.raises(ValueError, match="backbone"):
+        mx.Config(backbone="linear-untested")
+    cfg = mx.Config(backbone=linear_backbone, experts=2, context_size=4, inner_steps=3, outer_steps=6, val_every=3,
+                    lr_weights=1e-2, lr_contexts=1e-2, adapt_steps=15)
+    tr = tiny_splits["train"]
+    res = mx.train(cfg, tr, progress=False)
+    assert isinstance(res.model.experts, LinearField) and res.model.experts.a.shape == (2, 2, 2)
+    h = res.history
+    assert h[-1]["weight_loss"] < h[0]["weight_loss"]  # it learns
+    assert sum(sum(x["gate_updates"].values()) for x in h) > 0  # the gate update ran on it
+    ad = tiny_splits["adapt_train"]
+    ctx, hist = mx.adapt_contexts(res.model, ad.x, ad.t, steps=15, lr=1e-2)
+    assert ctx.shape == (4, 4) and bool(jnp.all(hist[:, -1] <= hist[:, 0]))
+    pred, ok = mx.predict(res.model, ctx, ad.x, ad.t)
+    assert pred.shape == ad.x.shape and bool(np.all(ok))
+
+
+def test_register_expert_refuses_non_experts_and_taken_names():
+    with pytest.raises(TypeError, match="AbstractExpert"):
+        mx.register_expert("nope", dict)
+    with pytest.raises(ValueError, match="already used"):
+        mx.register_expert("geps", LinearField)
