@@ -107,7 +107,7 @@ def _final_losses(model, c, x, t, solver):
 def _adapt(model, x, t, init, steps, lr, solver, joint):
     opt = optax.adabelief(lr)
 
-    def env_losses(c, xe, te):
+    def losses_at(c, xe, te):
         return env_losses(model, c, xe, te, solver)[0]
 
     if joint:
@@ -115,7 +115,7 @@ def _adapt(model, x, t, init, steps, lr, solver, joint):
         def body_joint(carry, _):
             c, s = carry
             (_, losses), g = jax.value_and_grad(
-                lambda cc: (lambda ls: (ls.mean(), ls))(env_losses(cc, x, t)), has_aux=True
+                lambda cc: (lambda ls: (ls.mean(), ls))(losses_at(cc, x, t)), has_aux=True
             )(c)
             u, s = opt.update(zero_nonfinite(g), s, c)
             return (optax.apply_updates(c, u), s), losses
@@ -125,7 +125,7 @@ def _adapt(model, x, t, init, steps, lr, solver, joint):
 
     def fit_one(c0, xe, te):
         def loss_fn(c):
-            return env_losses(c[None], xe[None], te[None])[0]
+            return losses_at(c[None], xe[None], te[None])[0]
 
         def body(carry, _):
             c, s = carry
