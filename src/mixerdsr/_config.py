@@ -221,13 +221,17 @@ def _check_type(key: str, value: Any, tp: Any) -> None:
 
 
 def _flatten(d: dict[str, Any], source: str) -> dict[str, Any]:
-    """Flatten TOML sections (``[model]``, ``[train]``...) and reject unknown keys."""
+    """Flatten TOML sections (``[model]``, ``[train]``...); reject unknown keys and a key given
+    twice (in two sections, or in a section and at the top level)."""
     flat: dict[str, Any] = {}
+    where: dict[str, str] = {}
     for k, v in d.items():
-        if isinstance(v, dict):
-            flat.update(v)
-        else:
-            flat[k] = v
+        items = v.items() if isinstance(v, dict) else [(k, v)]
+        for key, value in items:
+            place = f"[{k}]" if isinstance(v, dict) else "the top level"
+            if key in flat:
+                raise ValueError(f"{source}: config key '{key}' is given twice ({where[key]} and {place})")
+            flat[key], where[key] = value, place
     names = {f.name for f in dataclasses.fields(Config)}
     unknown = sorted(set(flat) - names)
     if unknown:
