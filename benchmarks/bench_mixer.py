@@ -1,4 +1,4 @@
-"""Training speed and memory of MixER on ODEBench-10B (the reference setting of issue 3).
+"""Training speed and memory of MixER on ODEBench-10B (the reference setting: 160 envs, M = 10).
 
 Setting: GEPS experts, d_ctx = 40 split across the experts, batch 16 envs, K = 12 inner steps,
 time stride 5 (20 time points, as the authors train). Every configuration runs in its own

@@ -26,7 +26,7 @@ def sm():
     return generate_sm()
 
 
-# independent statements of the equations (issue 2, item 4)
+# independent statements of the equations, written from the benchmark definitions
 def lv_f(t, s, b, d):
     x, y = s
     return [0.5 * x - b * x * y, d * x * y - 0.5 * y]

@@ -5,8 +5,7 @@ matrices, cluster statistics are matrix products, medians are masked sorts; noth
 with boolean masks, nothing prints. Outcomes are returned as values (:data:`STATUS_NAMES`);
 the caller applies the policy and counts them.
 
-Lessons applied (see the project notes on the authors' code): centroids start **on data
-points** by default, because with split contexts most context entries stay exactly 0 and a
+Defaults that keep the update working: centroids start **on data points**, because with split contexts most context entries stay exactly 0 and a
 uniform start in +-1e-3 leaves a cluster empty on every update; an empty cluster is re-seeded at
 the point farthest from its centroid (or, with ``empty="skip"``, the update is skipped as in the
 paper); the fit is a minimum-norm least-squares solve that stays finite when all contexts are
