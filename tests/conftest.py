@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import ctypes
+import gc
 import os
 import shutil
+import sys
 import tempfile
 
 # Equinox's runtime error checks (used inside diffrax) are host callbacks by default, and JAX
 # never writes a computation with host callbacks to its persistent compilation cache. Tests only
 # check results, so the checks turn results into NaN instead (read when equinox is imported).
 os.environ.setdefault("EQX_ON_ERROR", "nan")
+# XLA's CPU fusion emitters need most of the memory of compiling a training step; without them
+# compiling is as fast and the suite stays within its memory budget (the computations are tiny,
+# so their slower loops do not matter). test_training checks that both builds agree.
+if "xla_cpu_use_fusion_emitters" not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_cpu_use_fusion_emitters=false").strip()
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
@@ -37,12 +45,45 @@ def pytest_unconfigure(config):
         shutil.rmtree(folder, ignore_errors=True)
 
 
+def _release_memory() -> None:
+    """Collect garbage (compiled functions of finished tests among it) and hand the freed heap
+    back to the system, so that the next compilation starts from a small footprint."""
+    gc.collect()
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+#: resident memory (MiB) above which the compiled functions are dropped after a test
+SOFT_MEMORY_LIMIT_MB = 1000
+
+
+def _resident_mb() -> float:
+    try:
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError):  # not Linux: no measurement, no dropping
+        return 0.0
+
+
+@pytest.fixture(autouse=True)
+def _free_memory_after_each_test():
+    """Keep the suite's memory bounded: JAX keeps every traced and compiled function of the
+    session; past ``SOFT_MEMORY_LIMIT_MB`` they are dropped (what a later test needs again is
+    traced anew and loaded from the persistent compilation cache)."""
+    yield
+    _release_memory()
+    if _resident_mb() > SOFT_MEMORY_LIMIT_MB:
+        jax.clear_caches()
+        _release_memory()
+
+
 @pytest.fixture(autouse=True, scope="module")
 def _free_compiled_functions():
-    """Drop the in-memory compiled functions after each test module (memory stays bounded; a
-    later module that needs one again loads it from the persistent cache)."""
+    """Drop the in-memory compiled functions after each test module (a later module that needs
+    one of them again loads it from the persistent cache)."""
     yield
     jax.clear_caches()
+    _release_memory()
 
 
 def tiny_ode_split(n_traj: int = 3, n_times: int = 12, seed: int = 0, split: str = "train",

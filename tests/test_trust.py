@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 import mixerdsr._run as runmod
+import mixerdsr._trainer as trainer
 from mixerdsr import EnvData, save_dataset
 from mixerdsr._config import Config, load_config
 from mixerdsr._diagnostics import collapsed_envs, diagnose
@@ -226,11 +227,11 @@ def test_partial_last_history_line_is_dropped(tmp_path):
     h = tmp_path / "history.jsonl"
     h.write_text('{"step": 0, "ctx_loss": 1.0}\n{"step": 1, "ctx_loss": 0.5}\n{"step": 2, "ctx_lo')
     said = []
-    assert [r["step"] for r in runmod.read_history(h, said.append)] == [0, 1]
+    assert [r["step"] for r in trainer.read_history(h, said.append)] == [0, 1]
     assert "partly written last line" in said[0]
     h.write_text('{"step": 0}\n{"step": 1, "ctx\n{"step": 2}\n')
     with pytest.raises(ValueError, match="line 2"):
-        runmod.read_history(h)
+        trainer.read_history(h)
 
 
 @pytest.mark.parametrize("line, key", [
@@ -257,3 +258,10 @@ def test_seeds_outside_the_range_are_refused(tmp_path, capsys, seed):
 def test_config_values_keep_their_meaning():
     c = load_config("odebench-2", seed=np.int64(3))
     assert c.seed == 3 and math.isclose(Config(lr_weights=1).lr_weights, 1.0)
+
+
+def test_a_key_given_twice_is_refused(tmp_path):
+    toml = tmp_path / "twice.toml"
+    toml.write_text("[model]\nexperts = 2\n\n[train]\nexperts = 4\n")
+    with pytest.raises(ValueError, match=r"'experts' is given twice \(\[model\] and \[train\]\)"):
+        load_config(path=toml)
