@@ -260,7 +260,7 @@ def _run_locked(
         saved |= {"adapt": np.asarray(adapted), "adapt_routes": ar, "adapt_family": held.family}
     np.savez(out / "contexts.npz", **saved)
     log("writing plots and report.md ...")
-    figs = P.plot_run(out, res.history, splits, preds, metrics) + ds_figs
+    figs = P.plot_run(out, res.history, splits, preds, metrics, scored_from=model.expert_type.scored_from) + ds_figs
     P.write_report(out, metrics, figs)
     log(f"wrote {out / 'metrics.json'} and {out / 'report.md'}")
     return RunResult(out, metrics, model, contexts, adapted)

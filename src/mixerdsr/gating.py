@@ -5,8 +5,9 @@ matrices, cluster statistics are matrix products, medians are masked sorts; noth
 with boolean masks, nothing prints. Outcomes are returned as values (:data:`STATUS_NAMES`);
 the caller applies the policy and counts them.
 
-Defaults that keep the update working: centroids start **on data points**, because with split contexts most context entries stay exactly 0 and a
-uniform start in +-1e-3 leaves a cluster empty on every update; an empty cluster is re-seeded at
+Defaults that keep the update working: centroids start **on data points**, because with split
+contexts most context entries stay exactly 0 and a uniform start in +-1e-3 leaves a cluster
+empty on every update; an empty cluster is re-seeded at
 the point farthest from its centroid (or, with ``empty="skip"``, the update is skipped as in the
 paper); the fit is a minimum-norm least-squares solve that stays finite when all contexts are
 equal.

@@ -23,6 +23,9 @@ PAPER = (
     "2025, arXiv:2502.05335"
 )
 
+#: how the report names backbones whose name is not just the upper-cased key
+_BACKBONE_NAMES = {"shplrnn": "hier-shPLRNN"}
+
 _SPLITS = (
     ("train", "train (training envs, training trajectories)"),
     ("test", "test (training envs, new initial conditions)"),
@@ -125,7 +128,7 @@ def _route_counts(routes: Sequence[int] | None, n_experts: int | None) -> str:
 def _header(m: Mapping[str, Any]) -> list[str]:
     cfg = m.get("config") or {}
     data = cfg.get("data", "unknown data")
-    backbone = str(cfg.get("backbone", "?")).upper() if cfg.get("backbone") != "shplrnn" else "hier-shPLRNN"
+    backbone = _BACKBONE_NAMES.get(str(cfg.get("backbone")), str(cfg.get("backbone", "?")).upper())
     experts = cfg.get("experts")
     gate = _GATE.get(str(cfg.get("gate")), f"gate {cfg.get('gate', '?')}")
     lines = [

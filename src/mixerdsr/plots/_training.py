@@ -480,9 +480,12 @@ def plot_predictions(
 # a whole run
 # ---------------------------------------------------------------------------------------
 def plot_run(
-    out: Path, history, splits, preds: Mapping[str, np.ndarray], metrics: Mapping[str, Any]
+    out: Path, history, splits, preds: Mapping[str, np.ndarray], metrics: Mapping[str, Any], *, scored_from: int = 0
 ) -> list[tuple[str, str]]:
-    """All plots of a run; returns ``[(caption, file name), ...]``."""
+    """All plots of a run; returns ``[(caption, file name), ...]``.
+
+    ``scored_from`` is the experts' first scored time step (``expert_type.scored_from``: 1 for
+    sequence experts, whose step 0 is given)."""
     out = Path(out)
     figs: list[tuple[str, str]] = []
     cfg = metrics.get("config") or {}
@@ -499,7 +502,7 @@ def plot_run(
         n_exp = int(cfg.get("experts") or (r.max() + 1 if r.size else 1))
         plot_routes(r, tr.family, n_exp, out / "routes.png", tr.family_names)
         figs.append(("Training environments per expert, by family", "routes.png"))
-    seq = cfg.get("backbone") == "shplrnn"
+    seq = scored_from > 0
     for name, label in (
         ("test", "test (training envs, new initial conditions)"),
         ("adapt_test", "adaptation (new envs)"),
