@@ -54,7 +54,7 @@ def _release_memory() -> None:
 
 
 #: resident memory (MiB) above which the compiled functions are dropped after a test
-SOFT_MEMORY_LIMIT_MB = 1000
+SOFT_MEMORY_LIMIT_MB = 1700
 
 
 def _resident_mb() -> float:
