@@ -12,14 +12,14 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-import zipfile
-import zlib
 from pathlib import Path
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from .data._envdata import NPZ_READ_ERRORS
 
 __all__ = ["save_checkpoint", "load_checkpoint", "read_checkpoint_config", "CheckpointError"]
 
@@ -53,10 +53,6 @@ def save_checkpoint(
     return path
 
 
-#: what a damaged or foreign file raises while NumPy reads it
-_READ_ERRORS = (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error, UnicodeDecodeError)
-
-
 def _open(path: str | os.PathLike):
     path = Path(path)
     if not path.is_file():
@@ -67,7 +63,7 @@ def _open(path: str | os.PathLike):
         raise CheckpointError(f"{path}: not a mixerdsr checkpoint: not a .npz (zip) file (it starts with {magic!r})")
     try:
         z = np.load(path, allow_pickle=False)
-    except _READ_ERRORS as err:
+    except NPZ_READ_ERRORS as err:
         raise CheckpointError(
             f"{path}: not a readable mixerdsr checkpoint (.npz) file ({type(err).__name__}: {err})"
         ) from None
@@ -82,7 +78,7 @@ def _open(path: str | os.PathLike):
 def _json_entry(path: Any, z: Any, key: str) -> dict[str, Any]:
     try:
         value = json.loads(z[key].tobytes()) if key in z.files else {}
-    except _READ_ERRORS as err:
+    except NPZ_READ_ERRORS as err:
         raise CheckpointError(
             f"{path}: key '{key}': expected UTF-8 JSON bytes, found unreadable content ({type(err).__name__}: {err})"
         ) from None
@@ -122,7 +118,7 @@ def load_checkpoint(path: str | os.PathLike, template: Any) -> tuple[Any, dict[s
         for k, ref in zip(keys, leaves):
             try:
                 a = z[k]
-            except _READ_ERRORS as err:
+            except NPZ_READ_ERRORS as err:
                 raise CheckpointError(
                     f"{path}: key '{k}': unreadable ({type(err).__name__}: {err}); the file is "
                     "damaged (truncated or overwritten)"

@@ -13,14 +13,12 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import zipfile
-import zlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from . import __version__
 from .checkpoint import CheckpointError
-from .data._envdata import DataError
+from .data._envdata import NPZ_READ_ERRORS, DataError
 
 __all__ = ["build_parser", "main", "COMMAND_GROUPS", "EXIT_USAGE"]
 
@@ -297,7 +295,7 @@ def _cmd_contexts(args: argparse.Namespace) -> int:
     try:
         with np.load(src, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
-    except (ValueError, EOFError, OSError, KeyError, zipfile.BadZipFile, zlib.error) as err:
+    except NPZ_READ_ERRORS as err:
         raise CLIError(
             f"{src}: not a readable contexts file ({type(err).__name__}: {err}); run the job again to rewrite it"
         ) from None

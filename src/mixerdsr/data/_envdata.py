@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["DataError", "EnvData", "load_dataset", "save_dataset", "check_splits", "SPLITS"]
+__all__ = ["DataError", "EnvData", "load_dataset", "save_dataset", "check_splits", "SPLITS", "NPZ_READ_ERRORS"]
 
 #: Canonical split names, in their usual order.
 SPLITS = ("train", "test", "adapt_train", "adapt_test")
@@ -28,7 +28,7 @@ META_KEY = "__meta__"
 #: largest state magnitude accepted (float32 squares stay finite below about 1.8e19)
 FLOAT32_LIMIT = 1e15
 #: what a damaged or foreign file raises while NumPy reads it
-_READ_ERRORS = (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error, UnicodeDecodeError)
+NPZ_READ_ERRORS = (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error, UnicodeDecodeError)
 
 
 class DataError(ValueError):
@@ -258,7 +258,7 @@ def _open_npz(path: Path) -> Any:
         )
     try:
         return np.load(path, allow_pickle=False)
-    except _READ_ERRORS as err:
+    except NPZ_READ_ERRORS as err:
         raise DataError(f"{src}: not a readable .npz file ({type(err).__name__}: {err})") from None
 
 
@@ -269,7 +269,7 @@ def _read(src: str, z: Any, key: str) -> np.ndarray:
         if "pickle" in str(err):
             raise _fail(src, key, "a numeric array", f"an object array ({err})") from None
         raise _fail(src, key, "a readable array", f"damaged content ({type(err).__name__}: {err})") from None
-    except _READ_ERRORS as err:
+    except NPZ_READ_ERRORS as err:
         raise _fail(
             src,
             key,
