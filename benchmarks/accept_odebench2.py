@@ -23,9 +23,9 @@ import numpy as np
 import mixerdsr as mx
 
 VARIANTS = {  # name -> config overrides
-    "MixER-1": dict(experts=1, gate="lstsq"),
-    "MixER-2": dict(experts=2, gate="lstsq"),
-    "MixER-2 gradient": dict(experts=2, gate="gradient"),
+    "MixER-1": {"model.num_experts": 1, "gate.mode": "lstsq"},
+    "MixER-2": {"model.num_experts": 2, "gate.mode": "lstsq"},
+    "MixER-2 gradient": {"model.num_experts": 2, "gate.mode": "gradient"},
 }
 
 
@@ -42,7 +42,7 @@ def main() -> None:
     ap.add_argument("--outer-steps", type=int, default=None, help="override the preset's outer steps")
     ap.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
     ap.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
-                    help="extra config overrides (TOML values), e.g. gate_reassign=0.5")
+                    help="extra config overrides (TOML values), e.g. gate.reassign=0.5")
     args = ap.parse_args()
     extra = {k: tomllib.loads(f"v = {v}")["v"] for k, v in (kv.split("=", 1) for kv in args.set)}
     root = Path(args.out)
@@ -56,8 +56,9 @@ def main() -> None:
                 if (d / "metrics.json").exists():
                     m = json.loads((d / "metrics.json").read_text())
                 else:
-                    cfg = mx.load_config("odebench-2", backbone=bb, seed=seed, outer_steps=args.outer_steps,
-                                         **over, **extra)
+                    cfg = mx.load_config("odebench-2", overrides={
+                        "model.backbone": bb, "train.seed": seed, "train.outer_steps": args.outer_steps,
+                        **over, **extra})
                     t0 = time.perf_counter()
                     m = mx.run(cfg, d, progress=False, log=lambda s: None, resume=(d / "checkpoint.npz").exists()).metrics
                     print(f"  {bb:5s} {vname:17s} seed {seed}: test relMSE {m['test']['rel_mse']:.4g} "

@@ -46,7 +46,8 @@ def main() -> None:
                 if (d / "metrics.json").exists():
                     m = json.loads((d / "metrics.json").read_text())
                 else:
-                    cfg = mx.load_config(preset, experts=m_exp, seed=seed, outer_steps=args.outer_steps)
+                    cfg = mx.load_config(preset, overrides={"model.num_experts": m_exp, "train.seed": seed,
+                                                            "train.outer_steps": args.outer_steps})
                     t0 = time.perf_counter()
                     m = mx.run(cfg, d, progress=False, log=lambda s: None, resume=(d / "checkpoint.npz").exists()).metrics
                     ds = m["downstream"]

@@ -44,11 +44,12 @@ def _one(spec: dict) -> dict:
     from mixerdsr.training import TrainData, init_state, make_outer_step
 
     train = mx.load_dataset(spec["data"])["train"]
-    cfg = mx.load_config("odebench-10b", experts=spec["experts"], gate_every=spec["gate_every"], batch_envs=16,
-                         inner_steps=12, time_stride=5, context_size=40, split_context=True,
-                         outer_steps=max(spec["steps"], spec.get("train_steps", 0)) + 20,
-                         low_memory_compile=spec.get("low_memory", False))
-    tr = train.stride_time(cfg.time_stride)
+    cfg = mx.load_config("odebench-10b", overrides={
+        "model.num_experts": spec["experts"], "gate.every": spec["gate_every"], "train.batch_envs": 16,
+        "train.inner_steps": 12, "data.time_stride": 5, "model.context_size": 40, "model.split_context": True,
+        "train.outer_steps": max(spec["steps"], spec.get("train_steps", 0)) + 20,
+        "train.low_memory_compile": spec.get("low_memory", False)})
+    tr = train.stride_time(cfg.data.time_stride)
     x, t = np.asarray(tr.x, np.float32), np.asarray(tr.t, np.float32)
     if spec.get("env_mult", 1) > 1:
         x, t = np.tile(x, (spec["env_mult"], 1, 1, 1)), np.tile(t, (spec["env_mult"], 1))
@@ -68,11 +69,11 @@ def _one(spec: dict) -> dict:
         return state, times
 
     if spec.get("train_steps"):
-        fast = make_outer_step(cfg.replace(gate_every=12), n_envs)
+        fast = make_outer_step(cfg.override({"gate.every": 12}), n_envs)
         state, tt = timed(fast, state, spec["train_steps"])
         out["train_seconds"] = sum(tt)
         for g in (1, 12):
-            fn = make_outer_step(cfg.replace(gate_every=g), n_envs)
+            fn = make_outer_step(cfg.override({"gate.every": g}), n_envs)
             _, times = timed(fn, state, 1 + spec["steps"])
             out[f"trained_gate_every_{g}"] = float(np.mean(times[1:]))
     else:
@@ -82,7 +83,7 @@ def _one(spec: dict) -> dict:
         out.update(first_step=times[0], compile_seconds=times[0] - float(np.median(steady)),
                    seconds_per_outer_step=float(np.mean(steady)), std=float(np.std(steady)),
                    routes=np.bincount(np.asarray(mx.routes(state.model, state.contexts)),
-                                      minlength=cfg.experts).tolist())
+                                      minlength=cfg.model.num_experts).tolist())
     out["peak_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     out["base_gib"] = base_gib
     return out

@@ -23,7 +23,34 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from mixerdsr import EnvData  # noqa: E402
+from mixerdsr import Config, EnvData  # noqa: E402
+
+#: the tiny run configuration the tests share (settings by dotted name): the fewer distinct
+#: configurations, the fewer distinct compiled training steps (each costs seconds to compile)
+TINY = {
+    "model.geps.width": 8, "model.geps.depth": 2, "model.context_size": 4, "model.num_experts": 2,
+    "train.inner_steps": 3, "train.outer_steps": 4, "train.val_every": 2, "train.checkpoint_every": 2,
+    "adapt.steps": 15, "data.val_trajectories": 1,
+}
+
+
+def tiny_cfg(changes: dict | None = None) -> Config:
+    """The TINY configuration with ``changes`` (dotted names) applied."""
+    return Config().override({**TINY, **(changes or {})})
+
+
+def toml_text(flat: dict) -> str:
+    """A configuration file holding the settings ``flat`` (dotted names), in sections."""
+    import tomli_w
+
+    nested: dict = {}
+    for key, value in flat.items():
+        *path, last = key.split(".")
+        node = nested
+        for p in path:
+            node = node.setdefault(p, {})
+        node[last] = value
+    return tomli_w.dumps(nested)
 
 
 def pytest_configure(config):

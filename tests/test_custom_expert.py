@@ -3,6 +3,9 @@ public API like the built-in backbones."""
 
 from __future__ import annotations
 
+import dataclasses
+from typing import ClassVar
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -23,8 +26,15 @@ class _AffineField(eqx.Module):
         return self.a @ x + self.b
 
 
+@dataclasses.dataclass(frozen=True)
+class LinearSettings(mx.ExpertSettings):
+    scale: float = 0.1
+
+
 class LinearField(mx.AbstractVectorFieldExpert):
     """``dx/dt = (A + sum_k c_k A_k) x + B c``: a context-modulated linear vector field."""
+
+    Settings: ClassVar[type[mx.ExpertSettings]] = LinearSettings
 
     a: Float[Array, "D D"]
     a_ctx: Float[Array, "D D c"]
@@ -32,17 +42,13 @@ class LinearField(mx.AbstractVectorFieldExpert):
     state_size: int = eqx.field(static=True)
     context_size: int = eqx.field(static=True)
 
-    def __init__(self, state_size: int, context_size: int, scale: float = 0.1, *, key: PRNGKeyArray):
+    def __init__(self, state_size: int, context_size: int, scale: float = LinearSettings.scale, *, key: PRNGKeyArray):
         k1, k2, k3 = jax.random.split(key, 3)
         self.state_size, self.context_size = state_size, context_size
         d, c = state_size, context_size
         self.a = scale * jax.random.normal(k1, (d, d))
         self.a_ctx = scale * jax.random.normal(k2, (d, d, c))
         self.b = scale * jax.random.normal(k3, (d, c))
-
-    @classmethod
-    def config_kwargs(cls, cfg):
-        return {"scale": 0.1}
 
     def specialise(self, ctx, ctx_pool=None):
         return _AffineField(self.a + self.a_ctx @ ctx, self.b @ ctx)
@@ -57,14 +63,27 @@ def linear_backbone():
 
 def test_a_new_expert_subclass_trains_and_adapts(linear_backbone, tiny_splits):
     with pytest.raises(ValueError, match="backbone"):
-        mx.Config(backbone="linear-untested")
+        mx.ModelSettings(backbone="linear-untested")
+    # its own settings come from the table [model.<name>] (an unknown key there is refused)
+    with pytest.raises(ValueError, match="'model.linear-test.scael'"):
+        mx.Config().override({"model.backbone": linear_backbone, "model.linear-test.scael": 1.0})
     # MixER-1 (the bare meta-learner): every env is routed to the one expert whatever the gate,
     # so no gate update (and no all-expert loss pass) runs, and the gate never changes
-    cfg = mx.Config(backbone=linear_backbone, experts=1, context_size=4, inner_steps=3, outer_steps=6, val_every=3,
-                    lr_weights=1e-2, lr_contexts=1e-2, adapt_steps=15)
+    cfg = mx.Config().override({
+        "model.backbone": linear_backbone, "model.linear-test.scale": 0.2, "model.num_experts": 1,
+        "model.context_size": 4, "train.inner_steps": 3, "train.outer_steps": 6, "train.val_every": 3,
+        "train.lr_weights": 1e-2, "train.lr_contexts": 1e-2, "adapt.steps": 15,
+    })
+    assert cfg.model.expert == LinearSettings(scale=0.2)
     tr = tiny_splits["train"]
     res = mx.train(cfg, tr, progress=False)
     assert isinstance(res.model.experts, LinearField) and res.model.experts.a.shape == (1, 2, 2)
+    # the setting reached __init__: the same draws, twice the scale
+    half = cfg.override({"model.linear-test.scale": 0.1})
+    np.testing.assert_allclose(init_state(cfg, 4, 2).model.experts.b, 2 * init_state(half, 4, 2).model.experts.b,
+                               rtol=1e-6)
+    one = LinearField.from_settings(2, 4, LinearSettings(0.2), key=jax.random.PRNGKey(0))
+    assert one.a_ctx.shape == (2, 2, 4)
     h = res.history
     assert h[-1]["weight_loss"] < h[0]["weight_loss"]  # it learns
     assert not any(x["gate_updates"] for x in h)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from mixerdsr import gating
-from mixerdsr.gating import (DEGENERATE, OK, RESEEDED, SKIPPED_EMPTY, GateConfig, cluster_medians, fit_gate,
+from mixerdsr.gating import (DEGENERATE, OK, RESEEDED, SKIPPED_EMPTY, GateSettings, cluster_medians, fit_gate,
                              gate_init, gate_update, greedy_pairing, init_centroids, kmeans,
                              reassign_targets)
 
@@ -59,9 +59,9 @@ def test_kmeans_uses_l1_assignment():
 def test_kmeans_empty_cluster_policies():
     x, labels = _blobs(n=10, centers=((5.0, 0, 0), (-5.0, 0, 0)))
     far = jnp.array([[5.0, 0, 0], [100.0, 100.0, 100.0]])  # second centroid attracts nobody
-    skip = kmeans(x, far, empty="skip")
+    skip = kmeans(x, far, empty_cluster="skip")
     assert int(skip.status) == SKIPPED_EMPTY
-    reseed = kmeans(x, far, empty="reseed")
+    reseed = kmeans(x, far, empty_cluster="reseed")
     assert int(reseed.status) == RESEEDED
     assert _same_partition(reseed.assign, labels)
     # all points equal: nothing to learn, reported as degenerate, never NaN
@@ -77,7 +77,7 @@ def test_data_init_on_sparse_split_contexts_never_leaves_a_cluster_empty():
     x[:20, :4] = rng.normal(0.3, 0.05, (20, 4))
     x[20:, 4:] = rng.normal(-0.3, 0.05, (20, 4))
     x = jnp.asarray(x)
-    statuses_data = [int(kmeans(x, init_centroids(jax.random.PRNGKey(s), x, 2, "data"), empty="reseed").status)
+    statuses_data = [int(kmeans(x, init_centroids(jax.random.PRNGKey(s), x, 2, "data"), empty_cluster="reseed").status)
                      for s in range(10)]
     assert all(s <= RESEEDED for s in statuses_data)
     # and the uniform start in +-1e-3 stays inside the box the paper describes
@@ -167,36 +167,38 @@ def test_gate_update_reassign_overrules_a_misclustered_env():
     want = labels.copy()
     for ratio, expect_odd in ((0.0, 0), (0.5, 1)):
         new, _, _ = gate_update(jnp.zeros((21, 2)), gate_init(2, 20), x, lambda: losses, jax.random.PRNGKey(0),
-                                     GateConfig(reassign=ratio))
+                                     GateSettings(reassign=ratio))
         route = np.asarray(jnp.argmax(jnp.c_[x, jnp.ones(len(x))] @ new, axis=1))
         want[odd] = expect_odd
         np.testing.assert_array_equal(route, want)
     with pytest.raises(ValueError, match="reassign"):
-        GateConfig(reassign=1.5)
+        GateSettings(reassign=1.5)
 
 
 def test_gate_update_skips_and_keeps_gate_when_degenerate():
     gate = jnp.arange(8.0).reshape(4, 2)
     new, state, status = gate_update(gate, gate_init(2, 3), jnp.zeros((6, 3)), lambda: jnp.ones((2, 6)),
-                                     jax.random.PRNGKey(0), GateConfig())
+                                     jax.random.PRNGKey(0), GateSettings())
     assert int(status) == DEGENERATE
     np.testing.assert_array_equal(new, gate)
     assert not bool(state.valid)
     # with an aux value (e.g. a loss cache): the default comes back when no losses were computed
     out = gate_update(gate, gate_init(2, 3), jnp.zeros((6, 3)), lambda: (jnp.ones((2, 6)), jnp.ones(3)),
-                      jax.random.PRNGKey(0), GateConfig(), aux_default=jnp.zeros(3))
+                      jax.random.PRNGKey(0), GateSettings(), aux_default=jnp.zeros(3))
     assert len(out) == 4 and int(out[2]) == DEGENERATE
     np.testing.assert_array_equal(out[3], 0.0)
     x, _ = _blobs(n=8, centers=((2.0, 0, 0), (-2.0, 0, 0)))
     out = gate_update(gate, gate_init(2, 3), x, lambda: (jnp.ones((2, len(x))), jnp.ones(3)), jax.random.PRNGKey(0),
-                      GateConfig(), aux_default=jnp.zeros(3))
+                      GateSettings(), aux_default=jnp.zeros(3))
     assert int(out[2]) in (OK, RESEEDED)
     np.testing.assert_array_equal(out[3], 1.0)
 
 
-def test_gate_config_validation():
-    with pytest.raises(ValueError, match="centroid init"):
-        GateConfig(init="random")
-    with pytest.raises(ValueError, match="empty-cluster"):
-        GateConfig(empty="ignore")
+def test_gate_settings_validation():
+    with pytest.raises(ValueError, match="'gate.centroid_init'"):
+        GateSettings(centroid_init="random")
+    with pytest.raises(ValueError, match="'gate.empty_cluster'"):
+        GateSettings(empty_cluster="ignore")
+    with pytest.raises(ValueError, match="'gate.mode'"):
+        GateSettings(mode="soft")
     assert gating.STATUS_NAMES[SKIPPED_EMPTY] == "skipped_empty"

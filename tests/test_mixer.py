@@ -10,7 +10,7 @@ from mixerdsr._rand import normal
 from mixerdsr.experts import GEPS, NCF, SHPLRNN, CoDA
 from mixerdsr.experts._base import uniform_arrays
 from mixerdsr.mixer import make_mixer
-from mixerdsr.rollout import SolverConfig, env_loss, env_rollout
+from mixerdsr.rollout import SolverSettings, env_loss, env_rollout
 
 KEY = jax.random.PRNGKey(0)
 SMALL = dict(width=8, depth=2)
@@ -119,7 +119,7 @@ def test_context_gradient_matches_finite_differences(tiny_splits):
         layer = make_mixer("geps", 2, 4, 2, key=KEY, **SMALL)
         layer = jax.tree.map(lambda p: p.astype(jnp.float64) if eqx.is_inexact_array(p) else p, layer)
         x, t = jnp.asarray(tr.x[0], jnp.float64), jnp.asarray(tr.t[0], jnp.float64)
-        solver = SolverConfig(rtol=1e-10, atol=1e-12)
+        solver = SolverSettings(rtol=1e-10, atol=1e-12)
         c = jnp.array([0.2, -0.1, 0.3, 0.05], jnp.float64)
         f = jax.jit(lambda c: env_loss(layer, c, x, t, solver)[0])  # one compile for the 8 evaluations
         g = jax.grad(f)(c)
@@ -139,7 +139,7 @@ def test_rollout_follows_a_known_field_and_reports_failures():
     ts = jnp.linspace(0, 2, 9)
     from mixerdsr.rollout import solve
 
-    ys, ok = solve(Linear(), jnp.array([1.0, 2.0]), ts, SolverConfig(rtol=1e-6, atol=1e-9))
+    ys, ok = solve(Linear(), jnp.array([1.0, 2.0]), ts, SolverSettings(rtol=1e-6, atol=1e-9))
     assert bool(ok)
     np.testing.assert_allclose(ys, np.exp(-np.asarray(ts))[:, None] * np.array([1.0, 2.0]), rtol=1e-4)
 
@@ -147,7 +147,7 @@ def test_rollout_follows_a_known_field_and_reports_failures():
         def __call__(self, t, x, args=None):
             return x ** 2
 
-    ys, ok = solve(Blowup(), jnp.array([1.0, 1.0]), ts, SolverConfig(max_steps=64))
+    ys, ok = solve(Blowup(), jnp.array([1.0, 1.0]), ts, SolverSettings(max_steps=64))
     assert not bool(ok)
     assert bool(jnp.all(ys == 0))
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mixerdsr import EnvData
+from mixerdsr import Config, EnvData, load_config
 from mixerdsr.plots import _training as P
 from mixerdsr.plots._contexts import context_pca_figure
 from mixerdsr.plots._data import dataset_overview_figure
@@ -27,8 +27,7 @@ def fake_metrics(**changes):
     split = {"mse": 0.0123456, "rel_mse": 0.4123456, "tprmse": 60.0, "traj_rel_l2": 0.2, "failed_solves": 0,
              "per_env_rel_mse": [0.05, 0.3, 1.7, 0.02]}
     m = {
-        "config": {"data": "odebench-2", "backbone": "geps", "experts": 2, "gate": "lstsq", "outer_steps": 3,
-                   "context_size": 40, "seed": 0, "tprmse_eps": 0.1},
+        "config": Config().override({"train.outer_steps": 3}).to_dict(),
         "best_step": 2,
         "train": dict(split), "test": dict(split), "adapt_test": dict(split, adapt_seconds=12.3456, routes=[0, 1, 1, 0]),
         "routing": {"experts": [0, 0, 1, 1], "counts": [2, 2], "purity": 1.0, "ari": 1.0, "adapt_experts": [0, 1, 1, 0]},
@@ -103,7 +102,7 @@ def test_report_series_and_downstream():
     ds = {"dataset": "sccts", "n_classes": 6, "context_kmeans_ari": 0.456789, "raw_kmeans_ari": 0.3,
           "routing_families": {"purity": 0.9, "ari": 0.7, "table": [[10, 0, 2], [0, 9, 1]]}}
     text = render_report(fake_metrics(test=seq, train=seq, adapt_test=None, downstream=ds,
-                                      config={"data": "sccts", "backbone": "shplrnn", "experts": 2}), [])
+                                      config=load_config("sccts").to_dict()), [])
     assert "teacher-forced MSE" in text and "0.8123" in text
     assert "K-means on the learned contexts: ARI against the classes | 0.4568" in text
     assert "| 0 | 10 | 0 | 2 |" in text

@@ -140,10 +140,10 @@ def test_env_loss_drops_initial_state_and_expert_losses_match():
     pred, _ = env_rollout(layer, ctx[0], x[0], t[0], alpha=0.5)
     loss, ok = env_loss(layer, ctx[0], x[0], t[0], alpha=0.5)
     np.testing.assert_allclose(loss, jnp.sum((pred[:, 1:] - x[0, :, 1:]) ** 2, -1).mean(), rtol=1e-6)
-    from mixerdsr.rollout import SolverConfig
+    from mixerdsr.rollout import SolverSettings
 
-    solver = SolverConfig(teacher_forcing=0.5)
-    L = expert_losses(layer, ctx, TrainData(x, t), solver)
+    solver = SolverSettings()
+    L = expert_losses(layer, ctx, TrainData(x, t), solver, alpha=0.5)
     assert L.shape == (2, 3)
     for m in range(2):
         for e in range(3):
@@ -157,10 +157,12 @@ def test_env_loss_drops_initial_state_and_expert_losses_match():
 # ------------------------------------------------------------------ datasets of a run
 def test_presets():
     s = load_config("sccts")
-    assert (s.data, s.backbone, s.experts, s.context_size, s.split_context, s.shift_context, s.hidden,
-            s.teacher_forcing) == ("sccts", "shplrnn", 3, 10, False, True, 16, 0.5)
+    assert (s.data.source, s.model.backbone, s.model.num_experts, s.model.context_size, s.model.split_context,
+            s.model.shift_context, s.model.expert.hidden, s.train.teacher_forcing) == (
+                "sccts", "shplrnn", 3, 10, False, True, 16, 0.5)
     e = load_config("epilepsy2")
-    assert (e.data, e.backbone, e.experts, e.context_size, e.split_context) == ("epilepsy2", "shplrnn", 2, 10, False)
+    assert (e.data.source, e.model.backbone, e.model.num_experts, e.model.context_size, e.model.split_context) == (
+        "epilepsy2", "shplrnn", 2, 10, False)
 
 
 def test_sccts_generator_fallback_and_missing_epilepsy2(monkeypatch, tmp_path):
@@ -234,7 +236,7 @@ def tiny_sccts_run(tmp_path_factory):
     splits, meta = generate_sccts(seed=1, n_per_class=10)
     keep = np.r_[0:10, 20:30]  # classes A (normal) and C (increasing trend)
     tr = splits["train"].select_envs(keep)
-    cfg = load_config("sccts", experts=2, outer_steps=40, seed=0)
+    cfg = load_config("sccts", overrides={"model.num_experts": 2, "train.outer_steps": 40, "train.seed": 0})
     out = tmp_path_factory.mktemp("run")
     metrics = run(cfg, out, progress=False, log=lambda s: None, splits={"train": tr},
                   meta=dict(meta, superfamily=[0] * 20)).metrics

@@ -9,31 +9,24 @@ import pytest
 
 import mixerdsr._run as runmod
 import mixerdsr._trainer as trainer
-from mixerdsr._config import Config, load_config
+from mixerdsr._config import Config, ModelSettings, load_config
 from mixerdsr.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from mixerdsr.cli import main
 from mixerdsr._trainer import split_validation
 from mixerdsr.adaptation import _final_losses, adapt_contexts, expert_starts
 from mixerdsr.inference import predict, routes
 from mixerdsr.training import (LossCache, TrainData, _expert_losses, _nearest_batch, expert_losses, init_state,
-                               make_outer_step, solver_config)
+                               make_outer_step)
 
-from conftest import tiny_ode_split
+from conftest import TINY, tiny_cfg, tiny_ode_split, toml_text
 
 # The tests share as few distinct compiled training steps as they can (each costs tens of
 # seconds to compile): cfg() is the default MixER-2 step, FROZEN the frozen-gate one; the
 # persistent compilation cache of the test session serves repeated compilations. Adaptation
 # always runs ADAPT_STEPS steps for the same reason.
-ADAPT_STEPS = 15
-TINY = dict(width=8, depth=2, context_size=4, experts=2, inner_steps=3, val_every=2, checkpoint_every=2,
-            adapt_steps=ADAPT_STEPS, val_trajectories=1)
-
-
-def cfg(**kw):
-    return Config(**{**TINY, "outer_steps": 4, **kw})
-
-
-FROZEN = dict(gate="frozen", lr_weights=1e-2, lr_contexts=1e-2)
+ADAPT_STEPS = TINY["adapt.steps"]
+cfg = tiny_cfg
+FROZEN = {"gate.mode": "frozen", "train.lr_weights": 1e-2, "train.lr_contexts": 1e-2}
 
 
 def _train_data(split):
@@ -68,7 +61,7 @@ def test_validation_is_carved_from_training_trajectories():
 
 
 def test_training_reduces_loss_and_keeps_gate_out_of_optimiser(tiny_splits):
-    c = cfg(**FROZEN)
+    c = cfg(FROZEN)
     tr = tiny_splits["train"]
     res = trainer.train(c, tr, progress=False)
     init = init_state(c, 4, 2)
@@ -81,7 +74,7 @@ def test_training_reduces_loss_and_keeps_gate_out_of_optimiser(tiny_splits):
 
 
 def test_gate_baselines(tiny_splits, lstsq_run):
-    grad = trainer.train(cfg(gate="gradient"), tiny_splits["train"], progress=False)
+    grad = trainer.train(cfg({"gate.mode": "gradient"}), tiny_splits["train"], progress=False)
     init = init_state(cfg(), 4, 2).model.gate
     assert float(jnp.abs(grad.state.model.gate - init).max()) > 1e-5
     counts = sum(sum(x["gate_updates"].values()) for x in lstsq_run.history)
@@ -90,7 +83,7 @@ def test_gate_baselines(tiny_splits, lstsq_run):
 
 
 def test_resume_equals_uninterrupted(tiny_splits, tmp_path, monkeypatch):
-    c = cfg(outer_steps=4)
+    c = cfg()
     full = trainer.train(c, tiny_splits["train"], out_dir=tmp_path / "full", progress=False)
 
     real = trainer.make_outer_step
@@ -120,17 +113,17 @@ def test_resume_equals_uninterrupted(tiny_splits, tmp_path, monkeypatch):
     assert [json.loads(x)["step"] for x in lines] == [0, 1, 2, 3]
     # resuming with another configuration is refused
     with pytest.raises(ValueError, match="configuration differs"):
-        trainer.train(cfg(outer_steps=4, proximal_beta=1.0), tiny_splits["train"], out_dir=tmp_path / "cut",
+        trainer.train(cfg({"train.proximal_beta": 1.0}), tiny_splits["train"], out_dir=tmp_path / "cut",
                      resume=True, progress=False)
 
 
 @pytest.mark.parametrize("split", [True, False])
 def test_gate_loss_cache_recomputes_only_pairs_whose_visible_context_changed(tiny_splits, split):
-    c = cfg(split_context=split)
-    data, solver = _train_data(tiny_splits["train"]), solver_config(c)
+    c = cfg({"model.split_context": split})
+    data, solver = _train_data(tiny_splits["train"]), c.solver
     model = init_state(c, 4, 2).model
     full = jax.jit(lambda c: expert_losses(model, c, data, solver))
-    cached = jax.jit(lambda c, cache: _expert_losses(model, c, data, solver, 3, cache))
+    cached = jax.jit(lambda c, cache: _expert_losses(model, c, data, solver, 3, cache, 1.0))
     c0 = 0.3 * jax.random.normal(jax.random.PRNGKey(1), (4, 4))
     full0 = full(c0)
     # batches of 3 envs (one padded batch) give the all-at-once values
@@ -165,7 +158,7 @@ def test_outer_step_cache_and_low_memory_compile(tiny_splits, monkeypatch):
     two, _ = step(ref, data)
     assert bool(two.loss_cache.valid)
     np.testing.assert_array_equal(two.loss_cache.contexts, two.contexts)
-    np.testing.assert_allclose(two.loss_cache.losses, expert_losses(two.model, two.contexts, data, solver_config(c)),
+    np.testing.assert_allclose(two.loss_cache.losses, expert_losses(two.model, two.contexts, data, c.solver),
                                rtol=1e-5)
 
     def same(a, b):
@@ -176,7 +169,7 @@ def test_outer_step_cache_and_low_memory_compile(tiny_splits, monkeypatch):
     # refused by it, which gives a warning and the default compilation (the same numbers)
     monkeypatch.setattr(training, "LOW_MEMORY_OPTIONS", {"xla_cpu_no_such_option_here": True})
     with pytest.warns(RuntimeWarning, match="does not support"):
-        fallback, _ = make_outer_step(c.replace(low_memory_compile=True), 4)(s0, data)
+        fallback, _ = make_outer_step(c.override({"train.low_memory_compile": True}), 4)(s0, data)
     same(fallback, ref)
 
 
@@ -184,11 +177,11 @@ def test_checkpoint_roundtrip_and_errors(tmp_path):
     state = init_state(cfg(), 4, 2)
     p = save_checkpoint(tmp_path / "c.npz", state, cfg().to_dict(), {"step": 0})
     loaded, conf, extra = load_checkpoint(p, state)
-    assert conf["experts"] == 2 and extra == {"step": 0}
+    assert conf["model"]["num_experts"] == 2 and extra == {"step": 0}
     for a, b in zip(jax.tree.leaves(state), jax.tree.leaves(loaded)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     with pytest.raises(CheckpointError, match="expected"):
-        load_checkpoint(p, init_state(cfg(experts=1), 4, 2))
+        load_checkpoint(p, init_state(cfg({"model.num_experts": 1}), 4, 2))
     with pytest.raises(CheckpointError, match="not found"):
         load_checkpoint(tmp_path / "missing.npz", state)
     assert not list(tmp_path.glob("*.tmp"))  # atomic write leaves no temporary file
@@ -227,7 +220,7 @@ def test_adaptation_from_expert_starts_keeps_the_best_fit_per_env(tiny_splits, l
     best, hist = adapt_contexts(model, ad.x, ad.t, steps=n, lr=1e-2, starts=starts)
     fits = [adapt_contexts(model, ad.x, ad.t, steps=n, lr=1e-2, init=jnp.broadcast_to(s, (ad.n_envs, s.shape[0])))[0]
             for s in starts]
-    losses = np.stack([np.asarray(_final_losses(model, f, ad.x, ad.t, solver_config(cfg()))) for f in fits])
+    losses = np.stack([np.asarray(_final_losses(model, f, ad.x, ad.t, cfg().solver)) for f in fits])
     pick = losses.argmin(0)
     assert hist.shape == (ad.n_envs, n)
     for e in range(ad.n_envs):
@@ -269,14 +262,14 @@ def test_run_writes_metrics_plots_and_report(tiny_splits, tmp_path):
 
 
 def test_config_errors(tmp_path):
-    with pytest.raises(ValueError, match="unknown config key"):
+    with pytest.raises(ValueError, match="unknown config section or key 'expertz'"):
         Config.from_dict({"expertz": 3})
     with pytest.raises(ValueError, match="backbone"):
-        Config(backbone="lstm")
+        ModelSettings(backbone="lstm")
     with pytest.raises(ValueError, match="not divisible"):
-        Config(context_size=10, experts=3)
-    with pytest.raises(ValueError, match="gate_chunk"):
-        Config(gate_chunk=-2)
+        ModelSettings(context_size=10, num_experts=3)
+    with pytest.raises(ValueError, match="gate.chunk"):
+        Config().override({"gate.chunk": -2})
     with pytest.raises(ValueError, match="unknown preset"):
         load_config("odebench-99")
     bad = tmp_path / "bad.toml"
@@ -284,9 +277,9 @@ def test_config_errors(tmp_path):
     with pytest.raises(ValueError, match="invalid TOML"):
         load_config(path=bad)
     good = tmp_path / "good.toml"
-    good.write_text("[model]\nexperts = 4\ncontext_size = 8\n")
-    c = load_config("odebench-2", good, seed=3)
-    assert (c.experts, c.context_size, c.seed, c.time_stride) == (4, 8, 3, 5)
+    good.write_text("[model]\nnum_experts = 4\ncontext_size = 8\n")
+    c = load_config("odebench-2", good, {"train.seed": 3})
+    assert (c.model.num_experts, c.model.context_size, c.train.seed, c.data.time_stride) == (4, 8, 3, 5)
 
 
 def test_cli_run_bad_input(tmp_path, capsys):
@@ -307,10 +300,10 @@ def test_cli_run_on_a_dataset_file(tiny_splits, tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(training, "LOW_MEMORY_OPTIONS", {})
     data = save_dataset(tmp_path / "tiny.npz", tiny_splits)
     conf = tmp_path / "c.toml"
-    conf.write_text("\n".join(f"{k} = {v}" for k, v in TINY.items()) + "\n")
+    conf.write_text(toml_text(TINY))
     out = tmp_path / "run"
     assert main(["run", "--config", str(conf), "--data", str(data), "--outer-steps", "4", "--out", str(out), "--quiet",
                  "--low-memory"]) == 0
     printed = capsys.readouterr().out
     assert "adapt_test: relMSE" in printed and (out / "metrics.json").exists()
-    assert "low_memory_compile = true" in (out / "config.toml").read_text()
+    assert load_config(path=out / "config.toml").train.low_memory_compile

@@ -3,8 +3,6 @@ warnings instead of silent wrong answers."""
 
 from __future__ import annotations
 
-import json
-import math
 import subprocess
 import sys
 import textwrap
@@ -16,16 +14,13 @@ import pytest
 import mixerdsr._run as runmod
 import mixerdsr._trainer as trainer
 from mixerdsr import EnvData, save_dataset
-from mixerdsr._config import Config, load_config
+from mixerdsr._config import Config, DataSettings, TrainSettings, load_config
 from mixerdsr._diagnostics import collapsed_envs, diagnose
 from mixerdsr.checkpoint import save_checkpoint
 from mixerdsr.cli import main
 from mixerdsr.data import DataError, load_dataset
 
-from conftest import tiny_ode_split
-
-TINY = dict(width=8, depth=2, context_size=4, experts=2, inner_steps=3, val_every=2, checkpoint_every=2,
-            adapt_steps=20, val_trajectories=1, outer_steps=4)
+from conftest import TINY, tiny_cfg, tiny_ode_split, toml_text
 
 
 def _error_line(capsys) -> str:
@@ -56,21 +51,23 @@ def test_stale_data_file_is_not_reused_without_resume(tiny_splits, tmp_path):
     out = tmp_path / "S"
     out.mkdir()
     save_dataset(out / "data.npz", tiny_splits, {"name": "tiny"})
-    splits, meta = runmod._load_data(Config(data="lv"), out, log=lambda s: None, progress=False)
+    splits, meta = runmod._load_data(Config(data=DataSettings("lv")), out, log=lambda s: None, progress=False)
     assert meta["name"] == "lv" and splits["train"].n_envs == 9
     assert load_dataset(out / "data.npz")["train"].n_envs == 9  # the cache now holds what was trained on
     # resuming reuses the cache (its checkpoint's configuration, data included, is checked first)
-    again, meta2 = runmod._load_data(Config(data="sm"), out, log=lambda s: None, progress=False, reuse=True)
+    again, meta2 = runmod._load_data(Config(data=DataSettings("sm")), out, log=lambda s: None, progress=False, reuse=True)
     assert meta2["name"] == "lv" and again["train"].n_envs == 9
 
 
-@pytest.mark.parametrize("change", [{"experts": 4}, {"seed": 7}, {"data": "lv"}, {"outer_steps": 9}])
+@pytest.mark.parametrize(
+    "change", [{"model.num_experts": 4}, {"train.seed": 7}, {"data.source": "lv"}, {"train.outer_steps": 9}]
+)
 def test_refused_resume_leaves_the_run_untouched(tiny_splits, tmp_path, capsys, change):
     """Item 2: a refused --resume does not overwrite config.toml (or anything else)."""
-    run_dir = _fake_run_dir(tmp_path / "r", Config(**TINY))
+    run_dir = _fake_run_dir(tmp_path / "r", tiny_cfg())
     before = {p.name: p.read_bytes() for p in run_dir.iterdir()}
     with pytest.raises(ValueError, match="cannot resume") as err:
-        runmod.run(Config(**{**TINY, **change}), run_dir, resume=True, splits=tiny_splits, progress=False)
+        runmod.run(tiny_cfg(change), run_dir, resume=True, splits=tiny_splits, progress=False)
     assert next(iter(change)) in str(err.value)
     assert {p.name: p.read_bytes() for p in run_dir.iterdir() if p.name != ".lock"} == before
 
@@ -118,14 +115,14 @@ def test_splits_with_different_dimensions_are_refused(tmp_path, capsys):
     tr = tiny_ode_split(2)
     test3 = EnvData(np.ones((4, 2, 12, 3)), tr.t, tr.family)
     with pytest.raises(DataError, match="same state dimension"):
-        runmod.run(Config(**TINY), tmp_path / "r", splits={"train": tr, "test": test3}, progress=False)
+        runmod.run(tiny_cfg(), tmp_path / "r", splits={"train": tr, "test": test3}, progress=False)
     np.savez(tmp_path / "mixed.npz", **{"train/x": tr.x, "train/t": tr.t, "train/family": tr.family,
                                         "test/x": test3.x, "test/t": tr.t, "test/family": tr.family})
     assert main(["data", "show", str(tmp_path / "mixed.npz"), "--no-plot"]) == 2
     assert "same state dimension" in _error_line(capsys)
     fewer = EnvData(tr.x[:3], tr.t[:3], tr.family[:3])
     with pytest.raises(DataError, match="test/x.*4 environments"):
-        runmod.run(Config(**TINY), tmp_path / "r2", splits={"train": tr, "test": fewer}, progress=False)
+        runmod.run(tiny_cfg(), tmp_path / "r2", splits={"train": tr, "test": fewer}, progress=False)
 
 
 def test_console_formats_missing_metrics(capsys):
@@ -197,10 +194,10 @@ def test_damaged_files_give_one_line(tiny_splits, tmp_path, capsys):
 
 
 def test_damaged_run_files_give_one_line(tiny_splits, tmp_path, capsys):
-    c = Config(**TINY, data=str(save_dataset(tmp_path / "d.npz", tiny_splits)))
+    c = tiny_cfg({"data.source": str(save_dataset(tmp_path / "d.npz", tiny_splits))})
     toml = tmp_path / "c.toml"
-    toml.write_text("".join(f"{k} = {json.dumps(v)}\n" for k, v in TINY.items()))
-    base = ["run", "--config", str(toml), "--data", c.data, "--quiet", "--resume"]
+    toml.write_text(toml_text(TINY))
+    base = ["run", "--config", str(toml), "--data", c.data.source, "--quiet", "--resume"]
     # a truncated checkpoint, and a text file given as checkpoint
     run1 = _fake_run_dir(tmp_path / "r1", c)
     _truncate(run1 / "checkpoint.npz", run1 / "checkpoint.npz", 0.5)
@@ -212,7 +209,7 @@ def test_damaged_run_files_give_one_line(tiny_splits, tmp_path, capsys):
     line = _error_line(capsys)
     assert str(run2 / "checkpoint.npz") in line and "not a mixerdsr checkpoint" in line
     # a damaged data.npz in the run folder, met on --resume (the cache is reused only then)
-    run3 = _fake_run_dir(tmp_path / "r3", c.replace(data="lv"))
+    run3 = _fake_run_dir(tmp_path / "r3", c.override({"data.source": "lv"}))
     save_dataset(run3 / "data.npz", tiny_splits)
     _truncate(run3 / "data.npz", run3 / "data.npz")
     assert main(["run", "--config", str(toml), "--data", "lv", "--quiet", "--resume", "--out", str(run3)]) == 2
@@ -234,34 +231,61 @@ def test_partial_last_history_line_is_dropped(tmp_path):
         trainer.read_history(h)
 
 
-@pytest.mark.parametrize("line, key", [
-    ("width = [1, 2]", "width"), ('seed = "1"', "seed"), ("outer_steps = 3.5", "outer_steps"),
-    ('experts = "two"', "experts"), ("rtol = -1", "rtol"), ("max_steps = 0", "max_steps"),
-    ("batch_envs = -3", "batch_envs"), ("adapt_steps = -5", "adapt_steps"), ("lr_weights = nan", "lr_weights"),
-    ("val_every = 0", "val_every"), ("seed = 4294967296", "seed"), ("split_context = 1", "split_context"),
+@pytest.mark.parametrize("text, key", [
+    ("[model.geps]\nwidth = [1, 2]", "model.geps.width"), ('[train]\nseed = "1"', "train.seed"),
+    ("[train]\nouter_steps = 3.5", "train.outer_steps"), ('[model]\nnum_experts = "two"', "model.num_experts"),
+    ("[solver]\nrtol = -1", "solver.rtol"), ("[solver]\nmax_steps = 0", "solver.max_steps"),
+    ("[train]\nbatch_envs = -3", "train.batch_envs"), ("[adapt]\nsteps = -5", "adapt.steps"),
+    ("[train]\nlr_weights = nan", "train.lr_weights"), ("[train]\nval_every = 0", "train.val_every"),
+    ("[train]\nseed = 4294967296", "train.seed"), ("[model]\nsplit_context = 1", "model.split_context"),
+    ("[model.ncf]\ntaylor_order = 3\n[model]\nbackbone = 'ncf'", "model.ncf.taylor_order"),
 ])
-def test_bad_config_values_give_one_line(tmp_path, capsys, line, key):
+def test_bad_config_values_give_one_line(tmp_path, capsys, text, key):
     toml = tmp_path / "bad.toml"
-    toml.write_text(line + "\n")
+    toml.write_text(text + "\n")
     assert main(["run", "--config", str(toml), "--out", str(tmp_path / "o"), "--quiet"]) == 2
     err = _error_line(capsys)
-    assert f"'{key}'" in err and "expected" in err
+    assert f"'{key}'" in err and "expected" in err and str(toml) in err
     assert not (tmp_path / "o").exists()
 
 
 @pytest.mark.parametrize("seed", ["-1", "4294967296"])
 def test_seeds_outside_the_range_are_refused(tmp_path, capsys, seed):
     assert main(["run", "--seed", seed, "--out", str(tmp_path / "o"), "--quiet"]) == 2
-    assert "'seed'" in _error_line(capsys)
+    assert "'train.seed'" in _error_line(capsys)
 
 
 def test_config_values_keep_their_meaning():
-    c = load_config("odebench-2", seed=np.int64(3))
-    assert c.seed == 3 and math.isclose(Config(lr_weights=1).lr_weights, 1.0)
+    c = load_config("odebench-2", overrides={"train.seed": np.int64(3)})
+    assert c.train.seed == 3 and type(c.train.seed) is int
+    lr = TrainSettings(lr_weights=1).lr_weights
+    assert lr == 1.0 and type(lr) is float
 
 
-def test_a_key_given_twice_is_refused(tmp_path):
-    toml = tmp_path / "twice.toml"
-    toml.write_text("[model]\nexperts = 2\n\n[train]\nexperts = 4\n")
-    with pytest.raises(ValueError, match=r"'experts' is given twice \(\[model\] and \[train\]\)"):
-        load_config(path=toml)
+@pytest.mark.parametrize("text, words", [
+    ("[train]\nnum_experts = 4", ["'train.num_experts'", "'num_experts' belongs in [model]"]),
+    ("experts = 2", ["unknown config section or key 'experts'"]),
+    ("outer_steps = 2", ["'outer_steps'", "belongs in a section: [train] outer_steps"]),
+    ("[gate]\nevery = 1\nevry = 2", ["'gate.evry'", "valid in [gate]"]),
+    ("[model]\nbackbone = 'coda'\n[model.geps]\nwidth = 8", ["[model.geps]", "does not apply", "'coda'"]),
+    ("[model.geps]\nhidden = 8", ["'model.geps.hidden'", "'hidden' belongs in [model.shplrnn]"]),
+    ("[train]\nseed = 1\nseed = 2", ["invalid TOML"]),
+])
+def test_misplaced_and_misspelled_keys_are_named(tmp_path, text, words):
+    toml = tmp_path / "c.toml"
+    toml.write_text(text + "\n")
+    with pytest.raises(ValueError) as err:
+        load_config("odebench-2", toml)
+    for w in words:
+        assert w in str(err.value), (w, str(err.value))
+    assert str(toml) in str(err.value)
+
+
+def test_changing_the_backbone_resets_its_own_settings():
+    c = tiny_cfg()
+    assert c.model.expert.width == 8
+    ncf = c.override({"model.backbone": "ncf"})
+    assert type(ncf.model.expert).__name__ == "NCFSettings" and ncf.model.expert.width == 64
+    assert c.override({"model.backbone": "ncf", "model.ncf.taylor_order": 1}).model.expert.taylor_order == 1
+    # a configuration survives its own TOML file
+    assert Config.from_dict(ncf.to_dict()) == ncf

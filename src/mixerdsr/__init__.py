@@ -4,7 +4,12 @@ The public API is what this module re-exports.
 """
 
 from . import metrics as metrics
+from ._config import AdaptSettings as AdaptSettings
 from ._config import Config as Config
+from ._config import DataSettings as DataSettings
+from ._config import EvalSettings as EvalSettings
+from ._config import ModelSettings as ModelSettings
+from ._config import TrainSettings as TrainSettings
 from ._config import list_presets as list_presets
 from ._config import load_config as load_config
 from ._diagnostics import diagnose as diagnose
@@ -24,7 +29,10 @@ from .evaluation import evaluate_split as evaluate_split
 from .experts import AbstractExpert as AbstractExpert
 from .experts import AbstractSequenceExpert as AbstractSequenceExpert
 from .experts import AbstractVectorFieldExpert as AbstractVectorFieldExpert
+from .experts import ExpertSettings as ExpertSettings
+from .experts import SolverSettings as SolverSettings
 from .experts import register_expert as register_expert
+from .gating import GateSettings as GateSettings
 from .inference import predict as predict
 from .inference import routes as routes
 from .metrics import adjusted_rand_index as adjusted_rand_index

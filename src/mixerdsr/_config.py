@@ -1,94 +1,153 @@
-"""Run configuration: one flat, documented dataclass, readable from TOML presets."""
+"""Run configuration: one frozen settings dataclass per concern, read from sectioned TOML.
+
+A :class:`Config` holds seven sections, each a frozen dataclass that validates itself:
+``data`` (:class:`DataSettings`), ``model`` (:class:`ModelSettings`, with the backbone's own
+:class:`~mixerdsr.experts.ExpertSettings` in ``model.expert``), ``gate``
+(:class:`~mixerdsr.gating.GateSettings`), ``train`` (:class:`TrainSettings`), ``solver``
+(:class:`~mixerdsr.rollout.SolverSettings`), ``adapt`` (:class:`AdaptSettings`) and
+``evaluation`` (:class:`EvalSettings`). A TOML file mirrors them::
+
+    [model]
+    backbone = "ncf"
+    num_experts = 2
+
+    [model.ncf]          # the backbone's own settings
+    taylor_order = 1
+
+    [gate]
+    every = 1
+
+Every setting has one name, ``section.field`` (``gate.every``); overrides use it too
+(``load_config(overrides={"gate.every": 12})``). Unknown keys, keys in the wrong section and a
+backbone table that is not the run's backbone are errors naming the key and the valid ones.
+"""
 
 from __future__ import annotations
 
 import dataclasses
-import math
-import numbers
+import re
 import tomllib
-import typing
+from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+from ._settings import AT_LEAST_0, AT_LEAST_1, POSITIVE, SEED, Range, validate
+from .experts import BACKBONES
+from .experts._base import ExpertSettings
+from .experts._integrate import SolverSettings
+from .gating import GateSettings
 
-__all__ = ["Config", "load_config", "list_presets"]
+__all__ = [
+    "Config",
+    "DataSettings",
+    "ModelSettings",
+    "TrainSettings",
+    "AdaptSettings",
+    "EvalSettings",
+    "load_config",
+    "list_presets",
+]
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
-    """Everything a MixER run needs. Defaults follow the paper (Appendix C) where it says.
+class DataSettings:
+    """Which data a run trains on (``[data]``).
 
-    Data: ``data`` (built-in name, ``.npz`` path, or for series an Epilepsy2-style ``.ts`` /
-    SCCTS ``.data`` path), ``data_seed`` (generator seed; None = the dataset's default),
-    ``test_file`` (Epilepsy2: a full test ``.ts`` file used as the held-out set),
-    ``standardize`` (series datasets: per-time-column standardisation with training
-    statistics), ``time_stride`` (train on every k-th time point), ``val_trajectories``
-    (trajectories per training env held out for model selection; 0 = select on training data).
-
-    Model: ``backbone`` (geps|coda|ncf|shplrnn, or a name given to
-    :func:`~mixerdsr.register_expert`), ``experts`` (M), ``context_size`` (full d_ctx),
-    ``split_context``, ``shift_context``, ``width``, ``depth``, ``same_init`` (all experts start
-    identical), ``ncf_taylor_order``, ``ncf_pool`` (contexts per env for NCF self-modulation),
-    ``hidden`` (shPLRNN hidden width).
-
-    Gate: ``gate`` (lstsq|gradient|frozen), ``gate_every`` (update after every k-th inner step;
-    ``inner_steps`` = once per inner loop), ``kmeans_iters``, ``kmeans_tol``, ``gate_noise``,
-    ``centroid_init`` (data|kmeans++|uniform), ``empty_cluster`` (reseed|skip), ``gate_reassign`` (0 = Algorithm 1;
-    a ratio in (0, 1]: per-env override of clear misfits, see ``GateConfig.reassign``),
-    ``gate_chunk`` (envs per vmapped batch of the gate's all-expert loss pass; 0 = all at once;
-    -1 = auto: the training batch size, whose compiled solver kernels the pass then shares with
-    the training step (less compile memory), or 32 with ``low_memory_compile``. A vmapped
-    adaptive solve runs every member to the slowest one's step count, so on a CPU batches are
-    faster than one batch of all envs; an accelerator may prefer 0),
-    ``importance_weight`` (gradient gate only).
-
-    Training: ``outer_steps``, ``inner_steps`` (K), ``proximal_beta``, ``lr_contexts``,
-    ``lr_weights``, ``lr_decay`` (weights' rate multiplied by it at 1/3 and 2/3 of training),
-    ``batch_envs`` (0 = E/M), ``rtol``, ``atol``, ``max_steps``, ``teacher_forcing`` (alpha),
-    ``val_every``, ``checkpoint_every``, ``seed``, ``low_memory_compile`` (compile the training
-    step without XLA's CPU fusion emitters: a lower compilation peak for slower gradient steps,
-    see ``docs/performance.md``; no effect on GPUs).
-
-    Adaptation: ``adapt_steps``, ``adapt_lr``, ``adapt_init`` (``experts``: fit from the zero
-    context and from each expert's mean training context, keep per env the fit with the lowest
-    loss on the adaptation data; ``zeros``: the paper's single start; ``mean``: the mean training
-    context), ``adapt_joint`` (one optimiser for all new environments instead of one each).
-    Evaluation: ``tprmse_eps``.
+    Attributes:
+        source: built-in dataset name, a dataset ``.npz`` path, or for series an
+            Epilepsy2-style ``.ts`` / SCCTS ``.data`` path.
+        seed: generator seed of a built-in dataset (None = the dataset's default).
+        test_file: Epilepsy2: a full test ``.ts`` file used as the held-out set.
+        standardize: series datasets: per-time-column standardisation with training statistics.
+        time_stride: train on every ``time_stride``-th time point.
+        val_trajectories: trajectories per training env held out for model selection (0 =
+            select on the training data).
     """
 
-    # data
-    data: str = "odebench-2"
-    data_seed: int | None = None
+    source: str = "odebench-2"
+    seed: int | None = None
     test_file: str | None = None
     standardize: bool = True
     time_stride: int = 1
     val_trajectories: int = 1
-    # model
+
+    def __post_init__(self):
+        validate(self, "data", ranges={"seed": SEED, "time_stride": AT_LEAST_1, "val_trajectories": AT_LEAST_0})
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSettings:
+    """The MixER layer (``[model]``; the backbone's own settings in ``[model.<backbone>]``).
+
+    Attributes:
+        backbone: ``geps``, ``coda``, ``ncf``, ``shplrnn`` or a name given to
+            :func:`~mixerdsr.register_expert`.
+        num_experts: the number of experts ``M``.
+        context_size: full context length ``d_ctx``.
+        split_context: each expert sees its own ``d_ctx / M`` slice of the context (needs
+            ``d_ctx`` divisible by ``M``).
+        shift_context: the slice is shifted by the expert's index (paper's context shifting).
+        same_init: all experts start identical.
+        expert: the backbone's settings (an instance of ``BACKBONES[backbone].Settings``;
+            None = its defaults).
+    """
+
     backbone: str = "geps"
-    experts: int = 2
+    num_experts: int = 2
     context_size: int = 40
     split_context: bool = True
     shift_context: bool = True
-    width: int = 64
-    depth: int = 3
     same_init: bool = True
-    ncf_taylor_order: int = 2
-    ncf_pool: int = 2
-    hidden: int = 16
-    # gate
-    gate: str = "lstsq"
-    gate_every: int = 1
-    kmeans_iters: int = 20
-    kmeans_tol: float = 1e-3
-    gate_noise: float = 1e-4
-    centroid_init: str = "data"
-    empty_cluster: str = "reseed"
-    gate_reassign: float = 0.0
-    gate_chunk: int = -1
-    importance_weight: float = 0.1
-    # training
+    expert: Any = None
+
+    def __post_init__(self):
+        validate(
+            self,
+            "model",
+            choices={"backbone": tuple(BACKBONES)},
+            ranges={"num_experts": AT_LEAST_1, "context_size": AT_LEAST_1},
+        )
+        settings_cls = BACKBONES[self.backbone].Settings
+        if self.expert is None:
+            object.__setattr__(self, "expert", settings_cls())
+        elif type(self.expert) is not settings_cls:
+            raise ValueError(
+                f"config 'model.expert': backbone {self.backbone!r} takes {settings_cls.__name__}, "
+                f"found {type(self.expert).__name__}"
+            )
+        if self.split_context and self.context_size % self.num_experts:
+            raise ValueError(
+                f"config 'model.context_size': {self.context_size} is not divisible by model.num_experts = "
+                f"{self.num_experts} (needed for context splitting; set model.split_context = false)"
+            )
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainSettings:
+    """Training by proximal alternating minimisation (``[train]``).
+
+    Attributes:
+        outer_steps: outer steps (each ``inner_steps`` context steps, then weight steps).
+        inner_steps: ``K``, inner steps per outer step.
+        proximal_beta: weight of the proximal term pulling contexts and weights towards their
+            values at the start of the outer step.
+        lr_contexts, lr_weights: AdaBelief learning rates.
+        lr_decay: the weights' rate is multiplied by it at 1/3 and 2/3 of training.
+        batch_envs: environments per training batch (0 = E / M).
+        teacher_forcing: sequence experts: the generalised teacher-forcing ``alpha`` of the
+            training loss (1 = free running); also used to adapt and to report a
+            teacher-forced error.
+        self_modulation_pool: experts with contextual self-modulation (NCF): contexts per env
+            that its loss expands around (itself and its nearest batch members).
+        val_every: validation (model selection) every this many outer steps.
+        checkpoint_every: checkpoint every this many outer steps.
+        seed: training seed.
+        low_memory_compile: compile the training step without XLA's CPU fusion emitters: a
+            lower compilation peak for slower gradient steps (see ``docs/performance.md``);
+            no effect on GPUs.
+    """
+
     outer_steps: int = 300
     inner_steps: int = 12
     proximal_beta: float = 10.0
@@ -96,147 +155,264 @@ class Config:
     lr_weights: float = 1e-3
     lr_decay: float = 0.4
     batch_envs: int = 0
-    rtol: float = 1e-3
-    atol: float = 1e-6
-    max_steps: int = 4096
     teacher_forcing: float = 0.5
+    self_modulation_pool: int = 2
     val_every: int = 10
     checkpoint_every: int = 25
     seed: int = 0
     low_memory_compile: bool = False
-    # adaptation / evaluation
-    adapt_steps: int = 500
-    adapt_lr: float = 1e-2
-    adapt_init: str = "experts"
-    adapt_joint: bool = False
-    tprmse_eps: float = 0.1
-
-    def replace(self, **changes: Any) -> "Config":
-        return dataclasses.replace(self, **changes)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 
     def __post_init__(self):
-        hints = _field_types()
-        for f in dataclasses.fields(self):
-            _check_type(f.name, getattr(self, f.name), hints[f.name])
-        from .experts import BACKBONES  # the registry grows with mixerdsr.register_expert
+        validate(
+            self,
+            "train",
+            ranges={
+                **dict.fromkeys(
+                    ("outer_steps", "inner_steps", "self_modulation_pool", "val_every", "checkpoint_every"), AT_LEAST_1
+                ),
+                "proximal_beta": AT_LEAST_0,
+                "lr_contexts": POSITIVE,
+                "lr_weights": POSITIVE,
+                "lr_decay": Range(0, 1, open_low=True),
+                "batch_envs": AT_LEAST_0,
+                "teacher_forcing": Range(0, 1),
+                "seed": SEED,
+            },
+        )
 
-        for k, ok in {"backbone": tuple(BACKBONES), **_CHOICES}.items():
-            if getattr(self, k) not in ok:
-                raise ValueError(f"config '{k}': expected one of {list(ok)}, found {getattr(self, k)!r}")
-        for k, (lo, hi, what) in _RANGES.items():
-            v = getattr(self, k)
-            if v is None:
-                continue
-            low_ok = lo is None or v > lo or (v == lo and k not in _POSITIVE)
-            if not (math.isfinite(v) and low_ok and (hi is None or v <= hi)):
-                raise ValueError(f"config '{k}': expected {what}, found {v!r}")
-        if self.split_context and self.context_size % self.experts:
-            raise ValueError(
-                f"config 'context_size': {self.context_size} is not divisible by experts = "
-                f"{self.experts} (needed for context splitting; set split_context = false)"
-            )
+
+@dataclasses.dataclass(frozen=True)
+class AdaptSettings:
+    """Adaptation to new environments, weights and gate frozen (``[adapt]``).
+
+    Attributes:
+        steps, lr: AdaBelief steps and learning rate per context.
+        init: ``"experts"``: fit from the zero context and from each expert's mean training
+            context, keep per env the fit with the lowest loss on the adaptation data;
+            ``"zeros"``: the paper's single start; ``"mean"``: the mean training context.
+        joint: one optimiser for all new environments instead of one each.
+    """
+
+    steps: int = 500
+    lr: float = 1e-2
+    init: str = "experts"
+    joint: bool = False
+
+    def __post_init__(self):
+        validate(
+            self, "adapt", choices={"init": ("zeros", "mean", "experts")}, ranges={"steps": AT_LEAST_1, "lr": POSITIVE}
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalSettings:
+    """Evaluation (``[evaluation]``).
+
+    Attributes:
+        tprmse_eps: error threshold of TPRMSE (the share of time steps predicted within it).
+    """
+
+    tprmse_eps: float = 0.1
+
+    def __post_init__(self):
+        validate(self, "evaluation", ranges={"tprmse_eps": POSITIVE})
+
+
+#: section name -> settings class
+SECTIONS: dict[str, type] = {
+    "data": DataSettings,
+    "model": ModelSettings,
+    "gate": GateSettings,
+    "train": TrainSettings,
+    "solver": SolverSettings,
+    "adapt": AdaptSettings,
+    "evaluation": EvalSettings,
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Everything a MixER run needs, one section per concern. Defaults follow the paper
+    (Appendix C) where it says; each field's meaning is documented on its section's class.
+
+    Build it from TOML (:func:`load_config`), from a nested mapping (:meth:`from_dict`), or in
+    Python from sections: ``Config(model=ModelSettings(backbone="coda", num_experts=3))``;
+    :meth:`override` changes settings by name (``{"train.seed": 1}``).
+    """
+
+    data: DataSettings = dataclasses.field(default_factory=DataSettings)
+    model: ModelSettings = dataclasses.field(default_factory=ModelSettings)
+    gate: GateSettings = dataclasses.field(default_factory=GateSettings)
+    train: TrainSettings = dataclasses.field(default_factory=TrainSettings)
+    solver: SolverSettings = dataclasses.field(default_factory=SolverSettings)
+    adapt: AdaptSettings = dataclasses.field(default_factory=AdaptSettings)
+    evaluation: EvalSettings = dataclasses.field(default_factory=EvalSettings)
+
+    def __post_init__(self):
+        for name, cls in SECTIONS.items():
+            if not isinstance(getattr(self, name), cls):
+                raise ValueError(
+                    f"config '{name}': expected a {cls.__name__}, found {type(getattr(self, name)).__name__}"
+                )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The nested mapping of the TOML file: ``{section: {field: value}}``, the backbone's
+        settings under ``model[backbone]``."""
+        out = {name: _fields(getattr(self, name)) for name in SECTIONS}
+        expert = out["model"].pop("expert")
+        if expert:
+            out["model"][self.model.backbone] = expert
+        return out
+
+    def flat(self) -> dict[str, Any]:
+        """Every setting by its dotted name: ``{"gate.every": 1, "model.ncf.taylor_order": 2, ...}``."""
+        return flatten_settings(self.to_dict())
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any], source: str = "<dict>") -> "Config":
-        """Build from a (possibly sectioned) mapping; unknown keys are an error."""
-        return cls(**_flatten(d, source))
+    def from_dict(cls, d: Mapping[str, Any], source: str = "<dict>") -> "Config":
+        """Build from a nested mapping as :meth:`to_dict` returns (a TOML file's contents).
+
+        Raises:
+            ValueError: an unknown section or key, a key outside its section, a table for
+                another backbone, or a bad value; the message names ``source`` and the key.
+        """
+        return _build(d, source, {})
+
+    def override(self, changes: Mapping[str, Any]) -> "Config":
+        """A copy with settings changed by dotted name (``{"gate.mode": "frozen"}``); None values
+        are ignored. Changing ``model.backbone`` resets the backbone's own settings unless
+        ``model.<backbone>.*`` keys are given too."""
+        return Config.from_dict(_apply(self.to_dict(), changes, "<override>"), "<override>")
 
 
-_CHOICES = {
-    "gate": ("lstsq", "gradient", "frozen"),
-    "centroid_init": ("data", "kmeans++", "uniform"),
-    "empty_cluster": ("reseed", "skip"),
-    "adapt_init": ("zeros", "mean", "experts"),
-}
-
-_SEED_MAX = 2**32 - 1
-#: settings whose lowest value in ``_RANGES`` is excluded
-_POSITIVE = {"rtol", "atol", "lr_contexts", "lr_weights", "adapt_lr", "tprmse_eps", "lr_decay"}
-#: key -> (lowest, highest, description) of numeric settings (None = unbounded).
-_RANGES: dict[str, tuple[float | None, float | None, str]] = {
-    **{
-        k: (1, None, "an integer >= 1")
-        for k in (
-            "experts",
-            "context_size",
-            "outer_steps",
-            "inner_steps",
-            "gate_every",
-            "time_stride",
-            "width",
-            "depth",
-            "ncf_pool",
-            "hidden",
-            "kmeans_iters",
-            "max_steps",
-            "val_every",
-            "checkpoint_every",
-            "adapt_steps",
-        )
-    },
-    **{k: (0, None, "an integer >= 0") for k in ("val_trajectories", "ncf_taylor_order", "batch_envs")},
-    **{k: (0, _SEED_MAX, f"an integer in 0..{_SEED_MAX}") for k in ("seed", "data_seed")},
-    "gate_chunk": (-1, None, "an integer >= -1 (-1 = the training batch size, 0 = all envs at once)"),
-    **{
-        k: (0, None, "a finite number >= 0") for k in ("kmeans_tol", "gate_noise", "importance_weight", "proximal_beta")
-    },
-    **{
-        k: (0, None, "a finite number > 0")
-        for k in ("rtol", "atol", "lr_contexts", "lr_weights", "adapt_lr", "tprmse_eps")
-    },
-    "lr_decay": (0, 1, "a number in (0, 1]"),
-    "gate_reassign": (0, 1, "a number in [0, 1] (0 = off)"),
-    "teacher_forcing": (0, 1, "a number in [0, 1]"),
-}
+def _fields(obj: Any) -> dict[str, Any]:
+    out = {}
+    for f in dataclasses.fields(obj):
+        v = getattr(obj, f.name)
+        out[f.name] = _fields(v) if dataclasses.is_dataclass(v) and not isinstance(v, type) else v
+    return out
 
 
-def _field_types() -> dict[str, Any]:
-    return typing.get_type_hints(Config)
+def _field_names(cls: type) -> list[str]:
+    return [f.name for f in dataclasses.fields(cls)]
 
 
-def _type_name(tp: Any) -> str:
-    args = [a for a in typing.get_args(tp) if a is not type(None)]
-    base = args[0] if args else tp
-    name = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(base, str(base))
-    return name + (" or nothing (omit the key)" if type(None) in typing.get_args(tp) else "")
-
-
-def _check_type(key: str, value: Any, tp: Any) -> None:
-    """Refuse a value of the wrong type, naming the key (TOML gives int, float, bool, str, lists)."""
-    args = typing.get_args(tp)
-    if value is None and type(None) in args:
-        return
-    base = next((a for a in args if a is not type(None)), tp)
-    if base is float:
-        ok = isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
-    elif base is int:
-        ok = isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
-    else:
-        ok = isinstance(value, base)
-    if not ok:
-        raise ValueError(f"config '{key}': expected {_type_name(tp)}, found {value!r} ({type(value).__name__})")
-
-
-def _flatten(d: dict[str, Any], source: str) -> dict[str, Any]:
-    """Flatten TOML sections (``[model]``, ``[train]``...); reject unknown keys and a key given
-    twice (in two sections, or in a section and at the top level)."""
-    flat: dict[str, Any] = {}
-    where: dict[str, str] = {}
+def flatten_settings(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested settings mapping (:meth:`Config.to_dict`) by dotted names."""
+    out: dict[str, Any] = {}
     for k, v in d.items():
-        items = v.items() if isinstance(v, dict) else [(k, v)]
-        for key, value in items:
-            place = f"[{k}]" if isinstance(v, dict) else "the top level"
-            if key in flat:
-                raise ValueError(f"{source}: config key '{key}' is given twice ({where[key]} and {place})")
-            flat[key], where[key] = value, place
-    names = {f.name for f in dataclasses.fields(Config)}
-    unknown = sorted(set(flat) - names)
+        if isinstance(v, Mapping):
+            out.update(flatten_settings(v, f"{prefix}{k}."))
+        else:
+            out[prefix + k] = v
+    return out
+
+
+def _check_keys(table: Mapping[str, Any], cls: type, section: str, source: str) -> None:
+    valid = _field_names(cls)
+    unknown = [k for k in table if k not in valid]
     if unknown:
-        raise ValueError(f"{source}: unknown config key(s) {unknown}; valid keys: {sorted(names)}")
-    return flat
+        hints = []
+        for k in unknown:
+            home = [f"[{s}]" for s, c in SECTIONS.items() if s != section and k in _field_names(c)]
+            home += [
+                f"[model.{b}]"
+                for b, cls in BACKBONES.items()
+                if f"model.{b}" != section and k in _field_names(cls.Settings)
+            ]
+            if home:
+                hints.append(f"'{k}' belongs in {' or '.join(home)}")
+        hint = f" ({'; '.join(hints)})" if hints else ""
+        raise ValueError(
+            f"{source}: unknown key(s) {[f'{section}.{k}' for k in unknown]}{hint}; valid in [{section}]: {valid}"
+        )
+
+
+def _tables(d: Mapping[str, Any], source: str, build: bool = True) -> dict[str, dict[str, Any]]:
+    """The keyword arguments of each section's class, keys checked; ``model.expert`` holds the
+    backbone's settings object (``build``) or its table."""
+    for key, value in d.items():
+        if key not in SECTIONS:
+            home = [f"[{s}] {key}" for s, c in SECTIONS.items() if key in _field_names(c)]
+            hint = f"; it belongs in a section: {' or '.join(home)}" if home else ""
+            raise ValueError(f"{source}: unknown config section or key '{key}'{hint}; sections: {list(SECTIONS)}")
+        if not isinstance(value, Mapping):
+            raise ValueError(f"{source}: config '{key}' must be a section ([{key}]), found {value!r}")
+    tables = {}
+    for name, settings_cls in SECTIONS.items():
+        table = dict(d.get(name, {}))
+        if name == "model":
+            table = _model_table(table, source, build)
+        _check_keys(table, settings_cls, name, source)
+        tables[name] = table
+    return tables
+
+
+def _model_table(table: dict[str, Any], source: str, build: bool) -> dict[str, Any]:
+    """Turn ``[model.<backbone>]`` into ``expert = <backbone's Settings>``."""
+    backbone = table.get("backbone", ModelSettings.backbone)
+    if backbone not in BACKBONES:
+        raise ValueError(f"{source}: config 'model.backbone': expected one of {list(BACKBONES)}, found {backbone!r}")
+    subs = {k: v for k, v in table.items() if isinstance(v, Mapping)}
+    for k in subs:
+        if k != backbone:
+            what = "another backbone" if k in BACKBONES else "not a backbone"
+            raise ValueError(
+                f"{source}: table [model.{k}] ({what}) does not apply to model.backbone = {backbone!r}; "
+                f"its settings go in [model.{backbone}]"
+            )
+        del table[k]
+    if "expert" in table:
+        raise ValueError(f"{source}: give the backbone's settings as a table [model.{backbone}], not 'model.expert'")
+    settings_cls: type[ExpertSettings] = BACKBONES[backbone].Settings
+    given = dict(subs.get(backbone, {}))
+    _check_keys(given, settings_cls, f"model.{backbone}", source)
+    if not build:
+        return table
+    try:
+        table["expert"] = settings_cls(**given)
+    except ValueError as err:
+        raise _BadValue(str(err).replace("model.<backbone>", f"model.{backbone}")) from None
+    return table
+
+
+class _BadValue(ValueError):
+    """A value refused by its settings class (the message names the key, not the source)."""
+
+
+def _build(d: Mapping[str, Any], source: str, origins: Mapping[str, str]) -> Config:
+    """:meth:`Config.from_dict`; a bad value is reported under the source that gave its key
+    (``origins``: dotted name -> file or "command line"), else ``source``."""
+    try:
+        return Config(**{name: SECTIONS[name](**table) for name, table in _tables(d, source).items()})
+    except ValueError as err:
+        if not isinstance(err, _BadValue) and str(err).startswith(f"{source}: "):
+            raise  # a key error of _tables, already named
+        key = re.search(r"config '([^']+)'", str(err))
+        raise ValueError(f"{origins.get(key.group(1), source) if key else source}: {err}") from None
+
+
+def _apply(d: dict[str, Any], changes: Mapping[str, Any], source: str) -> dict[str, Any]:
+    """``d`` with dotted-name ``changes`` applied (None ignored)."""
+    changes = {k: v for k, v in changes.items() if v is not None}
+    new_backbone = changes.get("model.backbone")
+    if new_backbone is not None and new_backbone != d.get("model", {}).get("backbone", ModelSettings.backbone):
+        model = d.setdefault("model", {})
+        for k in [k for k, v in model.items() if isinstance(v, Mapping)]:
+            del model[k]
+    for key, value in changes.items():
+        parts = key.split(".")
+        if len(parts) < 2 or parts[0] not in SECTIONS:
+            raise ValueError(
+                f"{source}: '{key}' is not a setting name (expected 'section.field', sections: {list(SECTIONS)})"
+            )
+        node = d
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ValueError(f"{source}: '{key}' is not a setting name")
+        node[parts[-1]] = value
+    return d
 
 
 def _preset_files() -> dict[str, Any]:
@@ -249,28 +425,62 @@ def list_presets() -> list[str]:
     return sorted(_preset_files())
 
 
-def load_config(preset: str | None = None, path: str | Path | None = None, **overrides: Any) -> Config:
-    """Configuration from a preset and/or a TOML file, then keyword overrides (None ignored).
+def _read_toml(text: str, source: str) -> dict[str, Any]:
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise ValueError(f"{source}: invalid TOML: {err}") from None
+
+
+def _merge(base: dict[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
+    for k, v in new.items():
+        if isinstance(v, Mapping) and isinstance(base.get(k), dict):
+            _merge(base[k], v)
+        else:
+            base[k] = dict(v) if isinstance(v, Mapping) else v
+    return base
+
+
+def load_config(
+    preset: str | None = None, path: str | Path | None = None, overrides: Mapping[str, Any] | None = None
+) -> Config:
+    """Configuration from a preset and/or a TOML file, then overrides.
 
     Args:
         preset: built-in preset name (see :func:`list_presets`).
-        path: a user TOML file; its keys override the preset's.
-        **overrides: final overrides (e.g. from the command line).
+        path: a user TOML file; its settings override the preset's.
+        overrides: final changes by dotted name (``{"train.seed": 3}``, e.g. from the command
+            line); None values are ignored.
+
+    Raises:
+        ValueError: unknown preset, missing or invalid file, unknown key or bad value (the
+            message names the file and the key).
     """
     d: dict[str, Any] = {}
+    source = "<defaults>"
+    origins: dict[str, str] = {}  # dotted name -> where its value came from
     if preset is not None:
         files = _preset_files()
         if preset not in files:
             raise ValueError(f"unknown preset {preset!r}; available: {sorted(files)}")
-        d.update(_flatten(tomllib.loads(files[preset].read_text()), f"preset {preset}"))
+        source = f"preset {preset}"
+        d = _read_toml(files[preset].read_text(), source)
+        _tables(d, source, build=False)
+        origins |= dict.fromkeys(flatten_settings(d), source)
     if path is not None:
         p = Path(path)
         if not p.is_file():
             raise ValueError(f"config file not found: {p}")
-        try:
-            user = tomllib.loads(p.read_text())
-        except tomllib.TOMLDecodeError as err:
-            raise ValueError(f"{p}: invalid TOML: {err}") from None
-        d.update(_flatten(user, str(p)))
-    d.update({k: v for k, v in overrides.items() if v is not None})
-    return Config.from_dict(d)
+        user = _read_toml(p.read_text(), str(p))
+        source = str(p)
+        _tables(user, source, build=False)  # the file's unknown keys are reported under its name
+        if "backbone" in user.get("model", {}):
+            d = _apply(d, {"model.backbone": user["model"]["backbone"]}, source)
+        d = _merge(d, user)
+        origins |= dict.fromkeys(flatten_settings(user), source)
+    given = {k: v for k, v in (overrides or {}).items() if v is not None}
+    if given:
+        source = "command line" if preset is not None or path is not None else "<override>"
+        d = _apply(d, given, source)
+        origins |= dict.fromkeys(given, source)
+    return _build(d, source, origins)

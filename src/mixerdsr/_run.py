@@ -37,7 +37,6 @@ from .downstream import run_downstream
 from .evaluation import active_parameters, evaluate_split, total_parameters
 from .inference import routes
 from .mixer import MixER
-from .training import solver_config
 
 __all__ = ["run", "RunResult", "run_lock", "RunLockedError"]
 
@@ -51,11 +50,12 @@ def _load_data(
     cached = out / "data.npz"
     if reuse and cached.exists():
         return load_dataset(cached), read_meta(cached)
-    log(f"loading dataset {cfg.data} ...")
+    d = cfg.data
+    log(f"loading dataset {d.source} ...")
     splits, meta = resolve_dataset(
-        cfg.data, cfg.data_seed, test_file=cfg.test_file, standardize=cfg.standardize, progress=progress
+        d.source, d.seed, test_file=d.test_file, standardize=d.standardize, progress=progress
     )
-    if Path(cfg.data).suffix != ".npz":  # a dataset file of the user's is used where it is
+    if Path(d.source).suffix != ".npz":  # a dataset file of the user's is used where it is
         save_dataset(cached, splits, meta)
     return splits, meta
 
@@ -143,7 +143,7 @@ def run(
         resume: continue an interrupted run in ``out_dir``.
         progress: progress bars.
         log: message sink.
-        splits: use these splits instead of loading ``cfg.data``.
+        splits: use these splits instead of loading ``cfg.data.source``.
         meta: dataset metadata of ``splits`` (its ``name`` picks the downstream analysis).
 
     Returns:
@@ -183,8 +183,8 @@ def _run_locked(
     if splits is None:
         splits, meta = _load_data(cfg, out, log, progress, reuse=resume)
     if "train" not in splits:
-        raise ValueError(f"dataset {cfg.data!r} has no 'train' split (found {list(splits)})")
-    check_splits(splits, cfg.data)
+        raise ValueError(f"dataset {cfg.data.source!r} has no 'train' split (found {list(splits)})")
+    check_splits(splits, cfg.data.source)
     (out / "config.toml").write_text(_to_toml(cfg.to_dict()))
     t_start = time.perf_counter()
     res = train(cfg, splits["train"], out_dir=out, resume=resume, progress=progress, log=log)
@@ -201,25 +201,27 @@ def _run_locked(
             metrics[name] = m
     adapted, ar = None, None
     if "adapt_train" in splits:
-        ad = splits["adapt_train"].stride_time(cfg.time_stride)
+        ad = splits["adapt_train"].stride_time(cfg.data.time_stride)
+        a = cfg.adapt
         init, starts = None, None
-        if cfg.adapt_init == "mean":
-            init = jnp.broadcast_to(jnp.mean(contexts, 0), (ad.n_envs, cfg.context_size))
-        elif cfg.adapt_init == "experts":
+        if a.init == "mean":
+            init = jnp.broadcast_to(jnp.mean(contexts, 0), (ad.n_envs, cfg.model.context_size))
+        elif a.init == "experts":
             starts = expert_starts(model, contexts)
         n_starts = 1 if starts is None else int(starts.shape[0])
-        log(f"adapting {ad.n_envs} new environments ({n_starts} start(s) x {cfg.adapt_steps} steps) ...")
+        log(f"adapting {ad.n_envs} new environments ({n_starts} start(s) x {a.steps} steps) ...")
         t0 = time.perf_counter()
         adapted, _ = adapt_contexts(
             model,
             ad.x.astype(np.float32),
             ad.t.astype(np.float32),
-            steps=cfg.adapt_steps,
-            lr=cfg.adapt_lr,
+            steps=a.steps,
+            lr=a.lr,
             init=init,
-            solver=solver_config(cfg),
-            joint=cfg.adapt_joint,
+            solver=cfg.solver,
+            joint=a.joint,
             starts=starts,
+            alpha=cfg.train.teacher_forcing,
         )
         adapt_seconds = time.perf_counter() - t0
         target = splits.get("adapt_test", splits["adapt_train"])
@@ -233,7 +235,7 @@ def _run_locked(
     fam = splits["train"].family
     metrics["routing"] = {
         "experts": r.tolist(),
-        "counts": np.bincount(r, minlength=cfg.experts).tolist(),
+        "counts": np.bincount(r, minlength=cfg.model.num_experts).tolist(),
         "purity": M.purity(r, fam),
         "ari": M.adjusted_rand_index(r, fam),
         "adapt_experts": ar.tolist() if ar is not None else None,
@@ -242,7 +244,7 @@ def _run_locked(
     for h in res.history:
         gate_counts.update(h.get("gate_updates", {}))
     downstream, ds_figs = run_downstream(
-        out, meta or {}, splits, contexts, r, adapted, ar, n_experts=cfg.experts, seed=cfg.seed
+        out, meta or {}, splits, contexts, r, adapted, ar, n_experts=cfg.model.num_experts, seed=cfg.train.seed
     )
     if downstream is not None:
         metrics["downstream"] = downstream
@@ -269,5 +271,10 @@ def _run_locked(
 def _to_toml(d: dict[str, Any]) -> str:
     import tomli_w
 
-    body = tomli_w.dumps({k: v for k, v in d.items() if v is not None})
+    body = tomli_w.dumps(_drop_none(d))
     return "# mixerdsr run configuration (load with --config)\n" + body
+
+
+def _drop_none(d: dict[str, Any]) -> dict[str, Any]:
+    """TOML has no null: unset optional settings are left out (their default is None)."""
+    return {k: _drop_none(v) if isinstance(v, dict) else v for k, v in d.items() if v is not None}

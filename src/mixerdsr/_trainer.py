@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._config import Config
+from ._config import Config, flatten_settings
 from ._jsonio import jsonable
 from .checkpoint import load_checkpoint, read_checkpoint_config, save_checkpoint
 from .data import EnvData
@@ -69,7 +69,7 @@ def _snapshot_steps(n: int) -> set[int]:
 
 
 #: settings that may differ when a run is resumed (they do not change training)
-_RESUMABLE = ("adapt_steps", "adapt_lr", "adapt_init", "adapt_joint", "checkpoint_every", "low_memory_compile")
+_RESUMABLE = ("adapt.", "evaluation.", "train.checkpoint_every", "train.low_memory_compile")
 
 
 def check_resume(ckpt: Path, cfg: Config) -> None:
@@ -78,19 +78,24 @@ def check_resume(ckpt: Path, cfg: Config) -> None:
     Raises:
         ValueError: naming the checkpoint and every setting that differs (stored vs given).
     """
-    stored, _ = read_checkpoint_config(ckpt)
-    mismatch = {
-        k: (stored.get(k), v)
-        for k, v in cfg.to_dict().items()
-        if k not in _RESUMABLE and k != "outer_steps" and stored.get(k) != v
-    }
+    raw, _ = read_checkpoint_config(ckpt)
+    if not isinstance(raw.get("train"), dict):
+        raise ValueError(
+            f"{ckpt}: cannot resume, the checkpoint's configuration has no [train] section "
+            "(written by an older mixerdsr version); start a new run in another directory"
+        )
+    stored = flatten_settings(raw)
+    given = cfg.flat()
+    keys = [k for k in {**stored, **given} if not k.startswith(_RESUMABLE) and k != "train.outer_steps"]
+    mismatch = {k: (stored.get(k), given.get(k)) for k in keys if stored.get(k) != given.get(k)}
     if mismatch:
         diff = ", ".join(f"{k}: checkpoint {a!r}, given {b!r}" for k, (a, b) in mismatch.items())
         raise ValueError(f"{ckpt}: cannot resume, the configuration differs ({diff})")
-    if stored.get("outer_steps") != cfg.outer_steps:
+    n = cfg.train.outer_steps
+    if stored.get("train.outer_steps") != n:
         raise ValueError(
-            f"{ckpt}: cannot resume with outer_steps={cfg.outer_steps} (checkpoint: "
-            f"{stored.get('outer_steps')}; the learning-rate schedule depends on it)"
+            f"{ckpt}: cannot resume with train.outer_steps={n} (checkpoint: "
+            f"{stored.get('train.outer_steps')}; the learning-rate schedule depends on it)"
         )
 
 
@@ -128,7 +133,8 @@ def train(
 
     Args:
         cfg: run configuration.
-        train_split: training data (``time_stride`` and the validation hold-out are applied here).
+        train_split: training data (``data.time_stride`` and the validation hold-out are applied
+            here).
         out_dir: where ``checkpoint.npz`` and ``history.jsonl`` go (None: nothing written).
         resume: continue from ``out_dir/checkpoint.npz`` (same result as an uninterrupted run).
         progress: show a progress bar (loss, validation relMSE, routing counts).
@@ -137,8 +143,8 @@ def train(
     Returns:
         :class:`TrainResult`.
     """
-    tr = train_split.stride_time(cfg.time_stride)
-    x_np, xval_np = split_validation(tr.x.astype(np.float32), cfg.val_trajectories)
+    tr = train_split.stride_time(cfg.data.time_stride)
+    x_np, xval_np = split_validation(tr.x.astype(np.float32), cfg.data.val_trajectories)
     data = TrainData(jnp.asarray(x_np), jnp.asarray(tr.t, jnp.float32))
     x_val = jnp.asarray(xval_np if xval_np is not None else x_np)
     state = init_state(cfg, tr.n_envs, tr.n_dims)
@@ -158,23 +164,24 @@ def train(
         hist_path.write_text("".join(json.dumps(jsonable(h)) + "\n" for h in history))
 
     step_fn = make_outer_step(cfg, tr.n_envs)
-    snaps = _snapshot_steps(cfg.outer_steps)
+    n_steps = cfg.train.outer_steps
+    snaps = _snapshot_steps(n_steps)
     start = int(state.step)
     times: list[float] = []
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=cfg.outer_steps, initial=start, desc="train", unit="step", dynamic_ncols=True)
+        bar = tqdm(total=n_steps, initial=start, desc="train", unit="step", dynamic_ncols=True)
 
     def save() -> None:
         if ckpt is not None:
             save_checkpoint(ckpt, state, cfg.to_dict(), {"step": int(state.step)})
 
-    if start < cfg.outer_steps:
+    if start < n_steps:
         log("compiling the training step (the first outer step includes compilation) ...")
     try:
-        for s in range(start, cfg.outer_steps):
+        for s in range(start, n_steps):
             t0 = time.perf_counter()
             state, info = step_fn(state, data)
             info = jax.device_get(info)
@@ -187,10 +194,10 @@ def train(
                 "weight_loss": float(np.mean(info["weight_loss"])),
                 "failed": int(np.sum(info["failed"])),
                 "gate_updates": dict(status),
-                "routes": np.bincount(r, minlength=cfg.experts).tolist(),
+                "routes": np.bincount(r, minlength=cfg.model.num_experts).tolist(),
                 "seconds": times[-1],
             }
-            if (s + 1) % cfg.val_every == 0 or s == cfg.outer_steps - 1:
+            if (s + 1) % cfg.train.val_every == 0 or s == n_steps - 1:
                 val = val_rel_mse(state.model, state.contexts, x_val, data.t, cfg)
                 rec["val_rel_mse"] = val
                 if math.isfinite(val) and val < float(state.best_val):
@@ -206,7 +213,7 @@ def train(
             if hist_path is not None:
                 with hist_path.open("a") as f:
                     f.write(json.dumps(jsonable(rec)) + "\n")
-            if ckpt is not None and ((s + 1) % cfg.checkpoint_every == 0 or s == cfg.outer_steps - 1):
+            if ckpt is not None and ((s + 1) % cfg.train.checkpoint_every == 0 or s == n_steps - 1):
                 save()
             if bar is not None:
                 last_val = next((h["val_rel_mse"] for h in reversed(history) if "val_rel_mse" in h), None)

@@ -11,7 +11,7 @@ from jaxtyping import Array, ArrayLike, Float
 
 from .inference import routes
 from .mixer import MixER
-from .rollout import SolverConfig, env_losses, zero_nonfinite
+from .rollout import SolverSettings, env_losses, zero_nonfinite
 
 __all__ = ["adapt_contexts", "expert_starts"]
 
@@ -24,9 +24,10 @@ def adapt_contexts(
     steps: int = 500,
     lr: float = 1e-2,
     init: Float[ArrayLike, "E d"] | None = None,
-    solver: SolverConfig = SolverConfig(),
+    solver: SolverSettings = SolverSettings(),
     joint: bool = False,
     starts: Float[ArrayLike, "S d"] | None = None,
+    alpha: float = 1.0,
 ) -> tuple[Float[Array, "E d"], Float[Array, "E steps"]]:
     """Fit a fresh context for each new environment, everything else frozen.
 
@@ -49,6 +50,8 @@ def adapt_contexts(
         joint: one optimiser for all environments instead of one each.
         starts: optional starting contexts ``[S, d]`` shared by all environments; the best of
             the ``S`` fits is kept per environment.
+        alpha: teacher forcing of the loss (sequence experts; a run passes its training
+            ``teacher_forcing``); vector-field experts ignore it.
 
     Returns:
         ``(contexts [E, d], loss_history [E, steps])`` (with ``starts``: the history of the
@@ -66,17 +69,18 @@ def adapt_contexts(
                 lr,
                 solver,
                 joint,
+                alpha,
             )
             for s in jnp.asarray(starts)
         ]
-        final = jnp.stack([_final_losses(model, c, x, t, solver) for c, _ in fits])  # [S, E]
+        final = jnp.stack([_final_losses(model, c, x, t, solver, alpha) for c, _ in fits])  # [S, E]
         best = jnp.argmin(final, axis=0)
         ctx = jnp.stack([c for c, _ in fits])[best, jnp.arange(x.shape[0])]
         hist = jnp.stack([h for _, h in fits])[best, jnp.arange(x.shape[0])]
         return ctx, hist
     if init is None:
         init = jnp.zeros((x.shape[0], model.context_size), x.dtype)
-    return _adapt(model, x, t, jnp.asarray(init), steps, lr, solver, joint)
+    return _adapt(model, x, t, jnp.asarray(init), steps, lr, solver, joint, alpha)
 
 
 def expert_starts(model: MixER, contexts: Float[Array, "E d"]) -> Float[Array, "S1 d"]:
@@ -98,17 +102,17 @@ def expert_starts(model: MixER, contexts: Float[Array, "E d"]) -> Float[Array, "
 
 
 @eqx.filter_jit
-def _final_losses(model, c, x, t, solver):
-    ls, ok = env_losses(model, c, x, t, solver)
+def _final_losses(model, c, x, t, solver, alpha=1.0):
+    ls, ok = env_losses(model, c, x, t, solver, alpha=alpha)
     return jnp.where(ok & jnp.isfinite(ls), ls, jnp.inf)
 
 
 @eqx.filter_jit
-def _adapt(model, x, t, init, steps, lr, solver, joint):
+def _adapt(model, x, t, init, steps, lr, solver, joint, alpha):
     opt = optax.adabelief(lr)
 
     def losses_at(c, xe, te):
-        return env_losses(model, c, xe, te, solver)[0]
+        return env_losses(model, c, xe, te, solver, alpha=alpha)[0]
 
     if joint:
 

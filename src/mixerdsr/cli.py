@@ -174,36 +174,38 @@ def _add_data_commands(sub: Any) -> None:
 # run (the main job)
 # ----------------------------------------------------------------------------------------------
 
-_RUN_FLAGS = {  # flag -> (config key, type, help)
-    "--data": ("data", str, "built-in dataset name or a dataset .npz file"),
-    "--backbone": ("backbone", str, "expert backbone: geps, coda, ncf or shplrnn"),
-    "--experts": ("experts", int, "number of experts M"),
-    "--gate": ("gate", str, "gate update: lstsq (MixER), gradient (naive MoE) or frozen"),
-    "--outer-steps": ("outer_steps", int, "number of outer steps of proximal alternating minimisation"),
-    "--context-size": ("context_size", int, "full context length d_ctx"),
-    "--seed": ("seed", int, "training seed"),
-    "--test-file": ("test_file", str, "Epilepsy2: the archive's full test .ts file, used as the held-out set"),
+_RUN_FLAGS = {  # flag -> (setting, type, help)
+    "--data": ("data.source", str, "built-in dataset name or a dataset .npz file"),
+    "--backbone": ("model.backbone", str, "expert backbone: geps, coda, ncf or shplrnn"),
+    "--experts": ("model.num_experts", int, "number of experts M"),
+    "--gate": ("gate.mode", str, "gate update: lstsq (MixER), gradient (naive MoE) or frozen"),
+    "--outer-steps": ("train.outer_steps", int, "number of outer steps of proximal alternating minimisation"),
+    "--context-size": ("model.context_size", int, "full context length d_ctx"),
+    "--seed": ("train.seed", int, "training seed"),
+    "--test-file": ("data.test_file", str, "Epilepsy2: the archive's full test .ts file, used as the held-out set"),
 }
+
+
+def _dest(flag: str) -> str:
+    return "setting_" + flag.lstrip("-").replace("-", "_")
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from ._config import load_config
     from ._run import run
 
-    overrides = {key: getattr(args, key) for key, _, _ in _RUN_FLAGS.values()}
-    overrides["low_memory_compile"] = True if args.low_memory else None
+    overrides = {key: getattr(args, _dest(flag)) for flag, (key, _, _) in _RUN_FLAGS.items()}
+    overrides["train.low_memory_compile"] = True if args.low_memory else None
     try:
         preset = args.preset or (None if args.config else "odebench-2")
-        cfg = load_config(preset, args.config, **overrides)
+        cfg = load_config(preset, args.config, overrides)
     except ValueError as err:
         raise CLIError(str(err)) from None
-    out = args.out or os.path.join(
-        "runs",
-        f"{os.path.basename(cfg.data).removesuffix('.npz')}-{cfg.backbone}-m{cfg.experts}-{cfg.gate}-s{cfg.seed}",
-    )
+    src, mod = os.path.basename(cfg.data.source).removesuffix(".npz"), cfg.model
+    out = args.out or os.path.join("runs", f"{src}-{mod.backbone}-m{mod.num_experts}-{cfg.gate.mode}-s{cfg.train.seed}")
     print(
-        f"mixerdsr run: data={cfg.data} backbone={cfg.backbone} experts={cfg.experts} gate={cfg.gate} "
-        f"outer_steps={cfg.outer_steps} -> {out}"
+        f"mixerdsr run: data={cfg.data.source} backbone={mod.backbone} experts={mod.num_experts} "
+        f"gate={cfg.gate.mode} outer_steps={cfg.train.outer_steps} -> {out}"
     )
     try:
         m = run(cfg, out, resume=args.resume, progress=not args.quiet).metrics
@@ -265,7 +267,7 @@ def _add_run_commands(sub: Any) -> None:
     )
     p.add_argument("--config", metavar="FILE.toml", default=None, help="configuration file (overrides the preset)")
     for flag, (key, typ, hlp) in _RUN_FLAGS.items():
-        p.add_argument(flag, dest=key, type=typ, default=None, help=hlp)
+        p.add_argument(flag, dest=_dest(flag), type=typ, default=None, help=f"{hlp} ({key})")
     p.add_argument("--out", metavar="DIR", default=None, help="output directory (default: runs/<data>-<backbone>-...)")
     p.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

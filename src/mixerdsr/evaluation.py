@@ -15,13 +15,12 @@ from ._config import Config
 from ._diagnostics import collapsed_envs
 from .data import EnvData
 from .inference import predict
-from .training import solver_config
 
 __all__ = ["evaluate_split", "val_rel_mse", "active_parameters", "total_parameters"]
 
 
 def val_rel_mse(model, contexts, x_val, t, cfg: Config) -> float:
-    pred, ok = predict(model, contexts, x_val, t, solver_config(cfg))
+    pred, ok = predict(model, contexts, x_val, t, cfg.solver)
     s = model.expert_type.scored_from
     return float(M.rel_mse(jnp.asarray(pred[:, :, s:]), jnp.asarray(x_val[:, :, s:])))
 
@@ -33,30 +32,29 @@ def evaluate_split(model, contexts, split: EnvData, cfg: Config) -> tuple[dict[s
     forecast barely moves while the data does (:func:`~mixerdsr._diagnostics.collapsed_envs`).
     Predictions are free-running and scored from the experts' ``scored_from`` step on (sequence
     experts: steps 1..T-1). For teacher-forced experts the one-step error under the training
-    teacher forcing (``alpha = cfg.teacher_forcing``) is added as ``teacher_forced_mse`` /
+    teacher forcing (``alpha = cfg.train.teacher_forcing``) is added as ``teacher_forced_mse`` /
     ``teacher_forced_rel_mse``.
     """
     x = split.x.astype(np.float32)
-    pred, ok = predict(model, contexts, x, split.t.astype(np.float32), solver_config(cfg))
+    pred, ok = predict(model, contexts, x, split.t.astype(np.float32), cfg.solver)
     s = model.expert_type.scored_from
     p, y = jnp.asarray(pred[:, :, s:]), jnp.asarray(x[:, :, s:])
     per_env = np.asarray(M.per_env_rel_mse(p, y))
     out = {
         "mse": float(M.mse(p, y)),
         "rel_mse": float(M.rel_mse(p, y)),
-        "tprmse": float(M.tprmse(p, y, cfg.tprmse_eps)),
+        "tprmse": float(M.tprmse(p, y, cfg.evaluation.tprmse_eps)),
         "traj_rel_l2": float(M.traj_rel_l2(p, y)),
         "per_env_rel_mse": per_env.tolist(),
         "failed_solves": int((~ok).sum()),
         "collapsed_envs": collapsed_envs(np.asarray(p), np.asarray(y), ok),
     }
     if model.expert_type.teacher_forced:
-        forced, _ = predict(
-            model, contexts, x, split.t.astype(np.float32), solver_config(cfg), alpha=cfg.teacher_forcing
-        )
+        alpha = cfg.train.teacher_forcing
+        forced, _ = predict(model, contexts, x, split.t.astype(np.float32), cfg.solver, alpha=alpha)
         tf = jnp.asarray(forced[:, :, s:])
         out.update(
-            teacher_forcing=cfg.teacher_forcing,
+            teacher_forcing=alpha,
             teacher_forced_mse=float(M.mse(tf, y)),
             teacher_forced_rel_mse=float(M.rel_mse(tf, y)),
         )

@@ -8,7 +8,7 @@ the caller applies the policy and counts them.
 Defaults that keep the update working: centroids start **on data points**, because with split
 contexts most context entries stay exactly 0 and a uniform start in +-1e-3 leaves a cluster
 empty on every update; an empty cluster is re-seeded at
-the point farthest from its centroid (or, with ``empty="skip"``, the update is skipped as in the
+the point farthest from its centroid (or, with ``empty_cluster="skip"``, the update is skipped as in the
 paper); the fit is a minimum-norm least-squares solve that stays finite when all contexts are
 equal.
 """
@@ -23,9 +23,10 @@ import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
 
 from ._rand import normal
+from ._settings import AT_LEAST_0, AT_LEAST_1, Range, validate
 
 __all__ = [
-    "GateConfig",
+    "GateSettings",
     "GateState",
     "KMeansResult",
     "STATUS_NAMES",
@@ -49,17 +50,23 @@ STATUS_NAMES = ("ok", "reseeded", "skipped_empty", "degenerate")
 
 
 @dataclasses.dataclass(frozen=True)
-class GateConfig:
-    """Settings of the gate update.
+class GateSettings:
+    """Settings of the gate, the ``[gate]`` table of a run configuration.
 
     Attributes:
+        mode: how the gate is trained: ``"lstsq"`` (MixER: K-means + least squares,
+            Algorithm 1), ``"gradient"`` (a naive mixture of experts: the gate gets the loss's
+            gradient) or ``"frozen"`` (never updated).
+        every: least-squares update after every ``every``-th inner step (paper: 1; the number
+            of inner steps = once per outer step).
         kmeans_iters: maximum Lloyd iterations (paper: 20).
         kmeans_tol: convergence tolerance on the largest centroid change (paper: 1e-3).
         noise: std of the Gaussian noise added to the contexts before the fit (paper: 1e-4).
-        init: centroid initialisation: ``"data"`` (Forgy: distinct random data points),
-            ``"kmeans++"`` (L1 k-means++), or ``"uniform"`` (the paper's U(-1e-3, 1e-3)).
-        empty: empty-cluster policy: ``"reseed"`` (move the centroid to the farthest point) or
-            ``"skip"`` (the paper: skip this update and restart centroids next time).
+        centroid_init: centroid initialisation: ``"data"`` (Forgy: distinct random data
+            points), ``"kmeans++"`` (L1 k-means++), or ``"uniform"`` (the paper's
+            U(-1e-3, 1e-3)).
+        empty_cluster: empty-cluster policy: ``"reseed"`` (move the centroid to the farthest
+            point) or ``"skip"`` (the paper: skip this update and restart centroids next time).
         reassign: 0 (the paper) or a ratio in (0, 1]: after the cluster-expert pairing, an env
             whose loss under some other expert is below ``reassign`` times its loss under its
             cluster's expert gets that expert as its target instead. Algorithm 1 decides per
@@ -68,22 +75,45 @@ class GateConfig:
             the per-env losses, which Algorithm 1 computes anyway, overrule a clear misfit.
             Identical experts (as at initialisation) never trigger it, and moves that would
             leave an expert without envs are not made.
+        chunk: envs per vmapped batch of the update's all-expert loss pass (0 = all at once;
+            -1 = the training batch size, whose compiled solver kernels the pass then shares
+            with the training step, or 32 with ``train.low_memory_compile``). A vmapped
+            adaptive solve runs every member to the slowest one's step count, so on a CPU
+            batches are faster than one batch of all envs; an accelerator may prefer 0.
+        importance_weight: ``mode = "gradient"`` only: weight of the load-balancing
+            (importance) penalty.
     """
 
+    mode: str = "lstsq"
+    every: int = 1
     kmeans_iters: int = 20
     kmeans_tol: float = 1e-3
     noise: float = 1e-4
-    init: str = "data"
-    empty: str = "reseed"
+    centroid_init: str = "data"
+    empty_cluster: str = "reseed"
     reassign: float = 0.0
+    chunk: int = -1
+    importance_weight: float = 0.1
 
     def __post_init__(self):
-        if self.init not in ("data", "kmeans++", "uniform"):
-            raise ValueError(f"centroid init must be 'data', 'kmeans++' or 'uniform', got {self.init!r}")
-        if self.empty not in ("reseed", "skip"):
-            raise ValueError(f"empty-cluster policy must be 'reseed' or 'skip', got {self.empty!r}")
-        if not 0.0 <= self.reassign <= 1.0:
-            raise ValueError(f"reassign must be 0 (off) or a ratio in (0, 1], got {self.reassign!r}")
+        validate(
+            self,
+            "gate",
+            choices={
+                "mode": ("lstsq", "gradient", "frozen"),
+                "centroid_init": ("data", "kmeans++", "uniform"),
+                "empty_cluster": ("reseed", "skip"),
+            },
+            ranges={
+                "every": AT_LEAST_1,
+                "kmeans_iters": AT_LEAST_1,
+                "kmeans_tol": AT_LEAST_0,
+                "noise": AT_LEAST_0,
+                "reassign": Range(0, 1),
+                "chunk": Range(-1),
+                "importance_weight": AT_LEAST_0,
+            },
+        )
 
 
 class GateState(NamedTuple):
@@ -139,7 +169,7 @@ def kmeans(
     *,
     max_iters: int = 20,
     tol: float = 1e-3,
-    empty: str = "reseed",
+    empty_cluster: str = "reseed",
 ) -> KMeansResult:
     """Lloyd's K-means with L1 assignment and mean update (Algorithm 2).
 
@@ -148,7 +178,7 @@ def kmeans(
         centroids: starting centroids ``[M, d]``.
         max_iters: iteration cap.
         tol: stop when no centroid coordinate moves by more than ``tol``.
-        empty: ``"reseed"`` moves an empty cluster's centroid to the point farthest from its
+        empty_cluster: ``"reseed"`` moves an empty cluster's centroid to the point farthest from its
             nearest centroid and continues; ``"skip"`` stops with status ``SKIPPED_EMPTY``.
 
     Returns:
@@ -175,7 +205,7 @@ def kmeans(
         far = jnp.argmax(mind)
         j = jnp.argmax(counts == 0)
         degenerate = any_empty & (mind[far] <= 0)
-        if empty == "reseed":
+        if empty_cluster == "reseed":
             new = jnp.where(any_empty, new.at[j].set(x[far]), new)
             status = jnp.where(degenerate, DEGENERATE, jnp.where(any_empty, jnp.maximum(status, RESEEDED), status))
             done = degenerate | (~any_empty & (jnp.max(jnp.abs(new - cent)) < tol))
@@ -238,7 +268,7 @@ def fit_gate(x: Float[Array, "E d"], targets: Float[Array, "E M"]) -> Float[Arra
 
 
 def reassign_targets(losses: Float[Array, "M E"], target: Int[Array, " E"], ratio: float) -> Int[Array, " E"]:
-    """Per-env override of the cluster targets (see :attr:`GateConfig.reassign`).
+    """Per-env override of the cluster targets (see :attr:`GateSettings.reassign`).
 
     Args:
         losses: loss of every expert on every env ``[M, E]`` (``inf`` = failed solve).
@@ -274,7 +304,7 @@ def gate_update(
     contexts: Float[Array, "E d"],
     expert_losses: Callable[[], Any],
     key: PRNGKeyArray,
-    config: GateConfig = GateConfig(),
+    config: GateSettings = GateSettings(),
     *,
     aux_default: Any = None,
 ):
@@ -288,7 +318,8 @@ def gate_update(
             ``[M, E]``; it is only evaluated when K-means succeeded. With ``aux_default`` it
             returns ``(losses, aux)`` instead.
         key: PRNG key (centroid initialisation and the least-squares noise).
-        config: :class:`GateConfig`.
+        config: :class:`GateSettings` (the fields used here: ``kmeans_*``, ``noise``,
+            ``centroid_init``, ``empty_cluster``, ``reassign``).
         aux_default: if given, the value returned as ``aux`` when the losses were not computed
             (a pytree of the same structure as the ``aux`` of ``expert_losses``), e.g. a loss
             cache that stays as it was.
@@ -300,9 +331,13 @@ def gate_update(
     n_experts = gate.shape[1]
     kinit, knoise = jax.random.split(key)
     start = jnp.where(
-        state.valid, state.centroids, init_centroids(kinit, contexts, n_experts, config.init).astype(contexts.dtype)
+        state.valid,
+        state.centroids,
+        init_centroids(kinit, contexts, n_experts, config.centroid_init).astype(contexts.dtype),
     )
-    res = kmeans(contexts, start, max_iters=config.kmeans_iters, tol=config.kmeans_tol, empty=config.empty)
+    res = kmeans(
+        contexts, start, max_iters=config.kmeans_iters, tol=config.kmeans_tol, empty_cluster=config.empty_cluster
+    )
     ok = res.status <= RESEEDED
     with_aux = aux_default is not None
 

@@ -10,7 +10,7 @@ import numpy as np
 from jaxtyping import Array, ArrayLike, Float, Int
 
 from .mixer import MixER
-from .rollout import SolverConfig, env_rollout
+from .rollout import SolverSettings, env_rollout
 
 __all__ = ["routes", "predict"]
 
@@ -30,7 +30,7 @@ def predict(
     contexts: Float[ArrayLike, "E d"],
     x: Float[ArrayLike, "E N T D"],
     t: Float[ArrayLike, "E T"],
-    solver: SolverConfig = SolverConfig(),
+    solver: SolverSettings = SolverSettings(),
     *,
     alpha: float = 1.0,
     chunk: int = 64,

@@ -7,6 +7,7 @@ stacked pytree and the solve runs with one expert, whatever ``M`` is.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import TYPE_CHECKING, Any
 
 import equinox as eqx
@@ -171,20 +172,20 @@ def make_mixer(
 
 
 def build_model(cfg: Config, state_size: int, key: PRNGKeyArray) -> MixER:
-    """The MixER layer described by ``cfg`` for states of size ``state_size`` (the expert class
-    named by ``cfg.backbone`` takes its own settings from ``cfg``: ``config_kwargs``)."""
-    expert_cls = BACKBONES[cfg.backbone]
+    """The MixER layer of ``cfg.model`` (experts built from ``cfg.model.expert``, the backbone's
+    own settings; gate mode ``cfg.gate.mode``) for states of size ``state_size``."""
+    m = cfg.model
     return make_mixer(
-        expert_cls,
+        BACKBONES[m.backbone],
         state_size,
-        cfg.context_size,
-        cfg.experts,
-        split=cfg.split_context,
-        shift=cfg.shift_context,
-        gate_mode=cfg.gate,
-        same_init=cfg.same_init,
+        m.context_size,
+        m.num_experts,
+        split=m.split_context,
+        shift=m.shift_context,
+        gate_mode=cfg.gate.mode,
+        same_init=m.same_init,
         key=key,
-        **expert_cls.config_kwargs(cfg),
+        **dataclasses.asdict(m.expert),
     )
 
 

@@ -14,11 +14,11 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, Int
 
-from .experts._integrate import SolverConfig as SolverConfig
+from .experts._integrate import SolverSettings as SolverSettings
 from .experts._integrate import sequence_rollout as sequence_rollout
 from .experts._integrate import solve as solve
 
-__all__ = ["SolverConfig", "solve", "sequence_rollout", "env_rollout", "env_loss", "env_losses", "zero_nonfinite"]
+__all__ = ["SolverSettings", "solve", "sequence_rollout", "env_rollout", "env_loss", "env_losses", "zero_nonfinite"]
 
 
 def env_rollout(
@@ -26,7 +26,7 @@ def env_rollout(
     ctx: Float[Array, " d"],
     x: Float[Array, "N T D"],
     t: Float[Array, " T"],
-    config: SolverConfig = SolverConfig(),
+    config: SolverSettings = SolverSettings(),
     *,
     m: Int[Array, ""] | int | None = None,
     ctx_pool: Float[Array, " d"] | None = None,
@@ -57,7 +57,7 @@ def env_loss(
     ctx: Float[Array, " d"],
     x: Float[Array, "N T D"],
     t: Float[Array, " T"],
-    config: SolverConfig = SolverConfig(),
+    config: SolverSettings = SolverSettings(),
     *,
     m=None,
     ctx_pool=None,
@@ -75,11 +75,17 @@ def env_loss(
 
 
 def env_losses(
-    model, c: Float[Array, "E d"], x: Float[Array, "E N T D"], t: Float[Array, "E T"], solver: SolverConfig, m=None
+    model,
+    c: Float[Array, "E d"],
+    x: Float[Array, "E N T D"],
+    t: Float[Array, "E T"],
+    solver: SolverSettings,
+    m=None,
+    *,
+    alpha: float = 1.0,
 ) -> tuple[Float[Array, " E"], Bool[Array, " E"]]:
     """Eq. 7 loss and success of every env ``[E]`` at contexts ``c`` ``[E, d]`` (routed expert,
-    or expert ``m``), with the training teacher forcing (ignored by vector-field experts)."""
-    alpha = solver.teacher_forcing
+    or expert ``m``), with teacher forcing ``alpha`` (ignored by vector-field experts)."""
     return jax.vmap(lambda ci, xi, ti: env_loss(model, ci, xi, ti, solver, m=m, alpha=alpha))(c, x, t)
 
 

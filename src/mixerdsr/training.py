@@ -1,14 +1,14 @@
-"""Proximal alternating training of a MixER layer, the gate baselines, and adaptation.
+"""Proximal alternating training of a MixER layer and the gate baselines: the compiled outer step.
 
 One outer step (Eq. 7 minimised by proximal alternating minimisation):
 
 1. ``K`` steps on the contexts ``Xi`` of mini-batches of related environments, each minimising
    the batch loss + ``beta/2 ||Xi - Xi_prev||^2``;
 2. ``K`` steps on the expert weights ``Theta`` (+ ``beta/2 ||Theta - Theta_prev||^2``);
-3. the least-squares gate update (Algorithm 1) after every ``gate_every``-th of these 2K steps.
+3. the least-squares gate update (Algorithm 1) after every ``gate.every``-th of these 2K steps.
    Its all-expert loss pass is exact but skips work that cannot change: while the weights are
    fixed (the context loop) only the (expert, env) pairs whose visible context moved are solved
-   again (:class:`LossCache`), and envs are solved in batches of ``gate_chunk``.
+   again (:class:`LossCache`), and envs are solved in batches of ``gate.chunk``.
 
 The whole outer step is **one compiled call** (``lax.scan`` over inner steps, ``lax.cond`` for
 the gate update). The gate is never a parameter of the experts' optimiser nor in the proximal
@@ -28,20 +28,11 @@ from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
 
 from . import gating
-from ._config import Config
+from ._config import Config, TrainSettings
 from .mixer import MixER, build_model
-from .rollout import SolverConfig, env_loss, env_losses, zero_nonfinite
+from .rollout import SolverSettings, env_loss, env_losses, zero_nonfinite
 
-__all__ = [
-    "TrainState",
-    "TrainData",
-    "LossCache",
-    "init_state",
-    "make_outer_step",
-    "expert_losses",
-    "solver_config",
-    "gate_config",
-]
+__all__ = ["TrainState", "TrainData", "LossCache", "init_state", "make_outer_step", "expert_losses"]
 
 
 class TrainData(NamedTuple):
@@ -82,21 +73,6 @@ class TrainState(NamedTuple):
     loss_cache: LossCache
 
 
-def solver_config(cfg: Config) -> SolverConfig:
-    return SolverConfig(rtol=cfg.rtol, atol=cfg.atol, max_steps=cfg.max_steps, teacher_forcing=cfg.teacher_forcing)
-
-
-def gate_config(cfg: Config) -> gating.GateConfig:
-    return gating.GateConfig(
-        kmeans_iters=cfg.kmeans_iters,
-        kmeans_tol=cfg.kmeans_tol,
-        noise=cfg.gate_noise,
-        init=cfg.centroid_init,
-        empty=cfg.empty_cluster,
-        reassign=cfg.gate_reassign,
-    )
-
-
 def _filter_spec(model: MixER) -> Any:
     """Which leaves the weights' optimiser trains: every float array except the gate
     (unless the gate is the gradient baseline)."""
@@ -109,27 +85,27 @@ def _trained_vector(model: MixER) -> Float[Array, " P"]:
     return ravel_pytree(eqx.filter(model, _filter_spec(model)))[0]
 
 
-def _weights_schedule(cfg: Config) -> optax.Schedule:
-    k = cfg.inner_steps
-    b1, b2 = round(cfg.outer_steps / 3) * k, round(2 * cfg.outer_steps / 3) * k
-    return optax.piecewise_constant_schedule(cfg.lr_weights, {b1: cfg.lr_decay, b2: cfg.lr_decay})
+def _weights_schedule(tr: TrainSettings) -> optax.Schedule:
+    k = tr.inner_steps
+    b1, b2 = round(tr.outer_steps / 3) * k, round(2 * tr.outer_steps / 3) * k
+    return optax.piecewise_constant_schedule(tr.lr_weights, {b1: tr.lr_decay, b2: tr.lr_decay})
 
 
-def _optimisers(cfg: Config) -> tuple[optax.GradientTransformation, optax.GradientTransformation]:
-    return optax.adabelief(_weights_schedule(cfg)), optax.adabelief(cfg.lr_contexts)
+def _optimisers(tr: TrainSettings) -> tuple[optax.GradientTransformation, optax.GradientTransformation]:
+    return optax.adabelief(_weights_schedule(tr)), optax.adabelief(tr.lr_contexts)
 
 
 def init_state(cfg: Config, n_envs: int, state_size: int) -> TrainState:
     """A fresh training state (model, zero contexts, optimiser states, RNG) for ``cfg``."""
-    key = jax.random.PRNGKey(cfg.seed)
+    key = jax.random.PRNGKey(cfg.train.seed)
     kmodel, key = jax.random.split(key)
     model = build_model(cfg, state_size, kmodel)
-    contexts = jnp.zeros((n_envs, cfg.context_size))
-    opt_w, opt_c = _optimisers(cfg)
+    contexts = jnp.zeros((n_envs, cfg.model.context_size))
+    opt_w, opt_c = _optimisers(cfg.train)
     return TrainState(
         model,
         contexts,
-        gating.gate_init(cfg.experts, cfg.context_size),
+        gating.gate_init(cfg.model.num_experts, cfg.model.context_size),
         opt_w.init(_trained_vector(model)),
         opt_c.init(contexts),
         key,
@@ -138,7 +114,7 @@ def init_state(cfg: Config, n_envs: int, state_size: int) -> TrainState:
         contexts,
         jnp.asarray(jnp.inf, jnp.float32),
         jnp.asarray(-1, jnp.int32),
-        LossCache(jnp.zeros((cfg.experts, n_envs)), contexts, jnp.zeros((), bool)),
+        LossCache(jnp.zeros((cfg.model.num_experts, n_envs)), contexts, jnp.zeros((), bool)),
     )
 
 
@@ -157,39 +133,47 @@ def _pool_indices(ctx: Float[Array, "B d"], pool: int) -> Int[Array, "B P"]:
     return jnp.argsort(dist, axis=1, stable=True)[:, :pool]
 
 
-def _batch_loss(model: MixER, contexts, idx, data: TrainData, cfg: Config, solver: SolverConfig):
+def _batch_loss(model: MixER, contexts, idx, data: TrainData, cfg: Config):
     """Eq. 7 on the envs ``idx``; failed envs are left out of the mean. Returns (loss, n_failed)."""
     cb, xb, tb = contexts[idx], data.x[idx], data.t[idx]
-    pool = min(cfg.ncf_pool, idx.shape[0])
+    solver, alpha = cfg.solver, cfg.train.teacher_forcing
+    pool = min(cfg.train.self_modulation_pool, idx.shape[0])
     if model.self_modulating and pool > 1:
         pools = cb[_pool_indices(cb, pool)]  # [B, P, d]
 
         def one(c, pl, xe, te):
-            ls, oks = jax.vmap(lambda cp: env_loss(model, c, xe, te, solver, ctx_pool=cp))(pl)
+            ls, oks = jax.vmap(lambda cp: env_loss(model, c, xe, te, solver, ctx_pool=cp, alpha=alpha))(pl)
             return ls.mean(), jnp.all(oks)
 
         losses, ok = jax.vmap(one)(cb, pools, xb, tb)
     else:
-        losses, ok = env_losses(model, cb, xb, tb, solver)
+        losses, ok = env_losses(model, cb, xb, tb, solver, alpha=alpha)
     loss = jnp.sum(jnp.where(ok, losses, 0.0)) / jnp.maximum(jnp.sum(ok), 1)
-    if model.gate_mode == "gradient" and cfg.importance_weight > 0:
+    if model.gate_mode == "gradient" and cfg.gate.importance_weight > 0:
         # importance loss (Shazeer et al.): squared coefficient of variation of the mean gate
         importance = jax.vmap(model.gate_probs)(contexts).mean(0)
-        loss = loss + cfg.importance_weight * jnp.var(importance) / (jnp.mean(importance) ** 2 + 1e-10)
+        loss = loss + cfg.gate.importance_weight * jnp.var(importance) / (jnp.mean(importance) ** 2 + 1e-10)
     return loss, jnp.sum(~ok)
 
 
 def expert_losses(
-    model: MixER, contexts: Float[Array, "E d"], data: TrainData, solver: SolverConfig, *, chunk: int = 0
+    model: MixER,
+    contexts: Float[Array, "E d"],
+    data: TrainData,
+    solver: SolverSettings,
+    *,
+    chunk: int = 0,
+    alpha: float = 1.0,
 ) -> Float[Array, "M E"]:
     """Loss of every expert on every environment (Algorithm 1, line 7).
 
-    Failed solves give ``inf``. Sequence experts are scored with the training teacher forcing,
-    as in training.
+    Failed solves give ``inf``.
 
     Args:
         model, contexts, data, solver: as in training.
         chunk: environments per vmapped batch (0 = all at once).
+        alpha: teacher forcing of sequence experts (training passes its own).
+
 
     The experts are visited with ``lax.map`` (each one a vmap over environments) rather
     than one vmap over the expert axis: on ODEBench-10B with M = 10 that is 3x faster on CPU
@@ -197,11 +181,11 @@ def expert_losses(
     one's step count and the vmapped gather copies the parameters per (expert, env) pair. For
     the same reason, batches of ``chunk`` environments are faster on a CPU than all at once.
     """
-    return _expert_losses(model, contexts, data, solver, chunk, None)
+    return _expert_losses(model, contexts, data, solver, chunk, None, alpha)
 
 
 def _expert_losses(
-    model: MixER, contexts, data: TrainData, solver: SolverConfig, chunk: int, cache: LossCache | None
+    model: MixER, contexts, data: TrainData, solver: SolverSettings, chunk: int, cache: LossCache | None, alpha: float
 ) -> Float[Array, "M E"]:
     """:func:`expert_losses`, recomputing only the pairs a valid ``cache`` does not hold.
 
@@ -226,7 +210,7 @@ def _expert_losses(
 
         def batch(j, losses):
             idx = jax.lax.dynamic_slice_in_dim(order, j * size, size)
-            ls, ok = env_losses(model, contexts[idx], data.x[idx], data.t[idx], solver, m=m)
+            ls, ok = env_losses(model, contexts[idx], data.x[idx], data.t[idx], solver, m=m, alpha=alpha)
             keep = j * size + jnp.arange(size) < n_need  # padding / envs that need nothing
             return losses.at[jnp.where(keep, idx, n_env)].set(jnp.where(ok, ls, jnp.inf), mode="drop")
 
@@ -236,13 +220,13 @@ def _expert_losses(
 
 
 def _gate_chunk(cfg: Config, batch: int) -> int:
-    """Envs per batch of the gate's loss pass. ``gate_chunk = -1`` (auto): the training batch
+    """Envs per batch of the gate's loss pass. ``gate.chunk = -1`` (auto): the training batch
     size, so that the pass runs the training step's compiled solver kernels (fewer kernels to
     compile, a lower compilation peak); with ``low_memory_compile`` memory is not the limit and
     batches of 32 are faster on a CPU (figures in ``docs/performance.md``)."""
-    if cfg.gate_chunk >= 0:
-        return cfg.gate_chunk
-    return 32 if cfg.low_memory_compile else batch
+    if cfg.gate.chunk >= 0:
+        return cfg.gate.chunk
+    return 32 if cfg.train.low_memory_compile else batch
 
 
 def make_outer_step(cfg: Config, n_envs: int):
@@ -254,34 +238,33 @@ def make_outer_step(cfg: Config, n_envs: int):
     With one expert (MixER-1, a bare meta-learner) the gate is never updated: it routes every
     env to that expert regardless.
     """
-    solver = solver_config(cfg)
-    gcfg = gate_config(cfg)
-    opt_w, opt_c = _optimisers(cfg)
-    batch = cfg.batch_envs or max(1, n_envs // cfg.experts)
+    solver, alpha = cfg.solver, cfg.train.teacher_forcing
+    opt_w, opt_c = _optimisers(cfg.train)
+    batch = cfg.train.batch_envs or max(1, n_envs // cfg.model.num_experts)
     batch = min(batch, n_envs)
-    beta = cfg.proximal_beta
-    k_inner = cfg.inner_steps
+    beta = cfg.train.proximal_beta
+    k_inner = cfg.train.inner_steps
     gate_chunk = _gate_chunk(cfg, batch)
 
     def maybe_gate(model, gstate, cache, contexts, key, i, data):
         # With one expert every env is routed to it whatever the gate: no update (and no loss pass).
-        if cfg.gate != "lstsq" or model.n_experts == 1:
+        if cfg.gate.mode != "lstsq" or model.n_experts == 1:
             return model, gstate, cache, jnp.asarray(-1, jnp.int32)
 
         def losses():
-            ls = _expert_losses(model, contexts, data, solver, gate_chunk, cache)
+            ls = _expert_losses(model, contexts, data, solver, gate_chunk, cache, alpha)
             return ls, LossCache(ls, contexts, jnp.ones((), bool))
 
         def do(_):
             new_gate, gs, status, new_cache = gating.gate_update(
-                model.gate, gstate, contexts, losses, key, gcfg, aux_default=cache
+                model.gate, gstate, contexts, losses, key, cfg.gate, aux_default=cache
             )
             return eqx.tree_at(lambda m: m.gate, model, new_gate), gs, new_cache, status.astype(jnp.int32)
 
         def skip(_):
             return model, gstate, cache, jnp.asarray(-1, jnp.int32)
 
-        return jax.lax.cond((i + 1) % cfg.gate_every == 0, do, skip, None)
+        return jax.lax.cond((i + 1) % cfg.gate.every == 0, do, skip, None)
 
     def outer_step(state: TrainState, data: TrainData):
         key, kb, kg = jax.random.split(state.key, 3)
@@ -293,7 +276,7 @@ def make_outer_step(cfg: Config, n_envs: int):
             contexts, opt_state, model, opt_w_state, cache = steps
 
             def objective(c):
-                loss, failed = _batch_loss(model, c, idx, data, cfg, solver)
+                loss, failed = _batch_loss(model, c, idx, data, cfg)
                 return loss + 0.5 * beta * jnp.sum((c - ctx_prev) ** 2), (loss, failed)
 
             (_, (loss, failed)), g = jax.value_and_grad(objective, has_aux=True)(contexts)
@@ -309,7 +292,7 @@ def make_outer_step(cfg: Config, n_envs: int):
             flat, unravel = ravel_pytree(params)
 
             def objective(theta):
-                loss, failed = _batch_loss(eqx.combine(unravel(theta), static), contexts, idx, data, cfg, solver)
+                loss, failed = _batch_loss(eqx.combine(unravel(theta), static), contexts, idx, data, cfg)
                 return loss + 0.5 * beta * jnp.sum((theta - params_prev) ** 2), (loss, failed)
 
             (_, (loss, failed)), g = jax.value_and_grad(objective, has_aux=True)(flat)
@@ -351,10 +334,10 @@ def make_outer_step(cfg: Config, n_envs: int):
         info = dict(ctx_loss=losses[:k_inner], weight_loss=losses[k_inner:], failed=failed, gate_status=status)
         return new, info
 
-    return _jit(outer_step, LOW_MEMORY_OPTIONS if cfg.low_memory_compile else None)
+    return _jit(outer_step, LOW_MEMORY_OPTIONS if cfg.train.low_memory_compile else None)
 
 
-#: XLA options of ``Config.low_memory_compile``: XLA's CPU fusion emitters need most of the
+#: XLA options of ``train.low_memory_compile``: XLA's CPU fusion emitters need most of the
 #: memory of compiling the outer step; without them the peak is lower and gradient steps are
 #: slower (the legacy emitters do not vectorise loops). Figures in ``docs/performance.md``.
 #: Ignored by other backends.

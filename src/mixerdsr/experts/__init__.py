@@ -7,11 +7,16 @@ classes; :func:`register_expert` adds a user's own class under a new name.
 from ._base import AbstractExpert as AbstractExpert
 from ._base import AbstractSequenceExpert as AbstractSequenceExpert
 from ._base import AbstractVectorFieldExpert as AbstractVectorFieldExpert
+from ._base import ExpertSettings as ExpertSettings
 from ._base import MLPField as MLPField
+from ._base import MLPSettings as MLPSettings
 from ._coda import CoDA as CoDA
 from ._geps import GEPS as GEPS
+from ._integrate import SolverSettings as SolverSettings
 from ._ncf import NCF as NCF
+from ._ncf import NCFSettings as NCFSettings
 from ._shplrnn import SHPLRNN as SHPLRNN
+from ._shplrnn import SHPLRNNSettings as SHPLRNNSettings
 
 BACKBONES: dict[str, type[AbstractExpert]] = {"geps": GEPS, "coda": CoDA, "ncf": NCF, "shplrnn": SHPLRNN}
 
@@ -24,7 +29,8 @@ def register_expert(name: str, cls: type[AbstractExpert]) -> None:
             that same class).
         cls: a concrete subclass of :class:`AbstractVectorFieldExpert` or
             :class:`AbstractSequenceExpert` whose ``__init__`` takes ``(state_size,
-            context_size, **cls.config_kwargs(cfg), key=key)``.
+            context_size, key=key)`` and, by name, the fields of its ``Settings`` dataclass
+            (given in a run configuration as the table ``[model.<name>]``).
 
     Raises:
         TypeError: ``cls`` is not an expert class.

@@ -12,20 +12,24 @@ updates) is done once per solve, not once per solver stage.
 from __future__ import annotations
 
 import abc
+import dataclasses
 import functools
 import math
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, PRNGKeyArray
 
-from ._integrate import SolverConfig, sequence_rollout, solve
+from .._settings import AT_LEAST_1, validate
+from ._integrate import SolverSettings, sequence_rollout, solve
 
 __all__ = [
     "AbstractExpert",
+    "ExpertSettings",
+    "MLPSettings",
     "AbstractVectorFieldExpert",
     "AbstractSequenceExpert",
     "MLPField",
@@ -111,15 +115,45 @@ def mlp_sizes(n_in: int, n_out: int, width: int, depth: int) -> list[tuple[int, 
     return list(zip(dims[:-1], dims[1:]))
 
 
+@dataclasses.dataclass(frozen=True)
+class ExpertSettings:
+    """Settings of an expert backbone: the ``[model.<backbone>]`` table of a run configuration.
+
+    Every field is passed by name to the expert's ``__init__``
+    (:meth:`AbstractExpert.from_settings`). An expert with settings subclasses this as a frozen
+    dataclass and names it in its ``Settings`` class attribute; this base has none.
+    """
+
+    def __post_init__(self):
+        validate(self, "model.<backbone>")
+
+
+@dataclasses.dataclass(frozen=True)
+class MLPSettings(ExpertSettings):
+    """Settings of the MLP backbones (GEPS, CoDA).
+
+    Attributes:
+        width: hidden width of the root MLP (paper: 64).
+        depth: number of linear layers of the root MLP (paper: 3).
+    """
+
+    width: int = 64
+    depth: int = 3
+
+    def __post_init__(self):
+        validate(self, "model.<backbone>", ranges={"width": AT_LEAST_1, "depth": AT_LEAST_1})
+
+
 class AbstractExpert(eqx.Module):
     """One contextual meta-learner.
 
     An expert owns everything that depends on what it is: how a context becomes the network of
     one environment (:meth:`specialise`), how that network turns observed trajectories into
     predictions (:meth:`rollout`), which time steps are scored (``scored_from``), whether the
-    training loss uses teacher forcing (``teacher_forced``), and which run settings build it
-    (:meth:`config_kwargs`). Subclass :class:`AbstractVectorFieldExpert` (IVPs integrated by
-    diffrax) or :class:`AbstractSequenceExpert` (one-step maps) and implement ``__init__`` and
+    training loss uses teacher forcing (``teacher_forced``), and its own settings (``Settings``,
+    a frozen :class:`ExpertSettings` dataclass whose fields ``__init__`` takes by name).
+    Subclass :class:`AbstractVectorFieldExpert` (IVPs integrated by diffrax) or
+    :class:`AbstractSequenceExpert` (one-step maps) and implement ``__init__`` and
     :meth:`specialise`; register the class with :func:`mixerdsr.register_expert` to use it by
     name in a run. ``__call__`` works on **one** state and one context; callers batch with
     ``jax.vmap``.
@@ -135,6 +169,8 @@ class AbstractExpert(eqx.Module):
     scored_from: ClassVar[int]
     #: whether training feeds observations back into the rollout (teacher forcing ``alpha``)
     teacher_forced: ClassVar[bool]
+    #: the settings this expert is built from (the ``[model.<backbone>]`` table)
+    Settings: ClassVar[type[ExpertSettings]] = ExpertSettings
 
     @abc.abstractmethod
     def specialise(self, ctx: Float[Array, " c"], ctx_pool: Float[Array, " c"] | None = None) -> Callable:
@@ -154,15 +190,33 @@ class AbstractExpert(eqx.Module):
         return False
 
     @classmethod
-    def config_kwargs(cls, cfg: Any) -> dict[str, Any]:
-        """Keyword arguments of ``__init__`` taken from a run configuration
-        (:class:`~mixerdsr.Config`); none by default."""
-        return {}
+    def from_settings(
+        cls, state_size: int, context_size: int, settings: ExpertSettings | None = None, *, key: PRNGKeyArray
+    ) -> "AbstractExpert":
+        """Build from a settings object (default: ``cls.Settings()``), as a run does.
+
+        Args:
+            state_size: state dimension ``D``.
+            context_size: length of the context this expert receives.
+            settings: an instance of ``cls.Settings``.
+            key: PRNG key.
+        """
+        settings = cls.Settings() if settings is None else settings
+        if not isinstance(settings, cls.Settings):
+            raise TypeError(
+                f"{cls.__name__}: expected settings of type {cls.Settings.__name__}, found {type(settings).__name__}"
+            )
+        kwargs = {f.name: getattr(settings, f.name) for f in dataclasses.fields(settings)}
+        return cls(state_size, context_size, key=key, **kwargs)  # type: ignore[call-arg]
 
     @staticmethod
     @abc.abstractmethod
     def rollout(
-        net: Callable, x: Float[Array, "N T D"], t: Float[Array, " T"], solver: SolverConfig, alpha: float | Array = 1.0
+        net: Callable,
+        x: Float[Array, "N T D"],
+        t: Float[Array, " T"],
+        solver: SolverSettings,
+        alpha: float | Array = 1.0,
     ) -> tuple[Float[Array, "N T D"], Bool[Array, " N"]]:
         """Predict all trajectories of one environment with its specialised network ``net``.
 

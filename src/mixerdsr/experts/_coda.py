@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import ClassVar
 
 import equinox as eqx
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from ._base import AbstractVectorFieldExpert, MLPField, linear_specs, mlp_sizes, uniform_arrays
+from ._base import (
+    AbstractVectorFieldExpert,
+    ExpertSettings,
+    MLPField,
+    MLPSettings,
+    linear_specs,
+    mlp_sizes,
+    uniform_arrays,
+)
 
 __all__ = ["CoDA"]
 
@@ -35,6 +43,7 @@ class CoDA(AbstractVectorFieldExpert):
     biases: tuple[Float[Array, " out"], ...]
     hyper_weights: tuple[Float[Array, "out fan_in r"], ...]
     hyper_biases: tuple[Float[Array, "out r"], ...]
+    Settings: ClassVar[type[ExpertSettings]] = MLPSettings
     state_size: int = eqx.field(static=True)
     context_size: int = eqx.field(static=True)
 
@@ -42,8 +51,8 @@ class CoDA(AbstractVectorFieldExpert):
         self,
         state_size: int,
         context_size: int,
-        width: int = 64,
-        depth: int = 3,
+        width: int = MLPSettings.width,
+        depth: int = MLPSettings.depth,
         hyper_scale: float = 0.1,
         *,
         key: PRNGKeyArray,
@@ -61,10 +70,6 @@ class CoDA(AbstractVectorFieldExpert):
         arrays = uniform_arrays(key, specs)
         ws, bs, hws, hbs = (arrays[i::4] for i in range(4))
         self.weights, self.biases, self.hyper_weights, self.hyper_biases = map(tuple, (ws, bs, hws, hbs))
-
-    @classmethod
-    def config_kwargs(cls, cfg: Any) -> dict[str, Any]:
-        return {"width": cfg.width, "depth": cfg.depth}
 
     def specialise(self, ctx: Float[Array, " r"], ctx_pool: Float[Array, " r"] | None = None) -> MLPField:
         ws = tuple(w + h @ ctx for w, h in zip(self.weights, self.hyper_weights))

@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import ClassVar
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from ._base import AbstractVectorFieldExpert, MLPField, glorot_spec, linear_specs, mlp_sizes, uniform_arrays
+from ._base import (
+    AbstractVectorFieldExpert,
+    ExpertSettings,
+    MLPField,
+    MLPSettings,
+    glorot_spec,
+    linear_specs,
+    mlp_sizes,
+    uniform_arrays,
+)
 
 __all__ = ["GEPS", "GEPSField"]
 
@@ -50,6 +59,7 @@ class GEPS(AbstractVectorFieldExpert):
     wb: tuple[Float[Array, "in out_r"], ...]
     at: tuple[Float[Array, "r out"], ...]
     bias: tuple[Float[Array, "r1 out"], ...]
+    Settings: ClassVar[type[ExpertSettings]] = MLPSettings
     state_size: int = eqx.field(static=True)
     context_size: int = eqx.field(static=True)
     factored: bool = eqx.field(static=True)
@@ -58,8 +68,8 @@ class GEPS(AbstractVectorFieldExpert):
         self,
         state_size: int,
         context_size: int,
-        width: int = 64,
-        depth: int = 3,
+        width: int = MLPSettings.width,
+        depth: int = MLPSettings.depth,
         *,
         factored: bool | None = None,
         key: PRNGKeyArray,
@@ -115,10 +125,6 @@ class GEPS(AbstractVectorFieldExpert):
     def a_bias(self) -> tuple[Float[Array, "out r"], ...]:
         """``A'_l``."""
         return tuple(_t(bias[..., 1:, :]) for bias in self.bias)
-
-    @classmethod
-    def config_kwargs(cls, cfg: Any) -> dict[str, Any]:
-        return {"width": cfg.width, "depth": cfg.depth}
 
     def specialise(self, ctx: Float[Array, " r"], ctx_pool: Float[Array, " r"] | None = None) -> MLPField | GEPSField:
         c1 = jnp.concatenate([jnp.ones((1,), ctx.dtype), ctx])

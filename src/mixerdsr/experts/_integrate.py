@@ -14,28 +14,31 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float
 
-__all__ = ["SolverConfig", "solve", "sequence_rollout"]
+from .._settings import AT_LEAST_1, POSITIVE, validate
+
+__all__ = ["SolverSettings", "solve", "sequence_rollout"]
 
 
 @dataclasses.dataclass(frozen=True)
-class SolverConfig:
-    """ODE solver settings (paper: Tsit5, rtol 1e-3, atol 1e-6).
+class SolverSettings:
+    """ODE solver settings, the ``[solver]`` table of a run configuration (paper: Tsit5,
+    rtol 1e-3, atol 1e-6).
 
     Attributes:
-        rtol, atol: PID controller tolerances.
+        rtol, atol: PID controller tolerances (> 0).
         max_steps: step cap per solve (a solve that needs more is marked failed).
-        teacher_forcing: sequence experts only: the generalised teacher-forcing coefficient
-            ``alpha`` used for training (1 = free running).
     """
 
     rtol: float = 1e-3
     atol: float = 1e-6
     max_steps: int = 4096
-    teacher_forcing: float = 0.5
+
+    def __post_init__(self):
+        validate(self, "solver", ranges={"rtol": POSITIVE, "atol": POSITIVE, "max_steps": AT_LEAST_1})
 
 
 def solve(
-    net, x0: Float[Array, " D"], t: Float[Array, " T"], config: SolverConfig = SolverConfig()
+    net, x0: Float[Array, " D"], t: Float[Array, " T"], config: SolverSettings = SolverSettings()
 ) -> tuple[Float[Array, "T D"], Bool[Array, ""]]:
     """Integrate the vector field ``net(t, x, args)`` from ``x0`` and save at ``t``.
 

@@ -2,16 +2,29 @@
 
 from __future__ import annotations
 
-from typing import Any
+import dataclasses
+from typing import ClassVar
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from ._base import AbstractVectorFieldExpert, linear_specs, mlp_sizes, uniform_arrays
+from .._settings import AT_LEAST_1, Range, validate
+from ._base import AbstractVectorFieldExpert, ExpertSettings, MLPSettings, linear_specs, mlp_sizes, uniform_arrays
 
 __all__ = ["NCF", "NCFField"]
+
+
+@dataclasses.dataclass(frozen=True)
+class NCFSettings(MLPSettings):
+    """Settings of :class:`NCF` (``[model.ncf]``): the root MLP's ``width`` and ``depth`` and
+    ``taylor_order`` (0, 1 or 2) of contextual self-modulation."""
+
+    taylor_order: int = 2
+
+    def __post_init__(self):
+        validate(self, "model.ncf", ranges={"width": AT_LEAST_1, "depth": AT_LEAST_1, "taylor_order": Range(0, 2)})
 
 
 class NCFField(eqx.Module):
@@ -65,6 +78,7 @@ class NCF(AbstractVectorFieldExpert):
     context_net: tuple[Array, Array]
     weights: tuple[Float[Array, "out in"], ...]
     biases: tuple[Float[Array, " out"], ...]
+    Settings: ClassVar[type[ExpertSettings]] = NCFSettings
     state_size: int = eqx.field(static=True)
     context_size: int = eqx.field(static=True)
     taylor_order: int = eqx.field(static=True)
@@ -73,10 +87,10 @@ class NCF(AbstractVectorFieldExpert):
         self,
         state_size: int,
         context_size: int,
-        width: int = 64,
-        depth: int = 3,
+        width: int = MLPSettings.width,
+        depth: int = MLPSettings.depth,
         embed: int = 32,
-        taylor_order: int = 2,
+        taylor_order: int = NCFSettings.taylor_order,
         *,
         key: PRNGKeyArray,
     ):
@@ -102,10 +116,6 @@ class NCF(AbstractVectorFieldExpert):
             if i < n - 1:
                 h = jax.nn.swish(h)
         return h
-
-    @classmethod
-    def config_kwargs(cls, cfg: Any) -> dict[str, Any]:
-        return {"width": cfg.width, "depth": cfg.depth, "taylor_order": cfg.ncf_taylor_order}
 
     @property
     def self_modulating(self) -> bool:

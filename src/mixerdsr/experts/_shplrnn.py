@@ -19,17 +19,30 @@ leaf: each base leaf of shape ``S`` has a hypernetwork leaf of shape ``S + (r,)`
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from typing import Any
+from typing import ClassVar
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from ._base import AbstractSequenceExpert, uniform_arrays
+from .._settings import AT_LEAST_1, validate
+from ._base import AbstractSequenceExpert, ExpertSettings, uniform_arrays
 
 __all__ = ["SHPLRNN", "SHPLRNNStep"]
+
+
+@dataclasses.dataclass(frozen=True)
+class SHPLRNNSettings(ExpertSettings):
+    """Settings of :class:`SHPLRNN` (``[model.shplrnn]``): ``hidden``, the width of the
+    shallow PLRNN's hidden layer (paper: 16)."""
+
+    hidden: int = 16
+
+    def __post_init__(self):
+        validate(self, "model.shplrnn", ranges={"hidden": AT_LEAST_1})
 
 
 class SHPLRNNStep(eqx.Module):
@@ -79,6 +92,7 @@ class SHPLRNN(AbstractSequenceExpert):
 
     base: SHPLRNNStep
     hyper: SHPLRNNStep
+    Settings: ClassVar[type[ExpertSettings]] = SHPLRNNSettings
     state_size: int = eqx.field(static=True)
     context_size: int = eqx.field(static=True)
     hidden: int = eqx.field(static=True)
@@ -87,7 +101,7 @@ class SHPLRNN(AbstractSequenceExpert):
         self,
         state_size: int,
         context_size: int,
-        hidden: int = 16,
+        hidden: int = SHPLRNNSettings.hidden,
         *,
         a_range: tuple[float, float] = (0.5, 0.9),
         w1_scale: float = 0.1,
@@ -110,10 +124,6 @@ class SHPLRNN(AbstractSequenceExpert):
         a, w1, w2, h2, *hyper = uniform_arrays(key, specs)
         self.base = SHPLRNNStep(a=a, w1=w1, w2=w2, h1=jnp.zeros((d,)), h2=h2)
         self.hyper = SHPLRNNStep(*hyper)
-
-    @classmethod
-    def config_kwargs(cls, cfg: Any) -> dict[str, Any]:
-        return {"hidden": cfg.hidden}
 
     def specialise(self, ctx: Float[Array, " r"], ctx_pool: Float[Array, " r"] | None = None) -> SHPLRNNStep:
         return jax.tree.map(lambda b, hy: b + hy @ ctx, self.base, self.hyper)

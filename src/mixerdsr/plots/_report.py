@@ -126,18 +126,27 @@ def _route_counts(routes: Sequence[int] | None, n_experts: int | None) -> str:
 # sections
 # ---------------------------------------------------------------------------------------
 def _header(m: Mapping[str, Any]) -> list[str]:
-    cfg = m.get("config") or {}
-    data = cfg.get("data", "unknown data")
-    backbone = _BACKBONE_NAMES.get(str(cfg.get("backbone")), str(cfg.get("backbone", "?")).upper())
-    experts = cfg.get("experts")
-    gate = _GATE.get(str(cfg.get("gate")), f"gate {cfg.get('gate', '?')}")
+    data = _get(m, "config", "data", "source") or "unknown data"
+    bb = _get(m, "config", "model", "backbone")
+    backbone = _BACKBONE_NAMES.get(str(bb), str(bb or "?").upper())
+    experts = _get(m, "config", "model", "num_experts")
+    mode = _get(m, "config", "gate", "mode")
+    gate = _GATE.get(str(mode), f"gate {mode or '?'}")
     lines = [
         f"# mixerdsr run: {data}, {backbone} experts, MixER-{experts if experts is not None else '?'}, {gate}",
         "",
         f"Equations and figures are numbered as in {PAPER}.",
         "",
     ]
-    bits = [f"{_words(k)} {num(cfg[k])}" for k in ("outer_steps", "context_size", "seed") if cfg.get(k) is not None]
+    settings = {
+        k: _get(m, "config", *path)
+        for k, path in (
+            ("outer_steps", ("train", "outer_steps")),
+            ("context_size", ("model", "context_size")),
+            ("seed", ("train", "seed")),
+        )
+    }
+    bits = [f"{_words(k)} {num(v)}" for k, v in settings.items() if v is not None]
     if bits:
         lines += ["Settings: " + ", ".join(bits) + " (the full configuration is in `config.toml`).", ""]
     return lines
@@ -154,7 +163,7 @@ def _warnings(m: Mapping[str, Any]) -> list[str]:
 
 
 def _eps(m: Mapping[str, Any]) -> float:
-    e = _get(m, "config", "tprmse_eps")
+    e = _get(m, "config", "evaluation", "tprmse_eps")
     return float(e) if isinstance(e, (int, float)) else 0.1
 
 
@@ -263,7 +272,6 @@ def _errors(m: Mapping[str, Any]) -> list[str]:
 
 def _routing(m: Mapping[str, Any]) -> list[str]:
     r = m.get("routing")
-    cfg = m.get("config") or {}
     lines = ["## Routing", ""]
     if not isinstance(r, Mapping):
         return lines + ["No routing recorded.", ""]
@@ -280,7 +288,8 @@ def _routing(m: Mapping[str, Any]) -> list[str]:
             "(1 = routes match the families exactly, about 0 = chance)."
         )
     if r.get("adapt_experts"):
-        lines.append(f"- Adaptation envs per expert: {_route_counts(r.get('adapt_experts'), cfg.get('experts'))}.")
+        n_exp = _get(m, "config", "model", "num_experts")
+        lines.append(f"- Adaptation envs per expert: {_route_counts(r.get('adapt_experts'), n_exp)}.")
     gu = m.get("gate_updates")
     if isinstance(gu, Mapping) and any(gu.values()):
         parts = [f"{num(v)} {_words(k)}" for k, v in gu.items() if v]

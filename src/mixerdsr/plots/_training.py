@@ -499,7 +499,7 @@ def plot_run(
     routing = metrics.get("routing") or {}
     if routing.get("experts") is not None:
         r = np.asarray(routing["experts"], int)
-        n_exp = int(cfg.get("experts") or (r.max() + 1 if r.size else 1))
+        n_exp = int((cfg.get("model") or {}).get("num_experts") or (r.max() + 1 if r.size else 1))
         plot_routes(r, tr.family, n_exp, out / "routes.png", tr.family_names)
         figs.append(("Training environments per expert, by family", "routes.png"))
     seq = scored_from > 0

@@ -1,0 +1,110 @@
+"""Validation shared by the settings dataclasses (one per concern, each defined beside the code
+that uses it: :class:`~mixerdsr.gating.GateSettings`, ``SolverSettings``, the experts'
+``Settings``, and the run sections in :mod:`mixerdsr._config`).
+
+A settings object checks itself on construction, so a wrong value fails where it is given,
+naming its key (``section.field``) and what was expected.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import numbers
+import typing
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+__all__ = ["Range", "SEED_MAX", "validate"]
+
+SEED_MAX = 2**32 - 1
+
+
+class Range(typing.NamedTuple):
+    """Allowed values of a numeric setting: ``lo <= v <= hi`` (None = unbounded), ``lo``
+    itself excluded when ``open_low``."""
+
+    lo: float | None
+    hi: float | None = None
+    open_low: bool = False
+
+    def describe(self, integer: bool) -> str:
+        what = "an integer" if integer else "a finite number"
+        lo, hi = (str(int(v)) if float(v).is_integer() else f"{v:g}" for v in (self.lo or 0, self.hi or 0))
+        if self.lo is not None and self.hi is not None:
+            return f"{what} in {'(' if self.open_low else '['}{lo}, {hi}]"
+        if self.lo is not None:
+            return f"{what} {'>' if self.open_low else '>='} {lo}"
+        return what
+
+    def holds(self, v: float) -> bool:
+        if not math.isfinite(v):
+            return False
+        if self.lo is not None and (v < self.lo or (self.open_low and v == self.lo)):
+            return False
+        return self.hi is None or v <= self.hi
+
+
+#: common ranges
+AT_LEAST_1 = Range(1)
+AT_LEAST_0 = Range(0)
+POSITIVE = Range(0, open_low=True)
+SEED = Range(0, SEED_MAX)
+
+
+def _type_name(tp: Any) -> str:
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    base = args[0] if args else tp
+    name = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(base, str(base))
+    return name + (" or nothing (omit the key)" if type(None) in typing.get_args(tp) else "")
+
+
+def _base_type(tp: Any) -> Any:
+    return next((a for a in typing.get_args(tp) if a is not type(None)), tp)
+
+
+def _type_ok(value: Any, tp: Any) -> bool:
+    if value is None:
+        return type(None) in typing.get_args(tp)
+    base = _base_type(tp)
+    if base is float:
+        return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+    if base is int:
+        return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
+    return isinstance(value, base)
+
+
+def validate(
+    obj: Any,
+    section: str,
+    *,
+    choices: Mapping[str, tuple[str, ...]] | None = None,
+    ranges: Mapping[str, Range] | None = None,
+) -> None:
+    """Check the fields of the frozen dataclass ``obj`` against their annotations, ``choices``
+    and ``ranges``; NumPy scalars are converted to Python ones (a float field given an int
+    becomes a float).
+
+    Raises:
+        ValueError: ``config 'section.field': expected ..., found ...``.
+    """
+    hints = typing.get_type_hints(type(obj))
+    for f in dataclasses.fields(obj):
+        key, value, tp = f"{section}.{f.name}", getattr(obj, f.name), hints[f.name]
+        if tp is Any or typing.get_origin(tp) is typing.ClassVar:
+            continue
+        if not _type_ok(value, tp):
+            raise ValueError(f"config '{key}': expected {_type_name(tp)}, found {value!r} ({type(value).__name__})")
+        base = _base_type(tp)
+        if value is not None and base in (int, float, bool) and type(value) is not base:
+            object.__setattr__(obj, f.name, base(value))
+    for name, ok in (choices or {}).items():
+        if getattr(obj, name) not in ok:
+            raise ValueError(f"config '{section}.{name}': expected one of {list(ok)}, found {getattr(obj, name)!r}")
+    for name, rng in (ranges or {}).items():
+        v = getattr(obj, name)
+        if v is not None and not rng.holds(v):
+            integer = _base_type(hints[name]) is int
+            raise ValueError(f"config '{section}.{name}': expected {rng.describe(integer)}, found {v!r}")
