@@ -27,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import tomllib
+import typing
 from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
@@ -50,6 +51,7 @@ __all__ = [
 ]
 
 
+@typing.no_type_check  # validates itself, naming the key
 @dataclasses.dataclass(frozen=True)
 class DataSettings:
     """Which data a run trains on (``[data]``).
@@ -76,6 +78,7 @@ class DataSettings:
         validate(self, "data", ranges={"seed": SEED, "time_stride": AT_LEAST_1, "val_trajectories": AT_LEAST_0})
 
 
+@typing.no_type_check  # validates itself, naming the key
 @dataclasses.dataclass(frozen=True)
 class ModelSettings:
     """The MixER layer (``[model]``; the backbone's own settings in ``[model.<backbone>]``).
@@ -123,6 +126,7 @@ class ModelSettings:
             )
 
 
+@typing.no_type_check  # validates itself, naming the key
 @dataclasses.dataclass(frozen=True)
 class TrainSettings:
     """Training by proximal alternating minimisation (``[train]``).
@@ -181,6 +185,7 @@ class TrainSettings:
         )
 
 
+@typing.no_type_check  # validates itself, naming the key
 @dataclasses.dataclass(frozen=True)
 class AdaptSettings:
     """Adaptation to new environments, weights and gate frozen (``[adapt]``).
@@ -204,6 +209,7 @@ class AdaptSettings:
         )
 
 
+@typing.no_type_check  # validates itself, naming the key
 @dataclasses.dataclass(frozen=True)
 class EvalSettings:
     """Evaluation (``[evaluation]``).
@@ -230,6 +236,7 @@ SECTIONS: dict[str, type] = {
 }
 
 
+@typing.no_type_check  # validates itself, naming the key
 @dataclasses.dataclass(frozen=True)
 class Config:
     """Everything a MixER run needs, one section per concern. Defaults follow the paper

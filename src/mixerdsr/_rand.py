@@ -1,8 +1,8 @@
 """Random draws that compile quickly on a CPU.
 
-XLA:CPU compiles ``jax.random.normal`` (an inverse error function) in about 1.1 s and a
-random-bits kernel for every distinct shape drawn; on a 2-core machine that was most of the
-7 s it took to build a 10-expert model. These helpers draw uniform bits once and transform them.
+XLA:CPU compiles ``jax.random.normal`` (an inverse error function) slowly and a random-bits
+kernel for every distinct shape drawn (figures in ``docs/performance.md``). These helpers draw
+uniform bits once and transform them.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ __all__ = ["normal"]
 def normal(key: PRNGKeyArray, shape: tuple[int, ...], dtype=jnp.float32) -> Float[Array, "..."]:
     """Standard normal samples of ``shape`` by the Box-Muller transform of one uniform draw.
 
-    Exactly N(0, 1) distributed (up to float rounding); compiles in about 0.4 s instead of
-    1.1 s for ``jax.random.normal`` on a CPU. The values differ from ``jax.random.normal``'s.
+    Exactly N(0, 1) distributed (up to float rounding); compiles faster than
+    ``jax.random.normal`` on a CPU. The values differ from ``jax.random.normal``'s.
     """
     n = math.prod(shape)
     half = (n + 1) // 2

@@ -9,6 +9,7 @@ naming its key (``section.field``) and what was expected.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import math
 import numbers
 import typing
@@ -39,7 +40,7 @@ class Range(typing.NamedTuple):
             return f"{what} {'>' if self.open_low else '>='} {lo}"
         return what
 
-    def holds(self, v: float) -> bool:
+    def holds(self, v: float | int) -> bool:
         if not math.isfinite(v):
             return False
         if self.lo is not None and (v < self.lo or (self.open_low and v == self.lo)):
@@ -76,6 +77,17 @@ def _type_ok(value: Any, tp: Any) -> bool:
     return isinstance(value, base)
 
 
+def _annotations(cls: type) -> dict[str, Any]:
+    """Evaluated field annotations of ``cls`` and its bases (``typing.get_type_hints`` returns
+    nothing for a class marked ``typing.no_type_check``, as the settings classes are: they
+    validate themselves instead of leaving it to a runtime type checker)."""
+    out: dict[str, Any] = {}
+    for c in reversed(cls.__mro__):
+        if c is not object:
+            out.update(inspect.get_annotations(c, eval_str=True))
+    return out
+
+
 def validate(
     obj: Any,
     section: str,
@@ -90,7 +102,7 @@ def validate(
     Raises:
         ValueError: ``config 'section.field': expected ..., found ...``.
     """
-    hints = typing.get_type_hints(type(obj))
+    hints = _annotations(type(obj))
     for f in dataclasses.fields(obj):
         key, value, tp = f"{section}.{f.name}", getattr(obj, f.name), hints[f.name]
         if tp is Any or typing.get_origin(tp) is typing.ClassVar:

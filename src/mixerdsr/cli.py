@@ -267,7 +267,8 @@ def _add_run_commands(sub: Any) -> None:
     )
     p.add_argument("--config", metavar="FILE.toml", default=None, help="configuration file (overrides the preset)")
     for flag, (key, typ, hlp) in _RUN_FLAGS.items():
-        p.add_argument(flag, dest=_dest(flag), type=typ, default=None, help=f"{hlp} ({key})")
+        name = flag.lstrip("-").upper().replace("-", "_")
+        p.add_argument(flag, dest=_dest(flag), metavar=name, type=typ, default=None, help=f"{hlp} ({key})")
     p.add_argument("--out", metavar="DIR", default=None, help="output directory (default: runs/<data>-<backbone>-...)")
     p.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -16,7 +16,9 @@ equal.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, NamedTuple
+import typing
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -49,6 +51,7 @@ OK, RESEEDED, SKIPPED_EMPTY, DEGENERATE = 0, 1, 2, 3
 STATUS_NAMES = ("ok", "reseeded", "skipped_empty", "degenerate")
 
 
+@typing.no_type_check  # validates itself, naming the key
 @dataclasses.dataclass(frozen=True)
 class GateSettings:
     """Settings of the gate, the ``[gate]`` table of a run configuration.

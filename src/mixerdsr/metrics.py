@@ -29,6 +29,7 @@ entry is ignored.
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -52,6 +53,10 @@ __all__ = [
 # ---------------------------------------------------------------------------------------
 # reconstruction metrics (jax)
 # ---------------------------------------------------------------------------------------
+#: integer labels of N items: an array or a list
+Labels = Int[ArrayLike, " N"] | Sequence[int]
+
+
 def _check_pair(pred: ArrayLike, true: ArrayLike) -> tuple[Array, Array]:
     pred = jnp.asarray(pred)
     true = jnp.asarray(true)
@@ -114,7 +119,7 @@ def rel_mse(
     true: Float[ArrayLike, "*batch T D"],
     *,
     clamp: bool = False,
-    eps: float = 1e-6,
+    eps: float | Float[Array, ""] = 1e-6,
 ) -> Float[Array, ""]:
     """Relative MSE, paper Eq. 9, over all states of the batch.
 
@@ -168,7 +173,7 @@ def per_env_rel_mse(
     true: Float[ArrayLike, "E *rest T D"],
     *,
     clamp: bool = False,
-    eps: float = 1e-6,
+    eps: float | Float[Array, ""] = 1e-6,
 ) -> Float[Array, " E"]:
     """:func:`rel_mse` of every environment (``RelMSE_e`` of Eq. 10).
 
@@ -192,7 +197,7 @@ def per_env_rel_mse(
 
 
 @jax.jit
-def tprmse_from_values(per_env: Float[ArrayLike, " E"], eps: float = 0.1) -> Float[Array, ""]:
+def tprmse_from_values(per_env: Float[ArrayLike, " E"], eps: float | Float[Array, ""] = 0.1) -> Float[Array, ""]:
     """Eq. 10 from precomputed per-environment relative MSEs: ``100 * mean(per_env < eps)``.
 
     ``NaN`` entries (environments without a valid state) count as *not* below the threshold.
@@ -212,10 +217,10 @@ def tprmse_from_values(per_env: Float[ArrayLike, " E"], eps: float = 0.1) -> Flo
 def tprmse(
     pred: Float[ArrayLike, "E *rest T D"],
     true: Float[ArrayLike, "E *rest T D"],
-    eps: float = 0.1,
+    eps: float | Float[Array, ""] = 0.1,
     *,
     clamp: bool = False,
-    state_eps: float = 1e-6,
+    state_eps: float | Float[Array, ""] = 1e-6,
 ) -> Float[Array, ""]:
     """Thresholded Percentage Relative MSE, paper Eq. 10.
 
@@ -238,7 +243,7 @@ def tprmse(
 # ---------------------------------------------------------------------------------------
 # routing / clustering scores (numpy)
 # ---------------------------------------------------------------------------------------
-def _labels_pair(a: ArrayLike, b: ArrayLike, *, drop_negative_a: bool) -> tuple[np.ndarray, np.ndarray]:
+def _labels_pair(a: Labels, b: Labels, *, drop_negative_a: bool) -> tuple[np.ndarray, np.ndarray]:
     a = np.asarray(a).ravel()
     b = np.asarray(b).ravel()
     if a.shape != b.shape:
@@ -264,7 +269,7 @@ def _contingency(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return table
 
 
-def purity(assign: Int[ArrayLike, " N"], labels: Int[ArrayLike, " N"]) -> float:
+def purity(assign: Labels, labels: Labels) -> float:
     """Cluster purity of ``assign`` (e.g. expert routes) against ``labels`` (e.g. families).
 
     ``(1/N) sum_k max_j |{n : assign_n = k, labels_n = j}|``: each cluster is credited with its
@@ -285,7 +290,7 @@ def purity(assign: Int[ArrayLike, " N"], labels: Int[ArrayLike, " N"]) -> float:
     return float(_contingency(a, b).max(axis=1).sum() / a.size)
 
 
-def adjusted_rand_index(a: Int[ArrayLike, " N"], b: Int[ArrayLike, " N"]) -> float:
+def adjusted_rand_index(a: Labels, b: Labels) -> float:
     """Adjusted Rand index (Hubert & Arabie 1985) between two labelings.
 
     ``ARI = (I - E[I]) / (max(I) - E[I])`` with ``I = sum_{kj} C(n_kj, 2)`` over the contingency
@@ -324,7 +329,7 @@ def adjusted_rand_index(a: Int[ArrayLike, " N"], b: Int[ArrayLike, " N"]) -> flo
     return float((index - expected) / (max_index - expected))
 
 
-def matched_accuracy(pred: Int[ArrayLike, " N"], labels: Int[ArrayLike, " N"]) -> float:
+def matched_accuracy(pred: Labels, labels: Labels) -> float:
     """Classification accuracy of cluster labels after the best one-to-one matching.
 
     Clusters are matched to classes by the Hungarian algorithm

@@ -176,8 +176,8 @@ def expert_losses(
 
 
     The experts are visited with ``lax.map`` (each one a vmap over environments) rather
-    than one vmap over the expert axis: on ODEBench-10B with M = 10 that is 3x faster on CPU
-    and needs less memory, because a vmapped adaptive solve runs every member to the slowest
+    than one vmap over the expert axis: faster on a CPU and less memory (figures in
+    ``docs/performance.md``), because a vmapped adaptive solve runs every member to the slowest
     one's step count and the vmapped gather copies the parameters per (expert, env) pair. For
     the same reason, batches of ``chunk`` environments are faster on a CPU than all at once.
     """

@@ -12,6 +12,7 @@ import dataclasses
 import json
 import os
 import tempfile
+import typing
 import zipfile
 import zlib
 from collections.abc import Mapping, Sequence
@@ -60,6 +61,7 @@ def _check_array(source: str, key: str, a: Any, rank: int, kind: str, names: str
     return a
 
 
+@typing.no_type_check  # validates itself, naming the key
 @dataclasses.dataclass(frozen=True, eq=False)
 class EnvData:
     """One split of a multi-environment dataset.

@@ -70,6 +70,7 @@ import dataclasses
 import math
 import os
 import tomllib
+import typing
 from collections.abc import Iterable, Mapping, Sequence
 from importlib import resources
 from pathlib import Path
@@ -128,6 +129,7 @@ _MAX_SEED = 2**32 - 1  # np.random.RandomState accepts seeds in [0, 2**32 - 1]
 # ----------------------------------------------------------------------------------------------
 
 
+@typing.no_type_check  # validates itself, naming the key
 @dataclasses.dataclass(frozen=True)
 class SplitLayout:
     """Number of environments (per family) and trajectories (per environment) of one split."""

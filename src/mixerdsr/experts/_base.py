@@ -15,6 +15,7 @@ import abc
 import dataclasses
 import functools
 import math
+import typing
 from collections.abc import Callable
 from typing import ClassVar
 
@@ -46,8 +47,8 @@ class MLPField(eqx.Module):
     the diffrax vector-field convention (the fields are autonomous: ``t`` is ignored).
     """
 
-    weights: tuple[Float[Array, "out in"], ...]
-    biases: tuple[Float[Array, " out"], ...]
+    weights: tuple[Float[Array, "_ _"], ...]
+    biases: tuple[Float[Array, " _"], ...]
     final_activation: bool = eqx.field(static=True, default=False)
 
     def apply(self, x: Float[Array, " in"]) -> Float[Array, " out"]:
@@ -115,6 +116,7 @@ def mlp_sizes(n_in: int, n_out: int, width: int, depth: int) -> list[tuple[int, 
     return list(zip(dims[:-1], dims[1:]))
 
 
+@typing.no_type_check  # validates itself, naming the key
 @dataclasses.dataclass(frozen=True)
 class ExpertSettings:
     """Settings of an expert backbone: the ``[model.<backbone>]`` table of a run configuration.
@@ -128,6 +130,7 @@ class ExpertSettings:
         validate(self, "model.<backbone>")
 
 
+@typing.no_type_check  # validates itself, naming the key
 @dataclasses.dataclass(frozen=True)
 class MLPSettings(ExpertSettings):
     """Settings of the MLP backbones (GEPS, CoDA).

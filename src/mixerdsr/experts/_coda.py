@@ -39,10 +39,10 @@ class CoDA(AbstractVectorFieldExpert):
         key: PRNG key (keyword-only).
     """
 
-    weights: tuple[Float[Array, "out in"], ...]
-    biases: tuple[Float[Array, " out"], ...]
-    hyper_weights: tuple[Float[Array, "out fan_in r"], ...]
-    hyper_biases: tuple[Float[Array, "out r"], ...]
+    weights: tuple[Float[Array, "_ _"], ...]
+    biases: tuple[Float[Array, " _"], ...]
+    hyper_weights: tuple[Float[Array, "_ _ _"], ...]
+    hyper_biases: tuple[Float[Array, "_ _"], ...]
     Settings: ClassVar[type[ExpertSettings]] = MLPSettings
     state_size: int = eqx.field(static=True)
     context_size: int = eqx.field(static=True)

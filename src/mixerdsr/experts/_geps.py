@@ -56,9 +56,9 @@ class GEPS(AbstractVectorFieldExpert):
         key: PRNG key (keyword-only).
     """
 
-    wb: tuple[Float[Array, "in out_r"], ...]
-    at: tuple[Float[Array, "r out"], ...]
-    bias: tuple[Float[Array, "r1 out"], ...]
+    wb: tuple[Float[Array, "_ _"], ...]
+    at: tuple[Float[Array, "_ _"], ...]
+    bias: tuple[Float[Array, "_ _"], ...]
     Settings: ClassVar[type[ExpertSettings]] = MLPSettings
     state_size: int = eqx.field(static=True)
     context_size: int = eqx.field(static=True)
@@ -102,27 +102,27 @@ class GEPS(AbstractVectorFieldExpert):
         return tuple(_t(wb[..., : wb.shape[-1] - r] if first else wb[..., wb.shape[-1] - r :]) for wb in self.wb)
 
     @property
-    def weights(self) -> tuple[Float[Array, "out in"], ...]:
+    def weights(self) -> tuple[Float[Array, "... _ _"], ...]:
         """``W_l``."""
         return self._wb_cols(True)
 
     @property
-    def a(self) -> tuple[Float[Array, "out r"], ...]:
+    def a(self) -> tuple[Float[Array, "... _ _"], ...]:
         """``A_l``."""
         return tuple(_t(at) for at in self.at)
 
     @property
-    def b(self) -> tuple[Float[Array, "r in"], ...]:
+    def b(self) -> tuple[Float[Array, "... _ _"], ...]:
         """``B_l``."""
         return self._wb_cols(False)
 
     @property
-    def biases(self) -> tuple[Float[Array, " out"], ...]:
+    def biases(self) -> tuple[Float[Array, "... _"], ...]:
         """``b_l``."""
         return tuple(bias[..., 0, :] for bias in self.bias)
 
     @property
-    def a_bias(self) -> tuple[Float[Array, "out r"], ...]:
+    def a_bias(self) -> tuple[Float[Array, "... _ _"], ...]:
         """``A'_l``."""
         return tuple(_t(bias[..., 1:, :]) for bias in self.bias)
 
@@ -149,10 +149,7 @@ class GEPSField(eqx.Module):
     ``B_l h`` together (both act on the same input), then the rank-``r`` term
     ``(c * B_l h) @ A_l^T`` is added. Under ``vmap`` over environments and trajectories (states
     as rows, all sharing the expert's matrices) that is two products per layer, one of them
-    tiny, with no concatenation in between: on ODEBench-10B (M = 10, rank 4) an evaluation on
-    16 envs x 4 trajectories takes about 24 us instead of 29 us, and the gate's all-expert loss
-    pass about 0.10 s instead of 0.12 s, than with ``[h, c * (h B^T)] @ [W^T; A^T]`` (the
-    previous form, itself 1.4x faster than ``W h + A (c * (B h))``).
+    tiny, with no concatenation in between (timings in ``docs/performance.md``).
 
     Attributes:
         wb: per layer ``[in, out + r]``: ``W^T`` beside ``B^T``.
@@ -161,9 +158,9 @@ class GEPSField(eqx.Module):
         ctx: the context ``[r]``.
     """
 
-    wb: tuple[Float[Array, "in out_r"], ...]
-    at: tuple[Float[Array, "r out"], ...]
-    biases: tuple[Float[Array, " out"], ...]
+    wb: tuple[Float[Array, "_ _"], ...]
+    at: tuple[Float[Array, "_ _"], ...]
+    biases: tuple[Float[Array, " _"], ...]
     ctx: Float[Array, " r"]
 
     def __call__(self, t, x, args=None):

@@ -8,6 +8,7 @@ instead of killing the run.
 from __future__ import annotations
 
 import dataclasses
+import typing
 
 import diffrax
 import jax
@@ -19,6 +20,7 @@ from .._settings import AT_LEAST_1, POSITIVE, validate
 __all__ = ["SolverSettings", "solve", "sequence_rollout"]
 
 
+@typing.no_type_check  # validates itself, naming the key
 @dataclasses.dataclass(frozen=True)
 class SolverSettings:
     """ODE solver settings, the ``[solver]`` table of a run configuration (paper: Tsit5,

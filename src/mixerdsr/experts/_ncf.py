@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import typing
 from typing import ClassVar
 
 import equinox as eqx
@@ -16,6 +17,7 @@ from ._base import AbstractVectorFieldExpert, ExpertSettings, MLPSettings, linea
 __all__ = ["NCF", "NCFField"]
 
 
+@typing.no_type_check  # validates itself, naming the key
 @dataclasses.dataclass(frozen=True)
 class NCFSettings(MLPSettings):
     """Settings of :class:`NCF` (``[model.ncf]``): the root MLP's ``width`` and ``depth`` and
@@ -76,8 +78,8 @@ class NCF(AbstractVectorFieldExpert):
 
     data_net: tuple[Array, Array]
     context_net: tuple[Array, Array]
-    weights: tuple[Float[Array, "out in"], ...]
-    biases: tuple[Float[Array, " out"], ...]
+    weights: tuple[Float[Array, "_ _"], ...]
+    biases: tuple[Float[Array, " _"], ...]
     Settings: ClassVar[type[ExpertSettings]] = NCFSettings
     state_size: int = eqx.field(static=True)
     context_size: int = eqx.field(static=True)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import typing
 from typing import ClassVar
 
 import equinox as eqx
@@ -34,6 +35,7 @@ from ._base import AbstractSequenceExpert, ExpertSettings, uniform_arrays
 __all__ = ["SHPLRNN", "SHPLRNNStep"]
 
 
+@typing.no_type_check  # validates itself, naming the key
 @dataclasses.dataclass(frozen=True)
 class SHPLRNNSettings(ExpertSettings):
     """Settings of :class:`SHPLRNN` (``[model.shplrnn]``): ``hidden``, the width of the
@@ -54,11 +56,12 @@ class SHPLRNNStep(eqx.Module):
     :meth:`SHPLRNN.specialise` is meant to be called.
     """
 
-    a: Float[Array, " D"]
-    w1: Float[Array, "D H"]
-    w2: Float[Array, "H D"]
-    h1: Float[Array, " D"]
-    h2: Float[Array, " H"]
+    # shapes of one step; the hypernetwork container adds a trailing context axis (*c)
+    a: Float[Array, " D *c"]
+    w1: Float[Array, "D H *c"]
+    w2: Float[Array, "H D *c"]
+    h1: Float[Array, " D *c"]
+    h2: Float[Array, " H *c"]
 
     def __call__(self, t, z: Float[Array, " D"], args=None) -> Float[Array, " D"]:
         return self.a * z + self.w1 @ jax.nn.relu(self.w2 @ z + self.h2) + self.h1

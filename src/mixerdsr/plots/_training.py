@@ -216,7 +216,7 @@ def gate_heatmaps_figure(
         block_in = fig.get_figheight() * 0.75 * min(ends - starts) / len(fam)  # smallest block, inches
         n_lines = int(np.clip(block_in / 0.14, 1, 3))
         labels = [
-            _block_label(family_label(int(fam[a]), family_names, 60), b - a, n_lines) for a, b in zip(starts, ends)
+            _block_label(family_label(int(fam[a]), family_names, 60), int(b - a), n_lines) for a, b in zip(starts, ends)
         ]
         axes[0].set_yticks(mids, labels, fontsize=7 if len(labels) <= 12 else 5)
         axes[0].set_ylabel("environments, by family (count)")
