@@ -25,7 +25,6 @@ backbone table that is not the run's backbone are errors naming the key and the 
 from __future__ import annotations
 
 import dataclasses
-import re
 import tomllib
 import typing
 from collections.abc import Mapping
@@ -33,7 +32,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from ._settings import AT_LEAST_0, AT_LEAST_1, POSITIVE, SEED, Range, validate
+from ._settings import AT_LEAST_0, AT_LEAST_1, POSITIVE, SEED, Range, SettingError, validate
 from .experts import BACKBONES
 from .experts._base import ExpertSettings
 from .experts._integrate import SolverSettings
@@ -115,14 +114,15 @@ class ModelSettings:
         if self.expert is None:
             object.__setattr__(self, "expert", settings_cls())
         elif type(self.expert) is not settings_cls:
-            raise ValueError(
-                f"config 'model.expert': backbone {self.backbone!r} takes {settings_cls.__name__}, "
-                f"found {type(self.expert).__name__}"
+            raise SettingError(
+                "model.expert",
+                f"backbone {self.backbone!r} takes {settings_cls.__name__}, found {type(self.expert).__name__}",
             )
         if self.split_context and self.context_size % self.num_experts:
-            raise ValueError(
-                f"config 'model.context_size': {self.context_size} is not divisible by model.num_experts = "
-                f"{self.num_experts} (needed for context splitting; set model.split_context = false)"
+            raise SettingError(
+                "model.context_size",
+                f"{self.context_size} is not divisible by model.num_experts = {self.num_experts} "
+                "(needed for context splitting; set model.split_context = false)",
             )
 
 
@@ -258,9 +258,7 @@ class Config:
     def __post_init__(self):
         for name, cls in SECTIONS.items():
             if not isinstance(getattr(self, name), cls):
-                raise ValueError(
-                    f"config '{name}': expected a {cls.__name__}, found {type(getattr(self, name)).__name__}"
-                )
+                raise SettingError(name, f"expected a {cls.__name__}, found {type(getattr(self, name)).__name__}")
 
     def to_dict(self) -> dict[str, Any]:
         """The nested mapping of the TOML file: ``{section: {field: value}}``, the backbone's
@@ -378,13 +376,9 @@ def _model_table(table: dict[str, Any], source: str, build: bool) -> dict[str, A
         return table
     try:
         table["expert"] = settings_cls(**given)
-    except ValueError as err:
-        raise _BadValue(str(err).replace("model.<backbone>", f"model.{backbone}")) from None
+    except SettingError as err:  # the expert's settings know no section name of their own
+        raise err.in_section(f"model.{backbone}") from None
     return table
-
-
-class _BadValue(ValueError):
-    """A value refused by its settings class (the message names the key, not the source)."""
 
 
 def _build(d: Mapping[str, Any], source: str, origins: Mapping[str, str]) -> Config:
@@ -392,11 +386,8 @@ def _build(d: Mapping[str, Any], source: str, origins: Mapping[str, str]) -> Con
     (``origins``: dotted name -> file or "command line"), else ``source``."""
     try:
         return Config(**{name: SECTIONS[name](**table) for name, table in _tables(d, source).items()})
-    except ValueError as err:
-        if not isinstance(err, _BadValue) and str(err).startswith(f"{source}: "):
-            raise  # a key error of _tables, already named
-        key = re.search(r"config '([^']+)'", str(err))
-        raise ValueError(f"{origins.get(key.group(1), source) if key else source}: {err}") from None
+    except SettingError as err:
+        raise ValueError(f"{origins.get(err.key, source)}: {err}") from None
 
 
 def _apply(d: dict[str, Any], changes: Mapping[str, Any], source: str) -> dict[str, Any]:

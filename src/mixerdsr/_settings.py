@@ -18,9 +18,26 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Range", "SEED_MAX", "validate"]
+__all__ = ["Range", "SEED_MAX", "SettingError", "validate"]
 
 SEED_MAX = 2**32 - 1
+
+
+class SettingError(ValueError):
+    """A refused setting value: ``config 'section.field': expected ..., found ...``.
+
+    Attributes:
+        key: the setting's dotted name (``section.field``).
+        problem: what is wrong, without the key.
+    """
+
+    def __init__(self, key: str, problem: str):
+        super().__init__(f"config '{key}': {problem}")
+        self.key, self.problem = key, problem
+
+    def in_section(self, section: str) -> "SettingError":
+        """The same error for the setting's field under another section name."""
+        return SettingError(f"{section}.{self.key.rsplit('.', 1)[-1]}", self.problem)
 
 
 class Range(typing.NamedTuple):
@@ -100,7 +117,7 @@ def validate(
     becomes a float).
 
     Raises:
-        ValueError: ``config 'section.field': expected ..., found ...``.
+        SettingError: ``config 'section.field': expected ..., found ...``.
     """
     hints = _annotations(type(obj))
     for f in dataclasses.fields(obj):
@@ -108,15 +125,15 @@ def validate(
         if tp is Any or typing.get_origin(tp) is typing.ClassVar:
             continue
         if not _type_ok(value, tp):
-            raise ValueError(f"config '{key}': expected {_type_name(tp)}, found {value!r} ({type(value).__name__})")
+            raise SettingError(key, f"expected {_type_name(tp)}, found {value!r} ({type(value).__name__})")
         base = _base_type(tp)
         if value is not None and base in (int, float, bool) and type(value) is not base:
             object.__setattr__(obj, f.name, base(value))
     for name, ok in (choices or {}).items():
         if getattr(obj, name) not in ok:
-            raise ValueError(f"config '{section}.{name}': expected one of {list(ok)}, found {getattr(obj, name)!r}")
+            raise SettingError(f"{section}.{name}", f"expected one of {list(ok)}, found {getattr(obj, name)!r}")
     for name, rng in (ranges or {}).items():
         v = getattr(obj, name)
         if v is not None and not rng.holds(v):
             integer = _base_type(hints[name]) is int
-            raise ValueError(f"config '{section}.{name}': expected {rng.describe(integer)}, found {v!r}")
+            raise SettingError(f"{section}.{name}", f"expected {rng.describe(integer)}, found {v!r}")

@@ -209,8 +209,7 @@ class AbstractExpert(eqx.Module):
             raise TypeError(
                 f"{cls.__name__}: expected settings of type {cls.Settings.__name__}, found {type(settings).__name__}"
             )
-        kwargs = {f.name: getattr(settings, f.name) for f in dataclasses.fields(settings)}
-        return cls(state_size, context_size, key=key, **kwargs)  # type: ignore[call-arg]
+        return cls(state_size, context_size, key=key, **dataclasses.asdict(settings))  # type: ignore[call-arg]
 
     @staticmethod
     @abc.abstractmethod
