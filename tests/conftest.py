@@ -19,11 +19,11 @@ os.environ.setdefault("EQX_ON_ERROR", "nan")
 if "xla_cpu_use_fusion_emitters" not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_cpu_use_fusion_emitters=false").strip()
 
-import jax  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from mixerdsr import Config, EnvData  # noqa: E402
+# jax and mixerdsr are imported where used, so that pytest-xdist's controller process (which
+# runs no test) stays small: the suite's memory budget is the sum over all its processes.
 
 #: the tiny run configuration the tests share (settings by dotted name): the fewer distinct
 #: configurations, the fewer distinct compiled training steps (each costs seconds to compile)
@@ -36,6 +36,8 @@ TINY = {
 
 def tiny_cfg(changes: dict | None = None) -> Config:
     """The TINY configuration with ``changes`` (dotted names) applied."""
+    from mixerdsr import Config
+
     return Config().override({**TINY, **(changes or {})})
 
 
@@ -61,7 +63,26 @@ def pytest_configure(config):
     if not folder:
         folder = tempfile.mkdtemp(prefix="mixerdsr-jax-cache-")
         config._mixerdsr_cache = folder  # removed at the end of the session
-    jax.config.update("jax_compilation_cache_dir", folder)
+        os.environ["MIXERDSR_TEST_JAX_CACHE"] = folder  # shared with pytest-xdist's workers
+
+
+#: modules that compile training steps, longest first: run first, so that pytest-xdist's workers
+#: (``--dist loadfile``: a module stays on one worker) finish together instead of one of them
+#: starting the longest module last
+HEAVY_MODULES = ("test_training", "test_custom_expert", "test_shplrnn", "test_trust", "test_mixer")
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(HEAVY_MODULES)}
+    items.sort(key=lambda item: rank.get(item.module.__name__.rsplit(".", 1)[-1], len(rank)))
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _jax_compilation_cache():
+    """JAX's persistent compilation cache in the folder of ``pytest_configure``."""
+    import jax
+
+    jax.config.update("jax_compilation_cache_dir", os.environ["MIXERDSR_TEST_JAX_CACHE"])
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
@@ -80,8 +101,9 @@ def _release_memory() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
-#: resident memory (MiB) above which the compiled functions are dropped after a test
-SOFT_MEMORY_LIMIT_MB = 1700
+#: resident memory (MiB) above which the compiled functions are dropped after a test: the
+#: suite's budget shared by pytest-xdist's workers (``-n``), each a process of its own
+SOFT_MEMORY_LIMIT_MB = 1700 // max(1, int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
 
 
 def _resident_mb() -> float:
@@ -100,6 +122,8 @@ def _free_memory_after_each_test():
     yield
     _release_memory()
     if _resident_mb() > SOFT_MEMORY_LIMIT_MB:
+        import jax
+
         jax.clear_caches()
         _release_memory()
 
@@ -109,6 +133,8 @@ def _free_compiled_functions():
     """Drop the in-memory compiled functions after each test module (a later module that needs
     one of them again loads it from the persistent cache)."""
     yield
+    import jax
+
     jax.clear_caches()
     _release_memory()
 
@@ -117,6 +143,8 @@ def tiny_ode_split(n_traj: int = 3, n_times: int = 12, seed: int = 0, split: str
                    omegas=(1.0, 1.3), decays=(0.5, 0.8)) -> EnvData:
     """Two families with 2 envs each, exact solutions: harmonic oscillators (family 0) and
     2-D exponential decays (family 1). ``x [4, n_traj, n_times, 2]``."""
+    from mixerdsr import EnvData
+
     rng = np.random.default_rng(seed)
     t = np.linspace(0.0, 3.0, n_times)
     xs, fam = [], []

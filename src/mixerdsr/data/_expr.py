@@ -30,6 +30,7 @@ import ast
 import math
 import operator
 import re
+import typing
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -323,6 +324,7 @@ class CompiledRHS:
         return fun
 
 
+@typing.no_type_check  # checks its input (a family file's values) itself, naming the expression
 def compile_rhs(exprs: Sequence[str], n_states: int | None = None, n_params: int = 0) -> CompiledRHS:
     """Check and compile the right-hand side ``dx_i/dt = exprs[i]``.
 
