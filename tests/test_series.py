@@ -9,7 +9,7 @@ import pytest
 
 from mixerdsr.data import DataError, EnvData, load_dataset, save_dataset
 from mixerdsr.data import _registry as registry
-from mixerdsr.data._series import (
+from mixerdsr.data import (
     SCCTS_CLASS_NAMES,
     SCCTS_SUPERFAMILY,
     generate_sccts,

@@ -10,6 +10,8 @@ from ._envdata import check_splits as check_splits
 from ._envdata import load_dataset as load_dataset
 from ._envdata import read_meta as read_meta
 from ._envdata import save_dataset as save_dataset
+from ._epilepsy2 import load_epilepsy2 as load_epilepsy2
+from ._epilepsy2 import read_ts as read_ts
 from ._expr import CompiledRHS as CompiledRHS
 from ._expr import compile_rhs as compile_rhs
 from ._families import FamilySpec as FamilySpec
@@ -23,9 +25,7 @@ from ._families import plan_families as plan_families
 from ._registry import generate_dataset as generate_dataset
 from ._registry import list_datasets as list_datasets
 from ._registry import resolve_dataset as resolve_dataset
-from ._series import SCCTS_CLASS_NAMES as SCCTS_CLASS_NAMES
-from ._series import SCCTS_SUPERFAMILY as SCCTS_SUPERFAMILY
-from ._series import generate_sccts as generate_sccts
-from ._series import load_epilepsy2 as load_epilepsy2
-from ._series import load_sccts as load_sccts
-from ._series import read_ts as read_ts
+from ._sccts import SCCTS_CLASS_NAMES as SCCTS_CLASS_NAMES
+from ._sccts import SCCTS_SUPERFAMILY as SCCTS_SUPERFAMILY
+from ._sccts import generate_sccts as generate_sccts
+from ._sccts import load_sccts as load_sccts

@@ -2,7 +2,7 @@
 
 Names: ``odebench-2``, ``odebench-10a``, ``odebench-10b`` (TOML family files, see
 :mod:`mixerdsr.data._families`), ``lv``, ``go``, ``sm`` (:mod:`mixerdsr.data._classic`) and
-``sccts`` (:mod:`mixerdsr.data._series`). :func:`resolve_dataset` is the one function that
+``sccts`` (:mod:`mixerdsr.data._sccts`). :func:`resolve_dataset` is the one function that
 decides what a dataset string names (a name, or a ``.npz``, ``.toml``, ``.ts`` or ``.data``
 path); the CLI, :func:`~mixerdsr.run` and :func:`generate_dataset` all go through it.
 """
@@ -161,7 +161,8 @@ def resolve_dataset(
             ``test_file`` for a dataset that has no use for it, a data file with ``generate``.
         FileNotFoundError: a path that does not exist.
     """
-    from ._series import generate_sccts, load_epilepsy2, load_sccts
+    from ._epilepsy2 import load_epilepsy2
+    from ._sccts import generate_sccts, load_sccts
 
     s = os.fspath(source)
     key = s.lower()
