@@ -202,3 +202,42 @@ def test_gate_settings_validation():
     with pytest.raises(ValueError, match="'gate.mode'"):
         GateSettings(mode="soft")
     assert gating.STATUS_NAMES[SKIPPED_EMPTY] == "skipped_empty"
+
+
+def test_overlap_pairing_keeps_the_experts_of_current_routes():
+    # clusters numbered differently from the experts; cluster 0 mostly on expert 2, cluster 1 on
+    # expert 0, cluster 2 on expert 1 (one env of cluster 2 sits on expert 0)
+    assign = jnp.asarray([0, 0, 0, 1, 1, 2, 2, 2])
+    current = jnp.asarray([2, 2, 1, 0, 0, 1, 1, 0])
+    np.testing.assert_array_equal(gating.overlap_pairing(assign, current, 3), [2, 0, 1])
+    # two clusters that both overlap one expert most: the larger overlap wins it, the other
+    # cluster gets the free expert
+    np.testing.assert_array_equal(gating.overlap_pairing(jnp.asarray([0, 0, 0, 1, 1]), jnp.asarray([1, 1, 1, 1, 1]), 2),
+                                  [1, 0])
+
+
+def test_gate_update_with_overlap_pairing_needs_no_losses_and_keeps_routes():
+    x, labels = _blobs(n=8, centers=((2.0, 0, 0), (-2.0, 0, 0)))
+    routed = np.where(labels == 0, 1, 0)  # the current gate sends cluster "label 0" to expert 1
+    gate = fit_gate(x, jax.nn.one_hot(jnp.asarray(routed), 2))
+
+    def no_losses():
+        raise AssertionError("the overlap pairing without reassign must not compute losses")
+
+    for seed in range(3):  # whatever the K-means cluster numbering
+        new, _, status = gate_update(gate, gate_init(2, 3), x, no_losses, jax.random.PRNGKey(seed),
+                                     GateSettings(pairing="overlap"))
+        assert int(status) in (OK, RESEEDED)
+        np.testing.assert_array_equal(np.argmax(np.c_[x, np.ones(len(x))] @ np.asarray(new), axis=1), routed)
+    with pytest.raises(ValueError, match="'gate.pairing'"):
+        GateSettings(pairing="hungarian")
+
+
+def test_seed_routes_recovers_clusters_of_unequal_scale():
+    # the second coordinate is 100x larger and carries no cluster structure: standardising every
+    # dimension lets the first one count
+    x, labels = _blobs(n=10, d=2, centers=((3.0, 0.0), (-3.0, 0.0), (0.0, 0.0)))
+    x = x.at[:, 1].multiply(100.0)
+    assign, inertia = gating.seed_routes(jax.random.PRNGKey(0), x, 3, restarts=5)
+    assert _same_partition(assign, labels)
+    assert float(inertia) > 0

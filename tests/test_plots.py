@@ -258,3 +258,19 @@ def test_overview_and_pca_figures_are_labelled():
                              markers=np.array([0, 1, 0, 1, 0, 1]))
     _all_labelled(fig)
     assert "unknown (held-out)" in [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+
+
+def test_route_history_shows_every_env_and_step_with_purity(tmp_path):
+    fam = np.array([1, 0, 1, 0])  # not grouped: rows are reordered by family
+    hist = [{"step": s, "route": r, "routes": [2, 2], "purity": p}
+            for s, (r, p) in enumerate([([0, 0, 0, 0], 0.5), ([1, 0, 1, 0], 1.0), ([1, 0, 1, 0], 1.0)])]
+    fig = P.route_history_figure(hist, fam, ("lv", "go"))
+    _all_labelled(fig)
+    img = fig.axes[0].get_images()[0].get_array()
+    np.testing.assert_array_equal(img, [[0, 0, 0], [0, 0, 0], [0, 1, 1], [0, 1, 1]])  # lv rows first, then go
+    assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == ["lv", "go"]
+    np.testing.assert_allclose(fig.axes[1].get_lines()[0].get_ydata(), [0.5, 1.0, 1.0])
+    assert P.plot_route_history(hist, tmp_path / "r.png", fam).read_bytes()[:4] == PNG
+    # nothing to draw: a history without routes (older runs) or one expert
+    assert P.route_history_figure([{"step": 0, "routes": [4]}]) is None
+    assert P.route_history_figure([{"step": 0, "route": [0, 0], "routes": [2]}]) is None

@@ -2,6 +2,7 @@
 
 import json
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -304,3 +305,94 @@ def test_cli_run_on_a_dataset_file(tiny_splits, tmp_path, capsys, monkeypatch):
     printed = capsys.readouterr().out
     assert "adapt_test: relMSE" in printed and (out / "metrics.json").exists()
     assert load_config(path=out / "config.toml").train.low_memory_compile
+
+
+def test_seeding_after_warmup_moves_contexts_without_losing_the_fit():
+    from mixerdsr.inference import routes
+    from mixerdsr.training import seed_routes_after_warmup
+
+    c = cfg({"gate.warmup": 2, "model.num_experts": 2})
+    st = init_state(c, 6, 2)
+    # every env on expert 0 during the warm-up
+    np.testing.assert_array_equal(routes(st.model, st.contexts), 0)
+    # a trained-looking state: expert 0 differs from expert 1, the contexts of expert 0 hold two groups
+    rng = np.random.default_rng(0)
+    def perturb_expert_0(a):
+        if not eqx.is_inexact_array(a):
+            return a
+        return a.at[0].add(0.3 * rng.standard_normal(a.shape[1:]).astype(a.dtype))
+
+    experts = jax.tree.map(perturb_expert_0, st.model.experts)
+    model = eqx.tree_at(lambda m: m.experts, st.model, experts)
+    own = np.r_[np.full((3, 2), 1.0), np.full((3, 2), -1.0)] + 0.05 * rng.standard_normal((6, 2))
+    ctx = jnp.asarray(np.c_[own, np.zeros((6, 2))], jnp.float32)  # context size 4 split in 2: expert 0 sees [:2]
+    mu = jax.tree.map(lambda v: v + 1.0 if getattr(v, "shape", None) == ctx.shape else v, st.opt_contexts)
+    st = st._replace(model=model, contexts=ctx, opt_contexts=mu)
+    new, assign = seed_routes_after_warmup(st, c)
+    assign = np.asarray(assign)
+    assert len(set(assign[:3])) == 1 and len(set(assign[3:])) == 1 and assign[0] != assign[3]
+    np.testing.assert_array_equal(routes(new.model, new.contexts), assign)
+    # every expert is expert 0; each env's context part moved to its expert's part
+    for leaf in jax.tree.leaves(eqx.filter(new.model.experts, eqx.is_inexact_array)):
+        np.testing.assert_array_equal(leaf[1], leaf[0])
+    x = jnp.asarray([0.3, -0.7])
+    for e in range(6):
+        before = st.model.specialise(st.contexts[e], 0)(0.0, x, None)
+        after = new.model.specialise(new.contexts[e], int(assign[e]))(0.0, x, None)
+        np.testing.assert_allclose(after, before, rtol=1e-6)
+        part = np.asarray(new.contexts[e]).reshape(2, 2)
+        np.testing.assert_array_equal(part[assign[e]], np.asarray(ctx[e, :2]))
+        np.testing.assert_array_equal(part[1 - assign[e]], 0.0)
+    # the context optimiser's moments moved with the contexts
+    for old, moved in zip(jax.tree.leaves(mu), jax.tree.leaves(new.opt_contexts)):
+        if getattr(old, "shape", None) == ctx.shape:
+            for e in range(6):
+                part = np.asarray(moved[e]).reshape(2, 2)
+                np.testing.assert_allclose(part[assign[e]], np.asarray(old[e, :2]))
+                if assign[e] != 0:  # moved: its old part is cleared
+                    np.testing.assert_array_equal(part[0], 0.0)
+
+
+def test_growth_splits_an_expert_only_when_validation_improves(tiny_splits, tmp_path):
+    from mixerdsr._growth import Growth, _split_score, active_experts
+
+    from mixerdsr import save_dataset
+    from mixerdsr.checkpoint import load_checkpoint
+
+    # the command line: --experts auto:2 = gate.grow up to 2 experts; --set for the schedule
+    data = save_dataset(tmp_path / "tiny.npz", tiny_splits)
+    conf = tmp_path / "c.toml"
+    conf.write_text(toml_text(TINY))
+    out = tmp_path / "run"
+    assert main(["run", "--config", str(conf), "--data", str(data), "--experts", "auto:2", "--set", "gate.warmup=1",
+                 "--set", "gate.grow_every=1", "--out", str(out), "--quiet"]) == 0
+    c = load_config(path=out / "config.toml")
+    assert c.gate.grow and c.model.num_experts == 2 and c.gate.grow_every == 1
+    history = trainer.read_history(out / "history.jsonl")
+    events = [h for h in history if "growth" in h]
+    assert [h["step"] for h in history] == [0, 1, 2, 3]
+    assert events and events[0]["step"] == 1  # the first decision trains step 1 in both branches
+    ev = events[0]["growth"]
+    assert ev["accepted"] == (ev["val_split"] < 0.95 * ev["val_keep"])  # geometric means over envs
+    state, _, _ = load_checkpoint(out / "checkpoint.npz", init_state(c, 4, 2))
+    act = active_experts(state.model)
+    assert act.sum() == ev["active"] == (2 if ev["accepted"] else 1)
+    routing = json.loads((out / "metrics.json").read_text())["routing"]
+    assert routing["chosen_experts"] == ev["active"] and routing["active"] == act.tolist()
+    assert routing["growth"][0]["step"] == 1
+    # nothing is routed to an expert growth did not switch on; an off expert is not "idle"
+    for h in history:
+        assert all(n == 0 for n, on in zip(h["routes"], act) if not on)
+    assert history[0]["routes"] == [4, 0]
+    assert not any("idle" in w for w in json.loads((out / "metrics.json").read_text())["warnings"])
+    assert (out / "route_history.png").exists()
+    # a resumed run reads the decisions back
+    g = Growth(c, None, print, history)
+    assert g.stopped or g.next == events[-1]["step"] + 2
+    # the split score prefers two clear groups to one blob
+    rng = np.random.default_rng(0)
+    two = np.r_[rng.normal(-3, 0.3, (8, 2)), rng.normal(3, 0.3, (8, 2))]
+    one = rng.normal(0, 1.0, (16, 2))
+    s2, groups = _split_score(two, jax.random.PRNGKey(0), 5)
+    s1, _ = _split_score(one, jax.random.PRNGKey(0), 5)
+    assert s2 > s1 and len(set(groups[:8])) == 1 and len(set(groups[8:])) == 1 and groups[0] != groups[8]

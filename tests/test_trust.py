@@ -289,3 +289,20 @@ def test_changing_the_backbone_resets_its_own_settings():
     assert c.override({"model.backbone": "ncf", "model.ncf.taylor_order": 1}).model.expert.taylor_order == 1
     # a configuration survives its own TOML file
     assert Config.from_dict(ncf.to_dict()) == ncf
+
+
+def test_cli_set_and_experts_auto_parse():
+    import argparse
+
+    from mixerdsr.cli import CLIError, _experts_arg, _parse_sets
+
+    assert _parse_sets(["gate.every=12", "train.lr_weights=3e-4", "gate.grow=true", "model.backbone=coda",
+                        'data.source="x.npz"']) == {
+        "gate.every": 12, "train.lr_weights": 3e-4, "gate.grow": True, "model.backbone": "coda",
+        "data.source": "x.npz"}
+    with pytest.raises(CLIError, match="KEY=VALUE"):
+        _parse_sets(["gate.every"])
+    assert _experts_arg("3") == 3 and _experts_arg("auto") == "auto" and _experts_arg("AUTO:6") == "auto:6"
+    for bad in ("0", "auto:0", "many", "auto:x"):
+        with pytest.raises(argparse.ArgumentTypeError, match="auto"):
+            _experts_arg(bad)

@@ -98,6 +98,8 @@ def diagnose(metrics: Mapping[str, Any], history: Sequence[Mapping[str, Any]] = 
             )
     r = metrics.get("routing") or {}
     counts = list(r.get("counts") or [])
+    if r.get("active") is not None:  # growth: only the experts it switched on can be idle
+        counts = [c for c, on in zip(counts, r["active"]) if on]
     n_env = sum(counts)
     if len(counts) > 1 and n_env:
         idle = [m for m, c in enumerate(counts) if c == 0]

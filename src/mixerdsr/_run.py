@@ -29,6 +29,7 @@ import numpy as np
 from . import metrics as M
 from ._config import Config
 from ._diagnostics import diagnose
+from ._growth import active_experts, growing
 from ._jsonio import jsonable
 from ._trainer import check_resume, train
 from .adaptation import adapt_contexts, expert_starts
@@ -240,6 +241,11 @@ def _run_locked(
         "ari": M.adjusted_rand_index(r, fam),
         "adapt_experts": ar.tolist() if ar is not None else None,
     }
+    if growing(cfg):
+        act = active_experts(model)
+        metrics["routing"]["active"] = act.tolist()
+        metrics["routing"]["chosen_experts"] = int(act.sum())
+        metrics["routing"]["growth"] = [dict(h["growth"], step=h["step"]) for h in res.history if "growth" in h]
     gate_counts: Counter = Counter()
     for h in res.history:
         gate_counts.update(h.get("gate_updates", {}))

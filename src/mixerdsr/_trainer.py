@@ -16,15 +16,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from . import metrics as M
 from ._config import Config, flatten_settings
+from ._growth import Growth, growing
 from ._jsonio import jsonable
 from .checkpoint import load_checkpoint, read_checkpoint_config, save_checkpoint
 from .data import EnvData
-from .evaluation import val_rel_mse
+from .evaluation import val_env_rel_mse, val_rel_mse
 from .gating import STATUS_NAMES
 from .inference import routes
 from .mixer import MixER
-from .training import TrainData, TrainState, init_state, make_outer_step
+from .training import TrainData, TrainState, init_state, make_outer_step, seed_routes_after_warmup
 
 __all__ = ["train", "TrainResult", "check_resume", "read_history", "split_validation"]
 
@@ -121,6 +123,11 @@ def read_history(path: Path, log: Callable[[str], None] = print) -> list[dict[st
     return out
 
 
+def _reset_selection(state: TrainState) -> TrainState:
+    """Forget the best model so far (the routing changed: choose among the new structure's)."""
+    return state._replace(best_val=jnp.asarray(jnp.inf, jnp.float32), best_step=jnp.asarray(-1, jnp.int32))
+
+
 def train(
     cfg: Config,
     train_split: EnvData,
@@ -169,6 +176,11 @@ def train(
     snaps = _snapshot_steps(n_steps)
     start = int(state.step)
     times: list[float] = []
+    seeding = cfg.gate.warmup > 0 and cfg.gate.mode == "lstsq" and cfg.model.num_experts > 1 and not cfg.gate.grow
+    warmup = cfg.gate.warmup if seeding else -1
+    known_families = bool(np.all(tr.family >= 0)) and cfg.model.num_experts > 1
+    prev_route = np.asarray(history[-1]["route"]) if history and "route" in history[-1] else None
+    grower = Growth(cfg, tr.family if known_families else None, log, history) if growing(cfg) else None
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -179,50 +191,95 @@ def train(
         if ckpt is not None:
             save_checkpoint(ckpt, state, cfg.to_dict(), {"step": int(state.step)})
 
+    def advance(st: TrainState, s: int) -> tuple[TrainState, dict[str, Any]]:
+        """One outer step and its history record (without validation)."""
+        nonlocal prev_route
+        t0 = time.perf_counter()
+        st, info = step_fn(st, data)
+        info = jax.device_get(info)
+        times.append(time.perf_counter() - t0)
+        r = np.asarray(routes(st.model, st.contexts))
+        status = Counter(STATUS_NAMES[int(v)] for v in info["gate_status"] if v >= 0)
+        rec: dict[str, Any] = {
+            "step": s,
+            "ctx_loss": float(np.mean(info["ctx_loss"])),
+            "weight_loss": float(np.mean(info["weight_loss"])),
+            "failed": int(np.sum(info["failed"])),
+            "gate_updates": dict(status),
+            "routes": np.bincount(r, minlength=cfg.model.num_experts).tolist(),
+            "route": r.tolist(),
+            "changed": int(np.sum(r != prev_route)) if prev_route is not None else 0,
+            "seconds": times[-1],
+        }
+        if known_families:
+            rec["purity"] = M.purity(r, tr.family)
+            rec["ari"] = M.adjusted_rand_index(r, tr.family)
+        prev_route = r
+        return st, rec
+
+    def validate(st: TrainState) -> float:
+        return val_rel_mse(st.model, st.contexts, x_val, data.t, cfg)
+
+    def finish(rec: dict[str, Any], val: float | None = None, own_state: bool = True) -> None:
+        """Validation and model selection, the history line, checkpoint and progress bar
+        (``own_state=False``: ``state`` is not the one after ``rec``'s step; no validation)."""
+        nonlocal state
+        s = rec["step"]
+        if own_state and val is None and ((s + 1) % cfg.train.val_every == 0 or s == n_steps - 1):
+            val = validate(state)
+        if val is not None:
+            rec["val_rel_mse"] = val
+            if math.isfinite(val) and val < float(state.best_val):
+                state = state._replace(
+                    best_model=state.model,
+                    best_contexts=state.contexts,
+                    best_val=jnp.asarray(val, jnp.float32),
+                    best_step=jnp.asarray(s, jnp.int32),
+                )
+        if s in snaps and own_state:
+            rec["gate_probs"] = np.asarray(jax.vmap(state.model.gate_probs)(state.contexts)).round(4).tolist()
+        history.append(rec)
+        if hist_path is not None:
+            with hist_path.open("a") as f:
+                f.write(json.dumps(jsonable(rec)) + "\n")
+        due = (s + 1) % cfg.train.checkpoint_every == 0 or s == n_steps - 1 or "growth" in rec
+        if ckpt is not None and own_state and due:
+            save()
+        if bar is not None:
+            last_val = next((h["val_rel_mse"] for h in reversed(history) if "val_rel_mse" in h), None)
+            post = {"loss": f"{rec['weight_loss']:.3g}"}
+            if last_val is not None:
+                post["val"] = f"{last_val:.3g}"
+            bar.set_postfix(**post, routes=rec["routes"], refresh=False)
+            bar.update(1)
+
     if start < n_steps:
         log("compiling the training step (the first outer step includes compilation) ...")
     try:
-        for s in range(start, n_steps):
-            t0 = time.perf_counter()
-            state, info = step_fn(state, data)
-            info = jax.device_get(info)
-            times.append(time.perf_counter() - t0)
-            r = np.asarray(routes(state.model, state.contexts))
-            status = Counter(STATUS_NAMES[int(v)] for v in info["gate_status"] if v >= 0)
-            rec: dict[str, Any] = {
-                "step": s,
-                "ctx_loss": float(np.mean(info["ctx_loss"])),
-                "weight_loss": float(np.mean(info["weight_loss"])),
-                "failed": int(np.sum(info["failed"])),
-                "gate_updates": dict(status),
-                "routes": np.bincount(r, minlength=cfg.model.num_experts).tolist(),
-                "seconds": times[-1],
-            }
-            if (s + 1) % cfg.train.val_every == 0 or s == n_steps - 1:
-                val = val_rel_mse(state.model, state.contexts, x_val, data.t, cfg)
-                rec["val_rel_mse"] = val
-                if math.isfinite(val) and val < float(state.best_val):
-                    state = state._replace(
-                        best_model=state.model,
-                        best_contexts=state.contexts,
-                        best_val=jnp.asarray(val, jnp.float32),
-                        best_step=jnp.asarray(s, jnp.int32),
-                    )
-            if s in snaps:
-                rec["gate_probs"] = np.asarray(jax.vmap(state.model.gate_probs)(state.contexts)).round(4).tolist()
-            history.append(rec)
-            if hist_path is not None:
-                with hist_path.open("a") as f:
-                    f.write(json.dumps(jsonable(rec)) + "\n")
-            if ckpt is not None and ((s + 1) % cfg.train.checkpoint_every == 0 or s == n_steps - 1):
-                save()
-            if bar is not None:
-                last_val = next((h["val_rel_mse"] for h in reversed(history) if "val_rel_mse" in h), None)
-                post = {"loss": f"{rec['weight_loss']:.3g}"}
-                if last_val is not None:
-                    post["val"] = f"{last_val:.3g}"
-                bar.set_postfix(**post, routes=rec["routes"], refresh=False)
-                bar.update(1)
+        s = start
+        while s < n_steps:
+            if s == warmup:
+                state, seeded = seed_routes_after_warmup(state, cfg)
+                # the model is chosen among the M-expert models, not the warm-up's shared expert
+                state = _reset_selection(state)
+                counts = np.bincount(np.asarray(seeded), minlength=cfg.model.num_experts).tolist()
+                msg = f"routes seeded from the contexts after {warmup} warm-up steps: envs per expert {counts}"
+                if known_families:
+                    msg += f", purity {M.purity(np.asarray(seeded), tr.family):.3g}"
+                log(msg)
+            if grower is not None and grower.due(s, n_steps):
+                state, recs, val = grower.decide(
+                    state, s, advance, lambda st: val_env_rel_mse(st.model, st.contexts, x_val, data.t, cfg)
+                )
+                for rec in recs[:-1]:
+                    finish(rec, own_state=False)
+                state = _reset_selection(state) if recs[-1]["growth"]["accepted"] else state
+                finish(recs[-1], val)
+                s += len(recs)
+                continue
+            state, rec = advance(state, s)
+            finish(rec)
+            s += 1
     except KeyboardInterrupt:
         save()
         if bar is not None:

@@ -177,7 +177,12 @@ def _add_data_commands(sub: Any) -> None:
 _RUN_FLAGS = {  # flag -> (setting, type, help)
     "--data": ("data.source", str, "built-in dataset name or a dataset .npz file"),
     "--backbone": ("model.backbone", str, "expert backbone: geps, coda, ncf or shplrnn"),
-    "--experts": ("model.num_experts", int, "number of experts M"),
+    "--experts": (
+        "model.num_experts",
+        "experts",
+        "number of experts M, or auto (grow from one expert while validation improves, up to the "
+        "configuration's M; gate.grow) or auto:N (up to N)",
+    ),
     "--gate": ("gate.mode", str, "gate update: lstsq (MixER), gradient (naive MoE) or frozen"),
     "--outer-steps": ("train.outer_steps", int, "number of outer steps of proximal alternating minimisation"),
     "--context-size": ("model.context_size", int, "full context length d_ctx"),
@@ -190,21 +195,55 @@ def _dest(flag: str) -> str:
     return "setting_" + flag.lstrip("-").replace("-", "_")
 
 
+def _experts_arg(value: str) -> int | str:
+    """``--experts``: a positive number, ``auto`` or ``auto:N``."""
+    v = value.strip().lower()
+    if v == "auto" or (v.startswith("auto:") and v[5:].isdigit() and int(v[5:]) >= 1):
+        return v
+    if v.isdigit() and int(v) >= 1:
+        return int(v)
+    raise argparse.ArgumentTypeError(f"expected a number of experts >= 1, 'auto' or 'auto:N', got {value!r}")
+
+
+def _parse_sets(items: list[str]) -> dict[str, Any]:
+    """``--set KEY=VALUE`` items as overrides; VALUE is a TOML value (``12``, ``0.5``, ``true``,
+    ``"text"``), a bare word is a string."""
+    import tomllib
+
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise CLIError(f"--set {item!r}: expected KEY=VALUE, e.g. --set gate.every=12")
+        try:
+            out[key] = tomllib.loads(f"v = {value.strip()}")["v"]
+        except tomllib.TOMLDecodeError:
+            out[key] = value.strip()
+    return out
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from ._config import load_config
     from ._run import run
 
     overrides = {key: getattr(args, _dest(flag)) for flag, (key, _, _) in _RUN_FLAGS.items()}
+    experts = overrides["model.num_experts"]
+    if isinstance(experts, str):  # auto / auto:N
+        overrides["gate.grow"] = True
+        overrides["model.num_experts"] = int(experts[5:]) if experts.startswith("auto:") else None
     overrides["train.low_memory_compile"] = True if args.low_memory else None
+    overrides.update(_parse_sets(args.settings))
     try:
         preset = args.preset or (None if args.config else "odebench-2")
         cfg = load_config(preset, args.config, overrides)
     except ValueError as err:
         raise CLIError(str(err)) from None
     src, mod = os.path.basename(cfg.data.source).removesuffix(".npz"), cfg.model
-    out = args.out or os.path.join("runs", f"{src}-{mod.backbone}-m{mod.num_experts}-{cfg.gate.mode}-s{cfg.train.seed}")
+    m_name = f"auto{mod.num_experts}" if cfg.gate.grow else str(mod.num_experts)
+    out = args.out or os.path.join("runs", f"{src}-{mod.backbone}-m{m_name}-{cfg.gate.mode}-s{cfg.train.seed}")
     print(
-        f"mixerdsr run: data={cfg.data.source} backbone={mod.backbone} experts={mod.num_experts} "
+        f"mixerdsr run: data={cfg.data.source} backbone={mod.backbone} experts={m_name} "
         f"gate={cfg.gate.mode} outer_steps={cfg.train.outer_steps} -> {out}"
     )
     try:
@@ -222,6 +261,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
             )
     r = m["routing"]
     print(f"   routing: counts {r['counts']}  purity {_num(r['purity'], '.3g')}  ARI {_num(r['ari'], '.3g')}")
+    if "chosen_experts" in r:
+        print(f"   experts: {r['chosen_experts']} chosen by growth (up to {len(r['counts'])})")
     if m.get("warnings"):
         print(f"  warnings: {len(m['warnings'])} (listed above and in report.md)")
     ds = m.get("downstream") or {}
@@ -268,7 +309,17 @@ def _add_run_commands(sub: Any) -> None:
     p.add_argument("--config", metavar="FILE.toml", default=None, help="configuration file (overrides the preset)")
     for flag, (key, typ, hlp) in _RUN_FLAGS.items():
         name = flag.lstrip("-").upper().replace("-", "_")
-        p.add_argument(flag, dest=_dest(flag), metavar=name, type=typ, default=None, help=f"{hlp} ({key})")
+        conv = _experts_arg if typ == "experts" else typ
+        p.add_argument(flag, dest=_dest(flag), metavar=name, type=conv, default=None, help=f"{hlp} ({key})")
+    p.add_argument(
+        "--set",
+        dest="settings",
+        metavar="KEY=VALUE",
+        action="append",
+        default=[],
+        help="any setting by its dotted name, e.g. --set gate.every=12 --set train.lr_weights=3e-4 (repeatable; "
+        "VALUE is read as a TOML value, else as a string)",
+    )
     p.add_argument("--out", metavar="DIR", default=None, help="output directory (default: runs/<data>-<backbone>-...)")
     p.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -16,13 +16,22 @@ from ._diagnostics import collapsed_envs
 from .data import EnvData
 from .inference import predict
 
-__all__ = ["evaluate_split", "val_rel_mse", "active_parameters", "total_parameters"]
+__all__ = ["evaluate_split", "val_rel_mse", "val_env_rel_mse", "active_parameters", "total_parameters"]
 
 
 def val_rel_mse(model, contexts, x_val, t, cfg: Config) -> float:
+    """relMSE (Eq. 9) of the free-running predictions of ``x_val [E, N, T, D]`` (model selection)."""
     pred, ok = predict(model, contexts, x_val, t, cfg.solver)
     s = model.expert_type.scored_from
     return float(M.rel_mse(jnp.asarray(pred[:, :, s:]), jnp.asarray(x_val[:, :, s:])))
+
+
+def val_env_rel_mse(model, contexts, x_val, t, cfg: Config) -> np.ndarray:
+    """relMSE of every environment's free-running predictions of ``x_val`` (``[E]``, NaN or inf
+    where a solve failed)."""
+    pred, ok = predict(model, contexts, x_val, t, cfg.solver)
+    s = model.expert_type.scored_from
+    return np.asarray(M.per_env_rel_mse(jnp.asarray(pred[:, :, s:]), jnp.asarray(x_val[:, :, s:])))
 
 
 def evaluate_split(model, contexts, split: EnvData, cfg: Config) -> tuple[dict[str, Any], np.ndarray]:

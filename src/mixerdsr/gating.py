@@ -40,10 +40,12 @@ __all__ = [
     "kmeans",
     "cluster_medians",
     "greedy_pairing",
+    "overlap_pairing",
     "reassign_targets",
     "fit_gate",
     "gate_init",
     "gate_update",
+    "seed_routes",
 ]
 
 #: K-means / gate-update outcomes.
@@ -85,6 +87,30 @@ class GateSettings:
             batches are faster than one batch of all envs; an accelerator may prefer 0.
         importance_weight: ``mode = "gradient"`` only: weight of the load-balancing
             (importance) penalty.
+        warmup: 0 (the paper) or a number of outer steps during which every env is routed to
+            one expert and the gate is not updated; then the routes are **seeded** from the
+            contexts this shared expert learned (K-means on them, :func:`seed_routes`), every
+            expert starts as a copy of the shared one and every env's context is moved into its
+            expert's part. The paper's start clusters near-zero contexts at initialisation
+            and, with split contexts, each env's context then only ever learns in the part of
+            the expert it was first routed to, which locks those first (noise-driven) routes
+            in; contexts learned by one shared expert separate the families instead.
+        pairing: how the K-means clusters get their experts: ``"greedy"`` (the paper: in
+            cluster order, the not yet taken expert with the lowest median loss) or
+            ``"overlap"`` (the expert already routing most of the cluster's envs, matched
+            greedily by largest overlap; :func:`overlap_pairing`). Early in training the
+            experts' losses differ by less than their noise (contexts barely change the fit
+            yet), so the paper's pairing relabels clusters at random and, with split contexts,
+            every relabelled env restarts from an untrained context part; ``"overlap"`` changes
+            an env's expert only where the clustering itself changed.
+        grow: choose the number of experts from the data, up to ``model.num_experts``
+            (``mixerdsr run --experts auto``): start with one expert and split experts while
+            validation improves (:mod:`mixerdsr._growth`; the paper's gate updates are off).
+        grow_every: outer steps each branch of a growth decision trains for.
+        grow_tol: a split is kept when its validation relMSE is below ``1 - grow_tol`` times
+            that of the branch without it.
+        seed_restarts: K-means restarts (k-means++ starts, the lowest L1 inertia kept) when the
+            routes are seeded after ``warmup``.
     """
 
     mode: str = "lstsq"
@@ -97,6 +123,12 @@ class GateSettings:
     reassign: float = 0.0
     chunk: int = -1
     importance_weight: float = 0.1
+    warmup: int = 0
+    pairing: str = "greedy"
+    grow: bool = False
+    grow_every: int = 20
+    grow_tol: float = 0.05
+    seed_restarts: int = 10
 
     def __post_init__(self):
         validate(
@@ -106,6 +138,7 @@ class GateSettings:
                 "mode": ("lstsq", "gradient", "frozen"),
                 "centroid_init": ("data", "kmeans++", "uniform"),
                 "empty_cluster": ("reseed", "skip"),
+                "pairing": ("greedy", "overlap"),
             },
             ranges={
                 "every": AT_LEAST_1,
@@ -115,6 +148,10 @@ class GateSettings:
                 "reassign": Range(0, 1),
                 "chunk": Range(-1),
                 "importance_weight": AT_LEAST_0,
+                "warmup": AT_LEAST_0,
+                "seed_restarts": AT_LEAST_1,
+                "grow_every": AT_LEAST_1,
+                "grow_tol": Range(0, 1),
             },
         )
 
@@ -259,6 +296,26 @@ def greedy_pairing(medians: Float[Array, "M C"]) -> Int[Array, " C"]:
     return pairs
 
 
+def overlap_pairing(assign: Int[Array, " E"], current: Int[Array, " E"], n_experts: int) -> Int[Array, " C"]:
+    """Unique expert for every cluster by overlap with the current routes.
+
+    Repeatedly the (cluster, expert) pair sharing the most envs among those left is matched
+    (ties: lowest indices), so every cluster keeps the expert most of its members already use
+    where it can. Returns ``[C]`` (C = M).
+    """
+    overlap = jax.nn.one_hot(assign, n_experts).T @ jax.nn.one_hot(current, n_experts)  # [C, M]
+
+    def body(_, carry):
+        ov, pairs = carry
+        flat = jnp.argmax(ov)
+        c, m = flat // n_experts, flat % n_experts
+        ov = ov.at[c, :].set(-1.0).at[:, m].set(-1.0)
+        return ov, pairs.at[c].set(m)
+
+    _, pairs = jax.lax.fori_loop(0, n_experts, body, (overlap, jnp.zeros((n_experts,), jnp.int32)))
+    return pairs
+
+
 def fit_gate(x: Float[Array, "E d"], targets: Float[Array, "E M"]) -> Float[Array, "d1 M"]:
     """Least-squares gate ``W`` minimising ``||[x, 1] W - targets||`` (minimum-norm solution).
 
@@ -322,7 +379,7 @@ def gate_update(
             returns ``(losses, aux)`` instead.
         key: PRNG key (centroid initialisation and the least-squares noise).
         config: :class:`GateSettings` (the fields used here: ``kmeans_*``, ``noise``,
-            ``centroid_init``, ``empty_cluster``, ``reassign``).
+            ``centroid_init``, ``empty_cluster``, ``pairing``, ``reassign``).
         aux_default: if given, the value returned as ``aux`` when the losses were not computed
             (a pytree of the same structure as the ``aux`` of ``expert_losses``), e.g. a loss
             cache that stays as it was.
@@ -344,12 +401,21 @@ def gate_update(
     ok = res.status <= RESEEDED
     with_aux = aux_default is not None
 
+    # the overlap pairing without per-env overrides needs no losses: the costly pass is skipped
+    need_losses = config.pairing == "greedy" or config.reassign > 0
+
     def fit(_):
-        out = expert_losses()
-        losses, aux = out if with_aux else (out, None)
-        meds = cluster_medians(losses, res.assign, n_experts)
-        pairs = greedy_pairing(meds)
-        target = reassign_targets(losses, pairs[res.assign], config.reassign)
+        if need_losses:
+            out = expert_losses()
+            losses, aux = out if with_aux else (out, None)
+        else:
+            losses, aux = None, aux_default
+        if config.pairing == "overlap":
+            current = jnp.argmax(contexts @ gate[:-1] + gate[-1], axis=1)
+            pairs = overlap_pairing(res.assign, current, n_experts)
+        else:
+            pairs = greedy_pairing(cluster_medians(losses, res.assign, n_experts))
+        target = pairs[res.assign] if losses is None else reassign_targets(losses, pairs[res.assign], config.reassign)
         y = jax.nn.one_hot(target, n_experts, dtype=contexts.dtype)
         noisy = contexts + config.noise * normal(knoise, contexts.shape, contexts.dtype)
         return fit_gate(noisy, y).astype(gate.dtype), aux
@@ -359,3 +425,26 @@ def gate_update(
     if with_aux:
         return new_gate, new_state, res.status, aux
     return new_gate, new_state, res.status
+
+
+def seed_routes(
+    key: PRNGKeyArray, x: Float[Array, "E d"], n_clusters: int, restarts: int = 10, max_iters: int = 100
+) -> tuple[Int[Array, " E"], Float[Array, ""]]:
+    """Clusters of the contexts ``x`` by the best of ``restarts`` L1 K-means runs.
+
+    Every dimension is standardised first (context entries of different sizes weigh alike);
+    each run starts from k-means++ centroids and the run with the lowest L1 inertia wins.
+
+    Returns:
+        ``(assign [E], inertia)``: the cluster of every point and the winning run's inertia
+        (in standardised units).
+    """
+    z = (x - x.mean(0)) / jnp.maximum(x.std(0), 1e-12)
+
+    def one(k):
+        res = kmeans(z, init_centroids(k, z, n_clusters, "kmeans++"), max_iters=max_iters, tol=1e-6)
+        return res.assign, jnp.abs(z - res.centroids[res.assign]).sum()
+
+    assign, inertia = jax.vmap(one)(jax.random.split(key, restarts))
+    best = jnp.argmin(inertia)
+    return assign[best], inertia[best]

@@ -23,16 +23,28 @@ from typing import Any, NamedTuple
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from jax.flatten_util import ravel_pytree
-from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
+from jaxtyping import Array, ArrayLike, Bool, Float, Int, PRNGKeyArray
 
 from . import gating
 from ._config import Config, TrainSettings
 from .mixer import MixER, build_model
 from .rollout import SolverSettings, env_loss, env_losses, zero_nonfinite
 
-__all__ = ["TrainState", "TrainData", "LossCache", "init_state", "make_outer_step", "expert_losses"]
+__all__ = [
+    "TrainState",
+    "TrainData",
+    "LossCache",
+    "init_state",
+    "make_outer_step",
+    "expert_losses",
+    "seed_routes_after_warmup",
+    "reroute",
+    "own_contexts",
+    "INACTIVE_BIAS",
+]
 
 
 class TrainData(NamedTuple):
@@ -100,6 +112,11 @@ def init_state(cfg: Config, n_envs: int, state_size: int) -> TrainState:
     key = jax.random.PRNGKey(cfg.train.seed)
     kmodel, key = jax.random.split(key)
     model = build_model(cfg, state_size, kmodel)
+    if (cfg.gate.warmup > 0 or cfg.gate.grow) and cfg.gate.mode == "lstsq" and cfg.model.num_experts > 1:
+        # warm-up: every env on expert 0 until the routes are seeded (seed_routes_after_warmup);
+        # growth: the other experts are off until a split activates them
+        bias = jnp.where(jnp.arange(cfg.model.num_experts) == 0, 1.0, INACTIVE_BIAS if cfg.gate.grow else 0.0)
+        model = eqx.tree_at(lambda m: m.gate, model, jnp.zeros_like(model.gate).at[-1].set(bias))
     contexts = jnp.zeros((n_envs, cfg.model.context_size))
     opt_w, opt_c = _optimisers(cfg.train)
     return TrainState(
@@ -246,7 +263,7 @@ def make_outer_step(cfg: Config, n_envs: int):
     k_inner = cfg.train.inner_steps
     gate_chunk = _gate_chunk(cfg, batch)
 
-    def maybe_gate(model, gstate, cache, contexts, key, i, data):
+    def maybe_gate(model, gstate, cache, contexts, key, i, data, warm):
         # With one expert every env is routed to it whatever the gate: no update (and no loss pass).
         if cfg.gate.mode != "lstsq" or model.n_experts == 1:
             return model, gstate, cache, jnp.asarray(-1, jnp.int32)
@@ -264,10 +281,12 @@ def make_outer_step(cfg: Config, n_envs: int):
         def skip(_):
             return model, gstate, cache, jnp.asarray(-1, jnp.int32)
 
-        return jax.lax.cond((i + 1) % cfg.gate.every == 0, do, skip, None)
+        return jax.lax.cond(((i + 1) % cfg.gate.every == 0) & ~warm, do, skip, None)
 
     def outer_step(state: TrainState, data: TrainData):
         key, kb, kg = jax.random.split(state.key, 3)
+        # warm-up: one shared expert, no gate update; growth: routes set by the splits alone
+        warm = (state.step < cfg.gate.warmup) | cfg.gate.grow
         ctx_prev = state.contexts
         spec = _filter_spec(state.model)
         params_prev = _trained_vector(state.model)
@@ -309,7 +328,7 @@ def make_outer_step(cfg: Config, n_envs: int):
             idx = _nearest_batch(anchor, steps[0], batch)
             steps, (loss, failed) = jax.lax.cond(i < k_inner, ctx_step, weight_step, steps, idx)
             contexts, opt_c_state, model, opt_w_state, cache = steps
-            model, gstate, cache, status = maybe_gate(model, gstate, cache, contexts, kg, i, data)
+            model, gstate, cache, status = maybe_gate(model, gstate, cache, contexts, kg, i, data, warm)
             return (gstate, contexts, opt_c_state, model, opt_w_state, cache), (loss, failed, status)
 
         # all randomness of the outer step drawn up front (fewer compiled kernels than per step)
@@ -335,6 +354,115 @@ def make_outer_step(cfg: Config, n_envs: int):
         return new, info
 
     return _jit(outer_step, LOW_MEMORY_OPTIONS if cfg.train.low_memory_compile else None)
+
+
+#: gate bias of an expert not in use yet (``gate.grow``): no context is routed to it
+INACTIVE_BIAS = -1e4
+
+
+def reroute(
+    state: TrainState,
+    cfg: Config,
+    parent: ArrayLike,
+    old_route: ArrayLike,
+    new_route: ArrayLike,
+    active: ArrayLike | None = None,
+) -> TrainState:
+    """Re-arrange experts and routes on the host (seeding after the warm-up, growth).
+
+    Expert ``m`` becomes a copy of expert ``parent[m]`` (weights, shift and the optimiser's
+    moments); an env whose expert changes from ``old_route[e]`` to ``new_route[e]`` carries its
+    context part along (with split contexts; the old part is zeroed), so a copied expert reads
+    it as its parent did and no fit is lost; the gate is fitted by least squares to
+    ``new_route`` and experts outside ``active`` get the bias :data:`INACTIVE_BIAS`. The
+    K-means centroids of the next gate update are the new groups' means.
+
+    Args:
+        state: the training state.
+        cfg: run configuration (``gate.noise``, ``train.seed``).
+        parent: ``[M]`` source expert of every expert (``arange(M)``: weights unchanged).
+        old_route, new_route: ``[E]`` expert of every env before and after.
+        active: ``[M]`` experts in use (default: all).
+
+    Returns:
+        The new state (its loss cache invalidated).
+    """
+    model, contexts = state.model, state.contexts
+    n_exp, n_env = model.n_experts, contexts.shape[0]
+    parent_ = jnp.asarray(parent, jnp.int32)
+    old, new = jnp.asarray(old_route, jnp.int32), jnp.asarray(new_route, jnp.int32)
+
+    def copy_experts(tree):  # a model-shaped pytree: expert m <- parent[m] (with its shift)
+        return eqx.tree_at(
+            lambda m: (m.experts, m.shifts), tree, replace_fn=lambda leaf: jax.tree.map(lambda a: a[parent_], leaf)
+        )
+
+    def move_contexts(c):  # [E, d]: env e's part old_route[e] goes to part new_route[e]
+        if not model.split:
+            return c
+        parts = c.reshape(n_env, n_exp, -1)
+        own = parts[jnp.arange(n_env), old]
+        moved = new != old
+        parts = parts.at[jnp.arange(n_env), old].set(jnp.where(moved[:, None], 0.0, own))
+        parts = parts.at[jnp.arange(n_env), new].set(own)
+        return parts.reshape(c.shape)
+
+    spec = _filter_spec(model)
+    _, unravel = ravel_pytree(eqx.filter(model, spec))
+    n_flat = _trained_vector(model).shape[0]
+
+    def move_weights_moment(v):  # a moment of the weights' optimiser (a flat vector)
+        if not (hasattr(v, "shape") and v.shape == (n_flat,)):
+            return v
+        tree = eqx.combine(unravel(v), eqx.filter(model, spec, inverse=True))
+        return ravel_pytree(eqx.filter(copy_experts(tree), spec))[0]
+
+    def move_context_moment(v):
+        return move_contexts(v) if hasattr(v, "shape") and v.shape == contexts.shape else v
+
+    key = jax.random.fold_in(jax.random.PRNGKey(cfg.train.seed), int(state.step))
+    new_contexts = move_contexts(contexts)
+    model = copy_experts(model)
+    y = jax.nn.one_hot(new, n_exp, dtype=contexts.dtype)
+    noisy = new_contexts + cfg.gate.noise * jax.random.normal(key, new_contexts.shape, new_contexts.dtype)
+    gate = gating.fit_gate(noisy, y).astype(model.gate.dtype)
+    if active is not None:
+        gate = gate.at[-1].add(jnp.where(jnp.asarray(active, bool), 0.0, INACTIVE_BIAS))
+    model = eqx.tree_at(lambda m: m.gate, model, gate)
+    centroids = (y.T @ new_contexts) / jnp.maximum(y.sum(0), 1.0)[:, None]
+    return state._replace(
+        model=model,
+        contexts=new_contexts,
+        gate_state=gating.GateState(centroids, jnp.ones((), bool)),
+        opt_weights=jax.tree.map(move_weights_moment, state.opt_weights),
+        opt_contexts=jax.tree.map(move_context_moment, state.opt_contexts),
+        loss_cache=state.loss_cache._replace(valid=jnp.zeros((), bool)),
+    )
+
+
+def own_contexts(model: MixER, contexts: Float[Array, "E d"], route: Int[Array, " E"]) -> Float[Array, "E c"]:
+    """The part of every env's context its routed expert sees (the whole context unless split)."""
+    if not model.split:
+        return contexts
+    return contexts.reshape(contexts.shape[0], model.n_experts, -1)[jnp.arange(contexts.shape[0]), route]
+
+
+def seed_routes_after_warmup(state: TrainState, cfg: Config) -> tuple[TrainState, Int[Array, " E"]]:
+    """End of the warm-up (``gate.warmup``): seed the routes from the shared expert's contexts.
+
+    Every env was routed to expert 0; its contexts (the part expert 0 sees) are clustered into
+    ``M`` groups (:func:`mixerdsr.gating.seed_routes`); every expert becomes a copy of expert 0
+    and every env's context part moves to its group's expert (:func:`reroute`).
+
+    Returns:
+        ``(state, assign [E])``.
+    """
+    n_exp, n_env = state.model.n_experts, state.contexts.shape[0]
+    zero = np.zeros(n_env, np.int32)
+    key = jax.random.fold_in(jax.random.PRNGKey(cfg.train.seed), cfg.gate.warmup)
+    own = own_contexts(state.model, state.contexts, jnp.asarray(zero))
+    assign, _ = gating.seed_routes(key, own, n_exp, cfg.gate.seed_restarts)
+    return reroute(state, cfg, np.zeros(n_exp, np.int32), zero, assign), assign
 
 
 #: XLA options of ``train.low_memory_compile``: XLA's CPU fusion emitters need most of the

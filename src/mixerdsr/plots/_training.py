@@ -22,6 +22,8 @@ __all__ = [
     "plot_losses",
     "plot_predictions",
     "plot_routes",
+    "plot_route_history",
+    "route_history_figure",
     "plot_run",
     "predictions_figure",
     "routes_figure",
@@ -290,6 +292,75 @@ def plot_routes(
     return _save(routes_figure(routes, family, n_experts, family_names), Path(path))
 
 
+def route_history_figure(
+    history: Sequence[Mapping[str, Any]], family: np.ndarray | None = None, family_names: Sequence[str] | None = None
+):
+    """The expert of every training env at every outer step (envs x steps, coloured by expert),
+    envs grouped by family; purity over training beneath when recorded. ``None`` when the history
+    holds no routes (runs of older versions) or there is one expert."""
+    steps = [h for h in history if h.get("route") is not None]
+    if not steps:
+        return None
+    r = np.asarray([h["route"] for h in steps], int).T  # [E, S]
+    n_exp = max(len(steps[-1].get("routes") or []), int(r.max()) + 1)
+    if n_exp <= 1:
+        return None
+    from matplotlib.colors import ListedColormap
+
+    order, fam = _family_order(family, r.shape[0])
+    cmap = _categorical(n_exp)
+    purity = [h.get("purity") for h in steps]
+    has_p = any(p is not None for p in purity)
+    fig = _figure(8.0, min(10, 3.2 + 0.04 * r.shape[0]) + (1.3 if has_p else 0), layout="constrained")
+    axes = fig.subplots(2 if has_p else 1, 1, sharex=True, height_ratios=[4, 1] if has_p else None, squeeze=False)[:, 0]
+    x = [h["step"] for h in steps]
+    im = axes[0].imshow(
+        r[order],
+        aspect="auto",
+        cmap=ListedColormap([cmap(k) for k in range(n_exp)]),
+        vmin=-0.5,
+        vmax=n_exp - 0.5,
+        interpolation="nearest",
+        extent=(x[0] - 0.5, x[-1] + 0.5, r.shape[0] - 0.5, -0.5),
+    )
+    if fam is not None:
+        for e in np.flatnonzero(np.diff(fam)) + 0.5:
+            axes[0].axhline(e, color="k", lw=0.6)
+        starts = np.r_[0, np.flatnonzero(np.diff(fam)) + 1]
+        ends = np.r_[starts[1:], len(fam)]
+        labels = [family_label(int(fam[a]), family_names, 24) for a in starts]
+        axes[0].set_yticks((starts + ends - 1) / 2.0, labels, fontsize=7 if len(labels) <= 12 else 5)
+        axes[0].set_ylabel("environments, by family")
+    else:
+        axes[0].set_ylabel("environment")
+    cb = fig.colorbar(im, ax=axes[0], ticks=range(n_exp), fraction=0.04, pad=0.02)
+    cb.set_label("expert")
+    axes[0].set_title(
+        "Expert of every training env over training\n(one colour per family block = family found)", fontsize=10
+    )
+    if has_p:
+        axes[1].plot(x, [np.nan if p is None else p for p in purity], color="k", lw=1.2)
+        axes[1].set_ylim(0, 1.05)
+        axes[1].set_ylabel("purity")
+        axes[1].grid(alpha=0.3)
+    for ax in axes:
+        ax.set_xlabel("outer step")
+    return fig
+
+
+def plot_route_history(
+    history: Sequence[Mapping[str, Any]],
+    path: str | Path,
+    family: np.ndarray | None = None,
+    family_names: Sequence[str] | None = None,
+) -> Path | None:
+    """:func:`route_history_figure` written to ``path`` (None when there is nothing to show)."""
+    fig = route_history_figure(history, family, family_names)
+    if fig is None:
+        return None
+    return _save(fig, Path(path))
+
+
 # ---------------------------------------------------------------------------------------
 # predictions
 # ---------------------------------------------------------------------------------------
@@ -502,6 +573,8 @@ def plot_run(
         n_exp = int((cfg.get("model") or {}).get("num_experts") or (r.max() + 1 if r.size else 1))
         plot_routes(r, tr.family, n_exp, out / "routes.png", tr.family_names)
         figs.append(("Training environments per expert, by family", "routes.png"))
+    if plot_route_history(history, out / "route_history.png", tr.family, tr.family_names) is not None:
+        figs.append(("Expert of every training environment over training, and routing purity", "route_history.png"))
     seq = scored_from > 0
     for name, label in (
         ("test", "test (training envs, new initial conditions)"),

@@ -1,0 +1,82 @@
+"""Targeted probes behind docs/routing.md (print figures; nothing is written).
+
+    python benchmarks/routing_probe.py seed-purity   # clustering of a shared expert's contexts vs warm-up length
+    python benchmarks/routing_probe.py pairing       # expert changes caused by the greedy pairing after seeding
+
+Both train MixER-10 (GEPS) on ODEBench-10A with every env on one expert (``gate.warmup``), one
+gate update per inner loop, seed 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def _setup(warmup: int, pairing: str = "greedy"):
+    from mixerdsr._config import load_config
+    from mixerdsr._trainer import split_validation
+    from mixerdsr.data import resolve_dataset
+    from mixerdsr.training import TrainData, init_state, make_outer_step
+
+    over = {"gate.every": 12, "gate.warmup": warmup, "gate.pairing": pairing, "train.outer_steps": 300}
+    cfg = load_config("odebench-10a", None, over)
+    splits, _ = resolve_dataset(cfg.data.source, None, progress=False)
+    tr = splits["train"].stride_time(cfg.data.time_stride)
+    x, _ = split_validation(tr.x.astype(np.float32), cfg.data.val_trajectories)
+    data = TrainData(jnp.asarray(x), jnp.asarray(tr.t, jnp.float32))
+    return cfg, tr, data, init_state(cfg, tr.n_envs, tr.n_dims), make_outer_step(cfg, tr.n_envs)
+
+
+def seed_purity(steps: int = 100) -> None:
+    from mixerdsr import gating
+    from mixerdsr import metrics as M
+
+    cfg, tr, data, st, step = _setup(steps)
+    n = cfg.model.num_experts
+    for s in range(steps):
+        st, info = step(st, data)
+        if (s + 1) % 10 == 0:
+            own = jnp.asarray(np.asarray(st.contexts).reshape(tr.n_envs, n, -1)[:, 0])
+            a = np.asarray(gating.seed_routes(jax.random.PRNGKey(s), own, n, cfg.gate.seed_restarts)[0])
+            print(
+                f"after {s + 1:3d} warm-up steps: seeded purity {M.purity(a, tr.family):.2f} "
+                f"ARI {M.adjusted_rand_index(a, tr.family):.2f}",
+                flush=True,
+            )
+
+
+def pairing(warmup: int = 20, after: int = 3) -> None:
+    from mixerdsr.inference import routes
+    from mixerdsr.training import expert_losses, seed_routes_after_warmup
+
+    for mode in ("greedy", "overlap"):
+        cfg, tr, data, st, step = _setup(warmup, mode)
+        for _ in range(warmup):
+            st, _ = step(st, data)
+        st, a = seed_routes_after_warmup(st, cfg)
+        a = np.asarray(a)
+        losses = np.asarray(expert_losses(st.model, st.contexts, data, cfg.solver, chunk=10))
+        own = np.median(losses[a, np.arange(len(a))])
+        anyone = np.median(losses)
+        print(f"[{mode}] after seeding: median loss under the env's own expert {own:.4g}, any expert {anyone:.4g}")
+        prev = np.asarray(routes(st.model, st.contexts))
+        for k in range(after):
+            st, _ = step(st, data)
+            r = np.asarray(routes(st.model, st.contexts))
+            print(f"[{mode}] outer step {warmup + k}: {int(np.sum(r != prev))} of {len(r)} envs changed expert")
+            prev = r
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("probe", choices=["seed-purity", "pairing"])
+    a = ap.parse_args()
+    seed_purity() if a.probe == "seed-purity" else pairing()
+
+
+if __name__ == "__main__":
+    main()
