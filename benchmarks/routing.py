@@ -23,9 +23,10 @@ import numpy as np
 RESULTS = Path(__file__).resolve().parents[1] / "docs" / "results" / "routing"
 
 #: shared by every variant (the CPU budget: one gate update per inner loop, 250 outer steps)
-COMMON = {"gate.every": 12, "train.outer_steps": 250, "adapt.steps": 200}
+#: and the paper's proximal weight (``--set train.proximal_beta=1.0 --tag=-beta1`` for the presets' 1)
+COMMON = {"gate.every": 12, "train.outer_steps": 250, "adapt.steps": 200, "train.proximal_beta": 10.0}
 VARIANTS = {
-    "alg1": {},  # the paper's Algorithm 1 (K-means from initialisation, greedy pairing)
+    "alg1": {"gate.warmup": 0, "gate.pairing": "greedy"},  # the paper's Algorithm 1 (K-means from initialisation)
     "warm": {"gate.warmup": 100, "gate.pairing": "overlap"},  # routes seeded from a shared expert's contexts
     # a single meta-learner (MixER-1), on batches of the same size as the others (E/M of the preset)
     "m1": {"model.num_experts": 1, "train.batch_envs": "E/M"},
@@ -81,6 +82,8 @@ def run_one(data: str, backbone: str, variant: str, seed: int, force: bool, extr
         "chosen_experts": r.get("chosen_experts", len(r["counts"])),
         "growth": r.get("growth"),
         "adapt_experts": r["adapt_experts"],
+        "best_step": m.get("best_step"),
+        "test_per_env_rel_mse": m["test"].get("per_env_rel_mse"),
         "purity_path": [h.get("purity") for h in hist],
         "changed_path": [h.get("changed") for h in hist],
         "seconds": time.perf_counter() - t0,
@@ -98,13 +101,24 @@ def run_one(data: str, backbone: str, variant: str, seed: int, force: bool, extr
     )
 
 
+def _geo(per_env) -> float | None:
+    """Geometric mean of per-env relMSE (robust to the few envs whose forecasts run off)."""
+    if not per_env:
+        return None
+    v = np.asarray(per_env, float)
+    return float(np.exp(np.mean(np.log(np.maximum(v, 1e-12))))) if np.all(np.isfinite(v)) else float("inf")
+
+
 def report() -> None:
     rows: dict[tuple, list] = {}
     for p in sorted(RESULTS.glob("*.json")):
         d = json.loads(p.read_text())
         rows.setdefault((d["data"], d["backbone"], d["variant"]), []).append(d)
-    print("| data | backbone | variant | seeds | test relMSE | test MSE | adapt relMSE | purity | ARI | idle | M |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print(
+        "| data | backbone | variant | seeds | test relMSE | test MSE | test geo-mean relMSE | adapt relMSE | "
+        "purity | ARI | idle | M | selected step |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 
     def ms(v):
         v = np.asarray([x for x in v if x is not None], float)
@@ -114,9 +128,11 @@ def report() -> None:
         seeds = ",".join(str(d["seed"]) for d in ds)
         print(
             f"| {data} | {bb} | {var} | {seeds} | {ms([d['test_rel_mse'] for d in ds])} | "
-            f"{ms([d['test_mse'] for d in ds])} | {ms([d['adapt_rel_mse'] for d in ds])} | "
+            f"{ms([d['test_mse'] for d in ds])} | {ms([_geo(d.get('test_per_env_rel_mse')) for d in ds])} | "
+            f"{ms([d['adapt_rel_mse'] for d in ds])} | "
             f"{ms([d['purity'] for d in ds])} | {ms([d['ari'] for d in ds])} | {ms([d['idle'] for d in ds])} | "
-            f"{','.join(str(d.get('chosen_experts', len(d['counts']))) for d in ds)} |"
+            f"{','.join(str(d.get('chosen_experts', len(d['counts']))) for d in ds)} | "
+            f"{','.join(str(d.get('best_step')) for d in ds)} |"
         )
 
 

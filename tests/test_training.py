@@ -373,7 +373,9 @@ def test_growth_splits_an_expert_only_when_validation_improves(tiny_splits, tmp_
     assert [h["step"] for h in history] == [0, 1, 2, 3]
     assert events and events[0]["step"] == 1  # the first decision trains step 1 in both branches
     ev = events[0]["growth"]
-    assert ev["accepted"] == (ev["val_split"] < 0.95 * ev["val_keep"])  # geometric means over envs
+    (sp,) = ev["splits"]  # one expert, one candidate split into the free expert
+    assert (sp["split"], sp["into"]) == (0, 1) and 1 <= sp["moved"] <= 3
+    assert sp["accepted"] == ev["accepted"] == (sp["val_split"] < 0.95 * sp["val_keep"])  # geometric means
     state, _, _ = load_checkpoint(out / "checkpoint.npz", init_state(c, 4, 2))
     act = active_experts(state.model)
     assert act.sum() == ev["active"] == (2 if ev["accepted"] else 1)

@@ -1,21 +1,24 @@
 """The number of experts chosen from the data (``gate.grow``, ``mixerdsr run --experts auto``).
 
 Training starts with every environment on one expert. At each decision (after ``gate.warmup``
-outer steps, then every ``gate.grow_every`` steps while splits are kept) the active expert whose
-environments' contexts fall most clearly into two groups is split: a copy of it takes one group
-(the group's contexts move along, so nothing fitted is lost; :func:`mixerdsr.training.reroute`).
-Two branches then train for ``gate.grow_every`` outer steps from the same state, one with the
-split and one without, and the split is kept only when its validation error is below
-``(1 - gate.grow_tol)`` times the other's; the first split that is not kept ends the growth.
-The validation error of a branch is the geometric mean over environments of their validation
-relMSE: scale-free and robust, where the mean relMSE (Eq. 9, the model-selection score) is
+outer steps, then every ``gate.grow_every`` steps while splits are kept) every active expert is
+a candidate: its environments are divided into two groups by K-means on their contexts, and
+the candidates whose contexts fall most clearly into two groups (as many as there are experts
+left) are split at once: a copy of the expert takes one group (the group's contexts move along,
+so nothing fitted is lost; :func:`mixerdsr.training.reroute`). Two branches then train for
+``gate.grow_every`` outer steps from the same state, one with the splits and one without; a
+split is kept when the validation error of its expert's environments is below
+``(1 - gate.grow_tol)`` times their error without it, and undone otherwise (its environments go
+back to the parent). A decision that keeps no split ends the growth, so the number of experts
+can double at every decision. The validation error of a group of environments is the geometric
+mean of their validation relMSE: scale-free and robust, where the mean relMSE (Eq. 9, the model-selection score) is
 dominated by the few environments whose forecasts run off, and moved by training alone (on
 ODEBench-10A it rose from 1.3 to 2.9 between outer steps 49 and 99 of one unsplit expert).
 The chosen number of experts is the number of active ones; the others are never routed to.
 
 Decisions are recorded in ``history.jsonl`` (``growth`` on the last record of each decision):
-the split expert, the validation relMSE of both branches, whether the split was kept and the
-number of active experts. A resumed run reads them back.
+per split the expert, its copy, the envs moved, the validation error of both branches and whether
+it was kept; whether any was kept and the number of active experts. A resumed run reads them back.
 """
 
 from __future__ import annotations
@@ -116,41 +119,54 @@ class Growth:
         r = np.asarray(routes(state.model, state.contexts))
         own = np.asarray(own_contexts(state.model, state.contexts, jnp.asarray(r)))
         key = jax.random.fold_in(jax.random.PRNGKey(cfg.train.seed), step)
-        best: tuple[float, int, np.ndarray] = (-np.inf, -1, np.zeros(0, int))
+        candidates = []  # (score, parent, envs that move)
         for m in np.flatnonzero(active):
             members = np.flatnonzero(r == m)
             score, groups = _split_score(own[members], jax.random.fold_in(key, int(m)), cfg.gate.seed_restarts)
-            if score > best[0]:
-                best = (score, int(m), members[groups == 1])
+            if np.isfinite(score):
+                candidates.append((score, int(m), members[groups == 1]))
+        candidates = sorted(candidates, key=lambda c: -c[0])[: int((~active).sum())]
         keep_state, keep_recs = self._branch(state, step, advance)
         env_keep = validate(keep_state)
-        val_keep = _geo_mean(env_keep)
-        if best[1] < 0 or active.all():
-            return self._end(keep_state, keep_recs, env_keep, None, active, "no expert can be split")
-        parent, child = best[1], int(np.flatnonzero(~active)[0])
-        new_route = r.copy()
-        new_route[best[2]] = child
-        parents = np.arange(n_exp)
-        parents[child] = parent
-        now_active = active.copy()
-        now_active[child] = True
+        if not candidates:
+            return self._end(keep_state, keep_recs, env_keep, [], active, "no expert can be split")
+        # every candidate split at once; each is judged on its own envs
+        parents, new_route, now_active = np.arange(n_exp), r.copy(), active.copy()
+        splits: list[dict[str, Any]] = []
+        for (_, parent, moved), child in zip(candidates, np.flatnonzero(~active)):
+            parents[child], new_route[moved], now_active[child] = parent, child, True
+            splits.append({"split": parent, "into": int(child), "moved": len(moved)})
         split_state = reroute(state, cfg, parents, r, new_route, now_active)
         split_state, split_recs = self._branch(split_state, step, advance)
         env_split = validate(split_state)
-        val_split = _geo_mean(env_split)
-        event = {"split": parent, "into": child, "moved": len(best[2]), "val_split": val_split, "val_keep": val_keep}
-        kept = bool(np.isfinite(val_split) and val_split < (1.0 - cfg.gate.grow_tol) * val_keep)
-        if kept:
-            event.update(accepted=True, active=int(now_active.sum()))
-            split_recs[-1]["growth"] = event
-            self.next = step + self.every
-            self.stopped = bool(now_active.all())
-            msg = f"growth: split expert {parent} -> {child} ({len(best[2])} envs): now {int(now_active.sum())} experts"
-            if self.family is not None:
-                msg += f", purity {M.purity(np.asarray(split_recs[-1]['route']), self.family):.3g}"
-            self.log(msg + f" (validation error {val_split:.3g} vs {val_keep:.3g} without)")
-            return split_state, split_recs, _mean(env_split)
-        return self._end(keep_state, keep_recs, env_keep, event, active, f"split of expert {parent} did not help")
+        for sp in splits:
+            judged = r == sp["split"]  # the split expert's envs (both groups)
+            v_split, v_keep = _geo_mean(env_split[judged]), _geo_mean(env_keep[judged])
+            ok = bool(np.isfinite(v_split) and v_split < (1 - cfg.gate.grow_tol) * v_keep)
+            sp.update(val_split=v_split, val_keep=v_keep, accepted=ok)
+        kept = [sp for sp in splits if sp["accepted"]]
+        if not kept:
+            return self._end(keep_state, keep_recs, env_keep, splits, active, "no split helped")
+        undo = [sp for sp in splits if not sp["accepted"]]
+        if undo:  # a split that did not help: its envs go back to the parent, the copy is switched off
+            back, final_active = new_route.copy(), now_active.copy()
+            for sp in undo:
+                back[new_route == sp["into"]] = sp["split"]
+                final_active[sp["into"]] = False
+            split_state = reroute(split_state, cfg, np.arange(n_exp), new_route, back, final_active)
+            env_split = validate(split_state)
+            split_recs[-1]["route"] = back.tolist()
+            split_recs[-1]["routes"] = np.bincount(back, minlength=n_exp).tolist()
+            now_active = final_active
+        n_active = int(now_active.sum())
+        split_recs[-1]["growth"] = {"splits": splits, "accepted": True, "active": n_active}
+        self.next = step + self.every
+        self.stopped = bool(now_active.all())
+        msg = f"growth: kept {len(kept)} of {len(splits)} split(s): now {n_active} experts"
+        if self.family is not None:
+            msg += f", purity {M.purity(np.asarray(split_recs[-1]['route']), self.family):.3g}"
+        self.log(msg)
+        return split_state, split_recs, _mean(env_split)
 
     def _branch(self, state: TrainState, step: int, advance) -> tuple[TrainState, list[dict[str, Any]]]:
         recs = []
@@ -159,16 +175,10 @@ class Growth:
             recs.append(rec)
         return state, recs
 
-    def _end(self, state, recs, env_val, event, active, why: str):
-        event = dict(event or {}, accepted=False, active=int(active.sum()))
-        recs[-1]["growth"] = event
+    def _end(self, state, recs, env_val, splits: list[dict[str, Any]], active, why: str):
+        recs[-1]["growth"] = {"splits": splits, "accepted": False, "active": int(active.sum())}
         self.stopped = True
-        extra = (
-            f" (validation error {event['val_split']:.3g} vs {event['val_keep']:.3g} without)"
-            if event.get("val_split") is not None
-            else ""
-        )
-        self.log(f"growth: stopped at {int(active.sum())} expert(s): {why}{extra}")
+        self.log(f"growth: stopped at {int(active.sum())} expert(s): {why}")
         return state, recs, _mean(env_val)
 
 
