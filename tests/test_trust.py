@@ -144,6 +144,8 @@ def _metrics(**kw):
 
 def test_diagnose_is_silent_on_a_good_run():
     assert diagnose(_metrics(), [{"step": 0, "ctx_loss": 0.1, "weight_loss": 0.1, "failed": 0}]) == []
+    settled = [{"step": s, "ctx_loss": 0.1, "weight_loss": 0.1, "changed": int(s == 3) * 5} for s in range(10)]
+    assert diagnose(_metrics(routing={"counts": [10, 0], "active": [True, False]}), settled) == []
 
 
 @pytest.mark.parametrize("metrics, history, words", [
@@ -155,6 +157,11 @@ def test_diagnose_is_silent_on_a_good_run():
     (_metrics(routing={"counts": [10, 0]}), [], "expert(s) [1] received no training environment"),
     (_metrics(routing={"counts": [2, 9, 1]}), [], "expert 1 holds 9 of 12"),
     (_metrics(adapt_test={"rel_mse": 5.3}), [], "adaptation relMSE 5.3 is 59x the test relMSE"),
+    # growth switched expert 1 off: not idle; an active expert without envs is
+    (_metrics(routing={"counts": [10, 0, 0], "active": [True, False, True]}), [], "expert(s) [2] received no"),
+    # 1 of 10 envs changed expert in the last tenth of 10 steps: flagged; the same change earlier is not
+    (_metrics(), [{"step": s, "ctx_loss": 0.1, "weight_loss": 0.1, "changed": int(s == 9)} for s in range(10)],
+     "1 expert changes in the last 1 outer steps"),
 ])
 def test_diagnose_flags_clearly_bad_results(metrics, history, words):
     found = diagnose(metrics, history)

@@ -13,13 +13,23 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["diagnose", "collapsed_envs", "DOMINANT_SHARE", "ADAPT_RATIO", "ADAPT_FLOOR", "COLLAPSE_RATIO"]
+__all__ = [
+    "diagnose",
+    "collapsed_envs",
+    "DOMINANT_SHARE",
+    "ADAPT_RATIO",
+    "ADAPT_FLOOR",
+    "COLLAPSE_RATIO",
+    "LATE_CHANGE_SHARE",
+]
 
 #: an expert holding at least this share of the training envs (with M > 1) is flagged
 DOMINANT_SHARE = 0.75
 #: adaptation relMSE above ``ADAPT_RATIO`` x the test relMSE and above ``ADAPT_FLOOR`` is flagged
 ADAPT_RATIO = 10.0
 ADAPT_FLOOR = 0.5
+#: expert changes in the last tenth of training, as a share of the training envs, that are flagged
+LATE_CHANGE_SHARE = 0.1
 #: a forecast whose spread over time is below this fraction of the data's is "collapsed"
 COLLAPSE_RATIO = 0.1
 
@@ -62,7 +72,8 @@ def diagnose(metrics: Mapping[str, Any], history: Sequence[Mapping[str, Any]] = 
 
     Returns:
         The warnings, most severe first: failed solves, non-finite or collapsed results,
-        routing (idle or dominant experts), adaptation far worse than the test split.
+        routing (idle or dominant experts, routes still changing late in training), adaptation
+        far worse than the test split.
     """
     out: list[str] = []
     failed = sum(int(h.get("failed", 0) or 0) for h in history)
@@ -97,23 +108,31 @@ def diagnose(metrics: Mapping[str, Any], history: Sequence[Mapping[str, Any]] = 
                 "the data does)"
             )
     r = metrics.get("routing") or {}
-    counts = list(r.get("counts") or [])
-    if r.get("active") is not None:  # growth: only the experts it switched on can be idle
-        counts = [c for c, on in zip(counts, r["active"]) if on]
-    n_env = sum(counts)
+    all_counts = list(r.get("counts") or [])
+    active = list(r.get("active") or [True] * len(all_counts))  # growth: only experts it switched on count
+    counts = {m: c for m, (c, on) in enumerate(zip(all_counts, active)) if on}
+    n_env = sum(counts.values())
     if len(counts) > 1 and n_env:
-        idle = [m for m, c in enumerate(counts) if c == 0]
+        idle = [m for m, c in counts.items() if c == 0]
         if idle:
             out.append(
                 f"expert(s) {idle} received no training environment (idle): {len(counts) - len(idle)} of "
                 f"{len(counts)} experts do all the work; families may be merged on one expert"
             )
-        top = int(np.argmax(counts))
+        top = max(counts, key=lambda m: counts[m])
         if not idle and counts[top] >= DOMINANT_SHARE * n_env and n_env >= 2 * len(counts):
             out.append(
                 f"expert {top} holds {counts[top]} of {n_env} training environments; with {len(counts)} "
                 "experts, families may be merged"
             )
+    late = [h for h in history if h.get("changed") is not None][-max(1, len(history) // 10) :]
+    moved = sum(int(h["changed"]) for h in late)
+    if late and n_env and moved >= LATE_CHANGE_SHARE * n_env:
+        out.append(
+            f"{moved} expert changes in the last {len(late)} outer steps (of {n_env} training environments): "
+            "the routes had not settled, and an environment that changes expert restarts from an untrained "
+            'context part (with split contexts); see route_history.png, or try gate.pairing = "overlap"'
+        )
     ad, te = metrics.get("adapt_test") or {}, metrics.get("test") or {}
     a, t = ad.get("rel_mse"), te.get("rel_mse")
     if (
