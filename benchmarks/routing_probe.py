@@ -27,7 +27,7 @@ def _setup(warmup: int, pairing: str = "greedy"):
     splits, _ = resolve_dataset(cfg.data.source, None, progress=False)
     tr = splits["train"].stride_time(cfg.data.time_stride)
     x, _ = split_validation(tr.x.astype(np.float32), cfg.data.val_trajectories)
-    data = TrainData(jnp.asarray(x), jnp.asarray(tr.t, jnp.float32))
+    data = TrainData(jnp.asarray(x), jnp.asarray(tr.t, jnp.float32), jnp.asarray(warmup, jnp.int32))
     return cfg, tr, data, init_state(cfg, tr.n_envs, tr.n_dims), make_outer_step(cfg, tr.n_envs)
 
 

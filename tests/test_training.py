@@ -289,24 +289,6 @@ def test_cli_run_bad_input(tmp_path, capsys):
     assert "not divisible" in capsys.readouterr().err
 
 
-def test_cli_run_on_a_dataset_file(tiny_splits, tmp_path, capsys, monkeypatch):
-    import mixerdsr.training as training
-    from mixerdsr import save_dataset
-
-    # the suite already compiles without the fusion emitters (conftest), so the low-memory
-    # build adds no option here and its step is cfg()'s, a cache load
-    monkeypatch.setattr(training, "LOW_MEMORY_OPTIONS", {})
-    data = save_dataset(tmp_path / "tiny.npz", tiny_splits)
-    conf = tmp_path / "c.toml"
-    conf.write_text(toml_text(TINY))
-    out = tmp_path / "run"
-    assert main(["run", "--config", str(conf), "--data", str(data), "--outer-steps", "4", "--out", str(out), "--quiet",
-                 "--low-memory"]) == 0
-    printed = capsys.readouterr().out
-    assert "adapt_test: relMSE" in printed and (out / "metrics.json").exists()
-    assert load_config(path=out / "config.toml").train.low_memory_compile
-
-
 def test_seeding_after_warmup_moves_contexts_without_losing_the_fit():
     from mixerdsr.inference import routes
     from mixerdsr.training import seed_routes_after_warmup
@@ -353,20 +335,27 @@ def test_seeding_after_warmup_moves_contexts_without_losing_the_fit():
                     np.testing.assert_array_equal(part[0], 0.0)
 
 
-def test_growth_splits_an_expert_only_when_validation_improves(tiny_splits, tmp_path):
-    from mixerdsr._growth import Growth, _split_score, active_experts
-
+def test_cli_run_on_a_dataset_file_with_growth(tiny_splits, tmp_path, capsys, monkeypatch):
+    import mixerdsr.training as training
     from mixerdsr import save_dataset
+    from mixerdsr._growth import Growth, _split_score, active_experts
     from mixerdsr.checkpoint import load_checkpoint
 
+    # the suite already compiles without the fusion emitters (conftest), so the low-memory
+    # build adds no option here; gate.warmup / gate.grow are data of the compiled step, not part
+    # of it, so the step is cfg()'s too (a cache load)
+    monkeypatch.setattr(training, "LOW_MEMORY_OPTIONS", {})
     # the command line: --experts auto:2 = gate.grow up to 2 experts; --set for the schedule
     data = save_dataset(tmp_path / "tiny.npz", tiny_splits)
     conf = tmp_path / "c.toml"
     conf.write_text(toml_text(TINY))
     out = tmp_path / "run"
     assert main(["run", "--config", str(conf), "--data", str(data), "--experts", "auto:2", "--set", "gate.warmup=1",
-                 "--set", "gate.grow_every=1", "--out", str(out), "--quiet"]) == 0
+                 "--set", "gate.grow_every=1", "--out", str(out), "--quiet", "--low-memory"]) == 0
+    printed = capsys.readouterr().out
+    assert "adapt_test: relMSE" in printed and "chosen by growth (up to 2)" in printed
     c = load_config(path=out / "config.toml")
+    assert c.train.low_memory_compile
     assert c.gate.grow and c.model.num_experts == 2 and c.gate.grow_every == 1
     history = trainer.read_history(out / "history.jsonl")
     events = [h for h in history if "growth" in h]

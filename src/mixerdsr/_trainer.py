@@ -153,7 +153,8 @@ def train(
     """
     tr = train_split.stride_time(cfg.data.time_stride)
     x_np, xval_np = split_validation(tr.x.astype(np.float32), cfg.data.val_trajectories)
-    data = TrainData(jnp.asarray(x_np), jnp.asarray(tr.t, jnp.float32))
+    gate_from = 2**30 if growing(cfg) else max(cfg.gate.warmup, 0)
+    data = TrainData(jnp.asarray(x_np), jnp.asarray(tr.t, jnp.float32), jnp.asarray(gate_from, jnp.int32))
     x_val = jnp.asarray(xval_np if xval_np is not None else x_np)
     state = init_state(cfg, tr.n_envs, tr.n_dims)
     history: list[dict[str, Any]] = []

@@ -48,10 +48,13 @@ __all__ = [
 
 
 class TrainData(NamedTuple):
-    """Training arrays on device: ``x [E, N, T, D]``, ``t [E, T]``."""
+    """Training arrays on device: ``x [E, N, T, D]``, ``t [E, T]``, and ``gate_from``: the first
+    outer step with gate updates (``gate.warmup``; never with ``gate.grow``). It is data, not a
+    setting of the compiled step, so runs with and without a warm-up share one compilation."""
 
     x: Float[Array, "E N T D"]
     t: Float[Array, "E T"]
+    gate_from: Any = 0
 
 
 class LossCache(NamedTuple):
@@ -286,7 +289,7 @@ def make_outer_step(cfg: Config, n_envs: int):
     def outer_step(state: TrainState, data: TrainData):
         key, kb, kg = jax.random.split(state.key, 3)
         # warm-up: one shared expert, no gate update; growth: routes set by the splits alone
-        warm = (state.step < cfg.gate.warmup) | cfg.gate.grow
+        warm = state.step < data.gate_from
         ctx_prev = state.contexts
         spec = _filter_spec(state.model)
         params_prev = _trained_vector(state.model)
