@@ -310,6 +310,18 @@ def test_cli_set_and_experts_auto_parse():
     with pytest.raises(CLIError, match="KEY=VALUE"):
         _parse_sets(["gate.every"])
     assert _experts_arg("3") == 3 and _experts_arg("auto") == "auto" and _experts_arg("AUTO:6") == "auto:6"
+    from mixerdsr._config import load_config
+    from mixerdsr.cli import _run_overrides, build_parser
+
+    def settings(*argv):
+        return load_config("odebench-10a", None, _run_overrides(build_parser().parse_args(["run", *argv])))
+
+    c = settings("--experts", "auto:4", "--set", "gate.grow_every=7")
+    assert c.gate.grow and c.model.num_experts == 4 and c.gate.grow_every == 7
+    c = settings("--experts", "auto")  # the configuration's M is the cap
+    assert c.gate.grow and c.model.num_experts == 10
+    c = settings("--experts", "5", "--set", "gate.pairing=greedy")
+    assert not c.gate.grow and c.model.num_experts == 5 and c.gate.pairing == "greedy"
     for bad in ("0", "auto:0", "many", "auto:x"):
         with pytest.raises(argparse.ArgumentTypeError, match="auto"):
             _experts_arg(bad)

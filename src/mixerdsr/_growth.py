@@ -11,9 +11,9 @@ split is kept when the validation error of its expert's environments is below
 ``(1 - gate.grow_tol)`` times their error without it, and undone otherwise (its environments go
 back to the parent). A decision that keeps no split ends the growth, so the number of experts
 can double at every decision. The validation error of a group of environments is the geometric
-mean of their validation relMSE: scale-free and robust, where the mean relMSE (Eq. 9, the model-selection score) is
-dominated by the few environments whose forecasts run off, and moved by training alone (on
-ODEBench-10A it rose from 1.3 to 2.9 between outer steps 49 and 99 of one unsplit expert).
+mean of their validation relMSE: scale-free and robust, where the mean relMSE (Eq. 9, the
+model-selection score) is dominated by the few environments whose forecasts run off and moves
+with training alone (figures in ``docs/routing.md``).
 The chosen number of experts is the number of active ones; the others are never routed to.
 
 Decisions are recorded in ``history.jsonl`` (``growth`` on the last record of each decision):

@@ -223,10 +223,8 @@ def _parse_sets(items: list[str]) -> dict[str, Any]:
     return out
 
 
-def _cmd_run(args: argparse.Namespace) -> int:
-    from ._config import load_config
-    from ._run import run
-
+def _run_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The settings ``mixerdsr run``'s flags give (None = not given), by dotted name."""
     overrides = {key: getattr(args, _dest(flag)) for flag, (key, _, _) in _RUN_FLAGS.items()}
     experts = overrides["model.num_experts"]
     if isinstance(experts, str):  # auto / auto:N
@@ -234,6 +232,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
         overrides["model.num_experts"] = int(experts[5:]) if experts.startswith("auto:") else None
     overrides["train.low_memory_compile"] = True if args.low_memory else None
     overrides.update(_parse_sets(args.settings))
+    return overrides
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from ._config import load_config
+    from ._run import run
+
+    overrides = _run_overrides(args)
     try:
         preset = args.preset or (None if args.config else "odebench-2")
         cfg = load_config(preset, args.config, overrides)

@@ -16,6 +16,7 @@ equal.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import typing
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -427,6 +428,7 @@ def gate_update(
     return new_gate, new_state, res.status
 
 
+@functools.partial(jax.jit, static_argnames=("n_clusters", "restarts", "max_iters"))
 def seed_routes(
     key: PRNGKeyArray, x: Float[Array, "E d"], n_clusters: int, restarts: int = 10, max_iters: int = 100
 ) -> tuple[Int[Array, " E"], Float[Array, ""]]:

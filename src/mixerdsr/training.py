@@ -17,6 +17,7 @@ term, except for the ``"gradient"`` baseline, where it is trained with the weigh
 
 from __future__ import annotations
 
+import functools
 import warnings
 from typing import Any, NamedTuple
 
@@ -390,10 +391,26 @@ def reroute(
     Returns:
         The new state (its loss cache invalidated).
     """
+    n_exp = state.model.n_experts
+    on = jnp.ones((n_exp,), bool) if active is None else jnp.asarray(active, bool)
+    i32 = functools.partial(jnp.asarray, dtype=jnp.int32)
+    return _reroute(state, cfg, i32(parent), i32(old_route), i32(new_route), on, active is not None)
+
+
+@eqx.filter_jit
+def _reroute(
+    state: TrainState,
+    cfg: Config,
+    parent: Int[Array, " M"],
+    old_route: Int[Array, " E"],
+    new_route: Int[Array, " E"],
+    active: Bool[Array, " M"],
+    mask_inactive: bool,
+) -> TrainState:
+    """:func:`reroute` as one compiled function (op by op it compiles dozens of small kernels)."""
     model, contexts = state.model, state.contexts
     n_exp, n_env = model.n_experts, contexts.shape[0]
-    parent_ = jnp.asarray(parent, jnp.int32)
-    old, new = jnp.asarray(old_route, jnp.int32), jnp.asarray(new_route, jnp.int32)
+    parent_, old, new = parent, old_route, new_route
 
     def copy_experts(tree):  # a model-shaped pytree: expert m <- parent[m] (with its shift)
         return eqx.tree_at(
@@ -423,14 +440,14 @@ def reroute(
     def move_context_moment(v):
         return move_contexts(v) if hasattr(v, "shape") and v.shape == contexts.shape else v
 
-    key = jax.random.fold_in(jax.random.PRNGKey(cfg.train.seed), int(state.step))
+    key = jax.random.fold_in(jax.random.PRNGKey(cfg.train.seed), state.step)
     new_contexts = move_contexts(contexts)
     model = copy_experts(model)
     y = jax.nn.one_hot(new, n_exp, dtype=contexts.dtype)
     noisy = new_contexts + cfg.gate.noise * jax.random.normal(key, new_contexts.shape, new_contexts.dtype)
     gate = gating.fit_gate(noisy, y).astype(model.gate.dtype)
-    if active is not None:
-        gate = gate.at[-1].add(jnp.where(jnp.asarray(active, bool), 0.0, INACTIVE_BIAS))
+    if mask_inactive:
+        gate = gate.at[-1].add(jnp.where(active, 0.0, INACTIVE_BIAS))
     model = eqx.tree_at(lambda m: m.gate, model, gate)
     centroids = (y.T @ new_contexts) / jnp.maximum(y.sum(0), 1.0)[:, None]
     return state._replace(
