@@ -2,6 +2,7 @@
 
     python benchmarks/routing_probe.py seed-purity   # clustering of a shared expert's contexts vs warm-up length
     python benchmarks/routing_probe.py pairing       # expert changes caused by the greedy pairing after seeding
+    python benchmarks/routing_probe.py m1-contexts   # K-means on a trained MixER-1's contexts vs the families
 
 Both train MixER-10 (GEPS) on ODEBench-10A with every env on one expert (``gate.warmup``), one
 gate update per inner loop, seed 0.
@@ -71,11 +72,33 @@ def pairing(warmup: int = 20, after: int = 3) -> None:
             prev = r
 
 
+def m1_contexts(steps: int = 100, context_size: int = 4) -> None:
+    """MixER-1 (all 50 envs per batch) on ODEBench-10A, then K-means (10 clusters, 20 k-means++
+    restarts, standardised contexts) on its contexts, scored against the families."""
+    from mixerdsr import gating
+    from mixerdsr import metrics as M
+    from mixerdsr._config import load_config
+    from mixerdsr._trainer import train
+    from mixerdsr.data import resolve_dataset
+
+    over = {"model.num_experts": 1, "model.context_size": context_size, "train.outer_steps": steps, "gate.every": 12}
+    cfg = load_config("odebench-10a", None, over)
+    splits, _ = resolve_dataset(cfg.data.source, None, progress=False)
+    res = train(cfg, splits["train"], progress=False, log=lambda s: None)
+    fam = splits["train"].family
+    assign, _ = gating.seed_routes(jax.random.PRNGKey(0), res.state.contexts, 10, restarts=20)
+    a = np.asarray(assign)
+    print(
+        f"MixER-1, d_ctx {context_size}, {steps} outer steps: K-means on its contexts vs the families: "
+        f"ARI {M.adjusted_rand_index(a, fam):.2f}, purity {M.purity(a, fam):.2f}"
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("probe", choices=["seed-purity", "pairing"])
+    ap.add_argument("probe", choices=["seed-purity", "pairing", "m1-contexts"])
     a = ap.parse_args()
-    seed_purity() if a.probe == "seed-purity" else pairing()
+    {"seed-purity": seed_purity, "pairing": pairing, "m1-contexts": m1_contexts}[a.probe]()
 
 
 if __name__ == "__main__":

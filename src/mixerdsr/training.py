@@ -55,7 +55,9 @@ class TrainData(NamedTuple):
 
     x: Float[Array, "E N T D"]
     t: Float[Array, "E T"]
-    gate_from: Any = 0
+    # a 0-d array by default, never a Python int: an int would be a static argument of the
+    # compiled step, and steps built with and without it would not share their compilation
+    gate_from: Any = np.zeros((), np.int32)
 
 
 class LossCache(NamedTuple):
