@@ -357,7 +357,7 @@ def test_growth_splits_an_expert_only_when_validation_improves(tiny_splits, tmp_
     from mixerdsr._growth import Growth, _split_score, active_experts
 
     # gate.warmup / gate.grow are data of the compiled step, not part of it: the step is cfg()'s
-    # (a cache load), so this costs only its few outer steps
+    # (a cache load); the decision's own functions (seed_routes, reroute, validation) compile here
     msgs = []
     c = cfg({"gate.grow": True, "gate.warmup": 1, "gate.grow_every": 1})
     res = trainer.train(c, tiny_splits["train"], out_dir=tmp_path, progress=False, log=msgs.append)
