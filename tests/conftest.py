@@ -30,7 +30,7 @@ import pytest  # noqa: E402
 TINY = {
     "model.geps.width": 8, "model.geps.depth": 2, "model.context_size": 4, "model.num_experts": 2,
     "train.inner_steps": 3, "train.outer_steps": 4, "train.val_every": 2, "train.checkpoint_every": 2,
-    "adapt.steps": 15, "data.val_trajectories": 1,
+    "adapt.steps": 15, "adapt.screen_steps": 5, "data.val_trajectories": 1,
 }
 
 
@@ -64,6 +64,7 @@ def pytest_configure(config):
         folder = tempfile.mkdtemp(prefix="mixerdsr-jax-cache-")
         config._mixerdsr_cache = folder  # removed at the end of the session
         os.environ["MIXERDSR_TEST_JAX_CACHE"] = folder  # shared with pytest-xdist's workers
+    os.environ["MIXERDSR_CACHE_DIR"] = os.environ["MIXERDSR_TEST_JAX_CACHE"]  # what `mixerdsr adapt` uses
 
 
 #: modules that compile training steps, longest first: run first, so that pytest-xdist's workers

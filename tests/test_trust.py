@@ -162,6 +162,11 @@ def test_diagnose_is_silent_on_a_good_run():
     # 1 of 10 envs changed expert in the last tenth of 10 steps: flagged; the same change earlier is not
     (_metrics(), [{"step": s, "ctx_loss": 0.1, "weight_loss": 0.1, "changed": int(s == 9)} for s in range(10)],
      "1 expert changes in the last 1 outer steps"),
+    # new envs: env 1's runner-up explains its data almost as well (env 2 has no runner-up: not flagged)
+    (_metrics(adapt_test={"routes": [0, 1, 1], "runner_up": [1, 0, -1], "confidence": [0.9, 0.05, 0.0]}), [],
+     "the expert of 1 new environment(s) is unclear: the runner-up explains the adaptation data almost as well "
+     "(env 1: expert 1 vs 0 (0.05)"),
+    (_metrics(adapt_test={"fit_rel_loss": [0.01, 0.4]}), [], "1 new environment(s) [1] are poorly fitted"),
 ])
 def test_diagnose_flags_clearly_bad_results(metrics, history, words):
     found = diagnose(metrics, history)

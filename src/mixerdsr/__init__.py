@@ -3,6 +3,15 @@
 The public API is what this module re-exports.
 """
 
+import os as _os
+
+# Equinox's runtime checks inside compiled code (diffrax uses them) are host callbacks unless
+# EQX_ON_ERROR says otherwise; a function holding a host callback is never stored in JAX's
+# persistent compilation cache nor exported, so every process would compile it again. mixerdsr
+# already reports what they would raise as failed solves (non-finite results), so they return
+# NaN instead. Set EQX_ON_ERROR before importing mixerdsr to choose otherwise.
+_os.environ.setdefault("EQX_ON_ERROR", "nan")
+
 from . import metrics as metrics
 from ._config import AdaptSettings as AdaptSettings
 from ._config import Config as Config
@@ -17,7 +26,9 @@ from ._run import RunResult as RunResult
 from ._run import run as run
 from ._trainer import TrainResult as TrainResult
 from ._trainer import train as train
+from .adaptation import Adaptation as Adaptation
 from .adaptation import adapt_contexts as adapt_contexts
+from .adaptation import adapt_new as adapt_new
 from .adaptation import expert_starts as expert_starts
 from .data import DataError as DataError
 from .data import EnvData as EnvData
@@ -45,6 +56,11 @@ from .metrics import rel_mse as rel_mse
 from .metrics import tprmse as tprmse
 from .mixer import MixER as MixER
 from .mixer import make_mixer as make_mixer
+from .models import TrainedModel as TrainedModel
+from .models import list_pretrained as list_pretrained
+from .models import load_model as load_model
+from .models import load_pretrained as load_pretrained
+from .models import save_model as save_model
 
 
 def _version() -> str:

@@ -21,6 +21,8 @@ __all__ = [
     "ADAPT_FLOOR",
     "COLLAPSE_RATIO",
     "LATE_CHANGE_SHARE",
+    "CONFIDENCE_MIN",
+    "REL_LOSS_MAX",
 ]
 
 #: an expert holding at least this share of the training envs (with M > 1) is flagged
@@ -30,6 +32,12 @@ ADAPT_RATIO = 10.0
 ADAPT_FLOOR = 0.5
 #: expert changes in the last tenth of training, as a share of the training envs, that are flagged
 LATE_CHANGE_SHARE = 0.1
+#: below this confidence (``1 - best / runner-up`` expert score) a new env's expert is unclear
+#: (calibrated on ODEBench-10B and Lotka-Volterra data: docs/adaptation.md)
+CONFIDENCE_MIN = 0.2
+#: above this fitting loss (relative to the data's mean squared norm) a new env is poorly fitted:
+#: no expert reproduces even the trajectory it was fitted to
+REL_LOSS_MAX = 0.15
 #: a forecast whose spread over time is below this fraction of the data's is "collapsed"
 COLLAPSE_RATIO = 0.1
 
@@ -60,6 +68,32 @@ def collapsed_envs(pred: np.ndarray, x: np.ndarray, ok: np.ndarray | None = None
 
 def _finite(v: Any) -> bool:
     return isinstance(v, (int, float)) and math.isfinite(v)
+
+
+def adaptation_warnings(ad: Mapping[str, Any]) -> list[str]:
+    """Warnings about the expert choice of new environments (``adapt_test`` metrics with
+    ``routes``, ``runner_up``, ``confidence`` and ``fit_rel_loss``)."""
+    conf, runner, route = ad.get("confidence"), ad.get("runner_up"), ad.get("routes")
+    out: list[str] = []
+    if conf is not None and runner is not None and route is not None:
+        unclear = [e for e, c in enumerate(conf) if c < CONFIDENCE_MIN and runner[e] >= 0]
+        if unclear:
+            pairs = ", ".join(f"env {e}: expert {route[e]} vs {runner[e]} ({conf[e]:.2f})" for e in unclear[:8])
+            more = f" and {len(unclear) - 8} more" if len(unclear) > 8 else ""
+            out.append(
+                f"the expert of {len(unclear)} new environment(s) is unclear: the runner-up explains the "
+                f"adaptation data almost as well ({pairs}{more}; confidence = 1 - best/runner-up loss); "
+                "their forecasts may come from the wrong family's expert"
+            )
+    rel = ad.get("fit_rel_loss")
+    if rel is not None:
+        poor = [e for e, v in enumerate(rel) if v > REL_LOSS_MAX]
+        if poor:
+            out.append(
+                f"{len(poor)} new environment(s) {poor[:12]} are poorly fitted even on their own adaptation data "
+                f"(relative loss above {REL_LOSS_MAX}): no expert knows dynamics like theirs"
+            )
+    return out
 
 
 def diagnose(metrics: Mapping[str, Any], history: Sequence[Mapping[str, Any]] = ()) -> list[str]:
@@ -134,6 +168,7 @@ def diagnose(metrics: Mapping[str, Any], history: Sequence[Mapping[str, Any]] = 
             'context part (with split contexts); see route_history.png, or try gate.pairing = "overlap"'
         )
     ad, te = metrics.get("adapt_test") or {}, metrics.get("test") or {}
+    out += adaptation_warnings(ad)
     a, t = ad.get("rel_mse"), te.get("rel_mse")
     if (
         isinstance(a, (int, float))

@@ -32,12 +32,13 @@ from ._diagnostics import diagnose
 from ._growth import active_experts, growing
 from ._jsonio import jsonable
 from ._trainer import check_resume, train
-from .adaptation import adapt_contexts, expert_starts
+from .adaptation import adapt_contexts, adapt_new
 from .data import EnvData, check_splits, load_dataset, read_meta, resolve_dataset, save_dataset
 from .downstream import run_downstream
 from .evaluation import active_parameters, evaluate_split, total_parameters
 from .inference import routes
 from .mixer import MixER
+from .models import MODEL_FILE, TrainedModel, save_model
 
 __all__ = ["run", "RunResult", "run_lock", "RunLockedError"]
 
@@ -204,26 +205,49 @@ def _run_locked(
     if "adapt_train" in splits:
         ad = splits["adapt_train"].stride_time(cfg.data.time_stride)
         a = cfg.adapt
-        init, starts = None, None
-        if a.init == "mean":
-            init = jnp.broadcast_to(jnp.mean(contexts, 0), (ad.n_envs, cfg.model.context_size))
-        elif a.init == "experts":
-            starts = expert_starts(model, contexts)
-        n_starts = 1 if starts is None else int(starts.shape[0])
-        log(f"adapting {ad.n_envs} new environments ({n_starts} start(s) x {a.steps} steps) ...")
+        x_ad, t_ad = ad.x.astype(np.float32), ad.t.astype(np.float32)
         t0 = time.perf_counter()
-        adapted, _ = adapt_contexts(
-            model,
-            ad.x.astype(np.float32),
-            ad.t.astype(np.float32),
-            steps=a.steps,
-            lr=a.lr,
-            init=init,
-            solver=cfg.solver,
-            joint=a.joint,
-            starts=starts,
-            alpha=cfg.train.teacher_forcing,
-        )
+        chosen: dict[str, Any] = {}
+        if a.init == "experts":
+            log(
+                f"adapting {ad.n_envs} new environments (every expert's start x {a.screen_steps} steps, "
+                f"the best {a.keep} expert(s) each to {a.steps} steps) ..."
+            )
+            fit = adapt_new(
+                model,
+                contexts,
+                x_ad,
+                t_ad,
+                steps=a.steps,
+                screen_steps=a.screen_steps,
+                keep=a.keep,
+                lr=a.lr,
+                choice=a.choice,
+                solver=cfg.solver,
+                alpha=cfg.train.teacher_forcing,
+            )
+            adapted = fit.contexts
+            chosen = {
+                "runner_up": fit.runner_up.tolist(),
+                "confidence": fit.confidence.tolist(),
+                "fit_rel_loss": fit.rel_loss.tolist(),
+            }
+        else:
+            init = None
+            if a.init == "mean":
+                init = jnp.broadcast_to(jnp.mean(contexts, 0), (ad.n_envs, cfg.model.context_size))
+            log(f"adapting {ad.n_envs} new environments ({a.steps} steps) ...")
+            adapted, _ = adapt_contexts(
+                model,
+                x_ad,
+                t_ad,
+                steps=a.steps,
+                lr=a.lr,
+                init=init,
+                solver=cfg.solver,
+                joint=a.joint,
+                alpha=cfg.train.teacher_forcing,
+            )
         adapt_seconds = time.perf_counter() - t0
         target = splits.get("adapt_test", splits["adapt_train"])
         log(f"evaluating the adapted environments ({adapt_seconds:.1f} s for adaptation) ...")
@@ -231,6 +255,7 @@ def _run_locked(
         ar = np.asarray(routes(model, adapted))
         m["adapt_seconds"] = adapt_seconds
         m["routes"] = ar.tolist()
+        m.update(chosen)
         metrics["adapt_test"] = m
     r = np.asarray(routes(model, contexts))
     fam = splits["train"].family
@@ -267,11 +292,28 @@ def _run_locked(
         held = splits.get("adapt_test", splits["adapt_train"])
         saved |= {"adapt": np.asarray(adapted), "adapt_routes": ar, "adapt_family": held.family}
     np.savez(out / "contexts.npz", **saved)
+    save_model(out / MODEL_FILE, _trained_model(cfg, model, contexts, splits["train"], meta, metrics))
     log("writing plots and report.md ...")
     figs = P.plot_run(out, res.history, splits, preds, metrics, scored_from=model.expert_type.scored_from) + ds_figs
     P.write_report(out, metrics, figs)
     log(f"wrote {out / 'metrics.json'} and {out / 'report.md'}")
     return RunResult(out, metrics, model, contexts, adapted)
+
+
+def _trained_model(
+    cfg: Config, model: MixER, contexts: jax.Array, train: EnvData, meta: dict[str, Any] | None, metrics: dict[str, Any]
+) -> TrainedModel:
+    """The run's model with its card (what ``mixerdsr adapt --model RUN_DIR`` loads)."""
+    meta = meta or {}
+    names = list(train.family_names) if train.family_names is not None else []
+    card = {
+        "data": meta.get("name", cfg.data.source),
+        "description": meta.get("description", ""),
+        "time_stride": cfg.data.time_stride,
+        "dt": float(np.median(np.diff(train.t[0]))) * cfg.data.time_stride if train.n_times > 1 else None,
+        "metrics": {k: metrics[k] for k in ("test", "adapt_test", "routing", "timing", "best_step") if k in metrics},
+    }
+    return TrainedModel(model, contexts, cfg, train.n_dims, np.asarray(train.family), names, jsonable(card))
 
 
 def _to_toml(d: dict[str, Any]) -> str:

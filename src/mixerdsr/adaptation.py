@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
+import os
+from concurrent.futures import ThreadPoolExecutor
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -9,11 +13,13 @@ import numpy as np
 import optax
 from jaxtyping import Array, ArrayLike, Float
 
-from .inference import routes
+from . import _aot
+from . import metrics as M
+from .inference import predict, routes
 from .mixer import MixER
 from .rollout import SolverSettings, env_losses, zero_nonfinite
 
-__all__ = ["adapt_contexts", "expert_starts"]
+__all__ = ["adapt_contexts", "expert_starts", "adapt_new", "Adaptation"]
 
 
 def adapt_contexts(
@@ -26,20 +32,16 @@ def adapt_contexts(
     init: Float[ArrayLike, "E d"] | None = None,
     solver: SolverSettings = SolverSettings(),
     joint: bool = False,
-    starts: Float[ArrayLike, "S d"] | None = None,
     alpha: float = 1.0,
 ) -> tuple[Float[Array, "E d"], Float[Array, "E steps"]]:
-    """Fit a fresh context for each new environment, everything else frozen.
+    """Fit a fresh context for each new environment from one start, everything else frozen.
 
     By default every environment is fitted independently (its own loss and AdaBelief state),
     as the paper's one-by-one protocol, but as one compiled function vmapped over
     environments. ``joint=True`` fits all contexts together: one AdaBelief state over the
     ``[E, d]`` context matrix minimising the mean loss over environments (as in training).
-
-    Routing is top-1, so a context started in one expert's region is rarely carried by its
-    gradient into another's: with ``starts`` (e.g. :func:`expert_starts`), the fit is run from
-    every start and each environment keeps the context whose final loss on ``x`` is lowest
-    (only the adaptation data decide; ``init`` is then ignored).
+    :func:`adapt_new` fits from every expert's start instead and reports how clear each
+    environment's expert is.
 
     Args:
         model: trained MixER (weights and gate frozen).
@@ -48,36 +50,13 @@ def adapt_contexts(
         init: starting contexts ``[E, d]`` (default: zeros, as the paper).
         solver: solver settings.
         joint: one optimiser for all environments instead of one each.
-        starts: optional starting contexts ``[S, d]`` shared by all environments; the best of
-            the ``S`` fits is kept per environment.
         alpha: teacher forcing of the loss (sequence experts; a run passes its training
             ``teacher_forcing``); vector-field experts ignore it.
 
     Returns:
-        ``(contexts [E, d], loss_history [E, steps])`` (with ``starts``: the history of the
-        kept fit).
+        ``(contexts [E, d], loss_history [E, steps])``.
     """
     x, t = jnp.asarray(x), jnp.asarray(t)
-    if starts is not None:
-        fits = [
-            _adapt(
-                model,
-                x,
-                t,
-                jnp.broadcast_to(jnp.asarray(s, x.dtype), (x.shape[0], model.context_size)),
-                steps,
-                lr,
-                solver,
-                joint,
-                alpha,
-            )
-            for s in jnp.asarray(starts)
-        ]
-        final = jnp.stack([_final_losses(model, c, x, t, solver, alpha) for c, _ in fits])  # [S, E]
-        best = jnp.argmin(final, axis=0)
-        ctx = jnp.stack([c for c, _ in fits])[best, jnp.arange(x.shape[0])]
-        hist = jnp.stack([h for _, h in fits])[best, jnp.arange(x.shape[0])]
-        return ctx, hist
     if init is None:
         init = jnp.zeros((x.shape[0], model.context_size), x.dtype)
     return _adapt(model, x, t, jnp.asarray(init), steps, lr, solver, joint, alpha)
@@ -141,3 +120,247 @@ def _adapt(model, x, t, init, steps, lr, solver, joint, alpha):
         return c, hist
 
     return jax.vmap(fit_one)(init, x, t)
+
+
+@dataclasses.dataclass(frozen=True)
+class Adaptation:
+    """New environments fitted from every expert's start, each keeping its best expert
+    (:func:`adapt_new`).
+
+    Attributes:
+        contexts: fitted contexts ``[E, d]`` (on all the adaptation data).
+        experts: each environment's expert (the route of its context) ``[E]``.
+        chosen: the expert chosen by the choice rule ``[E]`` (differs from ``experts`` only
+            when a final refit moved the context to another expert's region).
+        runner_up: the expert with the next best score ``[E]`` (-1: no fit reached another expert).
+        scores: the choice score of each expert ``[E, M]`` (lower is better; inf: no fit ended
+            with that expert): the fitting loss (``choice="loss"``) or the held-out forecast
+            relMSE (``choice="holdout"``).
+        confidence: ``1 - best / runner-up`` score ``[E]`` in ``[0, 1]``: 0 when two experts
+            explain the data equally well, near 1 when one is far better.
+        loss: final adaptation loss on all the data ``[E]``.
+        rel_loss: ``loss`` relative to the data's mean squared norm ``[E]`` (large: the chosen
+            expert cannot reproduce even the fitted trajectory).
+        choice: the rule used.
+    """
+
+    contexts: Float[Array, "E d"]
+    experts: np.ndarray
+    chosen: np.ndarray
+    runner_up: np.ndarray
+    scores: np.ndarray
+    confidence: np.ndarray
+    loss: np.ndarray
+    rel_loss: np.ndarray
+    choice: str
+
+
+def adapt_new(
+    model: MixER,
+    train_contexts: Float[ArrayLike, "Et d"],
+    x: Float[ArrayLike, "E N T D"],
+    t: Float[ArrayLike, "E T"],
+    *,
+    steps: int = 200,
+    screen_steps: int = 25,
+    keep: int = 2,
+    lr: float = 1e-2,
+    choice: str = "loss",
+    holdout: float = 0.5,
+    solver: SolverSettings = SolverSettings(),
+    alpha: float = 1.0,
+    workers: int | None = None,
+) -> Adaptation:
+    """Fit new environments from every expert's start and report how clear each one's expert is.
+
+    1. *Screen*: every environment is fitted for ``screen_steps`` steps from each start of
+       :func:`expert_starts` (the zero context and each expert's mean training context). Each
+       fit ends in some expert's region; per expert its best fit counts.
+    2. *Refine*: the ``keep`` best experts' fits of every environment continue to ``steps``
+       steps in all.
+    3. *Choose* among the refined fits: ``choice="loss"``: the lowest fitting loss on all the
+       data; ``choice="holdout"``: fits see only the first ``1 - holdout`` of every trajectory,
+       the one that best forecasts the rest is chosen and refitted on all the data (it did not
+       choose better on ODEBench-10B: ``docs/adaptation.md``).
+
+    All fits run as chunks of ``screen_steps`` AdaBelief steps over the ``E`` environments (one
+    compiled function, optimiser states carried between chunks).
+
+    Args:
+        model: trained MixER (frozen).
+        train_contexts: its training contexts ``[Et, d]`` (the starts).
+        x, t: adaptation data ``[E, N, T, D]`` and ``[E, T]``.
+        steps: AdaBelief steps of a kept fit in all (rounded up to whole chunks).
+        screen_steps: steps of every screening fit (the chunk length).
+        keep: experts refined per environment (2: the runner-up is refined as well, so the
+            confidence compares two finished fits).
+        lr: learning rate.
+        choice: ``"loss"`` or ``"holdout"``.
+        holdout: the final fraction of the time points held out (``choice="holdout"``).
+        solver: solver settings.
+        alpha: teacher forcing of the loss (sequence experts).
+        workers: threads running fits at once (default: the CPU count, at most 4; results do not
+            depend on it).
+
+    Returns:
+        An :class:`Adaptation`; ``scores`` holds the refined fits' scores and, for the other
+        experts reached while screening, their screening scores.
+    """
+    if choice not in ("loss", "holdout"):
+        raise ValueError(f"choice must be 'loss' or 'holdout', got {choice!r}")
+    if screen_steps < 1 or keep < 1:
+        raise ValueError(f"screen_steps and keep must be >= 1, got {screen_steps} and {keep}")
+    x, t = jnp.asarray(x), jnp.asarray(t)
+    n_env, n_t = x.shape[0], x.shape[2]
+    env = np.arange(n_env)
+    screen_steps = min(screen_steps, steps)
+    if choice == "holdout":
+        if not 0.0 < holdout < 1.0:
+            raise ValueError(f"holdout must be in (0, 1), got {holdout}")
+        n_fit = int(min(max(round((1.0 - holdout) * n_t), 2 + model.expert_type.scored_from), n_t - 1))
+    else:
+        n_fit = n_t
+    xf, tf = x[:, :, :n_fit], t[:, :n_fit]
+    opt = optax.adabelief(lr)
+
+    dyn, static = eqx.partition(model, eqx.is_array)
+    aot_key = repr((str(jax.tree.structure(static)), type(model.experts).__module__, solver, lr, alpha))
+
+    def run_chunks(c, state, n_chunks):
+        for _ in range(n_chunks):
+            out = _aot.call(
+                "adapt_chunk",
+                lambda d, x_, t_, c_, s_: _adapt_chunk(
+                    eqx.combine(d, static), x_, t_, c_, s_, screen_steps, lr, solver, alpha
+                ),
+                aot_key + str(screen_steps),
+                (dyn, xf, tf, c, state),
+            )
+            if out is None:
+                c, state = _adapt_chunk(model, xf, tf, c, state, screen_steps, lr, solver, alpha)
+            else:
+                c, state = out[0], jax.tree.unflatten(jax.tree.structure(state), out[1:])
+        return c, state
+
+    def fit_losses(c):
+        out = _aot.call(
+            "adapt_losses",
+            lambda d, c_, x_, t_: _final_losses(eqx.combine(d, static), c_, x_, t_, solver, alpha),
+            aot_key,
+            (dyn, c, xf, tf),
+        )
+        return np.asarray(out[0] if out is not None else _final_losses(model, c, xf, tf, solver, alpha))
+
+    def score(c):
+        if choice == "loss":
+            return fit_losses(c)
+        pred, ok = predict(model, c, x, t, solver, alpha=alpha)
+        sc = np.asarray(M.per_env_rel_mse(jnp.asarray(pred[:, :, n_fit:]), x[:, :, n_fit:]))
+        return np.where(np.all(ok, axis=1) & np.isfinite(sc), sc, np.inf)
+
+    # 1. screen from every start (fits run on `workers` threads: XLA runs one small computation
+    # per core, and JAX releases the GIL while it runs)
+    starts = expert_starts(model, jnp.asarray(train_contexts))
+
+    def screen(s0):
+        c0 = jnp.broadcast_to(s0, (n_env, model.context_size))
+        c, st = run_chunks(c0, jax.vmap(opt.init)(c0), 1)
+        sc = fit_losses(c)
+        return c, st, np.where(np.isfinite(sc), sc, np.inf)
+
+    screened = _threaded(screen, list(starts), workers)
+    fits = [c for c, _, _ in screened]
+    states = [st for _, st, _ in screened]
+    scores = np.full((n_env, model.n_experts), np.inf)
+    which = np.full((n_env, model.n_experts), -1)  # the start whose fit is the expert's best
+    for si, (c, _, sc) in enumerate(screened):
+        r = np.asarray(routes(model, c))
+        better = sc < scores[env, r]
+        scores[env[better], r[better]] = sc[better]
+        which[env[better], r[better]] = si
+    # 2. refine the best `keep` experts of every environment
+    n_more = max(0, -(-steps // screen_steps) - 1)
+    order = np.argsort(scores, axis=1, kind="stable")[:, :keep]
+    stacked_c = jnp.stack(fits)
+    stacked_st = jax.tree.map(lambda *leaves: jnp.stack(leaves), *states)
+
+    def refine(m_k):
+        src = jnp.asarray(np.where(which[env, m_k] >= 0, which[env, m_k], which[env, order[:, 0]]))
+        c = stacked_c[src, jnp.asarray(env)]
+        st = jax.tree.map(lambda leaf: leaf[src, jnp.asarray(env)], stacked_st)
+        c, _ = run_chunks(c, st, n_more)
+        return c, np.asarray(routes(model, c)), score(c)
+
+    final_c = _threaded(refine, [order[:, k] for k in range(order.shape[1])], workers)
+    refined = np.zeros((n_env, model.n_experts), bool)
+    for k, (_, r, sc) in enumerate(final_c):
+        ok = np.isfinite(scores[env, order[:, k]])
+        for e in env[ok]:  # a refined fit counts for the expert it ends in
+            if not refined[e, r[e]] or sc[e] < scores[e, r[e]]:
+                scores[e, r[e]] = sc[e]
+                refined[e, r[e]] = True
+    # 3. choose among the refined fits
+    cand = np.stack([sc for _, _, sc in final_c])  # [K, E]
+    cand_r = np.stack([r for _, r, _ in final_c])
+    pick = np.argmin(np.where(np.isfinite(cand), cand, np.inf), axis=0)
+    chosen = cand_r[pick, env]
+    ctx = jnp.stack([c for c, _, _ in final_c])[jnp.asarray(pick), jnp.asarray(env)]
+    best = scores[env, chosen]
+    masked = scores.copy()
+    masked[env, chosen] = np.inf
+    second = np.argmin(masked, axis=1)
+    runner = masked[env, second]
+    has_runner = np.isfinite(runner)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        conf = np.where(has_runner, 1.0 - best / np.where(has_runner, runner, 1.0), 1.0)
+    conf = np.where(np.isfinite(best), np.clip(conf, 0.0, 1.0), 0.0)
+    if choice == "holdout":  # refit the chosen fits on all the data
+        xf, tf = x, t
+        c_all = jnp.asarray(ctx)
+        ctx, _ = run_chunks(c_all, jax.vmap(opt.init)(c_all), n_more + 1)
+    loss = fit_losses(ctx)  # on all the data (holdout: xf is x again)
+    s0 = model.expert_type.scored_from
+    scale = np.asarray(jnp.mean(jnp.sum(x[:, :, s0:] ** 2, -1), axis=(1, 2)))
+    return Adaptation(
+        contexts=ctx,
+        experts=np.asarray(routes(model, ctx)),
+        chosen=chosen,
+        runner_up=np.where(has_runner, second, -1),
+        scores=scores,
+        confidence=conf,
+        loss=loss,
+        rel_loss=loss / np.maximum(scale, 1e-12),
+        choice=choice,
+    )
+
+
+def _threaded(fn, items: list, workers: int | None) -> list:
+    """``[fn(i) for i in items]``, the first alone (it traces and compiles), the rest on
+    ``workers`` threads."""
+    n = workers if workers is not None else min(4, os.cpu_count() or 1)
+    if n <= 1 or len(items) <= 1:
+        return [fn(i) for i in items]
+    first = fn(items[0])
+    with ThreadPoolExecutor(n) as pool:
+        return [first, *pool.map(fn, items[1:])]
+
+
+@eqx.filter_jit
+def _adapt_chunk(model, x, t, c0, state0, steps, lr, solver, alpha):
+    """``steps`` AdaBelief steps of every environment's own fit from ``(c0, state0)``."""
+    opt = optax.adabelief(lr)
+
+    def fit_one(c, s, xe, te):
+        def loss_fn(cc):
+            return env_losses(model, cc[None], xe[None], te[None], solver, alpha=alpha)[0][0]
+
+        def body(carry, _):
+            c, s = carry
+            g = jax.grad(loss_fn)(c)
+            u, s = opt.update(zero_nonfinite(g), s, c)
+            return (optax.apply_updates(c, u), s), None
+
+        (c, s), _ = jax.lax.scan(body, (c, s), None, length=steps)
+        return c, s
+
+    return jax.vmap(fit_one)(c0, state0, x, t)

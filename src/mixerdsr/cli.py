@@ -402,8 +402,146 @@ def _add_contexts_commands(sub: Any) -> None:
     p.set_defaults(func=_cmd_contexts)
 
 
+# ----------------------------------------------------------------------------------------------
+# trained models: adapt one to new data; the shipped ones
+# ----------------------------------------------------------------------------------------------
+
+
+def _cmd_adapt(args: argparse.Namespace) -> int:
+    import time
+    from pathlib import Path
+
+    t0 = time.perf_counter()
+    _compilation_cache()
+    from ._adapt_job import adapt_job
+    from .data import load_dataset
+    from .models import resolve_model
+
+    tm = resolve_model(args.model)
+    splits = load_dataset(args.data)
+    out = Path(args.out) if args.out else Path("runs") / f"adapt-{Path(args.data).stem}"
+    log = (lambda s: None) if args.quiet else print
+    try:
+        m = adapt_job(
+            tm,
+            splits,
+            out,
+            source=str(args.data),
+            steps=args.steps,
+            choice=args.choice,
+            time_stride=args.time_stride,
+            log=log,
+        )
+    except ValueError as err:
+        raise CLIError(str(err)) from None
+    print(f"{'env':>4} {'family':>6} {'expert':>6} {'2nd':>4} {'conf':>5} {'fit rel':>8} {'forecast':>8}  resembles")
+    for r in m["environments"]:
+        fam = str(r["family"]) if r["family"] >= 0 else "-"
+        fc = _num(r.get("forecast_rel_mse"), ".3g")
+        guess = r["family_by_route_name"]
+        if r["family_by_context"] != r["family_by_route"]:
+            guess += f" (context nearest: {r['family_by_context_name']})"
+        flag = "" if r["trusted"] else "  [low confidence]"
+        print(
+            f"{r['env']:>4} {fam:>6} {r['expert']:>6} {r['runner_up']:>4} {r['confidence']:>5.2f} "
+            f"{r['fit_rel_loss']:>8.3g} {fc:>8}  {guess}{flag}"
+        )
+    if "forecast" in m:
+        f = m["forecast"]
+        print(
+            f"forecast of {f['split']}: relMSE {_num(f['rel_mse'])}  MSE {_num(f['mse'])}  "
+            f"TPRMSE {_num(f['tprmse'], '.1f')}%"
+        )
+    for w in m["warnings"]:
+        print(f"warning: {w}")
+    print(f"wrote {out / 'metrics.json'} ({time.perf_counter() - t0:.1f} s)")
+    return 0
+
+
+def _compilation_cache() -> None:
+    """JAX's persistent compilation cache and the exported fitting functions (:mod:`._aot`) in
+    the user's cache directory, so that a second ``mixerdsr adapt`` neither traces nor compiles
+    them again (``MIXERDSR_CACHE_DIR`` overrides the place; an empty value switches it off)."""
+    import jax
+
+    where = os.environ.get("MIXERDSR_CACHE_DIR")
+    if where == "":
+        return
+    if where is None:
+        base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+        where = os.path.join(base, "mixerdsr", "jax")
+    try:
+        os.makedirs(where, exist_ok=True)
+    except OSError:  # pragma: no cover - a read-only home: run without the cache
+        return
+    jax.config.update("jax_compilation_cache_dir", where)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    from . import _aot
+
+    _aot.enable(os.path.join(where, "exported"))  # traced functions too (tracing an ODE fit takes seconds)
+
+
+def _cmd_pretrained_list(args: argparse.Namespace) -> int:
+    from .models import list_pretrained
+
+    items = list_pretrained()
+    if not items:
+        print("no pretrained models in this installation")
+        return 0
+    width = max(len(n) for n, _ in items)
+    for name, desc in items:
+        print(f"{name:<{width}}  {desc}")
+    return 0
+
+
+def _add_model_commands(sub: Any) -> None:
+    p = sub.add_parser(
+        "adapt",
+        help="fit a trained model to new environments (one trajectory is enough) and forecast",
+        description="Fit a context to every environment of the data file's adapt_train split (or train "
+        "when that is all there is) with the model's weights frozen; report each environment's expert, "
+        "the training family it resembles (by route and by context) and a confidence; forecast "
+        "adapt_test / test when present; write metrics.json, contexts.npz and plots to --out.",
+    )
+    p.add_argument(
+        "--model",
+        required=True,
+        metavar="NAME|RUN_DIR|MODEL.npz",
+        help="a pretrained model (`mixerdsr pretrained list`), a finished run directory or its model.npz",
+    )
+    p.add_argument("--data", required=True, metavar="FILE.npz", help="dataset file (the `mixerdsr data` schema)")
+    p.add_argument("--out", metavar="DIR", default=None, help="output directory (default: runs/adapt-<data name>)")
+    p.add_argument("--steps", type=_nonneg_int, default=None, help="fitting steps (default: the model's adapt.steps)")
+    p.add_argument(
+        "--choice",
+        choices=("loss", "holdout"),
+        default="loss",
+        help="how each environment's expert is chosen: lowest fitting loss, or best forecast of the held-out "
+        "second half (docs/adaptation.md compares them)",
+    )
+    p.add_argument(
+        "--time-stride",
+        type=_nonneg_int,
+        default=None,
+        help="keep every n-th time point (default: the model's training stride)",
+    )
+    p.add_argument("--quiet", action="store_true", help="only the summary table")
+    p.set_defaults(func=_cmd_adapt)
+    q = sub.add_parser("pretrained", help="the trained models shipped with mixerdsr")
+    qs = q.add_subparsers(dest="pretrained_command", metavar="COMMAND")
+    q.set_defaults(func=_print_help(q))
+    ql = qs.add_parser("list", help="list the shipped models")
+    ql.set_defaults(func=_cmd_pretrained_list)
+
+
 #: Functions adding one command group each to the top-level subparsers (append to extend).
-COMMAND_GROUPS: list[Callable[[Any], None]] = [_add_data_commands, _add_run_commands, _add_contexts_commands]
+COMMAND_GROUPS: list[Callable[[Any], None]] = [
+    _add_data_commands,
+    _add_run_commands,
+    _add_contexts_commands,
+    _add_model_commands,
+]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -290,6 +290,7 @@ def _routing(m: Mapping[str, Any]) -> list[str]:
     if r.get("adapt_experts"):
         n_exp = _get(m, "config", "model", "num_experts")
         lines.append(f"- Adaptation envs per expert: {_route_counts(r.get('adapt_experts'), n_exp)}.")
+        lines += _adapt_choice(m.get("adapt_test") or {})
     gu = m.get("gate_updates")
     if isinstance(gu, Mapping) and any(gu.values()):
         parts = [f"{num(v)} {_words(k)}" for k, v in gu.items() if v]
@@ -297,6 +298,25 @@ def _routing(m: Mapping[str, Any]) -> list[str]:
     elif gu is not None:
         lines.append("- Gate updates: none (gradient or frozen gate, or a single expert).")
     return lines + [""]
+
+
+def _adapt_choice(ad: Mapping[str, Any]) -> list[str]:
+    """The expert each new environment was fitted with, the runner-up and the confidence."""
+    conf, runner, route = ad.get("confidence"), ad.get("runner_up"), ad.get("routes")
+    if conf is None or runner is None or route is None:
+        return []
+    rel = ad.get("per_env_rel_mse") or [None] * len(route)
+    lines = [
+        "",
+        "New environments: each was fitted from every expert's start and kept its best expert; confidence "
+        "= 1 - (best loss / runner-up expert's loss): near 0 when two experts explain the data equally well.",
+        "",
+        "| env | expert | runner-up | confidence | adapt relMSE |",
+        "|---:|---:|---:|---:|---:|",
+    ]
+    for e, (m_e, r_e, c_e, v) in enumerate(zip(route, runner, conf, rel)):
+        lines.append(f"| {e} | {m_e} | {r_e if r_e >= 0 else '-'} | {num(c_e, 2)} | {num(v)} |")
+    return lines
 
 
 def _cost(m: Mapping[str, Any]) -> list[str]:

@@ -1,0 +1,292 @@
+"""``mixerdsr adapt``: fit a trained model's contexts to new environments, say which family
+each one resembles and how sure that is, forecast, and write metrics, contexts and plots.
+
+Output directory layout::
+
+    metrics.json        per environment: expert, runner-up, confidence, nearest families,
+                        fit and forecast errors; overall adapt/test metrics; warnings
+    contexts.npz        adapted contexts and experts beside the model's training contexts
+    adapt_forecast.png  data against the model's forecast, per environment
+    adapt_contexts.png  where the new contexts sit among the training contexts (PCA)
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ._diagnostics import CONFIDENCE_MIN, REL_LOSS_MAX
+from ._jsonio import jsonable
+from .adaptation import Adaptation, adapt_new
+from .data import DataError, EnvData
+from .evaluation import evaluate_split
+from .models import TrainedModel
+from .rollout import SolverSettings
+
+__all__ = ["adapt_job", "fit_and_target", "describe", "expert_distance"]
+
+
+def fit_and_target(splits: dict[str, EnvData], source: str) -> tuple[str, str | None]:
+    """The split to fit (``adapt_train``, else ``train``) and the one to forecast
+    (``adapt_test`` / ``test`` when present)."""
+    if "adapt_train" in splits:
+        return "adapt_train", "adapt_test" if "adapt_test" in splits else None
+    if "train" in splits:
+        return "train", "test" if "test" in splits else None
+    raise DataError(f"{source}: expected an 'adapt_train' or 'train' split, found {sorted(splits)}")
+
+
+def _nearest(train: np.ndarray, new: np.ndarray) -> np.ndarray:
+    """Index of each new context's nearest training context (per-dimension standardised)."""
+    sd = train.std(0)
+    sd = np.where(sd > 1e-8, sd, 1.0)
+    d = np.linalg.norm((new / sd)[:, None] - (train / sd)[None], axis=-1)
+    return d.argmin(1)
+
+
+def expert_distance(tm: TrainedModel, contexts: np.ndarray, experts: np.ndarray) -> np.ndarray:
+    """How far each context lies from its expert's training contexts: the root mean square over
+    the dimensions the expert sees (its part with split contexts) of ``(c - mean) / std`` of
+    that expert's training contexts (inf for an expert without training environments)."""
+    model = tm.model
+    train, r = np.asarray(tm.contexts), tm.routes
+    out = np.full(len(contexts), np.inf)
+    for e, (c, m) in enumerate(zip(np.asarray(contexts), experts)):
+        own = train[r == m]
+        if len(own) == 0:
+            continue
+        if model.split:
+            w = model.context_size // model.n_experts
+            own, c = own[:, m * w : (m + 1) * w], c[m * w : (m + 1) * w]
+        sd = np.maximum(own.std(0), 1e-3 * (np.abs(own).mean() + 1e-6))
+        out[e] = float(np.sqrt(np.mean(((c - own.mean(0)) / sd) ** 2)))
+    return out
+
+
+def _expert_family(tm: TrainedModel) -> dict[int, int]:
+    """Each expert's family: the one most of its training environments belong to (-1 if none)."""
+    r, fam = tm.routes, tm.family
+    out = {}
+    for m in range(tm.model.n_experts):
+        f = fam[(r == m) & (fam >= 0)]
+        out[m] = int(np.bincount(f).argmax()) if len(f) else -1
+    return out
+
+
+def describe(tm: TrainedModel, a: Adaptation) -> list[dict[str, Any]]:
+    """Per new environment: expert, runner-up, confidence, nearest families and the reasons it
+    is not trusted (empty when it is)."""
+    exp_fam = _expert_family(tm)
+    idx = _nearest(np.asarray(tm.contexts), np.asarray(a.contexts))
+    dist = expert_distance(tm, np.asarray(a.contexts), a.experts)
+    rows = []
+    for e in range(len(a.experts)):
+        m = int(a.experts[e])
+        reasons = []
+        if a.confidence[e] < CONFIDENCE_MIN:
+            ru = int(a.runner_up[e])
+            reasons.append(f"expert {ru} explains the data almost as well (confidence {a.confidence[e]:.2f})")
+        if a.rel_loss[e] > REL_LOSS_MAX:
+            reasons.append(f"even the fitted trajectory is poorly reproduced (relative loss {a.rel_loss[e]:.2f})")
+        if int(a.chosen[e]) != m:
+            reasons.append(f"the final fit left the chosen expert {int(a.chosen[e])}")
+        rows.append(
+            {
+                "env": e,
+                "expert": m,
+                "runner_up": int(a.runner_up[e]),
+                "confidence": float(a.confidence[e]),
+                "family_by_route": exp_fam.get(m, -1),
+                "family_by_route_name": tm.family_name(exp_fam.get(m, -1)),
+                "family_by_context": int(tm.family[idx[e]]),
+                "family_by_context_name": tm.family_name(int(tm.family[idx[e]])),
+                "nearest_train_env": int(idx[e]),
+                "context_distance": float(dist[e]),  # reported, not judged: docs/adaptation.md
+                "fit_loss": float(a.loss[e]),
+                "fit_rel_loss": float(a.rel_loss[e]),
+                "trusted": not reasons,
+                "why_not": reasons,
+            }
+        )
+    return rows
+
+
+def adapt_job(
+    tm: TrainedModel,
+    splits: dict[str, EnvData],
+    out: Path | None,
+    *,
+    source: str = "<arrays>",
+    steps: int | None = None,
+    choice: str = "loss",
+    time_stride: int | None = None,
+    log: Callable[[str], None] = print,
+    plots: bool = True,
+) -> dict[str, Any]:
+    """Adapt ``tm`` to the environments of ``splits`` and write the results to ``out``.
+
+    Args:
+        tm: the trained model.
+        splits: the new data (``adapt_train`` / ``adapt_test``, or ``train`` / ``test``).
+        out: output directory (None: nothing written).
+        source: name of the data for messages.
+        steps: AdaBelief steps per fit (default: the model's ``adapt.steps``).
+        choice: expert choice rule of :func:`~mixerdsr.adaptation.adapt_new`.
+        time_stride: keep every n-th time point (default: the model's training stride, or 1
+            when the data have fewer than 4 points per stride).
+        log: message sink.
+        plots: write the plots.
+
+    Returns:
+        The metrics (also written to ``out/metrics.json``).
+
+    Raises:
+        DataError: data whose state dimension differs from the model's (naming the key).
+    """
+    t0 = time.perf_counter()
+    fit_name, target_name = fit_and_target(splits, source)
+    fit = splits[fit_name]
+    if fit.n_dims != tm.state_size:
+        raise DataError(
+            f"{source}: key '{fit_name}/x': expected states of dimension {tm.state_size} (the model's), "
+            f"found shape {tuple(fit.x.shape)}"
+        )
+    cfg = tm.config
+    stride = time_stride if time_stride is not None else cfg.data.time_stride
+    if time_stride is None and fit.n_times < 4 * stride:
+        stride = 1
+    ad = fit.stride_time(stride)
+    n_steps = steps if steps is not None else cfg.adapt.steps
+    log(
+        f"adapting {ad.n_envs} environment(s) of {source}:{fit_name} ({ad.n_trajectories} trajectory(ies) x "
+        f"{ad.n_times} times; {tm.model.n_experts} experts, {n_steps} steps) ..."
+    )
+    solver: SolverSettings = cfg.solver
+    t_fit = time.perf_counter()
+    a = adapt_new(
+        tm.model,
+        tm.contexts,
+        ad.x.astype(np.float32),
+        ad.t.astype(np.float32),
+        steps=n_steps,
+        lr=cfg.adapt.lr,
+        choice=choice,
+        solver=solver,
+        alpha=cfg.train.teacher_forcing,
+    )
+    fit_seconds = time.perf_counter() - t_fit
+    envs = describe(tm, a)
+    for row, f in zip(envs, fit.family):
+        row["family"] = int(f)
+    metrics: dict[str, Any] = {
+        "model": tm.source,
+        "data": source,
+        "fitted_split": fit_name,
+        "time_stride": stride,
+        "steps": n_steps,
+        "choice": choice,
+        "environments": envs,
+    }
+    target = splits.get(target_name) if target_name is not None else None
+    pred = None
+    if target is not None:
+        m, pred = evaluate_split(tm.model, a.contexts, target, cfg)
+        metrics["forecast"] = dict(m, split=target_name)
+        for row, v in zip(envs, m["per_env_rel_mse"]):
+            row["forecast_rel_mse"] = v
+    known = fit.family >= 0
+    if known.any() and any(f >= 0 for f in tm.family):
+        by_route = np.array([r["family_by_route"] for r in envs])
+        metrics["family_agreement"] = {
+            "by_route": float(np.mean(by_route[known] == fit.family[known])),
+            "by_context": float(np.mean(np.array([r["family_by_context"] for r in envs])[known] == fit.family[known])),
+            "note": "only meaningful when the new data's family labels use the model's family numbering",
+        }
+    untrusted = [r for r in envs if not r["trusted"]]
+    metrics["warnings"] = [f"environment {r['env']}: " + "; ".join(r["why_not"]) for r in untrusted]
+    metrics["timing"] = {"fit_seconds": fit_seconds, "total_seconds": time.perf_counter() - t0}
+    metrics = jsonable(metrics)
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        np.savez(
+            out / "contexts.npz",
+            adapt=np.asarray(a.contexts),
+            adapt_routes=a.experts,
+            adapt_family=fit.family,
+            train=np.asarray(tm.contexts),
+            train_routes=tm.routes,
+            train_family=tm.family,
+        )
+        if plots:
+            _plots(out, tm, a, fit if target is None else target, pred, ad, envs)
+        metrics["timing"]["total_seconds"] = time.perf_counter() - t0
+        (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    return metrics
+
+
+def _plots(out: Path, tm: TrainedModel, a: Adaptation, shown: EnvData, pred, ad: EnvData, envs) -> None:
+    from .inference import predict
+    from .plots._contexts import plot_context_pca
+
+    if pred is None:
+        pred, _ = predict(tm.model, a.contexts, ad.x.astype(np.float32), ad.t.astype(np.float32), tm.config.solver)
+        shown = ad
+    forecast_figure(shown, np.asarray(pred), envs, out / "adapt_forecast.png")
+    tr = np.asarray(tm.contexts)
+    new = np.asarray(a.contexts)
+    both = np.concatenate([tr, new])
+    centred = both - tr.mean(0)
+    _, _, vt = np.linalg.svd(tr - tr.mean(0), full_matrices=False)
+    pts = centred @ vt[:2].T if vt.shape[0] >= 2 else np.c_[centred @ vt[:1].T, np.zeros(len(both))]
+    fam_new = np.array([r["family_by_route"] for r in envs])
+    names = tm.family_names or None
+    plot_context_pca(
+        out / "adapt_contexts.png",
+        pts,
+        [
+            ("family (new: by route)", np.concatenate([tm.family, fam_new]), names),
+            ("expert", np.concatenate([tm.routes, a.experts]), None),
+        ],
+        markers=np.r_[np.zeros(len(tr), int), np.ones(len(new), int)],
+        marker_names=("training", "new"),
+        title="contexts: training (circles) and new environments (triangles), first two principal components",
+    )
+
+
+def forecast_figure(
+    split: EnvData, pred: np.ndarray, envs: list[dict[str, Any]], path: Path, max_envs: int = 12
+) -> Path:
+    """Data (solid) and forecast (dashed) of the first trajectory of up to ``max_envs`` envs
+    spread over all, one panel each, titled with the env's expert, confidence and error."""
+    from .plots._training import _figure
+
+    shown = np.unique(np.linspace(0, split.n_envs - 1, min(max_envs, split.n_envs)).round().astype(int))
+    cols = min(4, len(shown))
+    rows = -(-len(shown) // cols)
+    fig = _figure(3.2 * cols, 2.3 * rows)
+    axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
+    for ax, e in zip(axes, shown):
+        r = envs[e]
+        for d in range(min(split.n_dims, 4)):
+            (line,) = ax.plot(split.t[e], split.x[e, 0, :, d], lw=1.2)
+            ax.plot(split.t[e], pred[e, 0, :, d], ls="--", lw=1.2, color=line.get_color())
+        err = r.get("forecast_rel_mse")
+        flag = "" if r["trusted"] else " (low confidence)"
+        ax.set_title(
+            f"env {e}: expert {r['expert']}, conf {r['confidence']:.2f}{flag}"
+            + (f"\nforecast relMSE {err:.3g}" if err is not None else ""),
+            fontsize=8,
+        )
+        ax.tick_params(labelsize=7)
+    for ax in axes[len(shown) :]:
+        ax.set_visible(False)
+    fig.suptitle("new environments: data (solid) and forecast (dashed), first trajectory", fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    return path

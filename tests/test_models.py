@@ -1,0 +1,135 @@
+"""Model files, adaptation with expert choice and confidence, `mixerdsr adapt`, shipped models."""
+
+import json
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import tiny_cfg, tiny_ode_split
+
+from mixerdsr import save_dataset
+from mixerdsr._adapt_job import adapt_job
+from mixerdsr.adaptation import _final_losses, adapt_new
+from mixerdsr.checkpoint import CheckpointError, save_checkpoint
+from mixerdsr.cli import main
+from mixerdsr.mixer import build_model
+from mixerdsr.models import (
+    MODEL_FILE,
+    TrainedModel,
+    card_check,
+    list_pretrained,
+    load_model,
+    load_pretrained,
+    resolve_model,
+    save_model,
+)
+
+STEPS, SCREEN = tiny_cfg().adapt.steps, tiny_cfg().adapt.screen_steps  # as `mixerdsr adapt` will use
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A tiny MixER-2 as a model file: untrained weights (training is tested elsewhere), the
+    gate routing envs 0, 1 (oscillators) to expert 0 and envs 2, 3 (decays) to expert 1."""
+    cfg = tiny_cfg()
+    split = tiny_ode_split(3, seed=0)
+    model = build_model(cfg, 2, jax.random.PRNGKey(0))
+    model = eqx.tree_at(lambda m: m.gate, model, jnp.zeros_like(model.gate).at[0].set(jnp.array([1.0, -1.0])))
+    contexts = jnp.asarray(np.random.default_rng(0).normal(0.0, 0.3, (4, 4)).astype(np.float32))
+    contexts = contexts.at[:, 0].set(jnp.array([1.0, 0.8, -0.9, -1.1]))
+    tm = TrainedModel(model, contexts, cfg, 2, split.family, list(split.family_names), {"data": "tiny"})
+    np.testing.assert_array_equal(tm.routes, [0, 0, 1, 1])
+    d = tmp_path_factory.mktemp("run")
+    save_model(d / MODEL_FILE, tm)
+    return tm, d
+
+
+def test_model_file_round_trip_and_errors(trained, tmp_path):
+    tm, run_dir = trained
+    back = load_model(run_dir)  # a run directory means its model.npz
+    assert back.config == tm.config and back.state_size == 2 and back.card["data"] == "tiny"
+    np.testing.assert_array_equal(back.contexts, tm.contexts)
+    np.testing.assert_array_equal(back.model.gate, tm.model.gate)
+    np.testing.assert_array_equal(back.family, [0, 0, 1, 1])
+    assert back.family_names == ["oscillator", "decay"] and back.family_name(1) == "decay"
+    np.testing.assert_array_equal(back.routes, tm.routes)
+    # a training checkpoint is not a model file; an unfinished run says how to finish it
+    save_checkpoint(tmp_path / "checkpoint.npz", {"a": np.zeros(2)}, tm.config.to_dict())
+    with pytest.raises(CheckpointError, match="not a mixerdsr model file"):
+        load_model(tmp_path / "checkpoint.npz")
+    with pytest.raises(CheckpointError, match="--resume"):
+        load_model(tmp_path)
+    with pytest.raises(CheckpointError, match="neither a pretrained model"):
+        resolve_model(tmp_path / "nothing-here")
+    with pytest.raises(ValueError, match="no pretrained model 'nope'"):
+        load_pretrained("nope")
+
+
+def test_adaptation_keeps_each_envs_best_expert_and_says_how_clear_it_is(trained, tiny_splits):
+    tm, _ = trained
+    ad = tiny_splits["adapt_train"]
+    a = adapt_new(tm.model, tm.contexts, ad.x, ad.t, steps=STEPS, screen_steps=SCREEN, lr=1e-2)
+    e = np.arange(ad.n_envs)
+    assert a.contexts.shape == (4, 4) and a.scores.shape == (4, 2)
+    # (M = 2, keep = 2: both experts' best fits are refined) the chosen expert has the lowest
+    # score, the runner-up the next; confidence compares them
+    np.testing.assert_array_equal(a.chosen, np.argmin(a.scores, 1))
+    two = np.isfinite(a.scores).all(1)
+    np.testing.assert_array_equal(a.runner_up[two], 1 - a.chosen[two])
+    want = 1 - a.scores[e, a.chosen] / a.scores[e, np.maximum(a.runner_up, 0)]
+    np.testing.assert_allclose(a.confidence[two], want[two], rtol=1e-6)
+    assert np.all((a.confidence >= 0) & (a.confidence <= 1))
+    # the loss reported is the kept context's, and it is the chosen expert's score
+    np.testing.assert_allclose(a.loss, _final_losses(tm.model, a.contexts, ad.x, ad.t, tm.config.solver), rtol=1e-5)
+    np.testing.assert_allclose(a.loss, a.scores[e, a.chosen], rtol=1e-5)
+    np.testing.assert_array_equal(a.experts, a.chosen)
+    # the held-out rule: chosen on the forecast of the unseen second half, then refitted on all
+    h = adapt_new(tm.model, tm.contexts, ad.x, ad.t, steps=STEPS, screen_steps=SCREEN, choice="holdout")
+    assert h.choice == "holdout" and np.all(np.isfinite(h.scores[e, h.chosen]))
+    np.testing.assert_allclose(h.loss, _final_losses(tm.model, h.contexts, ad.x, ad.t, tm.config.solver), rtol=1e-5)
+    with pytest.raises(ValueError, match="choice must be"):
+        adapt_new(tm.model, tm.contexts, ad.x, ad.t, choice="best")
+
+
+def test_cli_adapt_round_trip(trained, tiny_splits, tmp_path, capsys):
+    tm, run_dir = trained
+    data = save_dataset(tmp_path / "new.npz", {k: tiny_splits[k] for k in ("adapt_train", "adapt_test")})
+    out = tmp_path / "adapted"
+    assert main(["adapt", "--model", str(run_dir), "--data", str(data), "--out", str(out), "--steps", str(STEPS),
+                 "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "forecast of adapt_test: relMSE" in printed and "resembles" in printed
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["fitted_split"] == "adapt_train" and m["choice"] == "loss" and len(m["environments"]) == 4
+    for r in m["environments"]:
+        assert {"expert", "runner_up", "confidence", "family_by_route", "family_by_context", "trusted"} <= set(r)
+        assert r["family_by_route_name"] in ("oscillator", "decay")
+    assert 0.0 <= m["family_agreement"]["by_context"] <= 1.0
+    assert len(m["warnings"]) == sum(not r["trusted"] for r in m["environments"])
+    with np.load(out / "contexts.npz") as z:
+        assert z["adapt"].shape == (4, 4) and z["train"].shape == (4, 4)
+    assert (out / "adapt_forecast.png").exists() and (out / "adapt_contexts.png").exists()
+    # a file with only a train split is fitted as new environments too (no forecast without test)
+    only = save_dataset(tmp_path / "one.npz", {"train": tiny_splits["adapt_train"]})
+    m2 = adapt_job(tm, {"train": tiny_splits["adapt_train"]}, None, source=str(only), steps=STEPS)
+    assert m2["fitted_split"] == "train" and "forecast" not in m2
+    # data of another state dimension: the error names the file and key
+    x3 = tiny_splits["adapt_train"]
+    bad = save_dataset(tmp_path / "bad.npz", {"adapt_train": x3.replace(x=np.concatenate([x3.x, x3.x[..., :1]], -1))})
+    assert main(["adapt", "--model", str(run_dir), "--data", str(bad), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "bad.npz" in err and "adapt_train/x" in err and "dimension 2" in err
+
+
+def test_shipped_model_reproduces_its_card(capsys):
+    names = [n for n, _ in list_pretrained()]
+    assert "odebench-10b" in names
+    assert main(["pretrained", "list"]) == 0 and "odebench-10b" in capsys.readouterr().out
+    tm = load_pretrained("odebench-10b")
+    assert tm.model.n_experts == 10 and tm.contexts.shape == (160, 40) and tm.state_size == 2
+    assert len(tm.family_names) == 10 and tm.routes.shape == (160,)
+    assert {"command", "seed", "training_seconds", "machine", "metrics"} <= set(tm.card)
+    expected, got = card_check(tm)
+    np.testing.assert_allclose(got, expected, rtol=0.05, atol=0.01)
