@@ -4,9 +4,11 @@ For each finished run directory, adapts its dataset's ``adapt_train`` environmen
 
 - ``loop``: the runs' adaptation (``adapt.init = "experts"``: one fit per start, the lowest final
   loss on the adaptation data kept);
-- ``loss``: :func:`mixerdsr.adaptation.adapt_new`, the same rule with all fits in one call;
-- ``holdout``: :func:`mixerdsr.adaptation.adapt_new` choosing on the forecast of the held-out
-  last part of the trajectory, then refitting on all of it;
+- ``loss``: :func:`mixerdsr.adaptation.adapt_new`: every start screened for a few steps, the
+  best two experts' fits refined, the lowest loss kept.
+
+(A third rule, ``holdout``, chose on the forecast of the held-out second half of the trajectory;
+it chose worse on ODEBench-10B and 10A and was removed; its JSON files came from commit c5b5922.)
 
 and prints, per method: how often a new environment goes to its family's expert (the expert
 most of that family's training environments use), the adaptation relMSE on ``adapt_test``,
@@ -58,17 +60,45 @@ def family_experts(tm) -> dict[int, int]:
     return {int(f): int(np.bincount(r[tm.family == f]).argmax()) for f in np.unique(tm.family)}
 
 
+def report() -> None:
+    """Markdown table from the JSON files: per run group (the run name without its seed) and
+    method, mean and spread over seeds."""
+    import re
+    from collections import defaultdict
+
+    groups: dict = defaultdict(list)
+    for f in sorted(RESULTS.glob("*.json")):
+        d = json.loads(f.read_text())
+        m = re.match(r"(.*)-s(\d+)$", d["run"])
+        group = m.group(1) if m else d["run"]
+        groups[(group, d["method"])].append(d)
+    print("| runs | method | seeds | new envs on their family's expert | adapt relMSE | adapt TPRMSE % | s |")
+    print("|---|---|---:|---:|---:|---:|---:|")
+    for (group, method), rows in sorted(groups.items()):
+        def ms(k, fmt):
+            v = np.array([r[k] for r in rows], float)
+            return format(v.mean(), fmt) + (f" ± {format(v.std(), fmt)}" if len(v) > 1 else "")
+
+        print(
+            f"| {group} | {method} | {len(rows)} | {ms('to_family_expert', '.2f')} | {ms('adapt_rel_mse', '.3f')} "
+            f"| {ms('adapt_tprmse', '.0f')} | {ms('seconds', '.0f')} |"
+        )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("runs", nargs="+", type=Path)
+    ap.add_argument("runs", nargs="*", type=Path)
+    ap.add_argument("--report", action="store_true", help="print the table from the JSON files")
     ap.add_argument("--steps", type=int, default=200)
-    ap.add_argument("--holdout", type=float, default=0.5)
     ap.add_argument("--screen-steps", type=int, default=25)
     ap.add_argument("--keep", type=int, default=2)
     ap.add_argument("--lr", type=float, default=None)
-    ap.add_argument("--methods", nargs="+", default=["loss", "holdout"])
+    ap.add_argument("--methods", nargs="+", default=["loop", "loss"], choices=["loop", "loss"])
     ap.add_argument("--tag", default="")
     args = ap.parse_args()
+    if args.report:
+        report()
+        return
     from mixerdsr.adaptation import _final_losses, adapt_contexts, adapt_new, expert_starts
     from mixerdsr.data import load_dataset
     from mixerdsr.evaluation import evaluate_split
@@ -86,16 +116,16 @@ def main() -> None:
         for method in args.methods:
             t0 = time.perf_counter()
             extra: dict = {}
-            if method == "loop":  # the run's own adaptation (one compiled fit per start)
-                ctx, _ = adapt_contexts(
-                    tm.model,
-                    x,
-                    t,
-                    steps=args.steps,
-                    lr=cfg.adapt.lr,
-                    solver=cfg.solver,
-                    starts=expert_starts(tm.model, tm.contexts),
-                )
+            if method == "loop":  # the runs' adaptation before adapt_new: a full fit per start
+                fits = [
+                    adapt_contexts(
+                        tm.model, x, t, steps=args.steps, lr=cfg.adapt.lr, solver=cfg.solver,
+                        init=jnp.broadcast_to(s, (x.shape[0], s.shape[0])),
+                    )[0]
+                    for s in expert_starts(tm.model, tm.contexts)
+                ]
+                final = np.stack([np.asarray(_final_losses(tm.model, f, x, t, cfg.solver)) for f in fits])
+                ctx = jnp.stack(fits)[jnp.asarray(final.argmin(0)), jnp.arange(x.shape[0])]
                 ex = np.asarray(routes(tm.model, ctx))
             else:
                 a = adapt_new(
@@ -105,15 +135,12 @@ def main() -> None:
                     t,
                     steps=args.steps,
                     lr=args.lr or cfg.adapt.lr,
-                    choice=method,
                     screen_steps=args.screen_steps,
                     keep=args.keep,
-                    holdout=args.holdout,
                     solver=cfg.solver,
                 )
                 ctx, ex = a.contexts, a.experts
                 extra = {
-                    "chosen": a.chosen.tolist(),
                     "runner_up": a.runner_up.tolist(),
                     "confidence": a.confidence.round(3).tolist(),
                     "rel_loss": a.rel_loss.round(4).tolist(),
@@ -126,7 +153,6 @@ def main() -> None:
                 "run": run.name,
                 "method": method + args.tag,
                 "steps": args.steps,
-                "holdout": args.holdout,
                 "screen_steps": args.screen_steps,
                 "keep": args.keep,
                 "lr": args.lr or cfg.adapt.lr,

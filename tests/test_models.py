@@ -14,6 +14,7 @@ from mixerdsr._adapt_job import adapt_job
 from mixerdsr.adaptation import _final_losses, adapt_new
 from mixerdsr.checkpoint import CheckpointError, save_checkpoint
 from mixerdsr.cli import main
+from mixerdsr.inference import routes
 from mixerdsr.mixer import build_model
 from mixerdsr.models import (
     MODEL_FILE,
@@ -75,22 +76,21 @@ def test_adaptation_keeps_each_envs_best_expert_and_says_how_clear_it_is(trained
     assert a.contexts.shape == (4, 4) and a.scores.shape == (4, 2)
     # (M = 2, keep = 2: both experts' best fits are refined) the chosen expert has the lowest
     # score, the runner-up the next; confidence compares them
-    np.testing.assert_array_equal(a.chosen, np.argmin(a.scores, 1))
+    np.testing.assert_array_equal(a.experts, np.argmin(a.scores, 1))
     two = np.isfinite(a.scores).all(1)
-    np.testing.assert_array_equal(a.runner_up[two], 1 - a.chosen[two])
-    want = 1 - a.scores[e, a.chosen] / a.scores[e, np.maximum(a.runner_up, 0)]
+    np.testing.assert_array_equal(a.runner_up[two], 1 - a.experts[two])
+    want = 1 - a.scores[e, a.experts] / a.scores[e, np.maximum(a.runner_up, 0)]
     np.testing.assert_allclose(a.confidence[two], want[two], rtol=1e-6)
     assert np.all((a.confidence >= 0) & (a.confidence <= 1))
     # the loss reported is the kept context's, and it is the chosen expert's score
     np.testing.assert_allclose(a.loss, _final_losses(tm.model, a.contexts, ad.x, ad.t, tm.config.solver), rtol=1e-5)
-    np.testing.assert_allclose(a.loss, a.scores[e, a.chosen], rtol=1e-5)
-    np.testing.assert_array_equal(a.experts, a.chosen)
-    # the held-out rule: chosen on the forecast of the unseen second half, then refitted on all
-    h = adapt_new(tm.model, tm.contexts, ad.x, ad.t, steps=STEPS, screen_steps=SCREEN, choice="holdout")
-    assert h.choice == "holdout" and np.all(np.isfinite(h.scores[e, h.chosen]))
-    np.testing.assert_allclose(h.loss, _final_losses(tm.model, h.contexts, ad.x, ad.t, tm.config.solver), rtol=1e-5)
-    with pytest.raises(ValueError, match="choice must be"):
-        adapt_new(tm.model, tm.contexts, ad.x, ad.t, choice="best")
+    np.testing.assert_allclose(a.loss, a.scores[e, a.experts], rtol=1e-5)
+    np.testing.assert_array_equal(a.experts, routes(tm.model, a.contexts))
+    # refining the runner-up too can only lower the kept loss (the best one's fit is the same)
+    one = adapt_new(tm.model, tm.contexts, ad.x, ad.t, steps=STEPS, screen_steps=SCREEN, keep=1)
+    assert np.all(a.loss <= one.loss * (1 + 1e-6))
+    with pytest.raises(ValueError, match="keep must be"):
+        adapt_new(tm.model, tm.contexts, ad.x, ad.t, keep=0)
 
 
 def test_cli_adapt_round_trip(trained, tiny_splits, tmp_path, capsys):
@@ -102,7 +102,7 @@ def test_cli_adapt_round_trip(trained, tiny_splits, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "forecast of adapt_test: relMSE" in printed and "resembles" in printed
     m = json.loads((out / "metrics.json").read_text())
-    assert m["fitted_split"] == "adapt_train" and m["choice"] == "loss" and len(m["environments"]) == 4
+    assert m["fitted_split"] == "adapt_train" and len(m["environments"]) == 4
     for r in m["environments"]:
         assert {"expert", "runner_up", "confidence", "family_by_route", "family_by_context", "trusted"} <= set(r)
         assert r["family_by_route_name"] in ("oscillator", "decay")

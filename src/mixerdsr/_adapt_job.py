@@ -93,8 +93,6 @@ def describe(tm: TrainedModel, a: Adaptation) -> list[dict[str, Any]]:
             reasons.append(f"expert {ru} explains the data almost as well (confidence {a.confidence[e]:.2f})")
         if a.rel_loss[e] > REL_LOSS_MAX:
             reasons.append(f"even the fitted trajectory is poorly reproduced (relative loss {a.rel_loss[e]:.2f})")
-        if int(a.chosen[e]) != m:
-            reasons.append(f"the final fit left the chosen expert {int(a.chosen[e])}")
         rows.append(
             {
                 "env": e,
@@ -123,7 +121,6 @@ def adapt_job(
     *,
     source: str = "<arrays>",
     steps: int | None = None,
-    choice: str = "loss",
     time_stride: int | None = None,
     log: Callable[[str], None] = print,
     plots: bool = True,
@@ -136,7 +133,6 @@ def adapt_job(
         out: output directory (None: nothing written).
         source: name of the data for messages.
         steps: AdaBelief steps per fit (default: the model's ``adapt.steps``).
-        choice: expert choice rule of :func:`~mixerdsr.adaptation.adapt_new`.
         time_stride: keep every n-th time point (default: the model's training stride, or 1
             when the data have fewer than 4 points per stride).
         log: message sink.
@@ -175,7 +171,6 @@ def adapt_job(
         ad.t.astype(np.float32),
         steps=n_steps,
         lr=cfg.adapt.lr,
-        choice=choice,
         solver=solver,
         alpha=cfg.train.teacher_forcing,
     )
@@ -189,7 +184,6 @@ def adapt_job(
         "fitted_split": fit_name,
         "time_stride": stride,
         "steps": n_steps,
-        "choice": choice,
         "environments": envs,
     }
     target = splits.get(target_name) if target_name is not None else None

@@ -196,8 +196,6 @@ class AdaptSettings:
             context and keep per env the best expert's fit (:func:`~mixerdsr.adapt_new`: each
             env's expert, runner-up and confidence are reported); ``"zeros"``: the paper's
             single start; ``"mean"``: the mean training context.
-        choice: with ``init = "experts"``: ``"loss"`` (lowest fitting loss) or ``"holdout"``
-            (best forecast of the held-out second half of the trajectory, then refitted on all).
         screen_steps: with ``init = "experts"``: steps of every start's first fit; the best
             ``keep`` experts' fits of every env continue to ``steps``.
         keep: experts refined per environment.
@@ -207,7 +205,6 @@ class AdaptSettings:
     steps: int = 500
     lr: float = 1e-2
     init: str = "experts"
-    choice: str = "loss"
     screen_steps: int = 25
     keep: int = 2
     joint: bool = False
@@ -216,7 +213,7 @@ class AdaptSettings:
         validate(
             self,
             "adapt",
-            choices={"init": ("zeros", "mean", "experts"), "choice": ("loss", "holdout")},
+            choices={"init": ("zeros", "mean", "experts")},
             ranges={"steps": AT_LEAST_1, "lr": POSITIVE, "screen_steps": AT_LEAST_1, "keep": AT_LEAST_1},
         )
 

@@ -222,7 +222,6 @@ def _run_locked(
                 screen_steps=a.screen_steps,
                 keep=a.keep,
                 lr=a.lr,
-                choice=a.choice,
                 solver=cfg.solver,
                 alpha=cfg.train.teacher_forcing,
             )

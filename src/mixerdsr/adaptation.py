@@ -14,8 +14,7 @@ import optax
 from jaxtyping import Array, ArrayLike, Float
 
 from . import _aot
-from . import metrics as M
-from .inference import predict, routes
+from .inference import routes
 from .mixer import MixER
 from .rollout import SolverSettings, env_losses, zero_nonfinite
 
@@ -128,31 +127,26 @@ class Adaptation:
     (:func:`adapt_new`).
 
     Attributes:
-        contexts: fitted contexts ``[E, d]`` (on all the adaptation data).
+        contexts: fitted contexts ``[E, d]``.
         experts: each environment's expert (the route of its context) ``[E]``.
-        chosen: the expert chosen by the choice rule ``[E]`` (differs from ``experts`` only
-            when a final refit moved the context to another expert's region).
-        runner_up: the expert with the next best score ``[E]`` (-1: no fit reached another expert).
-        scores: the choice score of each expert ``[E, M]`` (lower is better; inf: no fit ended
-            with that expert): the fitting loss (``choice="loss"``) or the held-out forecast
-            relMSE (``choice="holdout"``).
-        confidence: ``1 - best / runner-up`` score ``[E]`` in ``[0, 1]``: 0 when two experts
+        runner_up: the expert whose fit comes next ``[E]`` (-1: no fit reached another expert).
+        scores: the fitting loss reached with each expert ``[E, M]`` (inf: no fit ended with
+            that expert; the kept experts' losses are of the refined fits, the others' of their
+            screening fits).
+        confidence: ``1 - best / runner-up`` loss ``[E]`` in ``[0, 1]``: 0 when two experts
             explain the data equally well, near 1 when one is far better.
-        loss: final adaptation loss on all the data ``[E]``.
-        rel_loss: ``loss`` relative to the data's mean squared norm ``[E]`` (large: the chosen
-            expert cannot reproduce even the fitted trajectory).
-        choice: the rule used.
+        loss: fitting loss of the kept context ``[E]``.
+        rel_loss: ``loss`` relative to the data's mean squared norm ``[E]`` (large: no expert
+            reproduces even the trajectory it was fitted to).
     """
 
     contexts: Float[Array, "E d"]
     experts: np.ndarray
-    chosen: np.ndarray
     runner_up: np.ndarray
     scores: np.ndarray
     confidence: np.ndarray
     loss: np.ndarray
     rel_loss: np.ndarray
-    choice: str
 
 
 def adapt_new(
@@ -165,8 +159,6 @@ def adapt_new(
     screen_steps: int = 25,
     keep: int = 2,
     lr: float = 1e-2,
-    choice: str = "loss",
-    holdout: float = 0.5,
     solver: SolverSettings = SolverSettings(),
     alpha: float = 1.0,
     workers: int | None = None,
@@ -178,51 +170,35 @@ def adapt_new(
        fit ends in some expert's region; per expert its best fit counts.
     2. *Refine*: the ``keep`` best experts' fits of every environment continue to ``steps``
        steps in all.
-    3. *Choose* among the refined fits: ``choice="loss"``: the lowest fitting loss on all the
-       data; ``choice="holdout"``: fits see only the first ``1 - holdout`` of every trajectory,
-       the one that best forecasts the rest is chosen and refitted on all the data (it did not
-       choose better on ODEBench-10B: ``docs/adaptation.md``).
+    3. *Choose*: the refined fit with the lowest loss; the next best expert is the runner-up.
 
     All fits run as chunks of ``screen_steps`` AdaBelief steps over the ``E`` environments (one
-    compiled function, optimiser states carried between chunks).
+    compiled function, optimiser states carried between chunks), on ``workers`` threads.
 
     Args:
         model: trained MixER (frozen).
         train_contexts: its training contexts ``[Et, d]`` (the starts).
         x, t: adaptation data ``[E, N, T, D]`` and ``[E, T]``.
         steps: AdaBelief steps of a kept fit in all (rounded up to whole chunks).
-        screen_steps: steps of every screening fit (the chunk length).
+        screen_steps: steps of every screening fit (the chunk length; at most ``steps``).
         keep: experts refined per environment (2: the runner-up is refined as well, so the
             confidence compares two finished fits).
         lr: learning rate.
-        choice: ``"loss"`` or ``"holdout"``.
-        holdout: the final fraction of the time points held out (``choice="holdout"``).
         solver: solver settings.
         alpha: teacher forcing of the loss (sequence experts).
         workers: threads running fits at once (default: the CPU count, at most 4; results do not
             depend on it).
 
     Returns:
-        An :class:`Adaptation`; ``scores`` holds the refined fits' scores and, for the other
-        experts reached while screening, their screening scores.
+        An :class:`Adaptation`.
     """
-    if choice not in ("loss", "holdout"):
-        raise ValueError(f"choice must be 'loss' or 'holdout', got {choice!r}")
     if screen_steps < 1 or keep < 1:
         raise ValueError(f"screen_steps and keep must be >= 1, got {screen_steps} and {keep}")
     x, t = jnp.asarray(x), jnp.asarray(t)
-    n_env, n_t = x.shape[0], x.shape[2]
+    n_env = x.shape[0]
     env = np.arange(n_env)
     screen_steps = min(screen_steps, steps)
-    if choice == "holdout":
-        if not 0.0 < holdout < 1.0:
-            raise ValueError(f"holdout must be in (0, 1), got {holdout}")
-        n_fit = int(min(max(round((1.0 - holdout) * n_t), 2 + model.expert_type.scored_from), n_t - 1))
-    else:
-        n_fit = n_t
-    xf, tf = x[:, :, :n_fit], t[:, :n_fit]
     opt = optax.adabelief(lr)
-
     dyn, static = eqx.partition(model, eqx.is_array)
     aot_key = repr((str(jax.tree.structure(static)), type(model.experts).__module__, solver, lr, alpha))
 
@@ -234,10 +210,10 @@ def adapt_new(
                     eqx.combine(d, static), x_, t_, c_, s_, screen_steps, lr, solver, alpha
                 ),
                 aot_key + str(screen_steps),
-                (dyn, xf, tf, c, state),
+                (dyn, x, t, c, state),
             )
             if out is None:
-                c, state = _adapt_chunk(model, xf, tf, c, state, screen_steps, lr, solver, alpha)
+                c, state = _adapt_chunk(model, x, t, c, state, screen_steps, lr, solver, alpha)
             else:
                 c, state = out[0], jax.tree.unflatten(jax.tree.structure(state), out[1:])
         return c, state
@@ -247,30 +223,19 @@ def adapt_new(
             "adapt_losses",
             lambda d, c_, x_, t_: _final_losses(eqx.combine(d, static), c_, x_, t_, solver, alpha),
             aot_key,
-            (dyn, c, xf, tf),
+            (dyn, c, x, t),
         )
-        return np.asarray(out[0] if out is not None else _final_losses(model, c, xf, tf, solver, alpha))
-
-    def score(c):
-        if choice == "loss":
-            return fit_losses(c)
-        pred, ok = predict(model, c, x, t, solver, alpha=alpha)
-        sc = np.asarray(M.per_env_rel_mse(jnp.asarray(pred[:, :, n_fit:]), x[:, :, n_fit:]))
-        return np.where(np.all(ok, axis=1) & np.isfinite(sc), sc, np.inf)
+        sc = np.asarray(out[0] if out is not None else _final_losses(model, c, x, t, solver, alpha))
+        return np.where(np.isfinite(sc), sc, np.inf)
 
     # 1. screen from every start (fits run on `workers` threads: XLA runs one small computation
     # per core, and JAX releases the GIL while it runs)
-    starts = expert_starts(model, jnp.asarray(train_contexts))
-
     def screen(s0):
         c0 = jnp.broadcast_to(s0, (n_env, model.context_size))
         c, st = run_chunks(c0, jax.vmap(opt.init)(c0), 1)
-        sc = fit_losses(c)
-        return c, st, np.where(np.isfinite(sc), sc, np.inf)
+        return c, st, fit_losses(c)
 
-    screened = _threaded(screen, list(starts), workers)
-    fits = [c for c, _, _ in screened]
-    states = [st for _, st, _ in screened]
+    screened = _threaded(screen, list(expert_starts(model, jnp.asarray(train_contexts))), workers)
     scores = np.full((n_env, model.n_experts), np.inf)
     which = np.full((n_env, model.n_experts), -1)  # the start whose fit is the expert's best
     for si, (c, _, sc) in enumerate(screened):
@@ -281,31 +246,29 @@ def adapt_new(
     # 2. refine the best `keep` experts of every environment
     n_more = max(0, -(-steps // screen_steps) - 1)
     order = np.argsort(scores, axis=1, kind="stable")[:, :keep]
-    stacked_c = jnp.stack(fits)
-    stacked_st = jax.tree.map(lambda *leaves: jnp.stack(leaves), *states)
+    stacked_c = jnp.stack([c for c, _, _ in screened])
+    stacked_st = jax.tree.map(lambda *leaves: jnp.stack(leaves), *[st for _, st, _ in screened])
 
     def refine(m_k):
         src = jnp.asarray(np.where(which[env, m_k] >= 0, which[env, m_k], which[env, order[:, 0]]))
         c = stacked_c[src, jnp.asarray(env)]
-        st = jax.tree.map(lambda leaf: leaf[src, jnp.asarray(env)], stacked_st)
-        c, _ = run_chunks(c, st, n_more)
-        return c, np.asarray(routes(model, c)), score(c)
+        c, _ = run_chunks(c, jax.tree.map(lambda leaf: leaf[src, jnp.asarray(env)], stacked_st), n_more)
+        return c, np.asarray(routes(model, c)), fit_losses(c)
 
-    final_c = _threaded(refine, [order[:, k] for k in range(order.shape[1])], workers)
+    refined_fits = _threaded(refine, [order[:, k] for k in range(order.shape[1])], workers)
     refined = np.zeros((n_env, model.n_experts), bool)
-    for k, (_, r, sc) in enumerate(final_c):
+    for k, (_, r, sc) in enumerate(refined_fits):
         ok = np.isfinite(scores[env, order[:, k]])
         for e in env[ok]:  # a refined fit counts for the expert it ends in
             if not refined[e, r[e]] or sc[e] < scores[e, r[e]]:
                 scores[e, r[e]] = sc[e]
                 refined[e, r[e]] = True
-    # 3. choose among the refined fits
-    cand = np.stack([sc for _, _, sc in final_c])  # [K, E]
-    cand_r = np.stack([r for _, r, _ in final_c])
-    pick = np.argmin(np.where(np.isfinite(cand), cand, np.inf), axis=0)
-    chosen = cand_r[pick, env]
-    ctx = jnp.stack([c for c, _, _ in final_c])[jnp.asarray(pick), jnp.asarray(env)]
-    best = scores[env, chosen]
+    # 3. choose the refined fit with the lowest loss
+    cand = np.stack([sc for _, _, sc in refined_fits])  # [K, E]
+    pick = np.argmin(cand, axis=0)
+    chosen = np.stack([r for _, r, _ in refined_fits])[pick, env]
+    ctx = jnp.stack([c for c, _, _ in refined_fits])[jnp.asarray(pick), jnp.asarray(env)]
+    best = cand[pick, env]
     masked = scores.copy()
     masked[env, chosen] = np.inf
     second = np.argmin(masked, axis=1)
@@ -314,23 +277,16 @@ def adapt_new(
     with np.errstate(invalid="ignore", divide="ignore"):
         conf = np.where(has_runner, 1.0 - best / np.where(has_runner, runner, 1.0), 1.0)
     conf = np.where(np.isfinite(best), np.clip(conf, 0.0, 1.0), 0.0)
-    if choice == "holdout":  # refit the chosen fits on all the data
-        xf, tf = x, t
-        c_all = jnp.asarray(ctx)
-        ctx, _ = run_chunks(c_all, jax.vmap(opt.init)(c_all), n_more + 1)
-    loss = fit_losses(ctx)  # on all the data (holdout: xf is x again)
     s0 = model.expert_type.scored_from
     scale = np.asarray(jnp.mean(jnp.sum(x[:, :, s0:] ** 2, -1), axis=(1, 2)))
     return Adaptation(
         contexts=ctx,
-        experts=np.asarray(routes(model, ctx)),
-        chosen=chosen,
+        experts=chosen,
         runner_up=np.where(has_runner, second, -1),
         scores=scores,
         confidence=conf,
-        loss=loss,
-        rel_loss=loss / np.maximum(scale, 1e-12),
-        choice=choice,
+        loss=best,
+        rel_loss=best / np.maximum(scale, 1e-12),
     )
 
 

@@ -422,16 +422,7 @@ def _cmd_adapt(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path("runs") / f"adapt-{Path(args.data).stem}"
     log = (lambda s: None) if args.quiet else print
     try:
-        m = adapt_job(
-            tm,
-            splits,
-            out,
-            source=str(args.data),
-            steps=args.steps,
-            choice=args.choice,
-            time_stride=args.time_stride,
-            log=log,
-        )
+        m = adapt_job(tm, splits, out, source=str(args.data), steps=args.steps, time_stride=args.time_stride, log=log)
     except ValueError as err:
         raise CLIError(str(err)) from None
     print(f"{'env':>4} {'family':>6} {'expert':>6} {'2nd':>4} {'conf':>5} {'fit rel':>8} {'forecast':>8}  resembles")
@@ -513,13 +504,6 @@ def _add_model_commands(sub: Any) -> None:
     p.add_argument("--data", required=True, metavar="FILE.npz", help="dataset file (the `mixerdsr data` schema)")
     p.add_argument("--out", metavar="DIR", default=None, help="output directory (default: runs/adapt-<data name>)")
     p.add_argument("--steps", type=_nonneg_int, default=None, help="fitting steps (default: the model's adapt.steps)")
-    p.add_argument(
-        "--choice",
-        choices=("loss", "holdout"),
-        default="loss",
-        help="how each environment's expert is chosen: lowest fitting loss, or best forecast of the held-out "
-        "second half (docs/adaptation.md compares them)",
-    )
     p.add_argument(
         "--time-stride",
         type=_nonneg_int,
