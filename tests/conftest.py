@@ -104,7 +104,7 @@ def _release_memory() -> None:
 
 #: resident memory (MiB) above which the compiled functions are dropped after a test: the
 #: suite's budget shared by pytest-xdist's workers (``-n``), each a process of its own
-SOFT_MEMORY_LIMIT_MB = 1700 // max(1, int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+SOFT_MEMORY_LIMIT_MB = 1300 // max(1, int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
 
 
 def _resident_mb() -> float:
