@@ -61,11 +61,15 @@ def _print_help(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace
 def _cmd_data_list(args: argparse.Namespace) -> int:
     from .data import list_datasets
 
-    items = list_datasets()
-    width = max(len(n) for n, _ in items)
+    _print_names(list_datasets())
+    return 0
+
+
+def _print_names(items: list[tuple[str, str]]) -> None:
+    """``name  description`` lines, names padded to one width."""
+    width = max((len(n) for n, _ in items), default=0)
     for name, desc in items:
         print(f"{name:<{width}}  {desc}")
-    return 0
 
 
 def _cmd_data_generate(args: argparse.Namespace) -> int:
@@ -479,10 +483,7 @@ def _cmd_pretrained_list(args: argparse.Namespace) -> int:
     items = list_pretrained()
     if not items:
         print("no pretrained models in this installation")
-        return 0
-    width = max(len(n) for n, _ in items)
-    for name, desc in items:
-        print(f"{name:<{width}}  {desc}")
+    _print_names(items)
     return 0
 
 
