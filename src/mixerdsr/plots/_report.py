@@ -316,7 +316,7 @@ def _adapt_choice(ad: Mapping[str, Any]) -> list[str]:
     ]
     for e, (m_e, r_e, c_e, v) in enumerate(zip(route, runner, conf, rel)):
         lines.append(f"| {e} | {m_e} | {r_e if r_e >= 0 else '-'} | {num(c_e, 2)} | {num(v)} |")
-    return lines
+    return lines + [""]
 
 
 def _cost(m: Mapping[str, Any]) -> list[str]:
