@@ -124,6 +124,7 @@ def adapt_job(
     time_stride: int | None = None,
     log: Callable[[str], None] = print,
     plots: bool = True,
+    progress: bool = False,
 ) -> dict[str, Any]:
     """Adapt ``tm`` to the environments of ``splits`` and write the results to ``out``.
 
@@ -137,6 +138,7 @@ def adapt_job(
             when the data have fewer than 4 points per stride).
         log: message sink.
         plots: write the plots.
+        progress: a progress bar over the chunks of fits.
 
     Returns:
         The metrics (also written to ``out/metrics.json``).
@@ -164,6 +166,17 @@ def adapt_job(
     )
     solver: SolverSettings = cfg.solver
     t_fit = time.perf_counter()
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=1, desc="adapt", unit="chunk", dynamic_ncols=True)
+
+    def advance(done: int, total: int) -> None:
+        if bar is not None:
+            bar.total = total
+            bar.update(done - bar.n)
+
     a = adapt_new(
         tm.model,
         tm.contexts,
@@ -173,7 +186,10 @@ def adapt_job(
         lr=cfg.adapt.lr,
         solver=solver,
         alpha=cfg.train.teacher_forcing,
+        progress=advance,
     )
+    if bar is not None:
+        bar.close()
     fit_seconds = time.perf_counter() - t_fit
     envs = describe(tm, a)
     for row, f in zip(envs, fit.family):

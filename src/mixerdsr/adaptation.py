@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import equinox as eqx
@@ -162,6 +163,7 @@ def adapt_new(
     solver: SolverSettings = SolverSettings(),
     alpha: float = 1.0,
     workers: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> Adaptation:
     """Fit new environments from every expert's start and report how clear each one's expert is.
 
@@ -188,6 +190,8 @@ def adapt_new(
         alpha: teacher forcing of the loss (sequence experts).
         workers: threads running fits at once (default: the CPU count, at most 4; results do not
             depend on it).
+        progress: called as ``progress(done, total)`` after every chunk of fits (e.g. to move a
+            progress bar).
 
     Returns:
         An :class:`Adaptation`.
@@ -201,6 +205,11 @@ def adapt_new(
     opt = optax.adabelief(lr)
     dyn, static = eqx.partition(model, eqx.is_array)
     aot_key = repr((str(jax.tree.structure(static)), type(model.experts).__module__, solver, lr, alpha))
+
+    starts = list(expert_starts(model, jnp.asarray(train_contexts)))
+    n_more = max(0, -(-steps // screen_steps) - 1)
+    n_keep = min(keep, model.n_experts)
+    total, done = len(starts) + n_keep * n_more, [0]
 
     def run_chunks(c, state, n_chunks):
         for _ in range(n_chunks):
@@ -216,6 +225,9 @@ def adapt_new(
                 c, state = _adapt_chunk(model, x, t, c, state, screen_steps, lr, solver, alpha)
             else:
                 c, state = out[0], jax.tree.unflatten(jax.tree.structure(state), out[1:])
+            done[0] += 1
+            if progress is not None:
+                progress(done[0], total)
         return c, state
 
     def fit_losses(c):
@@ -235,7 +247,7 @@ def adapt_new(
         c, st = run_chunks(c0, jax.vmap(opt.init)(c0), 1)
         return c, st, fit_losses(c)
 
-    screened = _threaded(screen, list(expert_starts(model, jnp.asarray(train_contexts))), workers)
+    screened = _threaded(screen, starts, workers)
     scores = np.full((n_env, model.n_experts), np.inf)
     which = np.full((n_env, model.n_experts), -1)  # the start whose fit is the expert's best
     for si, (c, _, sc) in enumerate(screened):
@@ -244,7 +256,6 @@ def adapt_new(
         scores[env[better], r[better]] = sc[better]
         which[env[better], r[better]] = si
     # 2. refine the best `keep` experts of every environment
-    n_more = max(0, -(-steps // screen_steps) - 1)
     order = np.argsort(scores, axis=1, kind="stable")[:, :keep]
     stacked_c = jnp.stack([c for c, _, _ in screened])
     stacked_st = jax.tree.map(lambda *leaves: jnp.stack(leaves), *[st for _, st, _ in screened])

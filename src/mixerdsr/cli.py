@@ -426,7 +426,16 @@ def _cmd_adapt(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path("runs") / f"adapt-{Path(args.data).stem}"
     log = (lambda s: None) if args.quiet else print
     try:
-        m = adapt_job(tm, splits, out, source=str(args.data), steps=args.steps, time_stride=args.time_stride, log=log)
+        m = adapt_job(
+            tm,
+            splits,
+            out,
+            source=str(args.data),
+            steps=args.steps,
+            time_stride=args.time_stride,
+            log=log,
+            progress=not args.quiet,
+        )
     except ValueError as err:
         raise CLIError(str(err)) from None
     print(f"{'env':>4} {'family':>6} {'expert':>6} {'2nd':>4} {'conf':>5} {'fit rel':>8} {'forecast':>8}  resembles")
