@@ -49,14 +49,23 @@ def call(name: str, fn: Callable[..., Any], key: str, args: tuple) -> list[jax.A
         name: the function's name (part of the file name).
         fn: a function of ``args`` only (no other traced inputs; everything it closes over
             must be described by ``key``).
-        key: what else defines the computation (static settings, model structure).
+        key: what else defines the computation (static settings, model structure); the
+            source file defining ``fn`` is part of the key too.
         args: a tuple of pytrees of arrays.
     """
     if _DIR is None:
         return None
     leaves, treedef = jax.tree.flatten(args)
     sig = json.dumps(
-        [name, key, str(treedef), [(tuple(a.shape), str(a.dtype)) for a in leaves], jax.__version__, _version()]
+        [
+            name,
+            key,
+            str(treedef),
+            [(tuple(a.shape), str(a.dtype)) for a in leaves],
+            jax.__version__,
+            _version(),
+            _source_digest(fn),
+        ]
     )
     h = hashlib.sha256(sig.encode()).hexdigest()[:24]
     exp = _LOADED.get(h)
@@ -66,6 +75,15 @@ def call(name: str, fn: Callable[..., Any], key: str, args: tuple) -> list[jax.A
             return None
         _LOADED[h] = exp
     return list(exp.call(*leaves))
+
+
+def _source_digest(fn) -> str:
+    """A digest of the file that defines ``fn``: a stored export is not reused once the code
+    it was traced from has changed (the package version alone does not say so in a checkout)."""
+    try:
+        return hashlib.sha256(Path(fn.__code__.co_filename).read_bytes()).hexdigest()[:16]
+    except (AttributeError, OSError):
+        return ""
 
 
 def _load_or_export(path: Path, fn, treedef, leaves):

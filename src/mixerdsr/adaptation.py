@@ -106,20 +106,8 @@ def _adapt(model, x, t, init, steps, lr, solver, joint, alpha):
         (c, _), hist = jax.lax.scan(body_joint, (init, opt.init(init)), None, length=steps)
         return c, hist.T
 
-    def fit_one(c0, xe, te):
-        def loss_fn(c):
-            return losses_at(c[None], xe[None], te[None])[0]
-
-        def body(carry, _):
-            c, s = carry
-            loss, g = jax.value_and_grad(loss_fn)(c)
-            u, s = opt.update(zero_nonfinite(g), s, c)
-            return (optax.apply_updates(c, u), s), loss
-
-        (c, _), hist = jax.lax.scan(body, (c0, opt.init(c0)), None, length=steps)
-        return c, hist
-
-    return jax.vmap(fit_one)(init, x, t)
+    c, _, hist = _adapt_chunk(model, x, t, init, jax.vmap(opt.init)(init), steps, lr, solver, alpha)
+    return c, hist
 
 
 @dataclasses.dataclass(frozen=True)
@@ -222,9 +210,9 @@ def adapt_new(
                 (dyn, x, t, c, state),
             )
             if out is None:
-                c, state = _adapt_chunk(model, x, t, c, state, screen_steps, lr, solver, alpha)
-            else:
-                c, state = out[0], jax.tree.unflatten(jax.tree.structure(state), out[1:])
+                c, state, _ = _adapt_chunk(model, x, t, c, state, screen_steps, lr, solver, alpha)
+            else:  # the leaves of (contexts, state, losses)
+                c, state = out[0], jax.tree.unflatten(jax.tree.structure(state), out[1:-1])
             done[0] += 1
             if progress is not None:
                 progress(done[0], total)
@@ -314,7 +302,8 @@ def _threaded(fn, items: list, workers: int | None) -> list:
 
 @eqx.filter_jit
 def _adapt_chunk(model, x, t, c0, state0, steps, lr, solver, alpha):
-    """``steps`` AdaBelief steps of every environment's own fit from ``(c0, state0)``."""
+    """``steps`` AdaBelief steps of every environment's own fit from ``(c0, state0)``:
+    ``(contexts [E, d], optimiser states, losses [E, steps])``."""
     opt = optax.adabelief(lr)
 
     def fit_one(c, s, xe, te):
@@ -323,11 +312,11 @@ def _adapt_chunk(model, x, t, c0, state0, steps, lr, solver, alpha):
 
         def body(carry, _):
             c, s = carry
-            g = jax.grad(loss_fn)(c)
+            loss, g = jax.value_and_grad(loss_fn)(c)
             u, s = opt.update(zero_nonfinite(g), s, c)
-            return (optax.apply_updates(c, u), s), None
+            return (optax.apply_updates(c, u), s), loss
 
-        (c, s), _ = jax.lax.scan(body, (c, s), None, length=steps)
-        return c, s
+        (c, s), hist = jax.lax.scan(body, (c, s), None, length=steps)
+        return c, s, hist
 
     return jax.vmap(fit_one)(c0, state0, x, t)
