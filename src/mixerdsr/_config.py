@@ -64,6 +64,10 @@ class DataSettings:
         time_stride: train on every ``time_stride``-th time point.
         val_trajectories: trajectories per training env held out for model selection (0 =
             select on the training data).
+        envs_per_family: keep only the first this many environments of each family in every
+            split (0 = all): a quick try-out, or the reproduction harness's ``smoke`` budget.
+        test_trajectories: keep only the first this many trajectories of each environment of
+            the ``test`` and ``adapt_test`` splits (0 = all).
     """
 
     source: str = "odebench-2"
@@ -72,9 +76,21 @@ class DataSettings:
     standardize: bool = True
     time_stride: int = 1
     val_trajectories: int = 1
+    envs_per_family: int = 0
+    test_trajectories: int = 0
 
     def __post_init__(self):
-        validate(self, "data", ranges={"seed": SEED, "time_stride": AT_LEAST_1, "val_trajectories": AT_LEAST_0})
+        validate(
+            self,
+            "data",
+            ranges={
+                "seed": SEED,
+                "time_stride": AT_LEAST_1,
+                "val_trajectories": AT_LEAST_0,
+                "envs_per_family": AT_LEAST_0,
+                "test_trajectories": AT_LEAST_0,
+            },
+        )
 
 
 @typing.no_type_check  # validates itself, naming the key
@@ -83,8 +99,8 @@ class ModelSettings:
     """The MixER layer (``[model]``; the backbone's own settings in ``[model.<backbone>]``).
 
     Attributes:
-        backbone: ``geps``, ``coda``, ``ncf``, ``shplrnn`` or a name given to
-            :func:`~mixerdsr.register_expert`.
+        backbone: ``geps``, ``coda``, ``ncf``, ``shplrnn``, ``cavia`` (a single meta-learner:
+            ``num_experts = 1``) or a name given to :func:`~mixerdsr.register_expert`.
         num_experts: the number of experts ``M``.
         context_size: full context length ``d_ctx``.
         split_context: each expert sees its own ``d_ctx / M`` slice of the context (needs
@@ -117,6 +133,12 @@ class ModelSettings:
             raise SettingError(
                 "model.expert",
                 f"backbone {self.backbone!r} takes {settings_cls.__name__}, found {type(self.expert).__name__}",
+            )
+        if getattr(BACKBONES[self.backbone], "inner_loop", False) and self.num_experts != 1:
+            raise SettingError(
+                "model.num_experts",
+                f"backbone {self.backbone!r} is a single meta-learner (its contexts come from an inner "
+                f"loop, which the gate cannot route): set model.num_experts = 1, found {self.num_experts}",
             )
         if self.split_context and self.context_size % self.num_experts:
             raise SettingError(

@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import metrics as M
-from ._config import Config
+from ._config import Config, DataSettings
 from ._diagnostics import diagnose
 from ._growth import active_experts, growing
 from ._jsonio import jsonable
@@ -50,16 +50,29 @@ def _load_data(
     configuration, ``data`` included, was checked first); otherwise the source is loaded or
     generated again and the cached copy replaced."""
     cached = out / "data.npz"
-    if reuse and cached.exists():
-        return load_dataset(cached), read_meta(cached)
     d = cfg.data
+    if reuse and cached.exists():
+        return subset_splits(load_dataset(cached), d), read_meta(cached)
     log(f"loading dataset {d.source} ...")
     splits, meta = resolve_dataset(
         d.source, d.seed, test_file=d.test_file, standardize=d.standardize, progress=progress
     )
     if Path(d.source).suffix != ".npz":  # a dataset file of the user's is used where it is
         save_dataset(cached, splits, meta)
-    return splits, meta
+    return subset_splits(splits, d), meta
+
+
+def subset_splits(splits: dict[str, EnvData], d: DataSettings) -> dict[str, EnvData]:
+    """``data.envs_per_family`` and ``data.test_trajectories`` applied to every split."""
+    out = {}
+    for name, s in splits.items():
+        if d.envs_per_family > 0:
+            keep = [i for i in range(s.n_envs) if np.sum(s.family[: i + 1] == s.family[i]) <= d.envs_per_family]
+            s = s.select_envs(keep)
+        if d.test_trajectories > 0 and name in ("test", "adapt_test"):
+            s = s.replace(x=s.x[:, : d.test_trajectories])
+        out[name] = s
+    return out
 
 
 @dataclasses.dataclass(frozen=True)

@@ -31,6 +31,7 @@ from jaxtyping import Array, ArrayLike, Bool, Float, Int, PRNGKeyArray
 
 from . import gating
 from ._config import Config, TrainSettings
+from .experts import BACKBONES
 from .mixer import MixER, build_model
 from .rollout import SolverSettings, env_loss, env_losses, zero_nonfinite
 
@@ -261,6 +262,9 @@ def make_outer_step(cfg: Config, n_envs: int):
     With one expert (MixER-1, a bare meta-learner) the gate is never updated: it routes every
     env to that expert regardless.
     """
+    options = LOW_MEMORY_OPTIONS if cfg.train.low_memory_compile else None
+    if getattr(BACKBONES[cfg.model.backbone], "inner_loop", False):
+        return _jit(_inner_loop_outer_step(cfg, n_envs), options)
     solver, alpha = cfg.solver, cfg.train.teacher_forcing
     opt_w, opt_c = _optimisers(cfg.train)
     batch = cfg.train.batch_envs or max(1, n_envs // cfg.model.num_experts)
@@ -359,7 +363,85 @@ def make_outer_step(cfg: Config, n_envs: int):
         info = dict(ctx_loss=losses[:k_inner], weight_loss=losses[k_inner:], failed=failed, gate_status=status)
         return new, info
 
-    return _jit(outer_step, LOW_MEMORY_OPTIONS if cfg.train.low_memory_compile else None)
+    return _jit(outer_step, options)
+
+
+def inner_loop_contexts(
+    model: MixER, x: Float[Array, "E N T D"], t: Float[Array, "E T"], solver: SolverSettings
+) -> tuple[Float[Array, "E d"], Float[Array, " E"]]:
+    """CAVIA's inner loop for every env: the context adapted from zero by the expert's
+    ``inner_steps`` gradient steps of size ``inner_lr`` on the env's trajectories ``x``.
+    Differentiable (twice) in the model. Returns ``(contexts [E, d], loss at the zero context [E])``."""
+    steps, lr = model.experts.inner_steps, model.experts.inner_lr  # type: ignore[attr-defined]
+    d = model.context_size
+
+    def one(xe, te):
+        c = jnp.zeros((d,), xe.dtype)
+        loss0 = jnp.zeros((), xe.dtype)
+        for k in range(steps):  # a few steps: unrolled, so the outer gradient sees each one
+            lk, g = jax.value_and_grad(lambda ci: env_loss(model, ci, xe, te, solver)[0])(c)
+            loss0 = lk if k == 0 else loss0
+            c = c - lr * jnp.where(jnp.isfinite(g), g, 0.0)
+        return c, loss0
+
+    return jax.vmap(one)(x, t)
+
+
+def _inner_loop_outer_step(cfg: Config, n_envs: int):
+    """The outer step of a CAVIA-style backbone (``inner_loop`` experts, one expert).
+
+    ``K`` steps on the shared weights, each on a random batch of ``train.batch_envs`` envs
+    (0 = all): the batch loss at the contexts the inner loop reaches from zero
+    (:func:`inner_loop_contexts`), differentiated through that loop (second order). Contexts are
+    never optimised directly; after the ``K`` steps every env's context is its inner-loop
+    result under the new weights (used for validation and evaluation). ``info`` has the layout
+    of :func:`make_outer_step`'s: ``ctx_loss`` is the batch loss at the zero context (before the
+    inner loop), ``weight_loss`` the loss after it.
+    """
+    solver = cfg.solver
+    opt_w, _ = _optimisers(cfg.train)
+    batch = min(cfg.train.batch_envs or n_envs, n_envs)
+    k_inner = cfg.train.inner_steps
+
+    def outer_step(state: TrainState, data: TrainData):
+        key, kb = jax.random.split(state.key)
+        spec = _filter_spec(state.model)
+        params, static = eqx.partition(state.model, spec)
+        flat, unravel = ravel_pytree(params)
+
+        def weight_step(carry, kperm):
+            theta, opt_state = carry
+            idx = jax.random.permutation(kperm, n_envs)[:batch]
+            xb, tb = data.x[idx], data.t[idx]
+
+            def objective(th):
+                model = eqx.combine(unravel(th), static)
+                cs, loss0 = inner_loop_contexts(model, xb, tb, solver)
+                losses, ok = env_losses(model, cs, xb, tb, solver)
+                loss = jnp.sum(jnp.where(ok, losses, 0.0)) / jnp.maximum(jnp.sum(ok), 1)
+                return loss, (jnp.mean(loss0), jnp.sum(~ok))
+
+            (loss, (loss0, failed)), g = jax.value_and_grad(objective, has_aux=True)(theta)
+            updates, opt_state = opt_w.update(zero_nonfinite(g), opt_state, theta)
+            return (optax.apply_updates(theta, updates), opt_state), (loss0, loss, failed)
+
+        (theta, opt_state), (loss0, losses, failed) = jax.lax.scan(
+            weight_step, (flat, state.opt_weights), jax.random.split(kb, k_inner)
+        )
+        model = eqx.combine(unravel(theta), static)
+        contexts, _ = inner_loop_contexts(model, data.x, data.t, solver)
+        new = state._replace(model=model, contexts=contexts, opt_weights=opt_state, key=key, step=state.step + 1)
+        losses = jnp.where(failed >= batch, jnp.nan, losses)
+        none = jnp.full((k_inner,), -1, jnp.int32)
+        info = dict(
+            ctx_loss=loss0,
+            weight_loss=losses,
+            failed=jnp.concatenate([jnp.zeros_like(failed), failed]),
+            gate_status=jnp.concatenate([none, none]),
+        )
+        return new, info
+
+    return outer_step
 
 
 #: gate bias of an expert not in use yet (``gate.grow``): no context is routed to it

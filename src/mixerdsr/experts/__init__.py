@@ -10,6 +10,8 @@ from ._base import AbstractVectorFieldExpert as AbstractVectorFieldExpert
 from ._base import ExpertSettings as ExpertSettings
 from ._base import MLPField as MLPField
 from ._base import MLPSettings as MLPSettings
+from ._cavia import CAVIA as CAVIA
+from ._cavia import CAVIASettings as CAVIASettings
 from ._coda import CoDA as CoDA
 from ._geps import GEPS as GEPS
 from ._integrate import SolverSettings as SolverSettings
@@ -18,7 +20,13 @@ from ._ncf import NCFSettings as NCFSettings
 from ._shplrnn import SHPLRNN as SHPLRNN
 from ._shplrnn import SHPLRNNSettings as SHPLRNNSettings
 
-BACKBONES: dict[str, type[AbstractExpert]] = {"geps": GEPS, "coda": CoDA, "ncf": NCF, "shplrnn": SHPLRNN}
+BACKBONES: dict[str, type[AbstractExpert]] = {
+    "geps": GEPS,
+    "coda": CoDA,
+    "ncf": NCF,
+    "shplrnn": SHPLRNN,
+    "cavia": CAVIA,
+}
 
 
 def register_expert(name: str, cls: type[AbstractExpert]) -> None:
