@@ -22,7 +22,7 @@ from ._growth import Growth, growing
 from ._jsonio import jsonable
 from .checkpoint import load_checkpoint, read_checkpoint_config, save_checkpoint
 from .data import EnvData
-from .evaluation import val_env_rel_mse, val_rel_mse
+from .evaluation import val_env_rel_mse, val_scores
 from .gating import STATUS_NAMES
 from .inference import routes
 from .mixer import MixER
@@ -218,8 +218,12 @@ def train(
         prev_route = r
         return st, rec
 
+    val_mse: dict[int, float] = {}
+
     def validate(st: TrainState) -> float:
-        return val_rel_mse(st.model, st.contexts, x_val, data.t, cfg)
+        rel, mse = val_scores(st.model, st.contexts, x_val, data.t, cfg)
+        val_mse[int(st.step)] = mse
+        return rel
 
     def finish(rec: dict[str, Any], val: float | None = None, own_state: bool = True) -> None:
         """Validation and model selection, the history line, checkpoint and progress bar
@@ -230,6 +234,8 @@ def train(
             val = validate(state)
         if val is not None:
             rec["val_rel_mse"] = val
+            if s + 1 in val_mse:
+                rec["val_mse"] = val_mse.pop(s + 1)
             if math.isfinite(val) and val < float(state.best_val):
                 state = state._replace(
                     best_model=state.model,

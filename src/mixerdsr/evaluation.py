@@ -16,14 +16,20 @@ from ._diagnostics import collapsed_envs
 from .data import EnvData
 from .inference import predict
 
-__all__ = ["evaluate_split", "val_rel_mse", "val_env_rel_mse", "active_parameters", "total_parameters"]
+__all__ = ["evaluate_split", "val_scores", "val_rel_mse", "val_env_rel_mse", "active_parameters", "total_parameters"]
+
+
+def val_scores(model, contexts, x_val, t, cfg: Config) -> tuple[float, float]:
+    """``(relMSE (Eq. 9), MSE)`` of the free-running predictions of ``x_val [E, N, T, D]``."""
+    pred, ok = predict(model, contexts, x_val, t, cfg.solver)
+    s = model.expert_type.scored_from
+    p, y = jnp.asarray(pred[:, :, s:]), jnp.asarray(x_val[:, :, s:])
+    return float(M.rel_mse(p, y)), float(M.mse(p, y))
 
 
 def val_rel_mse(model, contexts, x_val, t, cfg: Config) -> float:
     """relMSE (Eq. 9) of the free-running predictions of ``x_val [E, N, T, D]`` (model selection)."""
-    pred, ok = predict(model, contexts, x_val, t, cfg.solver)
-    s = model.expert_type.scored_from
-    return float(M.rel_mse(jnp.asarray(pred[:, :, s:]), jnp.asarray(x_val[:, :, s:])))
+    return val_scores(model, contexts, x_val, t, cfg)[0]
 
 
 def val_env_rel_mse(model, contexts, x_val, t, cfg: Config) -> np.ndarray:
