@@ -70,7 +70,7 @@ def pytest_configure(config):
 #: modules that compile training steps, longest first: run first, so that pytest-xdist's workers
 #: (``--dist loadfile``: a module stays on one worker) finish together instead of one of them
 #: starting the longest module last
-HEAVY_MODULES = ("test_training", "test_custom_expert", "test_shplrnn", "test_trust", "test_mixer")
+HEAVY_MODULES = ("test_reproduce", "test_reproduce_tables", "test_training", "test_custom_expert", "test_shplrnn", "test_trust", "test_mixer")
 
 
 def pytest_collection_modifyitems(config, items):

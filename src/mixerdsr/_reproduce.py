@@ -313,9 +313,14 @@ def _t4_target(cell: Cell) -> int:
 
 @functools.lru_cache(maxsize=None)
 def _train_shape(data: str) -> tuple[int, int]:
-    """``(envs, state dimension)`` of a built-in dataset's training split."""
-    from .data import resolve_dataset
+    """``(envs, state dimension)`` of a built-in dataset's training split (ODE families are
+    planned, not integrated: generating ODEBench-10B takes most of a minute)."""
+    from .data import plan_families, resolve_dataset
+    from .data._familyspec import builtin_family_files
 
+    if data in builtin_family_files():
+        plans = plan_families(data, splits=["train"])["train"]
+        return sum(len(p.params) for p in plans), int(plans[0].ics.shape[1])
     tr = resolve_dataset(data, None, progress=False)[0]["train"]
     return tr.n_envs, tr.n_dims
 
@@ -325,31 +330,42 @@ def _n_train_envs(data: str) -> int:
 
 
 def _active_count(data: str, over: dict[str, Any]) -> int:
+    """Active parameters (one expert and its context shift, as the paper counts) of the model
+    ``over`` builds on ``data``, from shapes alone."""
+    from ._config import load_config
+
+    return _expert_count(load_config(data, None, over), _train_shape(data)[1])
+
+
+def _expert_count(cfg: Any, state_size: int, width: int | None = None) -> int:
     import jax
 
-    from ._config import load_config
-    from .mixer import build_model
+    from .experts import BACKBONES
 
-    cfg = load_config(data, None, over)
-    d = _train_shape(data)[1]
-    m = jax.eval_shape(lambda k: build_model(cfg, d, k), jax.random.PRNGKey(0))
-    leaves = [leaf for leaf in jax.tree.leaves(m.experts) if hasattr(leaf, "shape")]
-    return int(sum(math.prod(leaf.shape[1:]) for leaf in leaves)) + (1 if m.shift else 0)
+    m = cfg.model
+    settings = m.expert if width is None else dataclasses.replace(m.expert, width=width)
+    c = m.context_size // m.num_experts if m.split_context else m.context_size
+    cls = BACKBONES[m.backbone]
+    expert = jax.eval_shape(lambda k: cls.from_settings(state_size, c, settings, key=k), jax.random.PRNGKey(0))
+    leaves = [leaf for leaf in jax.tree.leaves(expert) if hasattr(leaf, "shape")]
+    return int(sum(math.prod(leaf.shape) for leaf in leaves)) + (1 if m.shift_context else 0)
 
 
 def matched_width(data: str, over: dict[str, Any], target: int) -> int:
     """The hidden width whose active parameter count (one expert, as the paper counts) is
     closest to ``target`` for the backbone and context of ``over`` (Appendix C.3: "we adjust the
     width of the main layer so that the active parameter count matches the baselines")."""
-    key = f"model.{over['model.backbone']}.width"
+    from ._config import load_config
+
+    cfg, d = load_config(data, None, over), _train_shape(data)[1]
     lo, hi = 1, 4096
     while hi - lo > 1:  # the count grows with the width
         mid = (lo + hi) // 2
-        if _active_count(data, {**over, key: mid}) < target:
+        if _expert_count(cfg, d, mid) < target:
             lo = mid
         else:
             hi = mid
-    return min((lo, hi), key=lambda w: abs(_active_count(data, {**over, key: w}) - target))
+    return min((lo, hi), key=lambda w: abs(_expert_count(cfg, d, w) - target))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -474,13 +490,13 @@ def run_table(
                 shutil.rmtree(rd, ignore_errors=True)
             t0 = time.perf_counter()
             try:
-                res = run(cfg, rd, resume=resume, progress=False, log=lambda s: None)
+                res = run(cfg, rd, resume=resume, progress=False, log=lambda s: None, plots=budget != "smoke")
             except ValueError as err:
                 if not resume:
                     raise
                 log(f"{cell.name}: could not resume ({err}); starting again")
                 shutil.rmtree(rd, ignore_errors=True)
-                res = run(cfg, rd, progress=False, log=lambda s: None)
+                res = run(cfg, rd, progress=False, log=lambda s: None, plots=budget != "smoke")
             record = _cell_json(cell, budget, over, res, time.perf_counter() - t0)
             out_dir.mkdir(parents=True, exist_ok=True)
             path = out_dir / f"{cell.name}.json"

@@ -55,7 +55,13 @@ def _load_data(
         return subset_splits(load_dataset(cached), d), read_meta(cached)
     log(f"loading dataset {d.source} ...")
     splits, meta = resolve_dataset(
-        d.source, d.seed, test_file=d.test_file, standardize=d.standardize, progress=progress
+        d.source,
+        d.seed,
+        test_file=d.test_file,
+        standardize=d.standardize,
+        progress=progress,
+        envs_per_family=d.envs_per_family,
+        test_trajectories=d.test_trajectories,
     )
     if Path(d.source).suffix != ".npz":  # a dataset file of the user's is used where it is
         save_dataset(cached, splits, meta)
@@ -149,6 +155,7 @@ def run(
     log: Callable[[str], None] = print,
     splits: dict[str, EnvData] | None = None,
     meta: dict[str, Any] | None = None,
+    plots: bool = True,
 ) -> RunResult:
     """The main job: train, adapt, evaluate, and write everything to ``out_dir``.
 
@@ -160,6 +167,7 @@ def run(
         log: message sink.
         splits: use these splits instead of loading ``cfg.data.source``.
         meta: dataset metadata of ``splits`` (its ``name`` picks the downstream analysis).
+        plots: draw the figures (``report.md`` is written either way).
 
     Returns:
         A :class:`RunResult`: the metrics written to ``metrics.json`` (whose ``warnings`` say in
@@ -173,7 +181,7 @@ def run(
     """
     out = Path(out_dir)
     with run_lock(out):
-        return _run_locked(cfg, out, resume=resume, progress=progress, log=log, splits=splits, meta=meta)
+        return _run_locked(cfg, out, resume=resume, progress=progress, log=log, splits=splits, meta=meta, plots=plots)
 
 
 def _run_locked(
@@ -185,6 +193,7 @@ def _run_locked(
     log: Callable[[str], None],
     splits: dict[str, EnvData] | None,
     meta: dict[str, Any] | None,
+    plots: bool = True,
 ) -> RunResult:
     from .plots import _training as P
 
@@ -305,8 +314,10 @@ def _run_locked(
         saved |= {"adapt": np.asarray(adapted), "adapt_routes": ar, "adapt_family": held.family}
     np.savez(out / "contexts.npz", **saved)
     save_model(out / MODEL_FILE, _trained_model(cfg, model, contexts, splits["train"], meta, metrics))
-    log("writing plots and report.md ...")
-    figs = P.plot_run(out, res.history, splits, preds, metrics, scored_from=model.expert_type.scored_from) + ds_figs
+    log("writing plots and report.md ..." if plots else "writing report.md ...")
+    figs = ds_figs
+    if plots:
+        figs = P.plot_run(out, res.history, splits, preds, metrics, scored_from=model.expert_type.scored_from) + figs
     P.write_report(out, metrics, figs)
     log(f"wrote {out / 'metrics.json'} and {out / 'report.md'}")
     return RunResult(out, metrics, model, contexts, adapted)

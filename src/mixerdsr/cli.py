@@ -180,7 +180,7 @@ def _add_data_commands(sub: Any) -> None:
 
 _RUN_FLAGS = {  # flag -> (setting, type, help)
     "--data": ("data.source", str, "built-in dataset name or a dataset .npz file"),
-    "--backbone": ("model.backbone", str, "expert backbone: geps, coda, ncf or shplrnn"),
+    "--backbone": ("model.backbone", str, "expert backbone: geps, coda, ncf, shplrnn or cavia (one expert)"),
     "--experts": (
         "model.num_experts",
         "experts",

@@ -339,6 +339,8 @@ def generate_families(
     splits: Iterable[str] | None = None,
     progress: bool = False,
     dtype: Any = np.float64,
+    envs_per_family: int = 0,
+    test_trajectories: int = 0,
 ) -> tuple[dict[str, EnvData], dict[str, Any]]:
     """Generate a multi-family, multi-environment dataset from a family file.
 
@@ -348,6 +350,10 @@ def generate_families(
         splits: generate only these splits (default: all splits of the protocol).
         progress: show a progress bar over families (tqdm, on stderr).
         dtype: dtype of the returned arrays (integration is always float64).
+        envs_per_family: generate only the first this many envs of each family in every split
+            (0 = all); the same arrays as generating all and keeping those.
+        test_trajectories: generate only the first this many trajectories of each env of the
+            ``test`` and ``adapt_test`` splits (0 = all).
 
     Returns:
         ``(splits, meta)``: ``dict`` split -> :class:`EnvData` (envs ordered family by family, in
@@ -361,6 +367,17 @@ def generate_families(
     proto = spec.protocol
     seed = proto.seed if seed is None else int(seed)
     plans = plan_families(spec, seed, splits)
+    if envs_per_family > 0 or test_trajectories > 0:
+        n_env, n_test = envs_per_family or None, test_trajectories or None
+        plans = {
+            sp: [
+                dataclasses.replace(
+                    p, params=p.params[:n_env], ics=p.ics[:n_test] if sp in ("test", "adapt_test") else p.ics
+                )
+                for p in pl
+            ]
+            for sp, pl in plans.items()
+        }
     fams = spec.families
     dmax = max(f.dims for f in fams)
     arrays: dict[str, list[np.ndarray]] = {sp: [] for sp in plans}

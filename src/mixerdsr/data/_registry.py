@@ -131,6 +131,8 @@ def resolve_dataset(
     test_file: str | os.PathLike | None = None,
     standardize: bool = True,
     progress: bool = False,
+    envs_per_family: int = 0,
+    test_trajectories: int = 0,
 ) -> tuple[dict[str, EnvData], dict[str, Any]]:
     """The one place that decides what a dataset string names: ``(splits, meta)``.
 
@@ -155,6 +157,9 @@ def resolve_dataset(
         test_file: Epilepsy2 only: the archive's full test ``.ts`` file.
         standardize: series datasets: per-time-column standardisation.
         progress: show a progress bar while generating.
+        envs_per_family, test_trajectories: family files only: generate just the first envs
+            of each family / the first test trajectories (:func:`generate_families`; other
+            sources are returned whole).
 
     Raises:
         DataError: unknown name, a missing Epilepsy2 file (naming the folders searched), a
@@ -204,10 +209,14 @@ def resolve_dataset(
     if key in _CLASSIC and not exists:
         fn, _ = _CLASSIC[key]
         return fn(0 if seed is None else int(seed), progress=progress)
-    if key in builtin_family_files() and not exists:
-        return generate_families(key, seed, progress=progress)
-    if exists:
-        return generate_families(load_family_spec(s), seed, progress=progress)
+    if (key in builtin_family_files() and not exists) or exists:
+        return generate_families(
+            key if not exists else load_family_spec(s),
+            seed,
+            progress=progress,
+            envs_per_family=envs_per_family,
+            test_trajectories=test_trajectories,
+        )
     names = [n for n, _ in list_datasets()]
     raise DataError(
         f"unknown dataset {s!r} (built-in names: {', '.join(names)}, epilepsy2; or give a path to a "

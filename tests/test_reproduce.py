@@ -1,0 +1,120 @@
+"""The reproduction harness: cells and their settings, the paper's parameter counts, and the
+``smoke`` budget of every table run end to end (one cell each), skipped when done, reported."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from mixerdsr import _reproduce as R
+from mixerdsr._config import load_config
+from mixerdsr.cli import main
+
+
+def test_cells_of_every_table():
+    counts = {name: len(R.cells(name, seeds=[0, 1, 2])) for name in R.TABLES}
+    # fig2: 3 backbones x 3 variants; table2: 3 x 4; table3: 3 x 5; table4: 3 datasets x (3 x 2 + CAVIA); gate: 2 x 2 x 3
+    assert counts == {"fig2": 27, "table2": 36, "table3": 45, "table4": 63, "gate": 36}
+    names = [c.name for c in R.cells("table4", seeds=[0])]
+    assert len(set(names)) == len(names) and "lv-cavia-single-s0" in names
+    # seeds outermost: every cell's first seed comes before any second seed
+    seeds = [c.seed for c in R.cells("table2", seeds=[0, 1])]
+    assert seeds == sorted(seeds)
+    assert [c.name for c in R.cells("table2", [1], ["*-coda-mixer-1-*"])] == ["odebench-10a-coda-mixer-1-s1"]
+    with pytest.raises(ValueError, match="unknown table 'table9'"):
+        R.cells("table9")
+
+
+def test_variant_settings():
+    s = {c.variant: R.settings(c, "cpu") for c in R.cells("table2", [0], ["*-geps-*"])}
+    assert s["mixer-1"]["model.num_experts"] == 1 and s["mixer-1"]["train.batch_envs"] == 5  # E/M of MixER-10
+    assert s["mixer-M-grad"]["gate.mode"] == "gradient" and s["mixer-M-grad"]["gate.warmup"] == 0
+    alg1 = s["mixer-M-alg1"]
+    assert (alg1["gate.pairing"], alg1["gate.warmup"], alg1["train.proximal_beta"]) == ("greedy", 0, 10.0)
+    assert "model.num_experts" not in s["mixer-M"] and s["mixer-M"]["gate.every"] == 12
+    m20 = R.settings(R.Cell("table3", "odebench-10b", "coda", "mixer-20", 0), "cpu")
+    assert m20["model.num_experts"] == 20
+    paper = R.settings(R.Cell("table2", "odebench-10a", "geps", "mixer-1", 0), "paper")
+    assert paper["train.outer_steps"] == 500 and paper["gate.every"] == 1 and "train.batch_envs" not in paper
+    assert R.settings(R.Cell("gate", "odebench-2", "coda", "every-4", 1), "cpu")["gate.every"] == 4
+    for cell in R.cells("table3", [0]) + R.cells("fig2", [0]) + R.cells("gate", [0]):
+        for budget in R.BUDGETS:  # every cell's settings are a valid configuration
+            cfg = load_config(cell.data, None, R.settings(cell, budget))
+            assert cfg.model.backbone == cell.backbone
+    with pytest.raises(ValueError, match="unknown budget"):
+        R.settings(R.cells("fig2", [0])[0], "gpu")
+
+
+def test_table4_widths_match_the_papers_active_parameter_counts():
+    for cell in R.cells("table4", [0]):
+        over = R.settings(cell, "cpu")
+        target = R._t4_target(cell)
+        count = R._active_count(cell.data, over)
+        assert abs(count - target) / target < 0.01, (cell.name, count, target)
+        ctx_per_expert = over["model.context_size"] // (1 if cell.variant == "single" else 3)
+        assert ctx_per_expert == {"ncf": 512, "coda": 2, "geps": 2, "cavia": 2}[cell.backbone]
+
+
+def test_generating_a_subset_equals_subsetting():
+    from mixerdsr._config import DataSettings
+    from mixerdsr._run import subset_splits
+    from mixerdsr.data import resolve_dataset
+
+    full, _ = resolve_dataset("odebench-2")
+    sub, _ = resolve_dataset("odebench-2", envs_per_family=2, test_trajectories=3)
+    ref = subset_splits(full, DataSettings(envs_per_family=2, test_trajectories=3))
+    for name, split in sub.items():
+        assert split.x.shape[:2] == ((4, 4) if name == "train" else (2, 1) if name == "adapt_train" else (4 if name == "test" else 2, 3))
+        np.testing.assert_array_equal(split.x, ref[name].x)
+        assert split.params == ref[name].params and list(split.family) == list(ref[name].family)
+
+
+#: one cell of every table at the smoke budget
+SMOKE_CELLS = {
+    "fig2": "odebench-2-geps-mixer-M-s0",
+    "table2": "odebench-10a-coda-mixer-M-grad-s0",
+    "table3": "odebench-10b-geps-mixer-20-s0",
+    "table4": "lv-cavia-single-s0",
+    "gate": "odebench-2-geps-every-4-s0",
+}
+
+
+@pytest.mark.parametrize("table", ["fig2", "gate", "table4"])  # table2, table3: test_reproduce_tables.py
+def test_smoke_budget_runs_skips_and_reports(table, tmp_path, capsys):
+    smoke_check(table, tmp_path, capsys)
+
+
+def smoke_check(table, tmp_path, capsys):
+    """``mixerdsr reproduce TABLE --budget smoke`` on one cell: its JSON, the Markdown table with
+    the paper's values, nothing run again on a second call, ``--report`` from the JSON alone."""
+    args = ["reproduce", table, "--budget", "smoke", "--seeds", "0", "--cells", SMOKE_CELLS[table]]
+    args += ["--results", str(tmp_path / "results"), "--runs", str(tmp_path / "runs"), "--quiet"]
+    assert main(args) == 0
+    path = tmp_path / "results" / f"{table}-smoke" / f"{SMOKE_CELLS[table]}.json"
+    rec = json.loads(path.read_text())
+    assert rec["cell"] == SMOKE_CELLS[table] and rec["budget"] == "smoke" and rec["seed"] == 0
+    m = rec["metrics"]
+    for key in ("test_rel_mse", "test_mse", "adapt_rel_mse", "adapt_mse"):
+        assert m[key] is not None and np.isfinite(m[key]), key
+    assert rec["active_parameters"] > 0 and rec["seconds"] > 0 and rec["curve"]
+    assert not list((tmp_path / "runs").rglob("*.png"))  # the smoke budget draws no figures
+    md = (tmp_path / "results" / f"{table}-smoke.md").read_text()
+    assert "[0]" in md and "Budget `smoke`" in md
+    if table == "table2":
+        assert "/ 0.76 ± 0.07" in md  # CoDA MixER-10 with the gradient gate, the paper's Table 2
+    if table == "table4":
+        assert "| CAVIA | CAVIA |" in md and "/ 305246" in md
+    if table == "fig2":
+        assert (tmp_path / "results" / "fig2-smoke.png").stat().st_size > 0
+        assert any("val_mse" in h for h in rec["curve"])
+    # a second call finds the JSON and runs nothing
+    before = path.stat().st_mtime_ns
+    capsys.readouterr()
+    assert main(args[:-1]) == 0
+    assert "1 cell(s) already done" in capsys.readouterr().out
+    assert path.stat().st_mtime_ns == before
+    # --report alone rebuilds the same table from the JSON
+    assert main([*args, "--report"]) == 0
+    assert (tmp_path / "results" / f"{table}-smoke.md").read_text() == md
