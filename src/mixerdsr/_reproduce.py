@@ -258,6 +258,10 @@ _SMOKE = {
     "data.test_trajectories": 4,  # as many as the training envs have: one compiled forecast for both
     "data.val_trajectories": 1,
 }
+#: Table 4 at the ``cpu`` budget: every backbone matched to the paper's active parameter count
+#: divided by this (at the paper's ~300k on LV, GEPS takes 14 s and NCF-t2 21 s per outer step
+#: on 2 CPU cores; CAVIA more)
+_T4_CPU_SCALE = 10
 #: Table 4: context size per expert (Section 4.2; CAVIA: the two physical parameters varied)
 _T4_CONTEXT = {"ncf": 512, "coda": 2, "geps": 2, "cavia": 2}
 
@@ -289,8 +293,13 @@ def settings(cell: Cell, budget: str) -> dict[str, Any]:
         over["model.num_experts"] = 20
     elif v.startswith("every-"):
         over["gate.every"] = int(v.split("-")[1])
+    if cell.table == "table4" and cell.backbone == "cavia" and budget == "cpu":
+        # second-order steps through RK4: tasks per meta-batch as many as each MixER-3 expert
+        # sees per step (E/3, not all E), 2 RK4 steps per interval (not 4)
+        over |= {"train.batch_envs": max(1, _n_train_envs(cell.data) // 3), "model.cavia.substeps": 2}
     if cell.table == "table4" and budget != "smoke":
-        over[f"model.{cell.backbone}.width"] = matched_width(cell.data, over, _t4_target(cell))
+        target = _t4_target(cell) // (_T4_CPU_SCALE if budget == "cpu" else 1)
+        over[f"model.{cell.backbone}.width"] = matched_width(cell.data, over, target)
     if budget == "smoke":
         over |= _SMOKE
         over[f"model.{cell.backbone}.width"] = 8
@@ -547,7 +556,7 @@ def _mean_std(vals: list[float | None], fmt: str, scale: float) -> str:
         return f"inf/nan ({int(np.sum(~np.isfinite(v)))} of {len(v)})"
     if len(v) == 1:
         return f"{format(v[0], fmt)} (1 seed)"
-    return f"{format(float(np.mean(v)), fmt)} ± {format(float(np.std(v)), fmt)}"
+    return f"{format(float(np.mean(v)), fmt)} ± {format(float(np.std(v)), '.2g' if fmt == '.3g' else fmt)}"
 
 
 def report(table: str, budget: str = "cpu", results: str | Path = "docs/results") -> str:
@@ -618,7 +627,32 @@ def report(table: str, budget: str = "cpu", results: str | Path = "docs/results"
                     row_cells.append(_entry(rs, m, ref[i] if ref else None, m.scale) if rs else "-")
             lines.append("| " + " | ".join(row_cells) + " |")
         lines.append("")
+    lines += _also_measured(t, by)
     return "\n".join(lines)
+
+
+_ALSO = (
+    Metric("test MSE", "test_mse"),
+    Metric("adapt MSE", "adapt_mse"),
+    Metric("test relMSE", "test_rel_mse"),
+    Metric("purity", "purity", ".2f"),
+    Metric("idle experts", "idle_experts", ".2g"),
+    Metric("selected step", "best_step", ".0f"),
+    Metric("s / outer step", "seconds_per_outer_step", ".2f"),
+)
+
+
+def _also_measured(t: Table, by: dict[tuple[str, str, str], list[dict[str, Any]]]) -> list[str]:
+    """Per cell group, what the paper does not report: MSEs, routing, model selection, speed."""
+    head = ["data", "backbone", "variant", *(m.label for m in _ALSO), "min / cell"]
+    lines = ["### Also measured (ours only)", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    order = {v: i for i, v in enumerate(t.variants)}
+    for (data, b, v), rs in sorted(by.items(), key=lambda kv: (kv[0][0], kv[0][1], order.get(kv[0][2], 99))):
+        vals = [_mean_std([r["metrics"].get(m.key) for r in rs], m.fmt, 1.0) for m in _ALSO]
+        mins = _mean_std([r["seconds"] / 60 for r in rs], ".1f", 1.0)
+        lines.append(f"| {data} | {b.upper()} | {t.variants.get(v, v)} | " + " | ".join(vals) + f" | {mins} |")
+    lines.append("")
+    return lines
 
 
 def _entry(rs: list[dict[str, Any]], m: Metric, paper: tuple[float, float] | None, scale: float) -> str:
