@@ -260,8 +260,8 @@ _SMOKE = {
 }
 #: Table 4 at the ``cpu`` budget: every backbone matched to the paper's active parameter count
 #: divided by this (at the paper's ~300k on LV, GEPS takes 14 s and NCF-t2 21 s per outer step
-#: on 2 CPU cores; CAVIA more)
-_T4_CPU_SCALE = 10
+#: on 2 CPU cores; CAVIA more). Not below ~25k: NCF's context network (512 -> 32) alone has 16k.
+_T4_CPU_SCALE = {"lv": 10, "go": 5, "sm": 2}
 #: Table 4: context size per expert (Section 4.2; CAVIA: the two physical parameters varied)
 _T4_CONTEXT = {"ncf": 512, "coda": 2, "geps": 2, "cavia": 2}
 
@@ -298,7 +298,7 @@ def settings(cell: Cell, budget: str) -> dict[str, Any]:
         # sees per step (E/3, not all E), 2 RK4 steps per interval (not 4)
         over |= {"train.batch_envs": max(1, _n_train_envs(cell.data) // 3), "model.cavia.substeps": 2}
     if cell.table == "table4" and budget != "smoke":
-        target = _t4_target(cell) // (_T4_CPU_SCALE if budget == "cpu" else 1)
+        target = _t4_target(cell) // (_T4_CPU_SCALE[cell.data] if budget == "cpu" else 1)
         over[f"model.{cell.backbone}.width"] = matched_width(cell.data, over, target)
     if budget == "smoke":
         over |= _SMOKE
