@@ -15,20 +15,24 @@ from mixerdsr.cli import main
 
 def test_cells_of_every_table():
     counts = {name: len(R.cells(name, seeds=[0, 1, 2])) for name in R.TABLES}
-    # fig2: 3 backbones x 3 variants; table2: 3 x 4; table3: 3 x 5; table4: 3 datasets x (3 x 2 + CAVIA); gate: 2 x 2 x 3
-    assert counts == {"fig2": 27, "table2": 36, "table3": 45, "table4": 63, "gate": 36}
+    # fig2: 3 backbones x 3 variants; table2: 2 protocols x 3 x 4; table3: 3 x 5;
+    # table4: 3 datasets x (3 x 2 + CAVIA); gate: 2 x 2 x 3
+    assert counts == {"fig2": 27, "table2": 72, "table3": 45, "table4": 63, "gate": 36}
     names = [c.name for c in R.cells("table4", seeds=[0])]
     assert len(set(names)) == len(names) and "lv-cavia-single-s0" in names
     # seeds outermost: every cell's first seed comes before any second seed
     seeds = [c.seed for c in R.cells("table2", seeds=[0, 1])]
     assert seeds == sorted(seeds)
-    assert [c.name for c in R.cells("table2", [1], ["*-coda-mixer-1-*"])] == ["odebench-10a-coda-mixer-1-s1"]
+    assert [c.name for c in R.cells("table2", [1], ["*-coda-mixer-1-*"])] == [
+        "odebench-10a-coda-mixer-1-s1",
+        "odebench-10a-clean-coda-mixer-1-s1",
+    ]
     with pytest.raises(ValueError, match="unknown table 'table9'"):
         R.cells("table9")
 
 
 def test_variant_settings():
-    s = {c.variant: R.settings(c, "cpu") for c in R.cells("table2", [0], ["*-geps-*"])}
+    s = {c.variant: R.settings(c, "cpu") for c in R.cells("table2", [0], ["odebench-10a-geps-*"])}
     assert s["mixer-1"]["model.num_experts"] == 1 and s["mixer-1"]["train.batch_envs"] == 5  # E/M of MixER-10
     assert s["mixer-M-grad"]["gate.mode"] == "gradient" and s["mixer-M-grad"]["gate.warmup"] == 0
     alg1 = s["mixer-M-alg1"]
@@ -39,9 +43,12 @@ def test_variant_settings():
     paper = R.settings(R.Cell("table2", "odebench-10a", "geps", "mixer-1", 0), "paper")
     assert paper["train.outer_steps"] == 500 and paper["gate.every"] == 1 and "train.batch_envs" not in paper
     assert R.settings(R.Cell("gate", "odebench-2", "coda", "every-4", 1), "cpu")["gate.every"] == 4
-    for cell in R.cells("table3", [0]) + R.cells("fig2", [0]) + R.cells("gate", [0]):
+    clean = R.settings(R.Cell("table2", "odebench-10a-clean", "geps", "mixer-1", 0), "cpu")
+    assert clean["data.clean"] is True and clean["train.batch_envs"] == 5
+    assert "data.clean" not in s["mixer-1"]
+    for cell in R.cells("table3", [0]) + R.cells("fig2", [0]) + R.cells("gate", [0]) + R.cells("table2", [0]):
         for budget in R.BUDGETS:  # every cell's settings are a valid configuration
-            cfg = load_config(cell.data, None, R.settings(cell, budget))
+            cfg = load_config(R.preset_of(cell.data), None, R.settings(cell, budget))
             assert cfg.model.backbone == cell.backbone
     with pytest.raises(ValueError, match="unknown budget"):
         R.settings(R.cells("fig2", [0])[0], "gpu")

@@ -68,6 +68,8 @@ class DataSettings:
             split (0 = all): a quick try-out, or the reproduction harness's ``smoke`` budget.
         test_trajectories: keep only the first this many trajectories of each environment of
             the ``test`` and ``adapt_test`` splits (0 = all).
+        clean: ODE family datasets: generate with the leak-free protocol (``true``) or the
+            paper's (``false``) whatever the family file says (None = as the file says).
     """
 
     source: str = "odebench-2"
@@ -78,6 +80,7 @@ class DataSettings:
     val_trajectories: int = 1
     envs_per_family: int = 0
     test_trajectories: int = 0
+    clean: bool | None = None
 
     def __post_init__(self):
         validate(

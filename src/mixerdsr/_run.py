@@ -62,6 +62,7 @@ def _load_data(
         progress=progress,
         envs_per_family=d.envs_per_family,
         test_trajectories=d.test_trajectories,
+        clean=d.clean,
     )
     if Path(d.source).suffix != ".npz":  # a dataset file of the user's is used where it is
         save_dataset(cached, splits, meta)

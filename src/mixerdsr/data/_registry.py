@@ -133,6 +133,7 @@ def resolve_dataset(
     progress: bool = False,
     envs_per_family: int = 0,
     test_trajectories: int = 0,
+    clean: bool | None = None,
 ) -> tuple[dict[str, EnvData], dict[str, Any]]:
     """The one place that decides what a dataset string names: ``(splits, meta)``.
 
@@ -160,6 +161,8 @@ def resolve_dataset(
         envs_per_family, test_trajectories: family files only: generate just the first envs
             of each family / the first test trajectories (:func:`generate_families`; other
             sources are returned whole).
+        clean: family files only: the leak-free protocol (True) or the paper's (False) instead
+            of the file's ``[protocol] clean`` (None).
 
     Raises:
         DataError: unknown name, a missing Epilepsy2 file (naming the folders searched), a
@@ -185,6 +188,8 @@ def resolve_dataset(
         )
     if _looks_like_path(s) and not exists:
         raise FileNotFoundError(f"{s}: no such file")
+    if clean is not None and not ((key in builtin_family_files() and not exists) or suffix == ".toml"):
+        raise DataError(f"data.clean applies to ODE family datasets (odebench-*, .toml files), not to {s!r}")
     if suffix == ".npz":
         return load_dataset(s), read_meta(s)
     if (key == "sccts" and not exists) or suffix == ".data":
@@ -210,8 +215,9 @@ def resolve_dataset(
         fn, _ = _CLASSIC[key]
         return fn(0 if seed is None else int(seed), progress=progress)
     if (key in builtin_family_files() and not exists) or exists:
+        spec = load_family_spec(key if not exists else s)
         return generate_families(
-            key if not exists else load_family_spec(s),
+            spec if clean is None else spec.with_protocol(clean=clean),
             seed,
             progress=progress,
             envs_per_family=envs_per_family,
