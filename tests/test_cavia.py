@@ -40,6 +40,7 @@ def _model_and_data(inner_lr=0.5):
     return model, jnp.stack(xs), jnp.stack([t, t])
 
 
+@pytest.mark.slow  # compiles a second-order gradient: about 30 s (`python -m pytest -m slow`)
 def test_inner_loop_lowers_the_loss_and_outer_gradient_is_second_order():
     model, x, t = _model_and_data()
     solver = SolverSettings()
