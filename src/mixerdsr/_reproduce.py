@@ -318,10 +318,8 @@ def settings(cell: Cell, budget: str) -> dict[str, Any]:
         over[f"model.{cell.backbone}.depth"] = 2
         if preset.gate.warmup > 0 or over.get("gate.warmup", 0) > 0:
             over["gate.warmup"] = 0 if over.get("gate.warmup") == 0 else 1
-        if cell.backbone == "ncf" and cell.table != "table4":
+        if cell.backbone == "ncf":  # 2 context dims per expert instead of 4 (ODEBench) or 512 (Table 4)
             over["model.context_size"] = 2 * over.get("model.num_experts", n_exp)
-        if cell.table == "table4" and cell.backbone == "ncf":
-            over["model.context_size"] = 4 * (1 if v == "single" else n_exp)
     return over
 
 
