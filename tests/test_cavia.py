@@ -10,7 +10,7 @@ import pytest
 
 import mixerdsr as mx
 from mixerdsr.experts import CAVIA
-from mixerdsr.experts._cavia import rk4_rollout
+from mixerdsr.experts._integrate import rk4_rollout, solve
 from mixerdsr.mixer import make_mixer
 from mixerdsr.rollout import SolverSettings, env_losses
 from mixerdsr.training import inner_loop_contexts
@@ -26,6 +26,12 @@ def test_rk4_follows_a_known_linear_field():
     np.testing.assert_allclose(np.asarray(ys), np.asarray(exact), atol=1e-4)
     bad, ok = rk4_rollout(lambda t_, x, args: x**3 * 1e6, x0, t, 2)
     assert not bool(ok) and float(jnp.abs(bad).max()) == 0.0
+    # every vector-field expert can use it: solver.method = "rk4" (substeps per interval)
+    ys4, ok4 = solve(lambda t_, x, args: a @ x, x0, t, SolverSettings(method="rk4", substeps=8))
+    assert bool(ok4)
+    np.testing.assert_array_equal(np.asarray(ys4), np.asarray(ys))
+    with pytest.raises(ValueError, match="solver.method"):
+        SolverSettings(method="euler")
 
 
 def _model_and_data(inner_lr=0.5):

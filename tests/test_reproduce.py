@@ -54,7 +54,6 @@ def test_variant_settings():
         R.settings(R.cells("fig2", [0])[0], "gpu")
 
 
-@pytest.mark.slow  # generates LV, GO and SM
 def test_table4_widths_match_the_papers_active_parameter_counts():
     for cell in R.cells("table4", [0]):
         for budget, scale in (("paper", 1), ("cpu", R._T4_CPU_SCALE[cell.data])):  # cpu: a fraction of it
@@ -93,14 +92,12 @@ SMOKE_CELLS = {
 }
 
 
-@pytest.mark.slow
 def test_smoke_budget_runs_skips_and_reports_table4(tmp_path, capsys):
     smoke_check("table4", tmp_path, capsys)  # CAVIA end to end
 
 
-# About a minute each on 2 CPU cores: outside the default suite (`python -m pytest -m slow`).
-# Tables 2 and 3: test_reproduce_tables.py.
-@pytest.mark.slow
+# 10-20 s each on 2 CPU cores (the smoke budget solves by fixed-step RK4, which compiles in a
+# fraction of an adaptive solve's time). Tables 2 and 3: test_reproduce_tables.py.
 @pytest.mark.parametrize("table", ["fig2", "gate"])
 def test_smoke_budget_runs_skips_and_reports(table, tmp_path, capsys):
     smoke_check(table, tmp_path, capsys)

@@ -7,7 +7,6 @@ import pytest
 from test_reproduce import smoke_check
 
 
-@pytest.mark.slow  # about a minute each on 2 CPU cores (`python -m pytest -m slow`)
 @pytest.mark.parametrize("table", ["table2", "table3"])
 def test_smoke_budget_runs_skips_and_reports(table, tmp_path, capsys):
     smoke_check(table, tmp_path, capsys)

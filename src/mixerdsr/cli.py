@@ -581,8 +581,8 @@ def _add_reproduce_commands(sub: Any) -> None:
         "--budget",
         choices=BUDGETS,
         default="cpu",
-        help="smoke: seconds per cell (tiny networks, 2 envs per family); cpu (default): about 5 min per "
-        "cell on 2 CPU cores (fewer outer steps, one gate update per inner loop); paper: the paper's "
+        help="smoke: seconds per cell (tiny networks, 2 envs per family, fixed-step RK4); cpu (default): "
+        "about 5 min per cell on 2 CPU cores (fewer outer steps, one gate update per inner loop); paper: the paper's "
         "settings (500 outer steps, gate after every inner step), for a GPU",
     )
     p.add_argument("--seeds", nargs="+", type=_nonneg_int, default=[0, 1, 2], help="training seeds (default 0 1 2)")

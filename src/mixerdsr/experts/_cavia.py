@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import typing
-from collections.abc import Callable
 from typing import ClassVar
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Bool, Float, PRNGKeyArray
+from jaxtyping import Array, Float, PRNGKeyArray
 
 from .._settings import AT_LEAST_1, POSITIVE, validate
 from ._base import (
@@ -22,7 +21,7 @@ from ._base import (
     mlp_sizes,
     uniform_arrays,
 )
-from ._integrate import SolverSettings
+from ._integrate import SolverSettings, rk4_rollout
 
 __all__ = ["CAVIA", "CAVIASettings", "rk4_rollout"]
 
@@ -55,32 +54,6 @@ class CAVIASettings(MLPSettings):
                 "substeps": AT_LEAST_1,
             },
         )
-
-
-def rk4_rollout(
-    net: Callable, x0: Float[Array, " D"], t: Float[Array, " T"], substeps: int
-) -> tuple[Float[Array, "T D"], Bool[Array, ""]]:
-    """Integrate ``net(t, x, args)`` from ``x0`` with ``substeps`` classic RK4 steps per interval
-    of ``t`` (a ``lax.scan``: differentiable twice in reverse mode, unlike an adaptive solve's
-    while loop). Returns ``(ys [T, D], ok)``; ``ys`` is zero where it is not finite."""
-
-    def interval(x, dt):
-        h = dt / substeps
-
-        def step(x, _):
-            k1 = net(0.0, x, None)
-            k2 = net(0.0, x + 0.5 * h * k1, None)
-            k3 = net(0.0, x + 0.5 * h * k2, None)
-            k4 = net(0.0, x + h * k3, None)
-            return x + h / 6.0 * (k1 + 2.0 * k2 + 2.0 * k3 + k4), None
-
-        x, _ = jax.lax.scan(step, x, None, length=substeps)
-        return x, x
-
-    _, ys = jax.lax.scan(interval, x0, jnp.diff(t))
-    ys = jnp.concatenate([x0[None], ys], axis=0)
-    ok = jnp.all(jnp.isfinite(ys))
-    return jnp.where(ok, ys, 0.0), ok
 
 
 class CAVIA(AbstractVectorFieldExpert):
