@@ -241,3 +241,27 @@ def test_seed_routes_recovers_clusters_of_unequal_scale():
     assign, inertia = gating.seed_routes(jax.random.PRNGKey(0), x, 3, restarts=5)
     assert _same_partition(assign, labels)
     assert float(inertia) > 0
+
+
+@pytest.mark.parametrize("pairing", ["greedy", "overlap"])
+def test_gate_update_leaves_switched_off_experts_out(pairing):
+    # 4 experts, 1 and 3 switched off (the number of experts chosen from the data): two clusters
+    # must go to experts 0 and 2 even where a switched-off expert fits best or comes first
+    x, labels = _blobs(n=8, centers=((2.0, 0, 0), (-2.0, 0, 0)))
+    on = np.array([True, False, True, False])
+    gate = jnp.zeros((4, 4)).at[-1].set(jnp.where(jnp.asarray(on), 0.0, gating.INACTIVE_BIAS))
+    np.testing.assert_array_equal(gating.active_from_gate(gate), on)
+    losses = np.stack([np.where(labels == 1, 0.1, 1.0), np.full(len(labels), 0.01),
+                       np.where(labels == 0, 0.1, 1.0), np.full(len(labels), 0.01)])
+    new, state, status = gate_update(gate, gate_init(4, 3), x, lambda: jnp.asarray(losses, jnp.float32),
+                                     jax.random.PRNGKey(0), GateSettings(pairing=pairing))
+    assert int(status) in (OK, RESEEDED), "switched-off clusters are not empty clusters"
+    np.testing.assert_array_equal(gating.active_from_gate(new), on)
+    route = np.asarray(jnp.argmax(jnp.c_[x, jnp.ones(len(x))] @ new, axis=1))
+    assert _same_partition(route, labels) and set(route) == {0, 2}
+    if pairing == "greedy":  # by loss: expert 2 fits "label 0"
+        np.testing.assert_array_equal(route, np.where(labels == 0, 2, 0))
+    # K-means itself: no point goes to a switched-off cluster, and they are not re-seeded
+    res = kmeans(x, jnp.asarray(x[:4]), active=jnp.asarray(on))
+    assert set(np.asarray(res.assign).tolist()) <= {0, 2} and int(res.status) in (OK, RESEEDED)
+    np.testing.assert_array_equal(res.centroids[1], x[1])

@@ -15,9 +15,9 @@ from mixerdsr.cli import main
 
 def test_cells_of_every_table():
     counts = {name: len(R.cells(name, seeds=[0, 1, 2])) for name in R.TABLES}
-    # fig2: 3 backbones x 3 variants; table2: 2 protocols x 3 x 4; table3: 3 x 5;
-    # table4: 3 datasets x (3 x 2 + CAVIA); gate: 2 x 2 x 3
-    assert counts == {"fig2": 27, "table2": 72, "table3": 45, "table4": 63, "gate": 36}
+    # fig2: 3 backbones x 3 variants; table2: 2 protocols x 3 x 5; table3: 3 x 6;
+    # table4: 3 datasets x (3 x 3 + CAVIA); gate: 2 x 2 x 3
+    assert counts == {"fig2": 27, "table2": 90, "table3": 54, "table4": 90, "gate": 36}
     names = [c.name for c in R.cells("table4", seeds=[0])]
     assert len(set(names)) == len(names) and "lv-cavia-single-s0" in names
     # seeds outermost: every cell's first seed comes before any second seed
@@ -38,6 +38,9 @@ def test_variant_settings():
     alg1 = s["mixer-M-alg1"]
     assert (alg1["gate.pairing"], alg1["gate.warmup"], alg1["train.proximal_beta"]) == ("greedy", 0, 10.0)
     assert "model.num_experts" not in s["mixer-M"] and s["mixer-M"]["gate.every"] == 12
+    assert s["mixer-auto"]["gate.choose"] == "silhouette" and s["mixer-auto"]["gate.warmup"] == 100  # the budget's
+    auto4 = R.settings(R.Cell("table4", "go", "geps", "mixer-auto", 0), "cpu")
+    assert auto4["gate.choose"] == "silhouette" and auto4["gate.warmup"] == 50 and auto4["model.context_size"] == 6
     m20 = R.settings(R.Cell("table3", "odebench-10b", "coda", "mixer-20", 0), "cpu")
     assert m20["model.num_experts"] == 20
     paper = R.settings(R.Cell("table2", "odebench-10a", "geps", "mixer-1", 0), "paper")

@@ -308,8 +308,9 @@ def test_seeding_after_warmup_moves_contexts_without_losing_the_fit():
     ctx = jnp.asarray(np.c_[own, np.zeros((6, 2))], jnp.float32)  # context size 4 split in 2: expert 0 sees [:2]
     mu = jax.tree.map(lambda v: v + 1.0 if getattr(v, "shape", None) == ctx.shape else v, st.opt_contexts)
     st = st._replace(model=model, contexts=ctx, opt_contexts=mu)
-    new, assign = seed_routes_after_warmup(st, c)
+    new, assign, choice = seed_routes_after_warmup(st, c)
     assign = np.asarray(assign)
+    assert choice is None  # gate.choose = "fixed": M experts
     assert len(set(assign[:3])) == 1 and len(set(assign[3:])) == 1 and assign[0] != assign[3]
     np.testing.assert_array_equal(routes(new.model, new.contexts), assign)
     # every expert is expert 0; each env's context part moved to its expert's part
@@ -349,6 +350,57 @@ def test_cli_run_on_a_dataset_file(tiny_splits, tmp_path, capsys, monkeypatch):
     printed = capsys.readouterr().out
     assert "adapt_test: relMSE" in printed and (out / "metrics.json").exists()
     assert load_config(path=out / "config.toml").train.low_memory_compile
+
+
+@pytest.mark.parametrize("threshold, chosen", [(-1.0, 2), (1.0, 1)])
+def test_number_of_experts_chosen_after_the_warmup(tiny_splits, tmp_path, threshold, chosen):
+    from mixerdsr._growth import active_experts
+
+    # gate.warmup / gate.choose are not part of the compiled step (cfg()'s, a cache load). With
+    # 4 envs and M = 2 only 2 groups can be tried: a threshold of -1 takes them, 1 refuses them
+    msgs = []
+    c = cfg({"gate.choose": "silhouette", "gate.warmup": 1, "gate.silhouette_min": threshold})
+    res = trainer.train(c, tiny_splits["train"], out_dir=tmp_path, progress=False, log=msgs.append)
+    (rec,) = [h for h in res.history if "experts_chosen" in h]
+    assert rec["step"] == 1 and rec["experts_chosen"]["experts"] == chosen
+    assert set(rec["experts_chosen"]["silhouette"]) == {"2"}
+    act = active_experts(res.state.model)
+    assert act.tolist() == [True, chosen == 2]
+    assert any(f"{chosen} expert(s) chosen from the warm-up's contexts" in m for m in msgs)
+    for h in res.history[1:]:  # gate updates after the seeding keep a switched-off expert empty
+        assert sum(n > 0 for n in h["routes"]) <= chosen and all(n == 0 for n, on in zip(h["routes"], act) if not on)
+    with pytest.raises(ValueError, match="gate.warmup > 0"):
+        cfg({"gate.choose": "silhouette", "gate.warmup": 0})
+
+
+def test_choose_count_by_silhouette():
+    from mixerdsr.gating import choose_count, silhouette
+
+    rng = np.random.default_rng(0)
+    centres = np.array([[4.0, 0.0], [-4.0, 0.0], [0.0, 6.0]])
+    blobs = np.concatenate([c + 0.3 * rng.standard_normal((6, 2)) for c in centres])
+    k, assign, scores = choose_count(jax.random.PRNGKey(0), jnp.asarray(blobs, jnp.float32), 5)
+    assert k == 3 and set(scores) == {2, 3, 4, 5} and scores[3] > 0.7
+    a = np.asarray(assign)
+    assert all(len(set(a[i * 6:(i + 1) * 6])) == 1 for i in range(3)) and len(set(a)) == 3
+    # a grid (parameters varied evenly, no families): no clear groups, one expert
+    grid = np.stack(np.meshgrid(np.linspace(0, 1, 4), np.linspace(0, 1, 4)), -1).reshape(-1, 2)
+    k1, a1, s1 = choose_count(jax.random.PRNGKey(0), jnp.asarray(grid, jnp.float32), 5)
+    assert k1 == 1 and max(s1.values()) < 0.5 and not np.asarray(a1).any()
+    # the silhouette against its definition, point by point
+    z = (blobs - blobs.mean(0)) / blobs.std(0)
+    lab = rng.integers(0, 3, len(z))
+    lab[:3] = [0, 1, 2]
+    want = []
+    for i in range(len(z)):
+        d = np.abs(z - z[i]).sum(1)
+        same = (lab == lab[i]) & (np.arange(len(z)) != i)
+        if not same.any():
+            want.append(0.0)
+            continue
+        ai, bi = d[same].mean(), min(d[lab == j].mean() for j in set(lab) if j != lab[i])
+        want.append((bi - ai) / max(ai, bi))
+    np.testing.assert_allclose(silhouette(blobs, lab), np.mean(want), rtol=1e-10)
 
 
 def test_growth_splits_an_expert_only_when_validation_improves(tiny_splits, tmp_path):

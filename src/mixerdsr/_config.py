@@ -293,6 +293,17 @@ class Config:
         for name, cls in SECTIONS.items():
             if not isinstance(getattr(self, name), cls):
                 raise SettingError(name, f"expected a {cls.__name__}, found {type(getattr(self, name)).__name__}")
+        g = self.gate
+        if g.choose != "fixed" and g.grow:
+            raise SettingError(
+                "gate.choose", f"{g.choose!r} and gate.grow = true both choose the number of experts; use one"
+            )
+        if g.choose != "fixed" and g.warmup == 0 and g.mode == "lstsq" and self.model.num_experts > 1:
+            raise SettingError(
+                "gate.choose",
+                f"{g.choose!r} chooses the number of experts from the contexts of the warm-up's shared expert: "
+                "set gate.warmup > 0 (e.g. 100 outer steps)",
+            )
 
     def to_dict(self) -> dict[str, Any]:
         """The nested mapping of the TOML file: ``{section: {field: value}}``, the backbone's

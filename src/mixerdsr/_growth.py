@@ -32,9 +32,9 @@ import numpy as np
 
 from . import metrics as M
 from ._config import Config
-from .gating import seed_routes
+from .gating import active_from_gate, seed_routes
 from .inference import routes
-from .training import INACTIVE_BIAS, TrainState, own_contexts, reroute
+from .training import TrainState, own_contexts, reroute
 
 __all__ = ["Growth", "growing", "active_experts"]
 
@@ -46,7 +46,7 @@ def growing(cfg: Config) -> bool:
 
 def active_experts(model) -> np.ndarray:
     """``[M]`` bool: the experts a context can be routed to (not switched off by growth)."""
-    return np.asarray(model.gate[-1]) > INACTIVE_BIAS / 2
+    return np.asarray(active_from_gate(model.gate))
 
 
 def _split_score(x: np.ndarray, key: jax.Array, restarts: int) -> tuple[float, np.ndarray]:

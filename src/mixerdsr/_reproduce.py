@@ -150,6 +150,7 @@ TABLES: dict[str, Table] = {
             "mixer-M-grad": "MixER-10 (gradient gate)",
             "mixer-M": "MixER-10",
             "mixer-M-alg1": "MixER-10 (Algorithm 1 as published)",
+            "mixer-auto": "MixER-auto (up to 10)",
         },
         _REL,
         _t2,
@@ -165,6 +166,7 @@ TABLES: dict[str, Table] = {
             "mixer-M": "MixER-10",
             "mixer-20": "MixER-20",
             "mixer-M-alg1": "MixER-10 (Algorithm 1 as published)",
+            "mixer-auto": "MixER-auto (up to 10)",
         },
         (*_REL, Metric("train TPRMSE %", "test_tprmse", ".1f"), Metric("adapt TPRMSE %", "adapt_tprmse", ".1f")),
         _t3,
@@ -174,7 +176,7 @@ TABLES: dict[str, Table] = {
         "Table 4: LV, GO, SM, test MSE of the training envs (InD) and of the new envs (OoD)",
         ("lv", "go", "sm"),
         ("ncf", "coda", "geps"),
-        {"single": "single meta-learner", "mixer-M": "MixER-3"},
+        {"single": "single meta-learner", "mixer-M": "MixER-3", "mixer-auto": "MixER-auto (up to 3)"},
         (Metric("InD", "test_mse", ".3g"), Metric("OoD", "adapt_mse", ".3g")),
         _t4,
         extra=tuple((d, "cavia", "single") for d in ("lv", "go", "sm")),
@@ -305,6 +307,10 @@ def settings(cell: Cell, budget: str) -> dict[str, Any]:
         over |= {"gate.warmup": 0, "gate.pairing": "greedy", "train.proximal_beta": 10.0, "gate.reassign": 0.0}
     elif v == "mixer-20":
         over["model.num_experts"] = 20
+    elif v == "mixer-auto":  # this project's: the number of experts chosen after the warm-up
+        over["gate.choose"] = "silhouette"
+        if preset.gate.warmup == 0 and "gate.warmup" not in over:
+            over["gate.warmup"] = 100 if budget == "paper" else 50
     elif v.startswith("every-"):
         over["gate.every"] = int(v.split("-")[1])
     if cell.table == "table4" and cell.backbone == "cavia" and budget == "cpu":

@@ -288,11 +288,16 @@ def _run_locked(
         "ari": M.adjusted_rand_index(r, fam),
         "adapt_experts": ar.tolist() if ar is not None else None,
     }
-    if growing(cfg):
+    if growing(cfg) or cfg.gate.choose != "fixed":
         act = active_experts(model)
         metrics["routing"]["active"] = act.tolist()
         metrics["routing"]["chosen_experts"] = int(act.sum())
+        metrics["routing"]["chosen_by"] = "growth" if growing(cfg) else cfg.gate.choose
+    if growing(cfg):
         metrics["routing"]["growth"] = [dict(h["growth"], step=h["step"]) for h in res.history if "growth" in h]
+    choice = next((h["experts_chosen"] for h in res.history if "experts_chosen" in h), None)
+    if choice is not None:
+        metrics["routing"]["silhouette"] = choice["silhouette"]
     gate_counts: Counter = Counter()
     for h in res.history:
         gate_counts.update(h.get("gate_updates", {}))

@@ -182,6 +182,7 @@ def train(
     known_families = bool(np.all(tr.family >= 0)) and cfg.model.num_experts > 1
     prev_route = np.asarray(history[-1]["route"]) if history and "route" in history[-1] else None
     grower = Growth(cfg, tr.family if known_families else None, log, history) if growing(cfg) else None
+    seed_choice: dict[str, Any] | None = None
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -266,10 +267,19 @@ def train(
         s = start
         while s < n_steps:
             if s == warmup:
-                state, seeded = seed_routes_after_warmup(state, cfg)
+                state, seeded, seed_choice = seed_routes_after_warmup(state, cfg)
+                choice = seed_choice
                 # the model is chosen among the M-expert models, not the warm-up's shared expert
                 state = _reset_selection(state)
                 counts = np.bincount(np.asarray(seeded), minlength=cfg.model.num_experts).tolist()
+                if choice is not None:
+                    best = max(choice["silhouette"].values(), default=float("nan"))
+                    log(
+                        f"{choice['experts']} expert(s) chosen from the warm-up's contexts (best mean silhouette "
+                        f"{best:.3g}, needed {cfg.gate.silhouette_min:g}; "
+                        f"{cfg.model.num_experts - choice['experts']} switched off)"
+                    )
+                    counts = counts[: choice["experts"]]
                 msg = f"routes seeded from the contexts after {warmup} warm-up steps: envs per expert {counts}"
                 if known_families:
                     msg += f", purity {M.purity(np.asarray(seeded), tr.family):.3g}"
@@ -285,6 +295,8 @@ def train(
                 s += len(recs)
                 continue
             state, rec = advance(state, s)
+            if s == warmup and seed_choice is not None:
+                rec["experts_chosen"] = seed_choice
             finish(rec)
             s += 1
     except KeyboardInterrupt:

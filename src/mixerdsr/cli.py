@@ -272,7 +272,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     r = m["routing"]
     print(f"   routing: counts {r['counts']}  purity {_num(r['purity'], '.3g')}  ARI {_num(r['ari'], '.3g')}")
     if "chosen_experts" in r:
-        print(f"   experts: {r['chosen_experts']} chosen by growth (up to {len(r['counts'])})")
+        print(f"   experts: {r['chosen_experts']} chosen by {r.get('chosen_by', 'growth')} (up to {len(r['counts'])})")
     if m.get("warnings"):
         print(f"  warnings: {len(m['warnings'])} (listed above and in report.md)")
     ds = m.get("downstream") or {}

@@ -23,6 +23,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
 
 from ._rand import normal
@@ -47,10 +48,18 @@ __all__ = [
     "gate_init",
     "gate_update",
     "seed_routes",
+    "INACTIVE_BIAS",
+    "active_from_gate",
+    "silhouette",
+    "choose_count",
 ]
 
 #: K-means / gate-update outcomes.
 OK, RESEEDED, SKIPPED_EMPTY, DEGENERATE = 0, 1, 2, 3
+
+#: gate bias of an expert not in use (the number of experts chosen from the data): no context
+#: is routed to it, and the gate update leaves it out (:func:`active_from_gate`)
+INACTIVE_BIAS = -1e4
 STATUS_NAMES = ("ok", "reseeded", "skipped_empty", "degenerate")
 
 
@@ -112,6 +121,14 @@ class GateSettings:
             that of the branch without it.
         seed_restarts: K-means restarts (k-means++ starts, the lowest L1 inertia kept) when the
             routes are seeded after ``warmup``.
+        choose: ``"fixed"`` (``model.num_experts`` experts) or ``"silhouette"``: the number of
+            experts is chosen when the routes are seeded after ``warmup`` (which must be > 0),
+            up to ``model.num_experts``: the number of groups the shared expert's contexts fall
+            into most clearly (highest mean silhouette, :func:`choose_count`), or one expert
+            when no grouping reaches ``silhouette_min``; the other experts are switched off
+            (never routed to, left out of every gate update).
+        silhouette_min: ``choose = "silhouette"``: the mean silhouette a grouping needs to be
+            used (0.5: at least "reasonable structure" in Kaufman and Rousseeuw's scale).
     """
 
     mode: str = "lstsq"
@@ -130,6 +147,8 @@ class GateSettings:
     grow_every: int = 20
     grow_tol: float = 0.05
     seed_restarts: int = 10
+    choose: str = "fixed"
+    silhouette_min: float = 0.5
 
     def __post_init__(self):
         validate(
@@ -140,6 +159,7 @@ class GateSettings:
                 "centroid_init": ("data", "kmeans++", "uniform"),
                 "empty_cluster": ("reseed", "skip"),
                 "pairing": ("greedy", "overlap"),
+                "choose": ("fixed", "silhouette"),
             },
             ranges={
                 "every": AT_LEAST_1,
@@ -153,6 +173,7 @@ class GateSettings:
                 "seed_restarts": AT_LEAST_1,
                 "grow_every": AT_LEAST_1,
                 "grow_tol": Range(0, 1),
+                "silhouette_min": Range(-1, 1),
             },
         )
 
@@ -211,6 +232,7 @@ def kmeans(
     max_iters: int = 20,
     tol: float = 1e-3,
     empty_cluster: str = "reseed",
+    active: Bool[Array, " M"] | None = None,
 ) -> KMeansResult:
     """Lloyd's K-means with L1 assignment and mean update (Algorithm 2).
 
@@ -221,6 +243,8 @@ def kmeans(
         tol: stop when no centroid coordinate moves by more than ``tol``.
         empty_cluster: ``"reseed"`` moves an empty cluster's centroid to the point farthest from its
             nearest centroid and continues; ``"skip"`` stops with status ``SKIPPED_EMPTY``.
+        active: ``[M]`` the clusters in use (default: all); the others get no point, are
+            never re-seeded and do not count as empty.
 
     Returns:
         :class:`KMeansResult` (centroids, assignment ``[E]`` of the final centroids, status,
@@ -228,6 +252,10 @@ def kmeans(
         with a centroid (e.g. all contexts equal): nothing to learn from.
     """
     n_clusters = centroids.shape[0]
+    on = jnp.ones((n_clusters,), bool) if active is None else active
+
+    def dist(cent):
+        return jnp.where(on[None, :], _l1(x, cent), jnp.inf)
 
     def cond(c):
         _, it, done, _ = c
@@ -235,16 +263,17 @@ def kmeans(
 
     def body(c):
         cent, it, _, status = c
-        d = _l1(x, cent)
+        d = dist(cent)
         a = jax.nn.one_hot(jnp.argmin(d, axis=1), n_clusters, dtype=x.dtype)
         counts = a.sum(0)
-        any_empty = jnp.any(counts == 0)
+        empty = (counts == 0) & on
+        any_empty = jnp.any(empty)
         mean = (a.T @ x) / jnp.maximum(counts, 1.0)[:, None]
         new = jnp.where((counts > 0)[:, None], mean, cent)
         # empty cluster: re-seed at the point farthest from its nearest centroid
         mind = d.min(axis=1)
         far = jnp.argmax(mind)
-        j = jnp.argmax(counts == 0)
+        j = jnp.argmax(empty)
         degenerate = any_empty & (mind[far] <= 0)
         if empty_cluster == "reseed":
             new = jnp.where(any_empty, new.at[j].set(x[far]), new)
@@ -257,8 +286,8 @@ def kmeans(
 
     init = (centroids, jnp.zeros((), jnp.int32), jnp.zeros((), bool), jnp.asarray(OK, jnp.int32))
     cent, it, _, status = jax.lax.while_loop(cond, body, init)
-    assign = jnp.argmin(_l1(x, cent), axis=1)
-    still_empty = jnp.any(jax.nn.one_hot(assign, n_clusters).sum(0) == 0)
+    assign = jnp.argmin(dist(cent), axis=1)
+    still_empty = jnp.any((jax.nn.one_hot(assign, n_clusters).sum(0) == 0) & on)
     status = jnp.where(still_empty & (status < SKIPPED_EMPTY), SKIPPED_EMPTY, status)
     return KMeansResult(cent, assign, status, it)
 
@@ -297,14 +326,19 @@ def greedy_pairing(medians: Float[Array, "M C"]) -> Int[Array, " C"]:
     return pairs
 
 
-def overlap_pairing(assign: Int[Array, " E"], current: Int[Array, " E"], n_experts: int) -> Int[Array, " C"]:
+def overlap_pairing(
+    assign: Int[Array, " E"], current: Int[Array, " E"], n_experts: int, active: Bool[Array, " M"] | None = None
+) -> Int[Array, " C"]:
     """Unique expert for every cluster by overlap with the current routes.
 
     Repeatedly the (cluster, expert) pair sharing the most envs among those left is matched
     (ties: lowest indices), so every cluster keeps the expert most of its members already use
-    where it can. Returns ``[C]`` (C = M).
+    where it can. With ``active`` (``[M]``, clusters and experts in use), a cluster in use is
+    only paired with an expert in use. Returns ``[C]`` (C = M).
     """
     overlap = jax.nn.one_hot(assign, n_experts).T @ jax.nn.one_hot(current, n_experts)  # [C, M]
+    if active is not None:  # mixed pairs (in use with not in use) last, after every other pair
+        overlap = jnp.where(active[:, None] == active[None, :], overlap, -0.5)
 
     def body(_, carry):
         ov, pairs = carry
@@ -390,6 +424,7 @@ def gate_update(
         is given; status is one of :data:`STATUS_NAMES` (as an int).
     """
     n_experts = gate.shape[1]
+    active = active_from_gate(gate)  # experts switched off (INACTIVE_BIAS) get no cluster
     kinit, knoise = jax.random.split(key)
     start = jnp.where(
         state.valid,
@@ -397,7 +432,12 @@ def gate_update(
         init_centroids(kinit, contexts, n_experts, config.centroid_init).astype(contexts.dtype),
     )
     res = kmeans(
-        contexts, start, max_iters=config.kmeans_iters, tol=config.kmeans_tol, empty_cluster=config.empty_cluster
+        contexts,
+        start,
+        max_iters=config.kmeans_iters,
+        tol=config.kmeans_tol,
+        empty_cluster=config.empty_cluster,
+        active=active,
     )
     ok = res.status <= RESEEDED
     with_aux = aux_default is not None
@@ -409,23 +449,37 @@ def gate_update(
         if need_losses:
             out = expert_losses()
             losses, aux = out if with_aux else (out, None)
+            losses = jnp.where(active[:, None], losses, jnp.inf)
         else:
             losses, aux = None, aux_default
         if config.pairing == "overlap":
             current = jnp.argmax(contexts @ gate[:-1] + gate[-1], axis=1)
-            pairs = overlap_pairing(res.assign, current, n_experts)
+            pairs = overlap_pairing(res.assign, current, n_experts, active)
         else:
-            pairs = greedy_pairing(cluster_medians(losses, res.assign, n_experts))
+            # a cluster in use only goes to an expert in use: mixed pairs cost more than any
+            # loss (an empty cluster's medians, inf, count as the largest loss) and less than
+            # an expert already taken (inf)
+            big = jnp.finfo(losses.dtype).max
+            medians = jnp.minimum(cluster_medians(losses, res.assign, n_experts), big / 4)
+            medians = jnp.where(active[:, None] == active[None, :], medians, big / 2)
+            pairs = greedy_pairing(medians)
         target = pairs[res.assign] if losses is None else reassign_targets(losses, pairs[res.assign], config.reassign)
         y = jax.nn.one_hot(target, n_experts, dtype=contexts.dtype)
         noisy = contexts + config.noise * normal(knoise, contexts.shape, contexts.dtype)
-        return fit_gate(noisy, y).astype(gate.dtype), aux
+        new = fit_gate(noisy, y)
+        return new.at[-1].add(jnp.where(active, 0.0, INACTIVE_BIAS)).astype(gate.dtype), aux
 
     new_gate, aux = jax.lax.cond(ok, fit, lambda _: (gate, aux_default), None)
     new_state = GateState(jnp.where(ok, res.centroids, state.centroids), ok)
     if with_aux:
         return new_gate, new_state, res.status, aux
     return new_gate, new_state, res.status
+
+
+def active_from_gate(gate: Float[Array, "d1 M"]) -> Bool[Array, " M"]:
+    """``[M]`` the experts a context can be routed to: those whose gate bias is not
+    :data:`INACTIVE_BIAS` (every expert unless the number of experts was chosen from the data)."""
+    return gate[-1] > INACTIVE_BIAS / 2
 
 
 @functools.partial(jax.jit, static_argnames=("n_clusters", "restarts", "max_iters"))
@@ -450,3 +504,55 @@ def seed_routes(
     assign, inertia = jax.vmap(one)(jax.random.split(key, restarts))
     best = jnp.argmin(inertia)
     return assign[best], inertia[best]
+
+
+def silhouette(x: np.ndarray, assign: np.ndarray) -> float:
+    """Mean silhouette (Rousseeuw, 1987) of the clusters ``assign [E]`` of the points ``x [E, d]``
+    under the L1 distance of standardised coordinates (as :func:`seed_routes` clusters them).
+
+    For every point, ``(b - a) / max(a, b)`` with ``a`` its mean distance to the rest of its
+    cluster and ``b`` the smallest mean distance to another cluster; 0 for a point alone in its
+    cluster. 1: tight, well separated clusters; about 0.5 and below: weak structure.
+    """
+    x = np.asarray(x, np.float64)
+    a = np.asarray(assign)
+    z = (x - x.mean(0)) / np.maximum(x.std(0), 1e-12)
+    d = np.abs(z[:, None, :] - z[None, :, :]).sum(-1)
+    labels = np.unique(a)
+    if len(labels) < 2:
+        return 0.0
+    member = a[None, :] == labels[:, None]  # [C, E]
+    mean_to = (d @ member.T) / np.maximum(member.sum(1), 1)  # [E, C]: mean distance to each cluster
+    own = np.searchsorted(labels, a)
+    n_own = member.sum(1)[own]
+    intra = mean_to[np.arange(len(a)), own] * n_own / np.maximum(n_own - 1, 1)  # excluding the point itself
+    other = np.where(np.arange(len(labels))[None, :] == own[:, None], np.inf, mean_to).min(1)
+    s = np.where(n_own > 1, (other - intra) / np.maximum(np.maximum(intra, other), 1e-300), 0.0)
+    return float(s.mean())
+
+
+def choose_count(
+    key: PRNGKeyArray, x: Float[Array, "E d"], max_count: int, threshold: float = 0.5, restarts: int = 10
+) -> tuple[int, Int[Array, " E"], dict[int, float]]:
+    """The number of clusters of the contexts ``x`` (1 to ``max_count``) by the silhouette.
+
+    For every ``k`` from 2 to ``min(max_count, E - 1)`` the contexts are clustered as by
+    :func:`seed_routes`; the ``k`` with the highest mean :func:`silhouette` wins, unless that
+    silhouette is below ``threshold`` (the contexts show no clear groups: ``k = 1``).
+
+    Returns:
+        ``(k, assign [E], scores)``: the count, the clusters (labels ``0 .. k-1``) and the
+        silhouette of every ``k`` tried.
+    """
+    n = x.shape[0]
+    scores: dict[int, float] = {}
+    found: dict[int, Any] = {}
+    for k in range(2, min(max_count, n - 1) + 1):
+        assign, _ = seed_routes(key, x, k, restarts)
+        found[k] = assign
+        scores[k] = silhouette(np.asarray(x), np.asarray(assign))
+    best = max(scores, key=lambda k: scores[k]) if scores else 1
+    if not scores or scores[best] < threshold:
+        return 1, jnp.zeros((n,), jnp.int32), scores
+    labels = np.unique(np.asarray(found[best]), return_inverse=True)[1]  # 0 .. k-1 (none left empty)
+    return int(labels.max()) + 1, jnp.asarray(labels, jnp.int32), scores

@@ -32,6 +32,7 @@ from jaxtyping import Array, ArrayLike, Bool, Float, Int, PRNGKeyArray
 from . import gating
 from ._config import Config, TrainSettings
 from .experts import BACKBONES
+from .gating import INACTIVE_BIAS
 from .mixer import MixER, build_model
 from .rollout import SolverSettings, env_loss, env_losses, zero_nonfinite
 
@@ -444,10 +445,6 @@ def _inner_loop_outer_step(cfg: Config, n_envs: int):
     return outer_step
 
 
-#: gate bias of an expert not in use yet (``gate.grow``): no context is routed to it
-INACTIVE_BIAS = -1e4
-
-
 def reroute(
     state: TrainState,
     cfg: Config,
@@ -551,22 +548,33 @@ def own_contexts(model: MixER, contexts: Float[Array, "E d"], route: Int[Array, 
     return contexts.reshape(contexts.shape[0], model.n_experts, -1)[jnp.arange(contexts.shape[0]), route]
 
 
-def seed_routes_after_warmup(state: TrainState, cfg: Config) -> tuple[TrainState, Int[Array, " E"]]:
+def seed_routes_after_warmup(
+    state: TrainState, cfg: Config
+) -> tuple[TrainState, Int[Array, " E"], dict[str, Any] | None]:
     """End of the warm-up (``gate.warmup``): seed the routes from the shared expert's contexts.
 
     Every env was routed to expert 0; its contexts (the part expert 0 sees) are clustered into
     ``M`` groups (:func:`mixerdsr.gating.seed_routes`); every expert becomes a copy of expert 0
-    and every env's context part moves to its group's expert (:func:`reroute`).
+    and every env's context part moves to its group's expert (:func:`reroute`). With
+    ``gate.choose = "silhouette"`` the number of groups ``K <= M`` is chosen from the contexts
+    (:func:`mixerdsr.gating.choose_count`) and experts ``K .. M-1`` are switched off.
 
     Returns:
-        ``(state, assign [E])``.
+        ``(state, assign [E], choice)``; ``choice`` (None unless the count was chosen):
+        ``{"experts": K, "silhouette": {k: score}}``.
     """
     n_exp, n_env = state.model.n_experts, state.contexts.shape[0]
     zero = np.zeros(n_env, np.int32)
     key = jax.random.fold_in(jax.random.PRNGKey(cfg.train.seed), cfg.gate.warmup)
     own = own_contexts(state.model, state.contexts, jnp.asarray(zero))
-    assign, _ = gating.seed_routes(key, own, n_exp, cfg.gate.seed_restarts)
-    return reroute(state, cfg, np.zeros(n_exp, np.int32), zero, assign), assign
+    if cfg.gate.choose == "silhouette":
+        k, assign, scores = gating.choose_count(key, own, n_exp, cfg.gate.silhouette_min, cfg.gate.seed_restarts)
+        choice: dict[str, Any] | None = {"experts": k, "silhouette": {str(j): round(v, 4) for j, v in scores.items()}}
+        active = np.arange(n_exp) < k
+    else:
+        assign, _ = gating.seed_routes(key, own, n_exp, cfg.gate.seed_restarts)
+        choice, active = None, None
+    return reroute(state, cfg, np.zeros(n_exp, np.int32), zero, assign, active), assign, choice
 
 
 #: XLA options of ``train.low_memory_compile``: XLA's CPU fusion emitters need most of the

@@ -276,6 +276,19 @@ def _routing(m: Mapping[str, Any]) -> list[str]:
     if not isinstance(r, Mapping):
         return lines + ["No routing recorded.", ""]
     lines.append(f"- Training envs per expert: {_counts(r.get('counts'))}.")
+    if r.get("chosen_experts") is not None:
+        how = {"growth": "by growth (splits kept while validation improved)"}.get(
+            r.get("chosen_by", "growth"), "from the warm-up's contexts (highest mean silhouette)"
+        )
+        sil = r.get("silhouette") or {}
+        detail = (
+            f"; mean silhouette by number of groups: {', '.join(f'{k}: {num(v)}' for k, v in sil.items())}"
+            if sil
+            else ""
+        )
+        lines.append(
+            f"- Number of experts: {r['chosen_experts']} of {len(r.get('counts') or [])} chosen {how}{detail}."
+        )
     lines.append(
         f"- Purity {num(r.get('purity'))}: the share of envs whose family is the most common one on their "
         "expert (1 = every expert serves a single family)."
