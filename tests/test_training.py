@@ -381,6 +381,8 @@ def test_choose_count_by_silhouette():
     blobs = np.concatenate([c + 0.3 * rng.standard_normal((6, 2)) for c in centres])
     k, assign, scores = choose_count(jax.random.PRNGKey(0), jnp.asarray(blobs, jnp.float32), 5)
     assert k == 3 and set(scores) == {2, 3, 4, 5} and scores[3] > 0.7
+    k_fine, _, _ = choose_count(jax.random.PRNGKey(0), jnp.asarray(blobs, jnp.float32), 5, slack=2.0)
+    assert k_fine == max(j for j, v in scores.items() if v >= 0.5)  # the finest grouping above the threshold
     a = np.asarray(assign)
     assert all(len(set(a[i * 6:(i + 1) * 6])) == 1 for i in range(3)) and len(set(a)) == 3
     # a grid (parameters varied evenly, no families): no clear groups, one expert

@@ -318,13 +318,16 @@ def test_cli_set_and_experts_auto_parse():
     from mixerdsr._config import load_config
     from mixerdsr.cli import _run_overrides, build_parser
 
-    def settings(*argv):
-        return load_config("odebench-10a", None, _run_overrides(build_parser().parse_args(["run", *argv])))
+    def settings(*argv, preset="odebench-10a"):
+        args = build_parser().parse_args(["run", "--preset", preset, *argv])
+        return load_config(preset, None, _run_overrides(args))
 
-    c = settings("--experts", "auto:4", "--set", "gate.grow_every=7")
-    assert c.gate.grow and c.model.num_experts == 4 and c.gate.grow_every == 7
-    c = settings("--experts", "auto")  # the configuration's M is the cap
-    assert c.gate.grow and c.model.num_experts == 10
+    c = settings("--experts", "auto:4", "--set", "gate.grow=true", "--set", "gate.grow_every=7")  # by growth
+    assert c.gate.grow and c.model.num_experts == 4 and c.gate.grow_every == 7 and c.gate.choose == "fixed"
+    c = settings("--experts", "auto")  # the configuration's M is the cap, its warm-up (100) is kept
+    assert c.gate.choose == "silhouette" and not c.gate.grow and c.model.num_experts == 10 and c.gate.warmup == 100
+    c = settings("--experts", "auto:3", "--outer-steps", "200", preset="lv")  # a preset without warm-up
+    assert c.gate.choose == "silhouette" and c.model.num_experts == 3 and c.gate.warmup == 40
     c = settings("--experts", "5", "--set", "gate.pairing=greedy")
     assert not c.gate.grow and c.model.num_experts == 5 and c.gate.pairing == "greedy"
     for bad in ("0", "auto:0", "many", "auto:x"):

@@ -430,7 +430,9 @@ def _cell_json(cell: Cell, budget: str, over: dict[str, Any], res: Any, seconds:
         "adapt_traj_rel_l2": ad.get("traj_rel_l2"),
         "purity": r.get("purity") if len(counts) > 1 else None,
         "ari": r.get("ari") if len(counts) > 1 else None,
-        "idle_experts": int(sum(c == 0 for c in counts)),
+        # experts switched off by the choice of their number are not idle
+        "idle_experts": int(sum(c == 0 and on for c, on in zip(counts, r.get("active") or [True] * len(counts)))),
+        "chosen_experts": r.get("chosen_experts"),
         "seconds_per_outer_step": m.get("timing", {}).get("seconds_per_outer_step"),
         "best_step": m.get("best_step"),
     }
@@ -661,6 +663,7 @@ _ALSO = (
     Metric("test relMSE", "test_rel_mse"),
     Metric("purity", "purity", ".2f"),
     Metric("idle experts", "idle_experts", ".2g"),
+    Metric("experts chosen", "chosen_experts", ".2g"),
     Metric("selected step", "best_step", ".0f"),
     Metric("s / outer step", "seconds_per_outer_step", ".2f"),
 )

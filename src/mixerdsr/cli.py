@@ -184,8 +184,8 @@ _RUN_FLAGS = {  # flag -> (setting, type, help)
     "--experts": (
         "model.num_experts",
         "experts",
-        "number of experts M, or auto (grow from one expert while validation improves, up to the "
-        "configuration's M; gate.grow) or auto:N (up to N)",
+        "number of experts M, or auto (chosen after the warm-up from the groups the shared expert's "
+        "contexts form, up to the configuration's M; gate.choose = silhouette) or auto:N (up to N)",
     ),
     "--gate": ("gate.mode", str, "gate update: lstsq (MixER), gradient (naive MoE) or frozen"),
     "--outer-steps": ("train.outer_steps", int, "number of outer steps of proximal alternating minimisation"),
@@ -231,12 +231,29 @@ def _run_overrides(args: argparse.Namespace) -> dict[str, Any]:
     """The settings ``mixerdsr run``'s flags give (None = not given), by dotted name."""
     overrides = {key: getattr(args, _dest(flag)) for flag, (key, _, _) in _RUN_FLAGS.items()}
     experts = overrides["model.num_experts"]
-    if isinstance(experts, str):  # auto / auto:N
-        overrides["gate.grow"] = True
+    auto = isinstance(experts, str)  # auto / auto:N
+    if auto:
         overrides["model.num_experts"] = int(experts[5:]) if experts.startswith("auto:") else None
     overrides["train.low_memory_compile"] = True if args.low_memory else None
     overrides.update(_parse_sets(args.settings))
+    if auto and not overrides.get("gate.grow"):  # gate.grow = true: the number chosen by growth instead
+        overrides.setdefault("gate.choose", "silhouette")
+        if overrides.get("gate.warmup") is None:  # the configuration's warm-up, or one of its own
+            overrides["gate.warmup"] = _auto_warmup(args, overrides)
     return overrides
+
+
+def _auto_warmup(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
+    """``--experts auto``: the warm-up after which the number of experts is chosen: the
+    configuration's, or 100 outer steps (a fifth of a shorter run) when it has none."""
+    from ._config import load_config
+
+    base = {k: v for k, v in overrides.items() if not k.startswith("gate.choose")}
+    try:
+        cfg = load_config(args.preset or (None if args.config else "odebench-2"), args.config, base)
+    except ValueError:
+        return 100  # the full load reports the configuration's error
+    return cfg.gate.warmup if cfg.gate.warmup > 0 else min(100, max(1, cfg.train.outer_steps // 5))
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -250,7 +267,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     except ValueError as err:
         raise CLIError(str(err)) from None
     src, mod = os.path.basename(cfg.data.source).removesuffix(".npz"), cfg.model
-    m_name = f"auto{mod.num_experts}" if cfg.gate.grow else str(mod.num_experts)
+    m_name = f"auto{mod.num_experts}" if cfg.gate.grow or cfg.gate.choose != "fixed" else str(mod.num_experts)
     out = args.out or os.path.join("runs", f"{src}-{mod.backbone}-m{m_name}-{cfg.gate.mode}-s{cfg.train.seed}")
     print(
         f"mixerdsr run: data={cfg.data.source} backbone={mod.backbone} experts={m_name} "

@@ -124,11 +124,15 @@ class GateSettings:
         choose: ``"fixed"`` (``model.num_experts`` experts) or ``"silhouette"``: the number of
             experts is chosen when the routes are seeded after ``warmup`` (which must be > 0),
             up to ``model.num_experts``: the number of groups the shared expert's contexts fall
-            into most clearly (highest mean silhouette, :func:`choose_count`), or one expert
+            into most clearly (mean silhouette, :func:`choose_count`; see ``silhouette_slack``), or one expert
             when no grouping reaches ``silhouette_min``; the other experts are switched off
             (never routed to, left out of every gate update).
         silhouette_min: ``choose = "silhouette"``: the mean silhouette a grouping needs to be
             used (0.5: at least "reasonable structure" in Kaufman and Rousseeuw's scale).
+        silhouette_slack: ``choose = "silhouette"``: the largest number of groups whose mean
+            silhouette is within this of the highest is chosen (0: the highest). Merging two
+            families on one expert costs more than splitting one over two, and on ODEBench-10A/10B
+            the silhouette is nearly flat from 7 to 10 groups (figures in ``docs/routing.md``).
     """
 
     mode: str = "lstsq"
@@ -149,6 +153,7 @@ class GateSettings:
     seed_restarts: int = 10
     choose: str = "fixed"
     silhouette_min: float = 0.5
+    silhouette_slack: float = 0.1
 
     def __post_init__(self):
         validate(
@@ -174,6 +179,7 @@ class GateSettings:
                 "grow_every": AT_LEAST_1,
                 "grow_tol": Range(0, 1),
                 "silhouette_min": Range(-1, 1),
+                "silhouette_slack": Range(0, 2),
             },
         )
 
@@ -532,13 +538,20 @@ def silhouette(x: np.ndarray, assign: np.ndarray) -> float:
 
 
 def choose_count(
-    key: PRNGKeyArray, x: Float[Array, "E d"], max_count: int, threshold: float = 0.5, restarts: int = 10
+    key: PRNGKeyArray,
+    x: Float[Array, "E d"],
+    max_count: int,
+    threshold: float = 0.5,
+    restarts: int = 10,
+    slack: float = 0.0,
 ) -> tuple[int, Int[Array, " E"], dict[int, float]]:
     """The number of clusters of the contexts ``x`` (1 to ``max_count``) by the silhouette.
 
     For every ``k`` from 2 to ``min(max_count, E - 1)`` the contexts are clustered as by
     :func:`seed_routes`; the ``k`` with the highest mean :func:`silhouette` wins, unless that
-    silhouette is below ``threshold`` (the contexts show no clear groups: ``k = 1``).
+    silhouette is below ``threshold`` (the contexts show no clear groups: ``k = 1``). With
+    ``slack > 0`` the largest ``k`` whose silhouette is within ``slack`` of the highest (and
+    at least ``threshold``) wins instead: between groupings about as clear, the finer one.
 
     Returns:
         ``(k, assign [E], scores)``: the count, the clusters (labels ``0 .. k-1``) and the
@@ -554,5 +567,6 @@ def choose_count(
     best = max(scores, key=lambda k: scores[k]) if scores else 1
     if not scores or scores[best] < threshold:
         return 1, jnp.zeros((n,), jnp.int32), scores
+    best = max(k for k, v in scores.items() if v >= max(scores[best] - slack, threshold))
     labels = np.unique(np.asarray(found[best]), return_inverse=True)[1]  # 0 .. k-1 (none left empty)
     return int(labels.max()) + 1, jnp.asarray(labels, jnp.int32), scores

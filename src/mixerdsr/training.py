@@ -568,7 +568,8 @@ def seed_routes_after_warmup(
     key = jax.random.fold_in(jax.random.PRNGKey(cfg.train.seed), cfg.gate.warmup)
     own = own_contexts(state.model, state.contexts, jnp.asarray(zero))
     if cfg.gate.choose == "silhouette":
-        k, assign, scores = gating.choose_count(key, own, n_exp, cfg.gate.silhouette_min, cfg.gate.seed_restarts)
+        g = cfg.gate
+        k, assign, scores = gating.choose_count(key, own, n_exp, g.silhouette_min, g.seed_restarts, g.silhouette_slack)
         choice: dict[str, Any] | None = {"experts": k, "silhouette": {str(j): round(v, 4) for j, v in scores.items()}}
         active = np.arange(n_exp) < k
     else:
