@@ -352,21 +352,23 @@ def test_cli_run_on_a_dataset_file(tiny_splits, tmp_path, capsys, monkeypatch):
     assert load_config(path=out / "config.toml").train.low_memory_compile
 
 
-@pytest.mark.parametrize("threshold, chosen", [(-1.0, 2), (1.0, 1)])
-def test_number_of_experts_chosen_after_the_warmup(tiny_splits, tmp_path, threshold, chosen):
+@pytest.mark.parametrize("single_fit, chosen", [(0.0, 2), (1e9, 1)])
+def test_number_of_experts_chosen_after_the_warmup(tiny_splits, tmp_path, single_fit, chosen):
     from mixerdsr._growth import active_experts
 
     # gate.warmup / gate.choose are not part of the compiled step (cfg()'s, a cache load). With
-    # 4 envs and M = 2 only 2 groups can be tried: a threshold of -1 takes them, 1 refuses them
+    # 4 envs and M = 2 only 2 groups can be tried, and a silhouette threshold of -1 takes them,
+    # unless the shared expert's fit counts as good enough (single_fit above any relMSE)
     msgs = []
-    c = cfg({"gate.choose": "silhouette", "gate.warmup": 1, "gate.silhouette_min": threshold})
+    c = cfg({"gate.choose": "silhouette", "gate.warmup": 1, "gate.silhouette_min": -1.0, "gate.single_fit": single_fit})
     res = trainer.train(c, tiny_splits["train"], out_dir=tmp_path, progress=False, log=msgs.append)
     (rec,) = [h for h in res.history if "experts_chosen" in h]
     assert rec["step"] == 1 and rec["experts_chosen"]["experts"] == chosen
     assert set(rec["experts_chosen"]["silhouette"]) == {"2"}
     act = active_experts(res.state.model)
     assert act.tolist() == [True, chosen == 2]
-    assert any(f"{chosen} expert(s) chosen from the warm-up's contexts" in m for m in msgs)
+    assert any(f"{chosen} expert(s) chosen after the warm-up" in m for m in msgs)
+    assert rec["experts_chosen"]["shared_fit"] > 0
     for h in res.history[1:]:  # gate updates after the seeding keep a switched-off expert empty
         assert sum(n > 0 for n in h["routes"]) <= chosen and all(n == 0 for n, on in zip(h["routes"], act) if not on)
     with pytest.raises(ValueError, match="gate.warmup > 0"):

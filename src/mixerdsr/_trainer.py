@@ -18,7 +18,7 @@ import numpy as np
 
 from . import metrics as M
 from ._config import Config, flatten_settings
-from ._growth import Growth, growing
+from ._growth import Growth, _geo_mean, growing
 from ._jsonio import jsonable
 from .checkpoint import load_checkpoint, read_checkpoint_config, save_checkpoint
 from .data import EnvData
@@ -267,7 +267,10 @@ def train(
         s = start
         while s < n_steps:
             if s == warmup:
-                state, seeded, seed_choice = seed_routes_after_warmup(state, cfg)
+                fit = None
+                if cfg.gate.choose != "fixed":  # how well the shared expert fits every env already
+                    fit = _geo_mean(val_env_rel_mse(state.model, state.contexts, x_val, data.t, cfg))
+                state, seeded, seed_choice = seed_routes_after_warmup(state, cfg, fit)
                 choice = seed_choice
                 # the model is chosen among the M-expert models, not the warm-up's shared expert
                 state = _reset_selection(state)
@@ -275,8 +278,9 @@ def train(
                 if choice is not None:
                     best = max(choice["silhouette"].values(), default=float("nan"))
                     log(
-                        f"{choice['experts']} expert(s) chosen from the warm-up's contexts (best mean silhouette "
-                        f"{best:.3g}, needed {cfg.gate.silhouette_min:g}; "
+                        f"{choice['experts']} expert(s) chosen after the warm-up (the shared expert's typical "
+                        f"validation relMSE {fit:.3g}, one expert below {cfg.gate.single_fit:g}; best mean "
+                        f"silhouette of its contexts' groups {best:.3g}, needed {cfg.gate.silhouette_min:g}; "
                         f"{cfg.model.num_experts - choice['experts']} switched off)"
                     )
                     counts = counts[: choice["experts"]]

@@ -129,6 +129,12 @@ class GateSettings:
             (never routed to, left out of every gate update).
         silhouette_min: ``choose = "silhouette"``: the mean silhouette a grouping needs to be
             used (0.5: at least "reasonable structure" in Kaufman and Rousseeuw's scale).
+        single_fit: ``choose = "silhouette"``: when the warm-up's shared expert already
+            forecasts the validation trajectories with a typical relMSE (geometric mean over
+            envs) below this, it stays the only expert whatever its contexts look like:
+            closely related systems (LV, GO, SM: 0.01-0.3 after 100 warm-up steps) share one
+            expert, loosely related families (ODEBench: 1-3) are split (0 = always by the
+            silhouette).
         silhouette_slack: ``choose = "silhouette"``: the largest number of groups whose mean
             silhouette is within this of the highest is chosen (0: the highest). Merging two
             families on one expert costs more than splitting one over two, and on ODEBench-10A/10B
@@ -154,6 +160,7 @@ class GateSettings:
     choose: str = "fixed"
     silhouette_min: float = 0.5
     silhouette_slack: float = 0.1
+    single_fit: float = 0.5
 
     def __post_init__(self):
         validate(
@@ -180,6 +187,7 @@ class GateSettings:
                 "grow_tol": Range(0, 1),
                 "silhouette_min": Range(-1, 1),
                 "silhouette_slack": Range(0, 2),
+                "single_fit": AT_LEAST_0,
             },
         )
 
