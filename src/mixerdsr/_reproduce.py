@@ -453,6 +453,8 @@ def _cell_json(cell: Cell, budget: str, over: dict[str, Any], res: Any, seconds:
             {k: h[k] for k in ("step", "weight_loss", "val_rel_mse", "val_mse", "purity") if k in h} for h in hist
         ],
         "warnings": m.get("warnings", []),
+        # the number of experts chosen after the warm-up (MixER-auto): count, silhouettes, shared fit
+        "experts_chosen": next((h["experts_chosen"] for h in hist if "experts_chosen" in h), None),
         "settings": over,
         "config": m.get("config"),
         "seconds": seconds,
