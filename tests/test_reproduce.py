@@ -138,3 +138,10 @@ def smoke_check(table, tmp_path, capsys):
     # --report alone rebuilds the same table from the JSON
     assert main([*args, "--report"]) == 0
     assert (tmp_path / "results" / f"{table}-smoke.md").read_text() == md
+    if table == "fig2":  # --force trains the finished cell again from the start (not its checkpoint)
+        run_dir = tmp_path / "runs" / f"{table}-smoke" / SMOKE_CELLS[table]
+        (run_dir / "history.jsonl").write_text("")
+        assert main([*args, "--force"]) == 0
+        assert path.stat().st_mtime_ns != before
+        steps = [json.loads(line)["step"] for line in (run_dir / "history.jsonl").read_text().splitlines()]
+        assert steps == [0, 1]

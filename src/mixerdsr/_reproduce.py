@@ -519,7 +519,9 @@ def run_table(
             over = settings(cell, budget)
             cfg = load_config(preset_of(cell.data), None, over)
             rd = run_root / cell.name
-            resume = (rd / "checkpoint.npz").exists()
+            # a finished cell run again (--force) starts afresh; an interrupted one resumes
+            redo = force and (out_dir / f"{cell.name}.json").exists()
+            resume = (rd / "checkpoint.npz").exists() and not redo
             if not resume:
                 shutil.rmtree(rd, ignore_errors=True)
             t0 = time.perf_counter()
