@@ -18,7 +18,7 @@ import numpy as np
 
 from . import metrics as M
 from ._config import Config, flatten_settings
-from ._growth import Growth, _geo_mean, growing
+from ._growth import Growth, growing
 from ._jsonio import jsonable
 from .checkpoint import load_checkpoint, read_checkpoint_config, save_checkpoint
 from .data import EnvData
@@ -269,7 +269,7 @@ def train(
             if s == warmup:
                 fit = None
                 if cfg.gate.choose != "fixed":  # how well the shared expert fits every env already
-                    fit = _geo_mean(val_env_rel_mse(state.model, state.contexts, x_val, data.t, cfg))
+                    fit = val_env_rel_mse(state.model, state.contexts, x_val, data.t, cfg)
                 state, seeded, seed_choice = seed_routes_after_warmup(state, cfg, fit)
                 choice = seed_choice
                 # the model is chosen among the M-expert models, not the warm-up's shared expert
@@ -277,11 +277,12 @@ def train(
                 counts = np.bincount(np.asarray(seeded), minlength=cfg.model.num_experts).tolist()
                 if choice is not None:
                     best = max(choice["silhouette"].values(), default=float("nan"))
+                    worst = max(choice["shared_fit"] or [float("nan")])
                     log(
-                        f"{choice['experts']} expert(s) chosen after the warm-up (the shared expert's typical "
-                        f"validation relMSE {fit:.3g}, one expert below {cfg.gate.single_fit:g}; best mean "
-                        f"silhouette of its contexts' groups {best:.3g}, needed {cfg.gate.silhouette_min:g}; "
-                        f"{cfg.model.num_experts - choice['experts']} switched off)"
+                        f"{choice['experts']} expert(s) chosen after the warm-up (best mean silhouette of the "
+                        f"shared expert's context groups {best:.3g}, needed {cfg.gate.silhouette_min:g}; its "
+                        f"typical validation relMSE on the worst-fitted group {worst:.3g}, one expert below "
+                        f"{cfg.gate.single_fit:g}; {cfg.model.num_experts - choice['experts']} switched off)"
                     )
                     counts = counts[: choice["experts"]]
                 msg = f"routes seeded from the contexts after {warmup} warm-up steps: envs per expert {counts}"

@@ -130,11 +130,11 @@ class GateSettings:
         silhouette_min: ``choose = "silhouette"``: the mean silhouette a grouping needs to be
             used (0.5: at least "reasonable structure" in Kaufman and Rousseeuw's scale).
         single_fit: ``choose = "silhouette"``: when the warm-up's shared expert already
-            forecasts the validation trajectories with a typical relMSE (geometric mean over
-            envs) below this, it stays the only expert whatever its contexts look like:
-            closely related systems (LV, GO, SM: 0.01-0.3 after 100 warm-up steps) share one
-            expert, loosely related families (ODEBench: 1-3) are split (0 = always by the
-            silhouette).
+            forecasts the validation trajectories of every group of contexts with a typical
+            relMSE (geometric mean over the group's envs) below this, it stays the only expert
+            whatever its contexts look like: closely related systems (LV, GO) share one
+            expert, families it cannot fit are split (0 = always by the silhouette; figures in
+            ``docs/routing.md``).
         silhouette_slack: ``choose = "silhouette"``: the largest number of groups whose mean
             silhouette is within this of the highest is chosen (0: the highest). Merging two
             families on one expert costs more than splitting one over two, and on ODEBench-10A/10B

@@ -549,7 +549,7 @@ def own_contexts(model: MixER, contexts: Float[Array, "E d"], route: Int[Array, 
 
 
 def seed_routes_after_warmup(
-    state: TrainState, cfg: Config, shared_fit: float | None = None
+    state: TrainState, cfg: Config, env_fit: ArrayLike | None = None
 ) -> tuple[TrainState, Int[Array, " E"], dict[str, Any] | None]:
     """End of the warm-up (``gate.warmup``): seed the routes from the shared expert's contexts.
 
@@ -558,12 +558,13 @@ def seed_routes_after_warmup(
     and every env's context part moves to its group's expert (:func:`reroute`). With
     ``gate.choose = "silhouette"`` the number of groups ``K <= M`` is chosen from the contexts
     (:func:`mixerdsr.gating.choose_count`) and experts ``K .. M-1`` are switched off; ``K = 1``
-    when ``shared_fit`` (the shared expert's typical validation relMSE) is below
-    ``gate.single_fit``.
+    when the shared expert already fits every one of those groups: the geometric mean of
+    ``env_fit`` (``[E]``, each env's validation relMSE under the shared expert) over the
+    members of each group is below ``gate.single_fit``.
 
     Returns:
         ``(state, assign [E], choice)``; ``choice`` (None unless the count was chosen):
-        ``{"experts": K, "silhouette": {k: score}, "shared_fit": shared_fit}``.
+        ``{"experts": K, "silhouette": {k: score}, "shared_fit": [per group]}``.
     """
     n_exp, n_env = state.model.n_experts, state.contexts.shape[0]
     zero = np.zeros(n_env, np.int32)
@@ -572,12 +573,17 @@ def seed_routes_after_warmup(
     if cfg.gate.choose == "silhouette":
         g = cfg.gate
         k, assign, scores = gating.choose_count(key, own, n_exp, g.silhouette_min, g.seed_restarts, g.silhouette_slack)
-        if shared_fit is not None and shared_fit < g.single_fit:  # one expert already fits every env
-            k, assign = 1, jnp.zeros((n_env,), jnp.int32)
+        fits = None
+        if env_fit is not None:  # how well the shared expert fits each group (geometric mean)
+            v = np.log(np.maximum(np.nan_to_num(np.asarray(env_fit, float), nan=np.inf), 1e-12))
+            a = np.asarray(assign)
+            fits = [float(np.exp(v[a == j].mean())) for j in range(k)]
+            if max(fits) < g.single_fit:  # one expert already fits every group
+                k, assign = 1, jnp.zeros((n_env,), jnp.int32)
         choice: dict[str, Any] | None = {
             "experts": k,
             "silhouette": {str(j): round(v, 4) for j, v in scores.items()},
-            "shared_fit": shared_fit,
+            "shared_fit": fits,
         }
         active = np.arange(n_exp) < k
     else:
