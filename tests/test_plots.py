@@ -91,6 +91,10 @@ def test_report_without_warnings_or_optional_parts():
     assert "not evaluated" in text
     assert "ARI: not available" in text
     assert "n/a" in text and "None" not in text and "{'" not in text
+    assert "Number of experts" not in text  # a fixed M: nothing chosen
+    m["routing"].update(chosen_experts=1, chosen_by="silhouette", silhouette={"2": 0.41})
+    assert "- Number of experts: 1 of 2 chosen from the warm-up's contexts" in render_report(m, [])
+    assert "2: 0.41" in render_report(m, [])
     for empty in ({}, {"warnings": []}, {"config": None, "routing": None}):
         t = render_report(empty)
         assert "No problems detected." in t and "{'" not in t
