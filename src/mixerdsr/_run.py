@@ -296,8 +296,9 @@ def _run_locked(
     if growing(cfg):
         metrics["routing"]["growth"] = [dict(h["growth"], step=h["step"]) for h in res.history if "growth" in h]
     choice = next((h["experts_chosen"] for h in res.history if "experts_chosen" in h), None)
-    if choice is not None:
+    if choice is not None:  # how the number of experts was chosen after the warm-up
         metrics["routing"]["silhouette"] = choice["silhouette"]
+        metrics["routing"]["shared_fit"] = choice["shared_fit"]
     gate_counts: Counter = Counter()
     for h in res.history:
         gate_counts.update(h.get("gate_updates", {}))

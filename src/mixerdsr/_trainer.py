@@ -271,20 +271,20 @@ def train(
                 if cfg.gate.choose != "fixed":  # how well the shared expert fits every env already
                     fit = val_env_rel_mse(state.model, state.contexts, x_val, data.t, cfg)
                 state, seeded, seed_choice = seed_routes_after_warmup(state, cfg, fit)
-                choice = seed_choice
                 # the model is chosen among the M-expert models, not the warm-up's shared expert
                 state = _reset_selection(state)
                 counts = np.bincount(np.asarray(seeded), minlength=cfg.model.num_experts).tolist()
-                if choice is not None:
-                    best = max(choice["silhouette"].values(), default=float("nan"))
-                    worst = max(choice["shared_fit"] or [float("nan")])
+                if seed_choice is not None:
+                    k_chosen = seed_choice["experts"]
+                    best = max(seed_choice["silhouette"].values(), default=float("nan"))
+                    worst = max(seed_choice["shared_fit"] or [float("nan")])
                     log(
-                        f"{choice['experts']} expert(s) chosen after the warm-up (best mean silhouette of the "
+                        f"{k_chosen} expert(s) chosen after the warm-up (best mean silhouette of the "
                         f"shared expert's context groups {best:.3g}, needed {cfg.gate.silhouette_min:g}; its "
                         f"typical validation relMSE on the worst-fitted group {worst:.3g}, one expert below "
-                        f"{cfg.gate.single_fit:g}; {cfg.model.num_experts - choice['experts']} switched off)"
+                        f"{cfg.gate.single_fit:g}; {cfg.model.num_experts - k_chosen} switched off)"
                     )
-                    counts = counts[: choice["experts"]]
+                    counts = counts[:k_chosen]
                 msg = f"routes seeded from the contexts after {warmup} warm-up steps: envs per expert {counts}"
                 if known_families:
                     msg += f", purity {M.purity(np.asarray(seeded), tr.family):.3g}"

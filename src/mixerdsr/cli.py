@@ -184,8 +184,9 @@ _RUN_FLAGS = {  # flag -> (setting, type, help)
     "--experts": (
         "model.num_experts",
         "experts",
-        "number of experts M, or auto (chosen after the warm-up from the groups the shared expert's "
-        "contexts form, up to the configuration's M; gate.choose = silhouette) or auto:N (up to N)",
+        "number of experts M, or auto (chosen after the warm-up: the groups the shared expert's contexts "
+        "form, unless it already fits them all; up to the configuration's M; gate.choose = silhouette) "
+        "or auto:N (up to N)",
     ),
     "--gate": ("gate.mode", str, "gate update: lstsq (MixER), gradient (naive MoE) or frozen"),
     "--outer-steps": ("train.outer_steps", int, "number of outer steps of proximal alternating minimisation"),
