@@ -172,3 +172,11 @@ def test_traj_rel_l2_by_hand():
     zero = np.zeros((1, 3, 2), np.float32)   # a zero trajectory is left out
     np.testing.assert_allclose(float(traj_rel_l2(np.concatenate([pred, zero + 1]), np.concatenate([true, zero]))), 0.6,
                                rtol=1e-5)
+
+
+def test_geometric_mean_is_the_typical_env_and_a_failed_one_loses():
+    from mixerdsr.metrics import geometric_mean
+
+    assert abs(geometric_mean([0.1, 10.0]) - 1.0) < 1e-12
+    assert abs(geometric_mean([0.0, 1.0]) - 1e-6) < 1e-15  # floored at 1e-12
+    assert geometric_mean([0.1, float("nan")]) == float("inf") == geometric_mean([1.0, float("inf")])

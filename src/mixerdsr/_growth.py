@@ -141,7 +141,7 @@ class Growth:
         env_split = validate(split_state)
         for sp in splits:
             judged = r == sp["split"]  # the split expert's envs (both groups)
-            v_split, v_keep = _geo_mean(env_split[judged]), _geo_mean(env_keep[judged])
+            v_split, v_keep = M.geometric_mean(env_split[judged]), M.geometric_mean(env_keep[judged])
             ok = bool(np.isfinite(v_split) and v_split < (1 - cfg.gate.grow_tol) * v_keep)
             sp.update(val_split=v_split, val_keep=v_keep, accepted=ok)
         kept = [sp for sp in splits if sp["accepted"]]
@@ -180,14 +180,6 @@ class Growth:
         self.stopped = True
         self.log(f"growth: stopped at {int(active.sum())} expert(s): {why}")
         return state, recs, _mean(env_val)
-
-
-def _geo_mean(per_env: np.ndarray) -> float:
-    """Geometric mean of per-env errors (inf when any is not finite: a failed solve loses)."""
-    v = np.asarray(per_env, float)
-    if not np.all(np.isfinite(v)):
-        return float("inf")
-    return float(np.exp(np.mean(np.log(np.maximum(v, 1e-12)))))
 
 
 def _mean(per_env: np.ndarray) -> float:

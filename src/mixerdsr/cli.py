@@ -249,7 +249,7 @@ def _auto_warmup(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
     configuration's, or 100 outer steps (a fifth of a shorter run) when it has none."""
     from ._config import load_config
 
-    base = {k: v for k, v in overrides.items() if not k.startswith("gate.choose")}
+    base = {k: v for k, v in overrides.items() if k != "gate.choose"}
     try:
         cfg = load_config(args.preset or (None if args.config else "odebench-2"), args.config, base)
     except ValueError:

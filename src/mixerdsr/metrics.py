@@ -44,6 +44,7 @@ __all__ = [
     "per_env_rel_mse",
     "tprmse",
     "tprmse_from_values",
+    "geometric_mean",
     "purity",
     "adjusted_rand_index",
     "matched_accuracy",
@@ -211,6 +212,16 @@ def tprmse_from_values(per_env: Float[ArrayLike, " E"], eps: float | Float[Array
     """
     per_env = jnp.asarray(per_env)
     return 100.0 * jnp.mean((per_env < eps).astype(jnp.result_type(float)))
+
+
+def geometric_mean(per_env: ArrayLike | Sequence[float]) -> float:
+    """Geometric mean of per-env errors (e.g. relMSE): the typical env, scale-free and robust
+    to a few run-off envs. ``inf`` when any value is not finite (a failed solve loses); values
+    are floored at 1e-12."""
+    v = np.asarray(per_env, float)
+    if not np.all(np.isfinite(v)):
+        return float("inf")
+    return float(np.exp(np.mean(np.log(np.maximum(v, 1e-12)))))
 
 
 @functools.partial(jax.jit, static_argnames=("clamp",))

@@ -33,6 +33,7 @@ from . import gating
 from ._config import Config, TrainSettings
 from .experts import BACKBONES
 from .gating import INACTIVE_BIAS
+from .metrics import geometric_mean
 from .mixer import MixER, build_model
 from .rollout import SolverSettings, env_loss, env_losses, zero_nonfinite
 
@@ -575,9 +576,8 @@ def seed_routes_after_warmup(
         k, assign, scores = gating.choose_count(key, own, n_exp, g.silhouette_min, g.seed_restarts, g.silhouette_slack)
         fits = None
         if env_fit is not None:  # how well the shared expert fits each group (geometric mean)
-            v = np.log(np.maximum(np.nan_to_num(np.asarray(env_fit, float), nan=np.inf), 1e-12))
-            a = np.asarray(assign)
-            fits = [float(np.exp(v[a == j].mean())) for j in range(k)]
+            fit, a = np.asarray(env_fit, float), np.asarray(assign)
+            fits = [geometric_mean(fit[a == j]) for j in range(k)]
             if max(fits) < g.single_fit:  # one expert already fits every group
                 k, assign = 1, jnp.zeros((n_env,), jnp.int32)
         choice: dict[str, Any] | None = {
