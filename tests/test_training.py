@@ -376,6 +376,18 @@ def test_number_of_experts_chosen_after_the_warmup(tiny_splits, tmp_path, single
         cfg({"gate.choose": "silhouette", "gate.warmup": 0})
 
 
+def test_settings_once_fewer_experts_are_chosen():
+    # E / M envs per batch becomes E / K for the K experts chosen; one chosen: no more gate updates
+    c = cfg({"model.num_experts": 4, "train.batch_envs": 0})
+    assert trainer.settings_for_active(c, 12, 4) == c
+    two = trainer.settings_for_active(c, 12, 2)
+    assert two.train.batch_envs == 6 and two.gate.mode == "lstsq"
+    one = trainer.settings_for_active(c, 12, 1)
+    assert one.train.batch_envs == 12 and one.gate.mode == "frozen"
+    fixed = cfg({"model.num_experts": 4, "train.batch_envs": 5})  # a batch set by the user stays
+    assert trainer.settings_for_active(fixed, 12, 2) == fixed
+
+
 def test_choose_count_by_silhouette():
     from mixerdsr.gating import choose_count, silhouette
 
@@ -442,3 +454,24 @@ def test_growth_splits_an_expert_only_when_validation_improves(tiny_splits, tmp_
     s2, groups = _split_score(two, jax.random.PRNGKey(0), 5)
     s1, _ = _split_score(one, jax.random.PRNGKey(0), 5)
     assert s2 > s1 and len(set(groups[:8])) == 1 and len(set(groups[8:])) == 1 and groups[0] != groups[8]
+
+
+def test_env_weights_scale_each_env_loss_by_its_states_norm():
+    from mixerdsr.training import _batch_loss
+
+    split = tiny_ode_split(3, seed=0)
+    x = split.x[:, :-1].astype(np.float32)
+    x[1] *= 10.0  # one env ten times larger: a hundredth of the others' weight before normalising
+    w = np.asarray(trainer.env_weights(cfg({"train.env_weights": "scale"}), x))
+    scale = np.mean(np.sum(x.astype(np.float64) ** 2, -1), axis=(1, 2))
+    np.testing.assert_allclose(w, (1 / scale) / np.mean(1 / scale), rtol=1e-5)
+    assert w.mean() == pytest.approx(1.0) and trainer.env_weights(cfg(), x) is None
+    # the batch loss is the weighted mean of the per-env losses
+    c = cfg()
+    model = init_state(c, x.shape[0], x.shape[-1]).model
+    ctx = jnp.zeros((x.shape[0], c.model.context_size))
+    idx = jnp.arange(x.shape[0])
+    plain = TrainData(jnp.asarray(x), jnp.asarray(split.t))
+    weighted = plain._replace(weight=jnp.asarray(w))
+    per_env = [float(_batch_loss(model, ctx, idx[i : i + 1], plain, c)[0]) for i in range(x.shape[0])]
+    assert float(_batch_loss(model, ctx, idx, weighted, c)[0]) == pytest.approx(np.mean(w * np.array(per_env)), rel=1e-4)

@@ -5,7 +5,7 @@ not there yet (``--force`` runs them again), so a table is built up over several
 an interrupted cell continues from its checkpoint; ``--report`` rebuilds the Markdown table
 (ours as mean ± std over seeds beside the paper's value) from the JSON files alone.
 
-Tables: ``fig2`` (ODEBench-2: MixER-1, the gradient gate, MixER-2), ``table2`` (ODEBench-10A),
+Tables: ``fig2`` (ODEBench-2: MixER-1, the gradient gate, MixER-2, MixER-auto), ``table2`` (ODEBench-10A),
 ``table3`` (ODEBench-10B, relMSE and TPRMSE), ``table4`` (LV, GO, SM: MixER-3, the single
 meta-learners and CAVIA at the paper's active parameter counts) and ``gate`` (the gate
 schedule: an update after every inner step, every 4th, or once per inner loop).
@@ -136,7 +136,12 @@ TABLES: dict[str, Table] = {
         "Figure 2: ODEBench-2 (families 25 and 35), test relative L2 error and validation MSE over training",
         ("odebench-2",),
         ("geps", "coda", "ncf"),
-        {"mixer-1": "MixER-1", "mixer-M-grad": "MixER-2 (gradient gate)", "mixer-M": "MixER-2"},
+        {
+            "mixer-1": "MixER-1",
+            "mixer-M-grad": "MixER-2 (gradient gate)",
+            "mixer-M": "MixER-2",
+            "mixer-auto": "MixER-auto (up to 2)",
+        },
         (Metric("test rel. L2", "test_traj_rel_l2"), Metric("test relMSE", "test_rel_mse"), Metric("purity", "purity")),
         lambda d, b, v: None,
     ),
@@ -711,7 +716,7 @@ def figure2(budget: str = "cpu", results: str | Path = "docs/results", path: str
     t = TABLES["fig2"]
     bbs = [b for b in t.backbones if any(r["backbone"] == b for r in recs)]
     fig, axes = plt.subplots(2, len(bbs), figsize=(4.2 * len(bbs), 6.5), squeeze=False)
-    colors = {"mixer-1": "tab:blue", "mixer-M-grad": "tab:orange", "mixer-M": "tab:green"}
+    colors = {"mixer-1": "tab:blue", "mixer-M-grad": "tab:orange", "mixer-M": "tab:green", "mixer-auto": "tab:purple"}
     for j, b in enumerate(bbs):
         ax, bx = axes[0, j], axes[1, j]
         errs, labels = [], []

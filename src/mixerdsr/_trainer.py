@@ -23,7 +23,7 @@ from ._jsonio import jsonable
 from .checkpoint import load_checkpoint, read_checkpoint_config, save_checkpoint
 from .data import EnvData
 from .evaluation import val_env_rel_mse, val_scores
-from .gating import STATUS_NAMES
+from .gating import STATUS_NAMES, active_from_gate
 from .inference import routes
 from .mixer import MixER
 from .training import TrainData, TrainState, init_state, make_outer_step, seed_routes_after_warmup
@@ -128,6 +128,34 @@ def _reset_selection(state: TrainState) -> TrainState:
     return state._replace(best_val=jnp.asarray(jnp.inf, jnp.float32), best_step=jnp.asarray(-1, jnp.int32))
 
 
+def settings_for_active(cfg: Config, n_envs: int, n_active: int) -> Config:
+    """The training settings once ``n_active`` of the ``M`` experts are active (the number
+    chosen after the warm-up): with ``train.batch_envs = 0`` (E / M envs per batch) the batch
+    becomes ``E / n_active``, so each active expert sees as many envs per step as in a
+    MixER-``n_active`` (with one, as many as a single meta-learner); with one active expert
+    the gate is no longer updated (every env is routed to it whatever the gate)."""
+    if cfg.train.batch_envs == 0 and n_active < cfg.model.num_experts:
+        cfg = cfg.override({"train.batch_envs": max(1, n_envs // n_active)})
+    if n_active == 1 and cfg.gate.mode == "lstsq":
+        cfg = cfg.override({"gate.mode": "frozen"})
+    return cfg
+
+
+def _n_active(state: TrainState) -> int:
+    return int(np.sum(np.asarray(active_from_gate(state.model.gate))))
+
+
+def env_weights(cfg: Config, x: np.ndarray) -> Any:
+    """Each env's factor in the training loss (``train.env_weights``): None for ``"none"``;
+    for ``"scale"`` the inverse of the mean squared norm of the env's training states ``x [E, N,
+    T, D]``, normalised to mean 1 (``Float[Array, "E"]``)."""
+    if cfg.train.env_weights == "none":
+        return None
+    scale = np.mean(np.sum(x.astype(np.float64) ** 2, axis=-1), axis=(1, 2))
+    w = 1.0 / np.maximum(scale, 1e-12)
+    return jnp.asarray(w / w.mean(), jnp.float32)
+
+
 def train(
     cfg: Config,
     train_split: EnvData,
@@ -154,7 +182,9 @@ def train(
     tr = train_split.stride_time(cfg.data.time_stride)
     x_np, xval_np = split_validation(tr.x.astype(np.float32), cfg.data.val_trajectories)
     gate_from = 2**30 if growing(cfg) else max(cfg.gate.warmup, 0)
-    data = TrainData(jnp.asarray(x_np), jnp.asarray(tr.t, jnp.float32), jnp.asarray(gate_from, jnp.int32))
+    data = TrainData(
+        jnp.asarray(x_np), jnp.asarray(tr.t, jnp.float32), jnp.asarray(gate_from, jnp.int32), env_weights(cfg, x_np)
+    )
     x_val = jnp.asarray(xval_np if xval_np is not None else x_np)
     state = init_state(cfg, tr.n_envs, tr.n_dims)
     history: list[dict[str, Any]] = []
@@ -172,7 +202,6 @@ def train(
         hist_path.parent.mkdir(parents=True, exist_ok=True)
         hist_path.write_text("".join(json.dumps(jsonable(h)) + "\n" for h in history))
 
-    step_fn = make_outer_step(cfg, tr.n_envs)
     n_steps = cfg.train.outer_steps
     snaps = _snapshot_steps(n_steps)
     start = int(state.step)
@@ -183,6 +212,9 @@ def train(
     prev_route = np.asarray(history[-1]["route"]) if history and "route" in history[-1] else None
     grower = Growth(cfg, tr.family if known_families else None, log, history) if growing(cfg) else None
     seed_choice: dict[str, Any] | None = None
+    # a resumed run whose number of experts was chosen already trains with the chosen number
+    chosen = cfg.gate.choose != "fixed" and seeding and start > warmup
+    step_fn = make_outer_step(settings_for_active(cfg, tr.n_envs, _n_active(state)) if chosen else cfg, tr.n_envs)
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -285,6 +317,8 @@ def train(
                         f"{cfg.gate.single_fit:g}; {cfg.model.num_experts - k_chosen} switched off)"
                     )
                     counts = counts[:k_chosen]
+                    if (after := settings_for_active(cfg, tr.n_envs, k_chosen)) != cfg:
+                        step_fn = make_outer_step(after, tr.n_envs)
                 msg = f"routes seeded from the contexts after {warmup} warm-up steps: envs per expert {counts}"
                 if known_families:
                     msg += f", purity {M.purity(np.asarray(seeded), tr.family):.3g}"

@@ -52,15 +52,18 @@ __all__ = [
 
 
 class TrainData(NamedTuple):
-    """Training arrays on device: ``x [E, N, T, D]``, ``t [E, T]``, and ``gate_from``: the first
-    outer step with gate updates (``gate.warmup``; never with ``gate.grow``). It is data, not a
-    setting of the compiled step, so runs with and without a warm-up share one compilation."""
+    """Training arrays on device: ``x [E, N, T, D]``, ``t [E, T]``, ``gate_from``: the first
+    outer step with gate updates (``gate.warmup``; never with ``gate.grow``; it is data, not a
+    setting of the compiled step, so runs with and without a warm-up share one compilation),
+    and ``weight [E]``: each env's factor in the training loss (None: all 1;
+    ``train.env_weights``)."""
 
     x: Float[Array, "E N T D"]
     t: Float[Array, "E T"]
     # a 0-d array by default, never a Python int: an int would be a static argument of the
     # compiled step, and steps built with and without it would not share their compilation
     gate_from: Any = np.zeros((), np.int32)
+    weight: Any = None
 
 
 class LossCache(NamedTuple):
@@ -174,6 +177,8 @@ def _batch_loss(model: MixER, contexts, idx, data: TrainData, cfg: Config):
         losses, ok = jax.vmap(one)(cb, pools, xb, tb)
     else:
         losses, ok = env_losses(model, cb, xb, tb, solver, alpha=alpha)
+    if data.weight is not None:
+        losses = losses * data.weight[idx]
     loss = jnp.sum(jnp.where(ok, losses, 0.0)) / jnp.maximum(jnp.sum(ok), 1)
     if model.gate_mode == "gradient" and cfg.gate.importance_weight > 0:
         # importance loss (Shazeer et al.): squared coefficient of variation of the mean gate
@@ -420,6 +425,8 @@ def _inner_loop_outer_step(cfg: Config, n_envs: int):
                 model = eqx.combine(unravel(th), static)
                 cs, loss0 = inner_loop_contexts(model, xb, tb, solver)
                 losses, ok = env_losses(model, cs, xb, tb, solver)
+                if data.weight is not None:
+                    losses = losses * data.weight[idx]
                 loss = jnp.sum(jnp.where(ok, losses, 0.0)) / jnp.maximum(jnp.sum(ok), 1)
                 return loss, (jnp.mean(loss0), jnp.sum(~ok))
 
