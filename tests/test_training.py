@@ -456,15 +456,17 @@ def test_growth_splits_an_expert_only_when_validation_improves(tiny_splits, tmp_
     assert s2 > s1 and len(set(groups[:8])) == 1 and len(set(groups[8:])) == 1 and groups[0] != groups[8]
 
 
-def test_env_weights_scale_each_env_loss_by_its_states_norm():
+def test_env_weights_scale_each_env_loss_by_a_power_of_its_states_norm():
     from mixerdsr.training import _batch_loss
 
     split = tiny_ode_split(3, seed=0)
     x = split.x[:, :-1].astype(np.float32)
     x[1] *= 10.0  # one env ten times larger: a hundredth of the others' weight before normalising
-    w = np.asarray(trainer.env_weights(cfg({"train.env_weights": "scale"}), x))
+    w = np.asarray(trainer.env_weights(cfg({"train.env_weight_power": 1.0}), x))
     scale = np.mean(np.sum(x.astype(np.float64) ** 2, -1), axis=(1, 2))
     np.testing.assert_allclose(w, (1 / scale) / np.mean(1 / scale), rtol=1e-5)
+    half = np.asarray(trainer.env_weights(cfg({"train.env_weight_power": 0.5}), x))
+    np.testing.assert_allclose(half, scale**-0.5 / np.mean(scale**-0.5), rtol=1e-5)
     assert w.mean() == pytest.approx(1.0) and trainer.env_weights(cfg(), x) is None
     # the batch loss is the weighted mean of the per-env losses
     c = cfg()

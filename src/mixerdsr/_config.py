@@ -164,11 +164,11 @@ class TrainSettings:
         lr_contexts, lr_weights: AdaBelief learning rates.
         lr_decay: the weights' rate is multiplied by it at 1/3 and 2/3 of training.
         batch_envs: environments per training batch (0 = E / M).
-        env_weights: ``"none"`` (the paper): every environment's loss counts alike;
-            ``"scale"``: each environment's loss is divided by the mean squared norm of its
-            training states (weights normalised to mean 1), so a family whose states are ten
-            times smaller counts as much as the others, as it does in Eq. 9's relMSE. The gate
-            and validation are unchanged.
+        env_weight_power: ``p``: each environment's loss is multiplied by ``s_e^-p``, where
+            ``s_e`` is the mean squared norm of its training states (weights normalised to
+            mean 1): 0 (the paper) counts every environment alike, 1 makes the loss scale-free
+            across environments as Eq. 9's relMSE is. The gate and validation are unchanged.
+            Measured on ODEBench-10B in ``docs/routing.md``.
         teacher_forcing: sequence experts: the generalised teacher-forcing ``alpha`` of the
             training loss (1 = free running); also used to adapt and to report a
             teacher-forced error.
@@ -189,7 +189,7 @@ class TrainSettings:
     lr_weights: float = 1e-3
     lr_decay: float = 0.4
     batch_envs: int = 0
-    env_weights: str = "none"
+    env_weight_power: float = 0.0
     teacher_forcing: float = 0.5
     self_modulation_pool: int = 2
     val_every: int = 10
@@ -201,7 +201,6 @@ class TrainSettings:
         validate(
             self,
             "train",
-            choices={"env_weights": ("none", "scale")},
             ranges={
                 **dict.fromkeys(
                     ("outer_steps", "inner_steps", "self_modulation_pool", "val_every", "checkpoint_every"), AT_LEAST_1
@@ -211,6 +210,7 @@ class TrainSettings:
                 "lr_weights": POSITIVE,
                 "lr_decay": Range(0, 1, open_low=True),
                 "batch_envs": AT_LEAST_0,
+                "env_weight_power": Range(0, 1),
                 "teacher_forcing": Range(0, 1),
                 "seed": SEED,
             },

@@ -146,13 +146,14 @@ def _n_active(state: TrainState) -> int:
 
 
 def env_weights(cfg: Config, x: np.ndarray) -> Any:
-    """Each env's factor in the training loss (``train.env_weights``): None for ``"none"``;
-    for ``"scale"`` the inverse of the mean squared norm of the env's training states ``x [E, N,
-    T, D]``, normalised to mean 1 (``Float[Array, "E"]``)."""
-    if cfg.train.env_weights == "none":
+    """Each env's factor in the training loss (``train.env_weight_power`` p): None for p = 0,
+    else ``s_e^-p`` with ``s_e`` the mean squared norm of env e's training states ``x [E, N, T,
+    D]``, normalised to mean 1 (``Float[Array, "E"]``)."""
+    p = cfg.train.env_weight_power
+    if p == 0:
         return None
     scale = np.mean(np.sum(x.astype(np.float64) ** 2, axis=-1), axis=(1, 2))
-    w = 1.0 / np.maximum(scale, 1e-12)
+    w = np.maximum(scale, 1e-12) ** -p
     return jnp.asarray(w / w.mean(), jnp.float32)
 
 

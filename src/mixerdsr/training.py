@@ -56,7 +56,7 @@ class TrainData(NamedTuple):
     outer step with gate updates (``gate.warmup``; never with ``gate.grow``; it is data, not a
     setting of the compiled step, so runs with and without a warm-up share one compilation),
     and ``weight [E]``: each env's factor in the training loss (None: all 1;
-    ``train.env_weights``)."""
+    ``train.env_weight_power``)."""
 
     x: Float[Array, "E N T D"]
     t: Float[Array, "E T"]
