@@ -477,3 +477,23 @@ def test_env_weights_scale_each_env_loss_by_a_power_of_its_states_norm():
     weighted = plain._replace(weight=jnp.asarray(w))
     per_env = [float(_batch_loss(model, ctx, idx[i : i + 1], plain, c)[0]) for i in range(x.shape[0])]
     assert float(_batch_loss(model, ctx, idx, weighted, c)[0]) == pytest.approx(np.mean(w * np.array(per_env)), rel=1e-4)
+
+
+def test_restart_experts_returns_them_to_their_initial_weights():
+    from mixerdsr.training import restart_experts
+
+    c = cfg({"gate.seed_from": "init"})
+    fresh = init_state(c, 4, 2)
+    moved = jax.tree.map(lambda a: a + 1.0 if eqx.is_inexact_array(a) else a, fresh)  # as if trained
+    back = restart_experts(moved, c, 2)
+    for u, v in zip(jax.tree.leaves(eqx.filter((back.model.experts, back.model.shifts), eqx.is_array)),
+                    jax.tree.leaves(eqx.filter((fresh.model.experts, fresh.model.shifts), eqx.is_array))):
+        np.testing.assert_array_equal(u, v)
+    np.testing.assert_array_equal(back.model.gate, moved.model.gate)  # routes kept
+    np.testing.assert_array_equal(back.contexts, moved.contexts)
+    n = sum(a.size for a in jax.tree.leaves(eqx.filter(fresh.model.experts, eqx.is_array)))
+    vecs = [a for a in jax.tree.leaves(back.opt_weights) if a.ndim == 1 and a.size >= n]
+    assert vecs and all(not np.any(np.asarray(a)) for a in vecs)  # moments zeroed
+    counts = [a for a in jax.tree.leaves(back.opt_weights) if a.ndim == 0]
+    assert counts and all(np.asarray(a) == np.asarray(b) for a, b in
+                          zip(counts, [a for a in jax.tree.leaves(moved.opt_weights) if a.ndim == 0]))

@@ -26,7 +26,7 @@ from .evaluation import val_env_rel_mse, val_scores
 from .gating import STATUS_NAMES, active_from_gate
 from .inference import routes
 from .mixer import MixER
-from .training import TrainData, TrainState, init_state, make_outer_step, seed_routes_after_warmup
+from .training import TrainData, TrainState, init_state, make_outer_step, restart_experts, seed_routes_after_warmup
 
 __all__ = ["train", "TrainResult", "check_resume", "read_history", "split_validation"]
 
@@ -304,6 +304,8 @@ def train(
                 if cfg.gate.choose != "fixed":  # how well the shared expert fits every env already
                     fit = val_env_rel_mse(state.model, state.contexts, x_val, data.t, cfg)
                 state, seeded, seed_choice = seed_routes_after_warmup(state, cfg, fit)
+                if cfg.gate.seed_from == "init":
+                    state = restart_experts(state, cfg, tr.n_dims)
                 # the model is chosen among the M-expert models, not the warm-up's shared expert
                 state = _reset_selection(state)
                 counts = np.bincount(np.asarray(seeded), minlength=cfg.model.num_experts).tolist()

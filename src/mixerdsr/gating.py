@@ -121,6 +121,10 @@ class GateSettings:
             that of the branch without it.
         seed_restarts: K-means restarts (k-means++ starts, the lowest L1 inertia kept) when the
             routes are seeded after ``warmup``.
+        seed_from: the experts' weights when the routes are seeded after ``warmup``:
+            ``"shared"`` (copies of the warm-up's shared expert) or ``"init"`` (every expert back
+            to its initial weights and its optimiser moments to zero; the routes and contexts
+            the warm-up found are kept). Measured in ``docs/routing.md``.
         choose: ``"fixed"`` (``model.num_experts`` experts) or ``"silhouette"``: the number of
             experts is chosen when the routes are seeded after ``warmup`` (which must be > 0),
             up to ``model.num_experts``: the number of groups the shared expert's contexts fall
@@ -157,6 +161,7 @@ class GateSettings:
     grow_every: int = 20
     grow_tol: float = 0.05
     seed_restarts: int = 10
+    seed_from: str = "shared"
     choose: str = "fixed"
     silhouette_min: float = 0.5
     silhouette_slack: float = 0.1
@@ -172,6 +177,7 @@ class GateSettings:
                 "empty_cluster": ("reseed", "skip"),
                 "pairing": ("greedy", "overlap"),
                 "choose": ("fixed", "silhouette"),
+                "seed_from": ("shared", "init"),
             },
             ranges={
                 "every": AT_LEAST_1,

@@ -46,6 +46,7 @@ __all__ = [
     "expert_losses",
     "seed_routes_after_warmup",
     "reroute",
+    "restart_experts",
     "own_contexts",
     "INACTIVE_BIAS",
 ]
@@ -547,6 +548,19 @@ def _reroute(
         opt_contexts=jax.tree.map(move_context_moment, state.opt_contexts),
         loss_cache=state.loss_cache._replace(valid=jnp.zeros((), bool)),
     )
+
+
+def restart_experts(state: TrainState, cfg: Config, state_size: int) -> TrainState:
+    """Every expert (and its context shift) back to its initial weights, the moments of the
+    weights' optimiser to zero (its step count, and so the learning-rate schedule, kept); routes,
+    gate and contexts unchanged (``gate.seed_from = "init"``)."""
+    init = build_model(cfg, state_size, jax.random.split(jax.random.PRNGKey(cfg.train.seed))[0])
+    model = eqx.tree_at(lambda m: (m.experts, m.shifts), state.model, (init.experts, init.shifts))
+    n_flat = _trained_vector(model).shape[0]
+    opt = jax.tree.map(
+        lambda v: jnp.zeros_like(v) if hasattr(v, "shape") and v.shape == (n_flat,) else v, state.opt_weights
+    )
+    return state._replace(model=model, opt_weights=opt, loss_cache=state.loss_cache._replace(valid=jnp.zeros((), bool)))
 
 
 def own_contexts(model: MixER, contexts: Float[Array, "E d"], route: Int[Array, " E"]) -> Float[Array, "E c"]:
