@@ -1,10 +1,11 @@
 """Build and measure the pretrained models shipped in ``src/mixerdsr/pretrained/``.
 
     # 1. train (the command is stored in the model card)
-    mixerdsr run --preset odebench-10b --set gate.every=12 --seed 0 --out runs/pretrained/odebench-10b-geps
+    mixerdsr run --preset odebench-10b --set gate.every=12 --set solver.method=rk4 --set solver.substeps=2 \\
+        --seed 0 --out runs/pretrained/odebench-10b-geps-rk4
     # 2. package the run's selected model with its card
-    python benchmarks/pretrained.py package runs/pretrained/odebench-10b-geps --name odebench-10b \\
-        --command "mixerdsr run --preset odebench-10b --set gate.every=12 --seed 0 --out runs/pretrained/odebench-10b-geps"
+    python benchmarks/pretrained.py package runs/pretrained/odebench-10b-geps-rk4 --name odebench-10b \\
+        --command "mixerdsr run --preset odebench-10b --set gate.every=12 --set solver.method=rk4 ..."
     # 3. measure: adaptation accuracy on the 10B adaptation split, timing, out-of-family data,
     #    training from scratch on the single trajectory (one JSON each under docs/results/pretrained/)
     python benchmarks/pretrained.py measure odebench-10b
