@@ -353,15 +353,26 @@ def test_cli_run_on_a_dataset_file(tiny_splits, tmp_path, capsys, monkeypatch):
 
 
 @pytest.mark.parametrize("single_fit, chosen", [(0.0, 2), (1e9, 1)])
-def test_number_of_experts_chosen_after_the_warmup(tiny_splits, tmp_path, single_fit, chosen):
+def test_number_of_experts_chosen_after_the_warmup(tiny_splits, tmp_path, monkeypatch, single_fit, chosen):
     from mixerdsr._growth import active_experts
 
     # gate.warmup / gate.choose are not part of the compiled step (cfg()'s, a cache load). With
     # 4 envs and M = 2 only 2 groups can be tried, and a silhouette threshold of -1 takes them,
     # unless the shared expert's fit counts as good enough (single_fit above any relMSE)
-    msgs = []
-    c = cfg({"gate.choose": "silhouette", "gate.warmup": 1, "gate.silhouette_min": -1.0, "gate.single_fit": single_fit})
+    msgs, batches = [], []
+    real = trainer.make_outer_step
+
+    def recording(c, n_envs):  # the batch of every training step built (0: E / M)
+        batches.append(c.train.batch_envs)
+        return real(c, n_envs)
+
+    monkeypatch.setattr(trainer, "make_outer_step", recording)
+    c = cfg({"gate.choose": "silhouette", "gate.warmup": 1, "gate.silhouette_min": -1.0, "gate.single_fit": single_fit,
+             "gate.warmup_batch": -1})
     res = trainer.train(c, tiny_splits["train"], out_dir=tmp_path, progress=False, log=msgs.append)
+    n_env = tiny_splits["train"].n_envs
+    # the warm-up on all envs; then E / M (2 chosen) or, one chosen, all envs again
+    assert batches == [0, n_env] + ([n_env] if chosen == 1 else [])
     (rec,) = [h for h in res.history if "experts_chosen" in h]
     assert rec["step"] == 1 and rec["experts_chosen"]["experts"] == chosen
     assert set(rec["experts_chosen"]["silhouette"]) == {"2"}

@@ -316,6 +316,8 @@ def settings(cell: Cell, budget: str) -> dict[str, Any]:
         over["gate.choose"] = "silhouette"
         if preset.gate.warmup == 0 and "gate.warmup" not in over:
             over["gate.warmup"] = 100 if budget == "paper" else 50
+        if cell.table == "table4":  # the warm-up's one expert on all envs, as the single meta-learner
+            over["gate.warmup_batch"] = -1
     elif v.startswith("every-"):
         over["gate.every"] = int(v.split("-")[1])
     if cell.table == "table4" and cell.backbone == "cavia" and budget == "cpu":

@@ -216,6 +216,11 @@ def train(
     # a resumed run whose number of experts was chosen already trains with the chosen number
     chosen = cfg.gate.choose != "fixed" and seeding and start > warmup
     step_fn = make_outer_step(settings_for_active(cfg, tr.n_envs, _n_active(state)) if chosen else cfg, tr.n_envs)
+    warm_batch = cfg.gate.warmup_batch
+    if seeding and start < warmup and warm_batch != 0:  # the warm-up's one expert on its own batch size
+        after_warmup = step_fn
+        wb = tr.n_envs if warm_batch == -1 else min(warm_batch, tr.n_envs)
+        step_fn = make_outer_step(cfg.override({"train.batch_envs": wb}), tr.n_envs)
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -304,6 +309,8 @@ def train(
                 if cfg.gate.choose != "fixed":  # how well the shared expert fits every env already
                     fit = val_env_rel_mse(state.model, state.contexts, x_val, data.t, cfg)
                 state, seeded, seed_choice = seed_routes_after_warmup(state, cfg, fit)
+                if warm_batch != 0 and start < warmup:
+                    step_fn = after_warmup
                 if cfg.gate.seed_from == "init":
                     state = restart_experts(state, cfg, tr.n_dims)
                 # the model is chosen among the M-expert models, not the warm-up's shared expert
