@@ -120,10 +120,14 @@ def _optimisers(tr: TrainSettings) -> tuple[optax.GradientTransformation, optax.
     return optax.adabelief(_weights_schedule(tr)), optax.adabelief(tr.lr_contexts)
 
 
+def _init_keys(cfg: Config) -> PRNGKeyArray:
+    """``[2]`` keys: the model's initialisation and the training state's RNG."""
+    return jax.random.split(jax.random.PRNGKey(cfg.train.seed))
+
+
 def init_state(cfg: Config, n_envs: int, state_size: int) -> TrainState:
     """A fresh training state (model, zero contexts, optimiser states, RNG) for ``cfg``."""
-    key = jax.random.PRNGKey(cfg.train.seed)
-    kmodel, key = jax.random.split(key)
+    kmodel, key = _init_keys(cfg)
     model = build_model(cfg, state_size, kmodel)
     if (cfg.gate.warmup > 0 or cfg.gate.grow) and cfg.gate.mode == "lstsq" and cfg.model.num_experts > 1:
         # warm-up: every env on expert 0 until the routes are seeded (seed_routes_after_warmup);
@@ -554,7 +558,7 @@ def restart_experts(state: TrainState, cfg: Config, state_size: int) -> TrainSta
     """Every expert (and its context shift) back to its initial weights, the moments of the
     weights' optimiser to zero (its step count, and so the learning-rate schedule, kept); routes,
     gate and contexts unchanged (``gate.seed_from = "init"``)."""
-    init = build_model(cfg, state_size, jax.random.split(jax.random.PRNGKey(cfg.train.seed))[0])
+    init = build_model(cfg, state_size, _init_keys(cfg)[0])
     model = eqx.tree_at(lambda m: (m.experts, m.shifts), state.model, (init.experts, init.shifts))
     n_flat = _trained_vector(model).shape[0]
     opt = jax.tree.map(
