@@ -120,9 +120,10 @@ def _optimisers(tr: TrainSettings) -> tuple[optax.GradientTransformation, optax.
     return optax.adabelief(_weights_schedule(tr)), optax.adabelief(tr.lr_contexts)
 
 
-def _init_keys(cfg: Config) -> PRNGKeyArray:
-    """``[2]`` keys: the model's initialisation and the training state's RNG."""
-    return jax.random.split(jax.random.PRNGKey(cfg.train.seed))
+def _init_keys(cfg: Config) -> tuple[PRNGKeyArray, PRNGKeyArray]:
+    """The keys of the model's initialisation and of the training state's RNG."""
+    kmodel, key = jax.random.split(jax.random.PRNGKey(cfg.train.seed))
+    return kmodel, key
 
 
 def init_state(cfg: Config, n_envs: int, state_size: int) -> TrainState:
