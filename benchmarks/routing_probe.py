@@ -3,6 +3,8 @@
     python benchmarks/routing_probe.py seed-purity   # clustering of a shared expert's contexts vs warm-up length
     python benchmarks/routing_probe.py pairing       # expert changes caused by the greedy pairing after seeding
     python benchmarks/routing_probe.py m1-contexts   # K-means on a trained MixER-1's contexts vs the families
+    python benchmarks/routing_probe.py seed-methods --data odebench-10b --seed 1 --set train.env_weight_power=0.5
+        # clustering methods on the warm-up's contexts (Table 3's cpu cell), against the families
 
 Both train MixER-10 (GEPS) on ODEBench-10A with every env on one expert (``gate.warmup``), one
 gate update per inner loop, seed 0.
@@ -94,10 +96,86 @@ def m1_contexts(steps: int = 100, context_size: int = 4) -> None:
     )
 
 
+def _clusterings(z: np.ndarray, k: int, key) -> dict[str, np.ndarray]:
+    """Cluster labels of the standardised points ``z [E, d]`` into ``k`` groups, by method."""
+    from sklearn.cluster import AgglomerativeClustering, KMeans, SpectralClustering
+    from sklearn.mixture import GaussianMixture
+
+    from mixerdsr import gating
+
+    out = {
+        "L1 k-means, 10 restarts (seed_routes)": np.asarray(gating.seed_routes(key, jnp.asarray(z), k, 10)[0]),
+        "L1 k-means, 200 restarts": np.asarray(gating.seed_routes(key, jnp.asarray(z), k, 200)[0]),
+        "L2 k-means, 50 restarts": KMeans(k, n_init=50, random_state=0).fit_predict(z),
+        "Gaussian mixture (full), 10 restarts": GaussianMixture(k, n_init=10, random_state=0).fit(z).predict(z),
+    }
+    for link in ("ward", "average", "complete", "single"):
+        out[f"agglomerative {link}"] = AgglomerativeClustering(k, linkage=link).fit_predict(z)
+    for nn in (8, 15):
+        sc = SpectralClustering(k, affinity="nearest_neighbors", n_neighbors=nn, random_state=0)
+        out[f"spectral, {nn} neighbours"] = sc.fit_predict(z)
+    for nn in (0, 8, 15):
+        a = gating.seed_routes(key, jnp.asarray(z), k, 10, method="spectral", neighbours=nn)[0]
+        out[f"spectral (seed_routes), {nn or 'auto'} neighbours"] = np.asarray(a)
+    return out
+
+
+def seed_methods(data: str, seed: int, sets: list[str], table: str = "table3") -> None:
+    """Train a table's ``cpu`` cell (MixER-M, GEPS) to the end of its warm-up, then cluster the
+    shared expert's contexts by several methods and score each against the families. The
+    contexts are saved to ``runs/probes/seed-contexts/`` (re-scored without training when
+    present)."""
+    from pathlib import Path
+
+    from mixerdsr import _reproduce as R
+    from mixerdsr import metrics as M
+    from mixerdsr._config import load_config
+    from mixerdsr.cli import _parse_sets as parse_sets
+    from mixerdsr._trainer import env_weights, split_validation
+    from mixerdsr.data import resolve_dataset
+    from mixerdsr.training import TrainData, init_state, make_outer_step
+
+    over = R.settings(R.Cell(table, data, "geps", "mixer-M", seed), "cpu") | parse_sets(sets)
+    cfg = load_config(R.preset_of(data), None, over)
+    warm = cfg.gate.warmup
+    tag = "-".join(s.replace("=", "") for s in sets) or "default"
+    path = Path("runs/probes/seed-contexts") / f"{data}-s{seed}-{tag}.npz"
+    splits, _ = resolve_dataset(cfg.data.source, None, progress=False)
+    tr = splits["train"].stride_time(cfg.data.time_stride)
+    if path.exists():
+        own = np.load(path)["own"]
+    else:
+        x, _ = split_validation(tr.x.astype(np.float32), cfg.data.val_trajectories)
+        td = TrainData(jnp.asarray(x), jnp.asarray(tr.t, jnp.float32), jnp.asarray(warm, jnp.int32), env_weights(cfg, x))
+        st, step = init_state(cfg, tr.n_envs, tr.n_dims), make_outer_step(cfg, tr.n_envs)
+        for _ in range(warm):
+            st, _ = step(st, td)
+        own = np.asarray(st.contexts).reshape(tr.n_envs, cfg.model.num_experts, -1)[:, 0]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(path, own=own, family=tr.family)
+    z = (own - own.mean(0)) / np.maximum(own.std(0), 1e-12)
+    k = cfg.model.num_experts
+    print(f"{data} seed {seed} {tag}: {warm} warm-up steps, contexts {own.shape}, {k} groups")
+    for name, a in _clusterings(z, k, jax.random.fold_in(jax.random.PRNGKey(seed), warm)).items():
+        sizes = np.sort(np.bincount(a, minlength=k))[::-1]
+        print(
+            f"  {name:40s} purity {M.purity(a, tr.family):.3f} ARI {M.adjusted_rand_index(a, tr.family):.3f} "
+            f"sizes {sizes.tolist()}",
+            flush=True,
+        )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("probe", choices=["seed-purity", "pairing", "m1-contexts"])
+    ap.add_argument("probe", choices=["seed-purity", "pairing", "m1-contexts", "seed-methods"])
+    ap.add_argument("--data", default="odebench-10b")
+    ap.add_argument("--table", default="table3")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
     a = ap.parse_args()
+    if a.probe == "seed-methods":
+        seed_methods(a.data, a.seed, a.sets, a.table)
+        return
     {"seed-purity": seed_purity, "pairing": pairing, "m1-contexts": m1_contexts}[a.probe]()
 
 

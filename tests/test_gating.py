@@ -265,3 +265,20 @@ def test_gate_update_leaves_switched_off_experts_out(pairing):
     res = kmeans(x, jnp.asarray(x[:4]), active=jnp.asarray(on))
     assert set(np.asarray(res.assign).tolist()) <= {0, 2} and int(res.status) in (OK, RESEEDED)
     np.testing.assert_array_equal(res.centroids[1], x[1])
+
+
+def test_spectral_seeding_keeps_curved_groups_together():
+    # two long parallel lines (two families, each varied along one parameter) and a short group
+    # far away: K-means cuts the lines across, the nearest-neighbour graph follows them
+    t = np.linspace(0.0, 1.0, 12)
+    x = jnp.asarray(np.r_[np.c_[10 * t, 0 * t], np.c_[10 * t, 0 * t + 3.0], np.c_[5 + 0.5 * t, 8 + 0 * t]], jnp.float32)
+    labels = np.repeat([0, 1, 2], 12)
+    key = jax.random.PRNGKey(0)
+    by_kmeans, _ = gating.seed_routes(key, x, 3, restarts=5)
+    by_graph, _ = gating.seed_routes(key, x, 3, restarts=5, method="spectral", neighbours=3)
+    assert not _same_partition(by_kmeans, labels)
+    assert _same_partition(by_graph, labels)
+    assert gating.auto_neighbours(160, 10) == 15 and gating.auto_neighbours(50, 10) == 5
+    assert gating.auto_neighbours(4, 2) == 3
+    with pytest.raises(ValueError, match="clustering method"):
+        gating.seed_routes(key, x, 3, method="dbscan")

@@ -332,6 +332,11 @@ def test_seeding_after_warmup_moves_contexts_without_losing_the_fit():
                 np.testing.assert_allclose(part[assign[e]], np.asarray(old[e, :2]))
                 if assign[e] != 0:  # moved: its old part is cleared
                     np.testing.assert_array_equal(part[0], 0.0)
+    # the same groups when seeded along the contexts' nearest-neighbour graph
+    spectral = cfg({"gate.warmup": 2, "model.num_experts": 2, "gate.seed_method": "spectral", "gate.seed_neighbours": 2})
+    _, by_graph, _ = seed_routes_after_warmup(st, spectral)
+    by_graph = np.asarray(by_graph)
+    assert len(set(by_graph[:3])) == 1 and len(set(by_graph[3:])) == 1 and by_graph[0] != by_graph[3]
 
 
 def test_cli_run_on_a_dataset_file(tiny_splits, tmp_path, capsys, monkeypatch):

@@ -126,6 +126,17 @@ class GateSettings:
             that of the branch without it.
         seed_restarts: K-means restarts (k-means++ starts, the lowest L1 inertia kept) when the
             routes are seeded after ``warmup``.
+        seed_method: how the warm-up's contexts are grouped when the routes are seeded:
+            ``"kmeans"`` (L1 K-means, the best of ``seed_restarts``) or ``"spectral"`` (the same
+            K-means on a spectral embedding of the contexts' nearest-neighbour graph,
+            :func:`spectral_embedding`). One family's environments vary along one or two
+            physical parameters, so its contexts lie along a curve: K-means cuts a long curve
+            in two and merges two short ones, the graph follows it (ODEBench-10B, seeds 0-2:
+            seeded purity 0.98-1.0 instead of 0.89-0.98; ``docs/routing.md``). With ``choose
+            = "silhouette"`` the number of groups is still chosen by K-means; the chosen
+            number of groups is then formed by this method.
+        seed_neighbours: ``seed_method = "spectral"``: neighbours per environment in the graph
+            (0: the mean group size, 3 to 15, :func:`auto_neighbours`).
         seed_from: the experts' weights when the routes are seeded after ``warmup``:
             ``"shared"`` (copies of the warm-up's shared expert) or ``"init"`` (every expert back
             to its initial weights and its optimiser moments to zero; the routes and contexts
@@ -167,6 +178,8 @@ class GateSettings:
     grow_every: int = 20
     grow_tol: float = 0.05
     seed_restarts: int = 10
+    seed_method: str = "kmeans"
+    seed_neighbours: int = 0
     seed_from: str = "shared"
     choose: str = "fixed"
     silhouette_min: float = 0.5
@@ -184,6 +197,7 @@ class GateSettings:
                 "pairing": ("greedy", "overlap"),
                 "choose": ("fixed", "silhouette"),
                 "seed_from": ("shared", "init"),
+                "seed_method": ("kmeans", "spectral"),
             },
             ranges={
                 "every": AT_LEAST_1,
@@ -196,6 +210,7 @@ class GateSettings:
                 "warmup": AT_LEAST_0,
                 "warmup_batch": Range(-1),
                 "seed_restarts": AT_LEAST_1,
+                "seed_neighbours": AT_LEAST_0,
                 "grow_every": AT_LEAST_1,
                 "grow_tol": Range(0, 1),
                 "silhouette_min": Range(-1, 1),
@@ -509,20 +524,40 @@ def active_from_gate(gate: Float[Array, "d1 M"]) -> Bool[Array, " M"]:
     return gate[-1] > INACTIVE_BIAS / 2
 
 
-@functools.partial(jax.jit, static_argnames=("n_clusters", "restarts", "max_iters"))
+@functools.partial(jax.jit, static_argnames=("n_clusters", "restarts", "max_iters", "method", "neighbours"))
 def seed_routes(
-    key: PRNGKeyArray, x: Float[Array, "E d"], n_clusters: int, restarts: int = 10, max_iters: int = 100
+    key: PRNGKeyArray,
+    x: Float[Array, "E d"],
+    n_clusters: int,
+    restarts: int = 10,
+    max_iters: int = 100,
+    method: str = "kmeans",
+    neighbours: int = 0,
 ) -> tuple[Int[Array, " E"], Float[Array, ""]]:
-    """Clusters of the contexts ``x`` by the best of ``restarts`` L1 K-means runs.
+    """Clusters of the contexts ``x`` (every dimension standardised first, so context entries
+    of different sizes weigh alike).
 
-    Every dimension is standardised first (context entries of different sizes weigh alike);
-    each run starts from k-means++ centroids and the run with the lowest L1 inertia wins.
+    Args:
+        key: PRNG key of the K-means starts.
+        x: contexts ``[E, d]``.
+        n_clusters: number of clusters.
+        restarts: K-means runs from k-means++ centroids; the one with the lowest L1 inertia wins.
+        max_iters: Lloyd iterations per run.
+        method: ``"kmeans"`` (L1 K-means on the standardised contexts) or ``"spectral"``
+            (the same K-means on the :func:`spectral_embedding` of a nearest-neighbour graph:
+            groups that are curves or sheets in context space, as one family's environments
+            are, stay together where K-means would cut them and merge two compact ones).
+        neighbours: ``"spectral"`` only: neighbours per point in the graph (0: :func:`auto_neighbours`).
 
     Returns:
         ``(assign [E], inertia)``: the cluster of every point and the winning run's inertia
-        (in standardised units).
+        (in the units K-means ran in).
     """
     z = (x - x.mean(0)) / jnp.maximum(x.std(0), 1e-12)
+    if method == "spectral":
+        z = spectral_embedding(z, n_clusters, neighbours or auto_neighbours(x.shape[0], n_clusters))
+    elif method != "kmeans":
+        raise ValueError(f"unknown clustering method {method!r}; choose 'kmeans' or 'spectral'")
 
     def one(k):
         res = kmeans(z, init_centroids(k, z, n_clusters, "kmeans++"), max_iters=max_iters, tol=1e-6)
@@ -531,6 +566,36 @@ def seed_routes(
     assign, inertia = jax.vmap(one)(jax.random.split(key, restarts))
     best = jnp.argmin(inertia)
     return assign[best], inertia[best]
+
+
+def auto_neighbours(n_points: int, n_clusters: int) -> int:
+    """Neighbours per point of the spectral graph when none are set: the mean cluster size
+    ``n_points / n_clusters``, kept within 3 to 15 and below ``n_points``."""
+    return int(max(1, min(n_points - 1, max(3, min(15, n_points // max(n_clusters, 1))))))
+
+
+def spectral_embedding(z: Float[Array, "E d"], n_clusters: int, neighbours: int) -> Float[Array, "E k"]:
+    """Spectral embedding of the points ``z`` (Ng, Jordan and Weiss, 2001).
+
+    The graph joins every point to its ``neighbours`` nearest others (Euclidean), symmetrised
+    (``W = (A + A^T) / 2``); the rows of the eigenvectors of the ``n_clusters`` smallest
+    eigenvalues of the normalised Laplacian ``I - D^-1/2 W D^-1/2``, scaled to unit length, are
+    the embedded points. Points of one connected, curved group land close together.
+
+    Returns:
+        ``[E, n_clusters]``.
+    """
+    n = z.shape[0]
+    k = int(min(max(neighbours, 1), n - 1))
+    d2 = jnp.sum((z[:, None, :] - z[None, :, :]) ** 2, -1) + jnp.diag(jnp.full((n,), jnp.inf, z.dtype))
+    _, idx = jax.lax.top_k(-d2, k)
+    a = jnp.zeros((n, n), z.dtype).at[jnp.arange(n)[:, None], idx].set(1.0)
+    w = 0.5 * (a + a.T)
+    dm = 1.0 / jnp.sqrt(jnp.maximum(w.sum(1), 1e-12))
+    lap = jnp.eye(n, dtype=z.dtype) - dm[:, None] * w * dm[None, :]
+    _, vecs = jnp.linalg.eigh(lap)
+    u = vecs[:, : min(n_clusters, n)]
+    return u / jnp.maximum(jnp.linalg.norm(u, axis=1, keepdims=True), 1e-12)
 
 
 def silhouette(x: np.ndarray, assign: np.ndarray) -> float:

@@ -581,7 +581,7 @@ def seed_routes_after_warmup(
     """End of the warm-up (``gate.warmup``): seed the routes from the shared expert's contexts.
 
     Every env was routed to expert 0; its contexts (the part expert 0 sees) are clustered into
-    ``M`` groups (:func:`mixerdsr.gating.seed_routes`); every expert becomes a copy of expert 0
+    ``M`` groups (:func:`mixerdsr.gating.seed_routes`, by ``gate.seed_method``); every expert becomes a copy of expert 0
     and every env's context part moves to its group's expert (:func:`reroute`). With
     ``gate.choose = "silhouette"`` the number of groups ``K <= M`` is chosen from the contexts
     (:func:`mixerdsr.gating.choose_count`) and experts ``K .. M-1`` are switched off; ``K = 1``
@@ -597,9 +597,13 @@ def seed_routes_after_warmup(
     zero = np.zeros(n_env, np.int32)
     key = jax.random.fold_in(jax.random.PRNGKey(cfg.train.seed), cfg.gate.warmup)
     own = own_contexts(state.model, state.contexts, jnp.asarray(zero))
-    if cfg.gate.choose == "silhouette":
-        g = cfg.gate
+    g = cfg.gate
+    if g.choose == "silhouette":
         k, assign, scores = gating.choose_count(key, own, n_exp, g.silhouette_min, g.seed_restarts, g.silhouette_slack)
+        if k > 1 and g.seed_method != "kmeans":  # the chosen number of groups, formed by the seeding method
+            a, _ = gating.seed_routes(key, own, k, g.seed_restarts, method=g.seed_method, neighbours=g.seed_neighbours)
+            labels = np.unique(np.asarray(a), return_inverse=True)[1]  # 0 .. k-1, none empty
+            k, assign = int(labels.max()) + 1, jnp.asarray(labels, jnp.int32)
         fits = None
         if env_fit is not None:  # how well the shared expert fits each group (geometric mean)
             fit, a = np.asarray(env_fit, float), np.asarray(assign)
@@ -613,7 +617,9 @@ def seed_routes_after_warmup(
         }
         active = np.arange(n_exp) < k
     else:
-        assign, _ = gating.seed_routes(key, own, n_exp, cfg.gate.seed_restarts)
+        assign, _ = gating.seed_routes(
+            key, own, n_exp, g.seed_restarts, method=g.seed_method, neighbours=g.seed_neighbours
+        )
         choice, active = None, None
     return reroute(state, cfg, np.zeros(n_exp, np.int32), zero, assign, active), assign, choice
 
