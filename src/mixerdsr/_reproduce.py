@@ -605,15 +605,15 @@ def report(table: str, budget: str = "cpu", results: str | Path = "docs/results"
         by.setdefault((r["data"], r["backbone"], r["variant"]), []).append(r)
     lines = [f"## {t.title}", ""]
     any_rec = recs[0]
-    s = any_rec["settings"]
     keys = ("train.outer_steps", "gate.every", "gate.warmup", "adapt.steps", "data.time_stride")
-    cfg = any_rec.get("config") or {}
     shown = []
     for k in keys:
         sec, name = k.split(".")
-        val = s.get(k, (cfg.get(sec) or {}).get(name))
-        if val is not None:
-            shown.append(f"{k} = {val}")
+        vals = {repr(r["settings"].get(k, ((r.get("config") or {}).get(sec) or {}).get(name))) for r in recs}
+        if len(vals) > 1:  # differs between cells (e.g. gate.every in the gate schedule table)
+            shown.append(f"{k} per cell")
+        elif vals != {"None"}:
+            shown.append(f"{k} = {vals.pop()}")
     secs = [r["seconds"] for r in recs]
     lines += [
         f"Budget `{budget}` ({', '.join(shown)}; the rest as the dataset's preset). {len(recs)} cells, "
