@@ -120,8 +120,8 @@ def _clusterings(z: np.ndarray, k: int, key) -> dict[str, np.ndarray]:
     return out
 
 
-def seed_methods(data: str, seed: int, sets: list[str], table: str = "table3") -> None:
-    """Train a table's ``cpu`` cell (MixER-M, GEPS) to the end of its warm-up, then cluster the
+def seed_methods(data: str, seed: int, sets: list[str], table: str = "table3", backbone: str = "geps") -> None:
+    """Train a table's ``cpu`` cell (MixER-M, ``backbone``) to the end of its warm-up, then cluster the
     shared expert's contexts by several methods and score each against the families. The
     contexts are saved to ``runs/probes/seed-contexts/`` (re-scored without training when
     present)."""
@@ -135,11 +135,11 @@ def seed_methods(data: str, seed: int, sets: list[str], table: str = "table3") -
     from mixerdsr.data import resolve_dataset
     from mixerdsr.training import TrainData, init_state, make_outer_step
 
-    over = R.settings(R.Cell(table, data, "geps", "mixer-M", seed), "cpu") | parse_sets(sets)
+    over = R.settings(R.Cell(table, data, backbone, "mixer-M", seed), "cpu") | parse_sets(sets)
     cfg = load_config(R.preset_of(data), None, over)
     warm = cfg.gate.warmup
     tag = "-".join(s.replace("=", "") for s in sets) or "default"
-    path = Path("runs/probes/seed-contexts") / f"{data}-s{seed}-{tag}.npz"
+    path = Path("runs/probes/seed-contexts") / f"{data}{'' if backbone == 'geps' else '-' + backbone}-s{seed}-{tag}.npz"
     splits, _ = resolve_dataset(cfg.data.source, None, progress=False)
     tr = splits["train"].stride_time(cfg.data.time_stride)
     if path.exists():
@@ -155,7 +155,7 @@ def seed_methods(data: str, seed: int, sets: list[str], table: str = "table3") -
         np.savez(path, own=own, family=tr.family)
     z = (own - own.mean(0)) / np.maximum(own.std(0), 1e-12)
     k = cfg.model.num_experts
-    print(f"{data} seed {seed} {tag}: {warm} warm-up steps, contexts {own.shape}, {k} groups")
+    print(f"{data} {backbone} seed {seed} {tag}: {warm} warm-up steps, contexts {own.shape}, {k} groups")
     for name, a in _clusterings(z, k, jax.random.fold_in(jax.random.PRNGKey(seed), warm)).items():
         sizes = np.sort(np.bincount(a, minlength=k))[::-1]
         print(
@@ -171,10 +171,11 @@ def main() -> None:
     ap.add_argument("--data", default="odebench-10b")
     ap.add_argument("--table", default="table3")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--backbone", default="geps")
     ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
     a = ap.parse_args()
     if a.probe == "seed-methods":
-        seed_methods(a.data, a.seed, a.sets, a.table)
+        seed_methods(a.data, a.seed, a.sets, a.table, a.backbone)
         return
     {"seed-purity": seed_purity, "pairing": pairing, "m1-contexts": m1_contexts}[a.probe]()
 
