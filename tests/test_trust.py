@@ -72,6 +72,21 @@ def test_refused_resume_leaves_the_run_untouched(tiny_splits, tmp_path, capsys, 
     assert {p.name: p.read_bytes() for p in run_dir.iterdir() if p.name != ".lock"} == before
 
 
+def test_resume_of_a_checkpoint_written_before_a_setting_existed(tmp_path):
+    """A setting added later counts as its default for an older checkpoint: resumable with the
+    default, refused with another value."""
+    from mixerdsr._trainer import check_resume
+    from mixerdsr.checkpoint import save_checkpoint
+
+    cfg = tiny_cfg()
+    old = cfg.to_dict()
+    del old["gate"]["seed_method"]  # as written before gate.seed_method existed
+    ckpt = save_checkpoint(tmp_path / "checkpoint.npz", {"w": np.zeros(2)}, old)
+    check_resume(ckpt, cfg)
+    with pytest.raises(ValueError, match="gate.seed_method"):
+        check_resume(ckpt, tiny_cfg({"gate.seed_method": "spectral"}))
+
+
 def test_two_runs_on_one_directory_are_refused(tmp_path, capsys):
     """Item 3: a second process cannot write into a directory a running job holds."""
     out = tmp_path / "busy"

@@ -87,7 +87,9 @@ def check_resume(ckpt: Path, cfg: Config) -> None:
             f"{ckpt}: cannot resume, the checkpoint's configuration has no [train] section "
             "(written by an older mixerdsr version); start a new run in another directory"
         )
-    stored = flatten_settings(raw)
+    # a setting added after the checkpoint was written counts as its default (the behaviour the
+    # checkpoint was trained with), so a newer version resumes an older run
+    stored = Config().flat() | flatten_settings(raw)
     given = cfg.flat()
     keys = [k for k in {**stored, **given} if not k.startswith(_RESUMABLE) and k != "train.outer_steps"]
     mismatch = {k: (stored.get(k), given.get(k)) for k in keys if stored.get(k) != given.get(k)}
