@@ -131,8 +131,8 @@ class GateSettings:
             K-means on a spectral embedding of the contexts' nearest-neighbour graph,
             :func:`spectral_embedding`). One family's environments vary along one or two
             physical parameters, so its contexts lie along a curve: K-means cuts a long curve
-            in two and merges two short ones, the graph follows it (ODEBench-10B, seeds 0-2:
-            seeded purity 0.98-1.0 instead of 0.89-0.98; ``docs/routing.md``). With ``choose
+            in two and merges two short ones, the graph follows it (measured on ODEBench-10B
+            in ``docs/routing.md``). With ``choose
             = "silhouette"`` the number of groups is still chosen by K-means; the chosen
             number of groups is then formed by this method.
         seed_neighbours: ``seed_method = "spectral"``: neighbours per environment in the graph
