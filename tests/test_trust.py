@@ -85,6 +85,13 @@ def test_resume_of_a_checkpoint_written_before_a_setting_existed(tmp_path):
     check_resume(ckpt, cfg)
     with pytest.raises(ValueError, match="gate.seed_method"):
         check_resume(ckpt, tiny_cfg({"gate.seed_method": "spectral"}))
+    # another backbone than the default's: the defaults of the default backbone do not count
+    from mixerdsr._config import load_config
+
+    ncf = load_config("lv", None, {"model.backbone": "ncf"})
+    old = ncf.to_dict()
+    del old["gate"]["seed_method"]
+    check_resume(save_checkpoint(tmp_path / "ncf.npz", {"w": np.zeros(2)}, old), ncf)
 
 
 def test_two_runs_on_one_directory_are_refused(tmp_path, capsys):

@@ -89,8 +89,9 @@ def check_resume(ckpt: Path, cfg: Config) -> None:
         )
     # a setting added after the checkpoint was written counts as its default (the behaviour the
     # checkpoint was trained with), so a newer version resumes an older run
-    stored = Config().flat() | flatten_settings(raw)
     given = cfg.flat()
+    defaults = {k: v for k, v in Config().flat().items() if k in given}  # not another backbone's
+    stored = defaults | flatten_settings(raw)
     keys = [k for k in {**stored, **given} if not k.startswith(_RESUMABLE) and k != "train.outer_steps"]
     mismatch = {k: (stored.get(k), given.get(k)) for k in keys if stored.get(k) != given.get(k)}
     if mismatch:
