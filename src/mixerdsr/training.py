@@ -601,8 +601,10 @@ def seed_routes_after_warmup(
     if g.choose == "silhouette":
         k, assign, scores = gating.choose_count(key, own, n_exp, g.silhouette_min, g.seed_restarts, g.silhouette_slack)
         if k > 1 and g.seed_method != "kmeans":  # the chosen number of groups, formed by the seeding method
-            a, _ = gating.seed_routes(key, own, k, g.seed_restarts, method=g.seed_method, neighbours=g.seed_neighbours)
-            labels = np.unique(np.asarray(a), return_inverse=True)[1]  # 0 .. k-1, none empty
+            grouped, _ = gating.seed_routes(
+                key, own, k, g.seed_restarts, method=g.seed_method, neighbours=g.seed_neighbours
+            )
+            labels = np.unique(np.asarray(grouped), return_inverse=True)[1]  # 0 .. k-1, none empty
             k, assign = int(labels.max()) + 1, jnp.asarray(labels, jnp.int32)
         fits = None
         if env_fit is not None:  # how well the shared expert fits each group (geometric mean)
