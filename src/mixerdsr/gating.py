@@ -24,7 +24,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
+from jaxtyping import Array, ArrayLike, Bool, Float, Int, PRNGKeyArray
 
 from ._rand import normal
 from ._settings import AT_LEAST_0, AT_LEAST_1, Range, validate
@@ -132,9 +132,8 @@ class GateSettings:
             :func:`spectral_embedding`). One family's environments vary along one or two
             physical parameters, so its contexts lie along a curve: K-means cuts a long curve
             in two and merges two short ones, the graph follows it (measured on ODEBench-10B
-            in ``docs/routing.md``). With ``choose
-            = "silhouette"`` the number of groups is still chosen by K-means; the chosen
-            number of groups is then formed by this method.
+            in ``docs/routing.md``). With ``choose = "silhouette"`` the number of groups is
+            still chosen by K-means; the chosen number of groups is then formed by this method.
         seed_neighbours: ``seed_method = "spectral"``: neighbours per environment in the graph
             (0: the mean group size, 3 to 15, :func:`auto_neighbours`).
         seed_from: the experts' weights when the routes are seeded after ``warmup``:
@@ -570,8 +569,9 @@ def seed_routes(
 
 def auto_neighbours(n_points: int, n_clusters: int) -> int:
     """Neighbours per point of the spectral graph when none are set: the mean cluster size
-    ``n_points / n_clusters``, kept within 3 to 15 and below ``n_points``."""
-    return int(max(1, min(n_points - 1, max(3, min(15, n_points // max(n_clusters, 1))))))
+    ``n_points / n_clusters``, kept within 3 to 15 (:func:`spectral_embedding` keeps it below
+    ``n_points``)."""
+    return max(3, min(15, n_points // max(n_clusters, 1)))
 
 
 def spectral_embedding(z: Float[Array, "E d"], n_clusters: int, neighbours: int) -> Float[Array, "E k"]:
@@ -596,6 +596,12 @@ def spectral_embedding(z: Float[Array, "E d"], n_clusters: int, neighbours: int)
     _, vecs = jnp.linalg.eigh(lap)
     u = vecs[:, : min(n_clusters, n)]
     return u / jnp.maximum(jnp.linalg.norm(u, axis=1, keepdims=True), 1e-12)
+
+
+def compact_labels(assign: ArrayLike) -> tuple[int, Int[Array, " E"]]:
+    """Cluster labels renumbered ``0 .. k-1`` in order, none left empty: ``(k, labels [E])``."""
+    labels = np.unique(np.asarray(assign), return_inverse=True)[1]
+    return int(labels.max()) + 1, jnp.asarray(labels, jnp.int32)
 
 
 def silhouette(x: np.ndarray, assign: np.ndarray) -> float:
@@ -654,5 +660,4 @@ def choose_count(
     if not scores or scores[best] < threshold:
         return 1, jnp.zeros((n,), jnp.int32), scores
     best = max(k for k, v in scores.items() if v >= max(scores[best] - slack, threshold))
-    labels = np.unique(np.asarray(found[best]), return_inverse=True)[1]  # 0 .. k-1 (none left empty)
-    return int(labels.max()) + 1, jnp.asarray(labels, jnp.int32), scores
+    return (*compact_labels(found[best]), scores)

@@ -581,8 +581,9 @@ def seed_routes_after_warmup(
     """End of the warm-up (``gate.warmup``): seed the routes from the shared expert's contexts.
 
     Every env was routed to expert 0; its contexts (the part expert 0 sees) are clustered into
-    ``M`` groups (:func:`mixerdsr.gating.seed_routes`, by ``gate.seed_method``); every expert becomes a copy of expert 0
-    and every env's context part moves to its group's expert (:func:`reroute`). With
+    ``M`` groups (:func:`mixerdsr.gating.seed_routes`, by ``gate.seed_method``); every expert
+    becomes a copy of expert 0 and every env's context part moves to its group's expert
+    (:func:`reroute`). With
     ``gate.choose = "silhouette"`` the number of groups ``K <= M`` is chosen from the contexts
     (:func:`mixerdsr.gating.choose_count`) and experts ``K .. M-1`` are switched off; ``K = 1``
     when the shared expert already fits every one of those groups: the geometric mean of
@@ -604,8 +605,7 @@ def seed_routes_after_warmup(
             grouped, _ = gating.seed_routes(
                 key, own, k, g.seed_restarts, method=g.seed_method, neighbours=g.seed_neighbours
             )
-            labels = np.unique(np.asarray(grouped), return_inverse=True)[1]  # 0 .. k-1, none empty
-            k, assign = int(labels.max()) + 1, jnp.asarray(labels, jnp.int32)
+            k, assign = gating.compact_labels(grouped)
         fits = None
         if env_fit is not None:  # how well the shared expert fits each group (geometric mean)
             fit, a = np.asarray(env_fit, float), np.asarray(assign)
