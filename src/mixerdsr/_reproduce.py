@@ -620,7 +620,7 @@ def report(table: str, budget: str = "cpu", results: str | Path = "docs/results"
         f"{np.median(secs) / 60:.1f} min per cell (median), machine: {any_rec['machine']}, "
         f"{min(r['date'] for r in recs)} to {max(r['date'] for r in recs)}, "
         f"commits {', '.join(sorted({r['commit'] for r in recs}))}. Each entry: ours mean ± std over seeds "
-        "(seeds in brackets) / the paper's.",
+        "(population std; seeds in brackets) / the paper's.",
         "",
     ]
     backbones = [b for b in (*t.backbones, "cavia") if any(k[1] == b for k in by)]
