@@ -99,6 +99,22 @@ def test_smoke_budget_runs_skips_and_reports_table4(tmp_path, capsys):
     smoke_check("table4", tmp_path, capsys)  # CAVIA end to end
 
 
+def test_cells_of_one_command_run_each_in_a_fresh_process(tmp_path):
+    """Several cells in one command, each in its own process (compiled code does not pile up in
+    one process until the system refuses memory mappings, as it did after 39 cells of Table 4)."""
+    import os
+
+    assert R._in_fresh_process(os.getpid) != os.getpid()
+    args = ["reproduce", "table4", "--budget", "smoke", "--seeds", "0", "--cells", "sm-coda-*"]
+    args += ["--results", str(tmp_path / "results"), "--runs", str(tmp_path / "runs"), "--quiet"]
+    assert main(args) == 0
+    names = sorted(p.stem for p in (tmp_path / "results" / "table4-smoke").glob("*.json"))
+    assert names == ["sm-coda-mixer-M-s0", "sm-coda-mixer-auto-s0", "sm-coda-single-s0"]
+    # a pattern that matches no cell is refused before any process starts
+    with pytest.raises(ValueError, match="no cell of table4"):
+        R.run_table("table4", "smoke", seeds=[0], patterns=["nothing-*"], results=tmp_path, runs=tmp_path)
+
+
 # 10-20 s each on 2 CPU cores (the smoke budget solves by fixed-step RK4, which compiles in a
 # fraction of an adaptive solve's time). Tables 2 and 3: test_reproduce_tables.py.
 @pytest.mark.parametrize("table", ["fig2", "gate"])

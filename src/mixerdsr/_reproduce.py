@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["TABLES", "BUDGETS", "Cell", "cells", "run_table", "report"]
+__all__ = ["TABLES", "BUDGETS", "Cell", "cells", "run_cell", "run_table", "report"]
 
 BUDGETS = ("smoke", "cpu", "paper")
 
@@ -483,6 +483,7 @@ def run_table(
     force: bool = False,
     progress: bool = True,
     log: Callable[[str], None] = print,
+    isolate: bool = True,
 ) -> list[Path]:
     """Run the cells of ``table`` that have no JSON yet; return the JSON paths written.
 
@@ -500,10 +501,10 @@ def run_table(
         force: run cells whose JSON exists again.
         progress: a bar over the cells with the current cell's name and an ETA.
         log: message sink.
+        isolate: run every cell in a fresh Python process, so that the code JAX compiles for
+            one cell is freed before the next (in one process it accumulates until the
+            system's limit on memory mappings stops a long table).
     """
-    from ._config import load_config
-    from ._run import run
-
     todo = cells(table, seeds, patterns)
     if not todo:
         raise ValueError(f"no cell of {table} matches {list(patterns)} (cells look like {cells(table, seeds)[0].name})")
@@ -523,24 +524,14 @@ def run_table(
         for cell in todo:
             if bar is not None:
                 bar.set_postfix_str(cell.name, refresh=True)
-            over = settings(cell, budget)
-            cfg = load_config(preset_of(cell.data), None, over)
-            rd = run_root / cell.name
             # a finished cell run again (--force) starts afresh; an interrupted one resumes
             redo = force and (out_dir / f"{cell.name}.json").exists()
-            resume = (rd / "checkpoint.npz").exists() and not redo
-            if not resume:
-                shutil.rmtree(rd, ignore_errors=True)
-            t0 = time.perf_counter()
-            try:
-                res = run(cfg, rd, resume=resume, progress=False, log=lambda s: None, plots=budget != "smoke")
-            except ValueError as err:
-                if not resume:
-                    raise
-                log(f"{cell.name}: could not resume ({err}); starting again")
-                shutil.rmtree(rd, ignore_errors=True)
-                res = run(cfg, rd, progress=False, log=lambda s: None, plots=budget != "smoke")
-            record = _cell_json(cell, budget, over, res, time.perf_counter() - t0)
+            if isolate:
+                record, note = _in_fresh_process(run_cell, cell, budget, run_root, redo)
+            else:
+                record, note = run_cell(cell, budget, run_root, redo)
+            if note:
+                log(note)
             out_dir.mkdir(parents=True, exist_ok=True)
             path = out_dir / f"{cell.name}.json"
             tmp = path.with_suffix(".json.tmp")
@@ -561,6 +552,42 @@ def run_table(
         if bar is not None:
             bar.close()
     return written
+
+
+def run_cell(cell: Cell, budget: str, run_root: Path, redo: bool = False) -> tuple[dict[str, Any], str | None]:
+    """Train and evaluate one cell in ``run_root/<cell>`` (resuming an interrupted run there
+    unless ``redo``). Returns ``(its JSON record, a message or None)``."""
+    from ._config import load_config
+    from ._run import run
+
+    over = settings(cell, budget)
+    cfg = load_config(preset_of(cell.data), None, over)
+    rd = Path(run_root) / cell.name
+    resume = (rd / "checkpoint.npz").exists() and not redo
+    if not resume:
+        shutil.rmtree(rd, ignore_errors=True)
+    t0 = time.perf_counter()
+    note = None
+    try:
+        res = run(cfg, rd, resume=resume, progress=False, log=lambda s: None, plots=budget != "smoke")
+    except ValueError as err:
+        if not resume:
+            raise
+        note = f"{cell.name}: could not resume ({err}); starting again"
+        shutil.rmtree(rd, ignore_errors=True)
+        res = run(cfg, rd, progress=False, log=lambda s: None, plots=budget != "smoke")
+    return _cell_json(cell, budget, over, res, time.perf_counter() - t0), note
+
+
+def _in_fresh_process(fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(*args)`` in a new Python process (spawned, not forked: JAX's threads do not survive
+    a fork); its exceptions are raised here."""
+    import concurrent.futures
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
+        return pool.submit(fn, *args).result()
 
 
 def _results_dir(results: str | Path, table: str, budget: str) -> Path:
