@@ -30,8 +30,8 @@ VARIANTS = {
     "warm": {"gate.warmup": 100, "gate.pairing": "overlap"},  # routes seeded from a shared expert's contexts
     # a single meta-learner (MixER-1), on batches of the same size as the others (E/M of the preset)
     "m1": {"model.num_experts": 1, "train.batch_envs": "E/M"},
-    # the number of experts grown from one (up to the preset's M) while validation improves
-    "auto": {"gate.grow": True, "gate.warmup": 50, "gate.grow_every": 20},
+    # the number of experts chosen after the warm-up (up to the preset's M): --experts auto
+    "auto": {"gate.choose": "silhouette", "gate.warmup": 100, "gate.pairing": "overlap"},
 }
 
 
@@ -80,7 +80,6 @@ def run_one(data: str, backbone: str, variant: str, seed: int, force: bool, extr
         "counts": r["counts"],
         "idle": int(sum(c == 0 for c, on in zip(r["counts"], r.get("active") or [True] * len(r["counts"])) if on)),
         "chosen_experts": r.get("chosen_experts", len(r["counts"])),
-        "growth": r.get("growth"),
         "adapt_experts": r["adapt_experts"],
         "best_step": m.get("best_step"),
         "test_per_env_rel_mse": m["test"].get("per_env_rel_mse"),

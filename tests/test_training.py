@@ -359,7 +359,7 @@ def test_cli_run_on_a_dataset_file(tiny_splits, tmp_path, capsys, monkeypatch):
 
 @pytest.mark.parametrize("single_fit, chosen", [(0.0, 2), (1e9, 1)])
 def test_number_of_experts_chosen_after_the_warmup(tiny_splits, tmp_path, monkeypatch, single_fit, chosen):
-    from mixerdsr._growth import active_experts
+    from mixerdsr.gating import active_from_gate
 
     # gate.warmup / gate.choose are not part of the compiled step (cfg()'s, a cache load). With
     # 4 envs and M = 2 only 2 groups can be tried, and a silhouette threshold of -1 takes them,
@@ -381,7 +381,7 @@ def test_number_of_experts_chosen_after_the_warmup(tiny_splits, tmp_path, monkey
     (rec,) = [h for h in res.history if "experts_chosen" in h]
     assert rec["step"] == 1 and rec["experts_chosen"]["experts"] == chosen
     assert set(rec["experts_chosen"]["silhouette"]) == {"2"}
-    act = active_experts(res.state.model)
+    act = np.asarray(active_from_gate(res.state.model.gate))
     assert act.tolist() == [True, chosen == 2]
     assert any(f"{chosen} expert(s) chosen after the warm-up" in m for m in msgs)
     fits = rec["experts_chosen"]["shared_fit"]
@@ -436,40 +436,16 @@ def test_choose_count_by_silhouette():
     np.testing.assert_allclose(silhouette(blobs, lab), np.mean(want), rtol=1e-10)
 
 
-def test_growth_splits_an_expert_only_when_validation_improves(tiny_splits, tmp_path):
-    from mixerdsr._growth import Growth, _split_score, active_experts
-
-    # gate.warmup / gate.grow are data of the compiled step, not part of it: the step is cfg()'s
-    # (a cache load); the decision's own functions (seed_routes, reroute, validation) compile here
-    msgs = []
-    c = cfg({"gate.grow": True, "gate.warmup": 1, "gate.grow_every": 1})
-    res = trainer.train(c, tiny_splits["train"], out_dir=tmp_path, progress=False, log=msgs.append)
-    history = res.history
-    assert trainer.read_history(tmp_path / "history.jsonl") == json.loads(json.dumps(history))
-    events = [h for h in history if "growth" in h]
-    assert [h["step"] for h in history] == [0, 1, 2, 3]
-    assert events and events[0]["step"] == 1  # the first decision trains step 1 in both branches
-    ev = events[0]["growth"]
-    (sp,) = ev["splits"]  # one expert, one candidate split into the free expert
-    assert (sp["split"], sp["into"]) == (0, 1) and 1 <= sp["moved"] <= 3
-    assert sp["accepted"] == ev["accepted"] == (sp["val_split"] < 0.95 * sp["val_keep"])  # geometric means
-    act = active_experts(res.state.model)
-    assert act.sum() == ev["active"] == (2 if ev["accepted"] else 1)
-    assert any(m.startswith("growth: ") for m in msgs)
-    # nothing is routed to an expert growth did not switch on; an off expert is not "idle"
-    for h in history:
-        assert all(n == 0 for n, on in zip(h["routes"], act) if not on)
-    assert history[0]["routes"] == [4, 0]
-    # a resumed run reads the decisions back
-    g = Growth(c, None, print, history)
-    assert g.stopped or g.next == events[-1]["step"] + 2
-    # the split score prefers two clear groups to one blob
-    rng = np.random.default_rng(0)
-    two = np.r_[rng.normal(-3, 0.3, (8, 2)), rng.normal(3, 0.3, (8, 2))]
-    one = rng.normal(0, 1.0, (16, 2))
-    s2, groups = _split_score(two, jax.random.PRNGKey(0), 5)
-    s1, _ = _split_score(one, jax.random.PRNGKey(0), 5)
-    assert s2 > s1 and len(set(groups[:8])) == 1 and len(set(groups[8:])) == 1 and groups[0] != groups[8]
+def test_removed_growth_settings_load_when_inert_and_are_refused_in_use(tmp_path):
+    # files written while gate.grow existed (shipped models, checkpoints) hold its inert values
+    old = Config().to_dict()
+    old["gate"] |= {"grow": False, "grow_every": 20, "grow_tol": 0.05}
+    assert Config.from_dict(old) == Config()
+    save_checkpoint(tmp_path / "old.npz", {"a": np.zeros(2)}, old, {"step": 1})
+    trainer.check_resume(tmp_path / "old.npz", Config())  # no difference reported
+    old["gate"]["grow"] = True
+    with pytest.raises(ValueError, match="gate.grow.*was removed.*--experts auto"):
+        Config.from_dict(old)
 
 
 def test_env_weights_scale_each_env_loss_by_a_power_of_its_states_norm():
@@ -513,3 +489,27 @@ def test_restart_experts_returns_them_to_their_initial_weights():
     counts = [a for a in jax.tree.leaves(back.opt_weights) if a.ndim == 0]
     assert counts and all(np.asarray(a) == np.asarray(b) for a, b in
                           zip(counts, [a for a in jax.tree.leaves(moved.opt_weights) if a.ndim == 0]))
+
+
+def test_time_budget_stops_at_the_best_model_reached(tiny_splits, tmp_path):
+    out = tmp_path / "budget"
+    res = trainer.train(cfg({"train.time_budget": 1e-6}), tiny_splits["train"], out_dir=out, progress=False,
+                        log=lambda s: None)
+    # the first outer step spends the budget: validated there, selected, checkpointed, stopped
+    assert res.stop_reason == "time_budget" and int(res.state.step) == 1 and res.best_step == 0
+    assert not res.converged
+    _, _, extra = load_checkpoint(out / "checkpoint.npz", init_state(cfg(), 4, 2))
+    assert extra["step"] == 1 and extra["stopping"]["seconds"] > 0
+
+
+def test_lr_scale_zero_leaves_the_weights_unchanged(tiny_splits):
+    from mixerdsr.training import _trained_vector
+
+    c = cfg()
+    state = init_state(c, 4, 2)
+    step = make_outer_step(c, 4)
+    frozen, _ = step(state, _train_data(tiny_splits["train"])._replace(lr_scale=jnp.zeros((), jnp.float32)))
+    moved, _ = step(state, _train_data(tiny_splits["train"]))
+    np.testing.assert_array_equal(_trained_vector(frozen.model), _trained_vector(state.model))
+    assert not np.array_equal(_trained_vector(moved.model), _trained_vector(state.model))
+    assert not np.array_equal(frozen.contexts, state.contexts)  # the contexts still train

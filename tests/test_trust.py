@@ -179,7 +179,7 @@ def test_diagnose_is_silent_on_a_good_run():
     (_metrics(routing={"counts": [10, 0]}), [], "expert(s) [1] received no training environment"),
     (_metrics(routing={"counts": [2, 9, 1]}), [], "expert 1 holds 9 of 12"),
     (_metrics(adapt_test={"rel_mse": 5.3}), [], "adaptation relMSE 5.3 is 59x the test relMSE"),
-    # growth switched expert 1 off: not idle; an active expert without envs is
+    # the choice of the number of experts switched expert 1 off: not idle; an active expert without envs is
     (_metrics(routing={"counts": [10, 0, 0], "active": [True, False, True]}), [], "expert(s) [2] received no"),
     # 1 of 10 envs changed expert in the last tenth of 10 steps: flagged; the same change earlier is not
     (_metrics(), [{"step": s, "ctx_loss": 0.1, "weight_loss": 0.1, "changed": int(s == 9)} for s in range(10)],
@@ -330,9 +330,9 @@ def test_cli_set_and_experts_auto_parse():
 
     from mixerdsr.cli import CLIError, _experts_arg, _parse_sets
 
-    assert _parse_sets(["gate.every=12", "train.lr_weights=3e-4", "gate.grow=true", "model.backbone=coda",
+    assert _parse_sets(["gate.every=12", "train.lr_weights=3e-4", "train.patience=4", "model.backbone=coda",
                         'data.source="x.npz"']) == {
-        "gate.every": 12, "train.lr_weights": 3e-4, "gate.grow": True, "model.backbone": "coda",
+        "gate.every": 12, "train.lr_weights": 3e-4, "train.patience": 4, "model.backbone": "coda",
         "data.source": "x.npz"}
     with pytest.raises(CLIError, match="KEY=VALUE"):
         _parse_sets(["gate.every"])
@@ -344,14 +344,18 @@ def test_cli_set_and_experts_auto_parse():
         args = build_parser().parse_args(["run", "--preset", preset, *argv])
         return load_config(preset, None, _run_overrides(args))
 
-    c = settings("--experts", "auto:4", "--set", "gate.grow=true", "--set", "gate.grow_every=7")  # by growth
-    assert c.gate.grow and c.model.num_experts == 4 and c.gate.grow_every == 7 and c.gate.choose == "fixed"
+    c = settings("--experts", "auto:4", "--time-budget", "1.5h")
+    assert c.model.num_experts == 4 and c.gate.choose == "silhouette" and c.train.time_budget == 5400.0
+    assert settings("--time-budget", "90").train.time_budget == 90.0
+    for bad in ("0", "-3m", "soon", "infh"):
+        with pytest.raises(SystemExit):
+            settings("--time-budget", bad)
     c = settings("--experts", "auto")  # the configuration's M is the cap, its warm-up (100) is kept
-    assert c.gate.choose == "silhouette" and not c.gate.grow and c.model.num_experts == 10 and c.gate.warmup == 100
+    assert c.gate.choose == "silhouette" and c.model.num_experts == 10 and c.gate.warmup == 100
     c = settings("--experts", "auto:3", "--outer-steps", "200", preset="lv")  # a preset without warm-up
     assert c.gate.choose == "silhouette" and c.model.num_experts == 3 and c.gate.warmup == 40
     c = settings("--experts", "5", "--set", "gate.pairing=greedy")
-    assert not c.gate.grow and c.model.num_experts == 5 and c.gate.pairing == "greedy"
+    assert c.model.num_experts == 5 and c.gate.pairing == "greedy"
     for bad in ("0", "auto:0", "many", "auto:x"):
         with pytest.raises(argparse.ArgumentTypeError, match="auto"):
             _experts_arg(bad)

@@ -163,6 +163,25 @@ class TrainSettings:
             values at the start of the outer step.
         lr_contexts, lr_weights: AdaBelief learning rates.
         lr_decay: the weights' rate is multiplied by it at 1/3 and 2/3 of training.
+        optimizer: ``"adabelief"`` (the paper's) or ``"adam"``, for contexts and weights.
+        clip_norm: the weights' gradient is clipped to this global norm before the optimiser
+            (0 = no clipping).
+        forcing: vector-field experts: each interval of the time grid is integrated from
+            ``a * predicted + (1 - a) * observed`` state, ``a`` rising linearly from ``forcing``
+            to 1 (free running) over the first ``forcing_steps`` of the outer steps: short
+            segments first, whole rollouts later (generalised teacher forcing for flows).
+            1 = free running throughout. Validation and evaluation always run free.
+        forcing_steps: the fraction of ``outer_steps`` over which ``a`` reaches 1.
+        schedule: ``"steps"`` (the paper's: the rate falls by ``lr_decay`` at 1/3 and 2/3 of
+            ``outer_steps``, and every outer step runs) or ``"plateau"`` (the rate falls by
+            ``lr_decay`` at each validation plateau; the plateau after ``lr_drops`` drops ends
+            training, ``outer_steps`` is then a maximum). See ``mixerdsr._stopping``.
+        patience: validation checks without a relative improvement of ``min_improvement``
+            that make a plateau (also what ``converged`` in ``metrics.json`` means).
+        min_improvement: relative improvement of the best validation relMSE that counts.
+        lr_drops: ``"plateau"``: plateaus that lower the rate before the next one stops.
+        time_budget: seconds of training, all sittings together (0 = no limit): the run stops
+            at the best model reached when the budget is spent (``--time-budget 20m``).
         batch_envs: environments per training batch (0 = E / M).
         env_weight_power: ``p``: each environment's loss is multiplied by ``s_e^-p``, where
             ``s_e`` is the mean squared norm of its training states (weights normalised to
@@ -188,6 +207,15 @@ class TrainSettings:
     lr_contexts: float = 1e-3
     lr_weights: float = 1e-3
     lr_decay: float = 0.4
+    optimizer: str = "adabelief"
+    clip_norm: float = 0.0
+    forcing: float = 1.0
+    forcing_steps: float = 0.5
+    schedule: str = "steps"
+    patience: int = 5
+    min_improvement: float = 0.01
+    lr_drops: int = 2
+    time_budget: float = 0.0
     batch_envs: int = 0
     env_weight_power: float = 0.0
     teacher_forcing: float = 0.5
@@ -201,6 +229,7 @@ class TrainSettings:
         validate(
             self,
             "train",
+            choices={"optimizer": ("adabelief", "adam"), "schedule": ("steps", "plateau")},
             ranges={
                 **dict.fromkeys(
                     ("outer_steps", "inner_steps", "self_modulation_pool", "val_every", "checkpoint_every"), AT_LEAST_1
@@ -209,6 +238,13 @@ class TrainSettings:
                 "lr_contexts": POSITIVE,
                 "lr_weights": POSITIVE,
                 "lr_decay": Range(0, 1, open_low=True),
+                "clip_norm": AT_LEAST_0,
+                "forcing": Range(0, 1),
+                "forcing_steps": Range(0, 1, open_low=True),
+                "patience": AT_LEAST_1,
+                "min_improvement": Range(0, 1),
+                "lr_drops": AT_LEAST_0,
+                "time_budget": AT_LEAST_0,
                 "batch_envs": AT_LEAST_0,
                 "env_weight_power": Range(0, 1),
                 "teacher_forcing": Range(0, 1),
@@ -301,10 +337,6 @@ class Config:
             if not isinstance(getattr(self, name), cls):
                 raise SettingError(name, f"expected a {cls.__name__}, found {type(getattr(self, name)).__name__}")
         g = self.gate
-        if g.choose != "fixed" and g.grow:
-            raise SettingError(
-                "gate.choose", f"{g.choose!r} and gate.grow = true both choose the number of experts; use one"
-            )
         if g.choose != "fixed" and g.warmup == 0 and g.mode == "lstsq" and self.model.num_experts > 1:
             raise SettingError(
                 "gate.choose",
@@ -385,6 +417,29 @@ def _check_keys(table: Mapping[str, Any], cls: type, section: str, source: str) 
         )
 
 
+#: settings that were removed, by section, with the value that kept them out of the way: a
+#: configuration or model file written before their removal still loads when it holds that value
+_RETIRED = {"gate": {"grow": False, "grow_every": 20, "grow_tol": 0.05}}
+
+
+def _drop_retired(table: dict[str, Any], section: str, source: str) -> dict[str, Any]:
+    for key, inert in _RETIRED.get(section, {}).items():
+        if key in table:
+            if table[key] != inert and key == "grow":
+                raise ValueError(
+                    f"{source}: config '{section}.{key}' (growing the number of experts) was removed; "
+                    'choose the number of experts with --experts auto (gate.choose = "silhouette")'
+                )
+            del table[key]
+    return table
+
+
+def drop_retired(d: Mapping[str, Any], source: str) -> dict[str, Any]:
+    """A nested settings mapping without the removed settings (:data:`_RETIRED`) that hold
+    their inert value; a removed setting that was in use is refused (ValueError)."""
+    return {k: _drop_retired(dict(v), k, source) if isinstance(v, Mapping) else v for k, v in d.items()}
+
+
 def _tables(d: Mapping[str, Any], source: str, build: bool = True) -> dict[str, dict[str, Any]]:
     """The keyword arguments of each section's class, keys checked; ``model.expert`` holds the
     backbone's settings object (``build``) or its table."""
@@ -397,7 +452,7 @@ def _tables(d: Mapping[str, Any], source: str, build: bool = True) -> dict[str, 
             raise ValueError(f"{source}: config '{key}' must be a section ([{key}]), found {value!r}")
     tables = {}
     for name, settings_cls in SECTIONS.items():
-        table = dict(d.get(name, {}))
+        table = _drop_retired(dict(d.get(name, {})), name, source)
         if name == "model":
             table = _model_table(table, source, build)
         _check_keys(table, settings_cls, name, source)

@@ -143,7 +143,7 @@ def diagnose(metrics: Mapping[str, Any], history: Sequence[Mapping[str, Any]] = 
             )
     r = metrics.get("routing") or {}
     all_counts = list(r.get("counts") or [])
-    active = list(r.get("active") or [True] * len(all_counts))  # growth: only experts it switched on count
+    active = list(r.get("active") or [True] * len(all_counts))  # --experts auto: only the experts it kept count
     counts = {m: c for m, (c, on) in enumerate(zip(all_counts, active)) if on}
     n_env = sum(counts.values())
     if len(counts) > 1 and n_env:

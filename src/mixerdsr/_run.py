@@ -29,13 +29,13 @@ import numpy as np
 from . import metrics as M
 from ._config import Config, DataSettings
 from ._diagnostics import diagnose
-from ._growth import active_experts, growing
 from ._jsonio import jsonable
 from ._trainer import check_resume, train
 from .adaptation import adapt_contexts, adapt_new
 from .data import EnvData, check_splits, load_dataset, read_meta, resolve_dataset, save_dataset
 from .downstream import run_downstream
 from .evaluation import active_parameters, evaluate_split, total_parameters
+from .gating import active_from_gate
 from .inference import routes
 from .mixer import MixER
 from .models import MODEL_FILE, TrainedModel, save_model
@@ -214,7 +214,15 @@ def _run_locked(
     t_start = time.perf_counter()
     res = train(cfg, splits["train"], out_dir=out, resume=resume, progress=progress, log=log)
     model, contexts = res.model, res.contexts
-    metrics: dict[str, Any] = {"config": cfg.to_dict(), "best_step": res.best_step}
+    metrics: dict[str, Any] = {
+        "config": cfg.to_dict(),
+        "best_step": res.best_step,
+        "training": {
+            "outer_steps_run": int(res.state.step),
+            "stop_reason": res.stop_reason,
+            "converged": res.converged,
+        },
+    }
     preds: dict[str, np.ndarray] = {}
     for name in ("train", "test"):
         if name in splits:
@@ -288,13 +296,11 @@ def _run_locked(
         "ari": M.adjusted_rand_index(r, fam),
         "adapt_experts": ar.tolist() if ar is not None else None,
     }
-    if growing(cfg) or cfg.gate.choose != "fixed":
-        act = active_experts(model)
+    if cfg.gate.choose != "fixed":
+        act = np.asarray(active_from_gate(model.gate))
         metrics["routing"]["active"] = act.tolist()
         metrics["routing"]["chosen_experts"] = int(act.sum())
-        metrics["routing"]["chosen_by"] = "growth" if growing(cfg) else cfg.gate.choose
-    if growing(cfg):
-        metrics["routing"]["growth"] = [dict(h["growth"], step=h["step"]) for h in res.history if "growth" in h]
+        metrics["routing"]["chosen_by"] = cfg.gate.choose
     choice = next((h["experts_chosen"] for h in res.history if "experts_chosen" in h), None)
     if choice is not None:  # how the number of experts was chosen after the warm-up
         metrics["routing"]["silhouette"] = choice["silhouette"]
@@ -341,7 +347,9 @@ def _trained_model(
         "description": meta.get("description", ""),
         "time_stride": cfg.data.time_stride,
         "dt": float(np.median(np.diff(train.t[0]))) * cfg.data.time_stride if train.n_times > 1 else None,
-        "metrics": {k: metrics[k] for k in ("test", "adapt_test", "routing", "timing", "best_step") if k in metrics},
+        "metrics": {
+            k: metrics[k] for k in ("test", "adapt_test", "routing", "timing", "best_step", "training") if k in metrics
+        },
     }
     return TrainedModel(model, contexts, cfg, train.n_dims, np.asarray(train.family), names, jsonable(card))
 

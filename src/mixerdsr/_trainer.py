@@ -17,9 +17,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import metrics as M
-from ._config import Config, flatten_settings
-from ._growth import Growth, growing
+from ._config import Config, drop_retired, flatten_settings
 from ._jsonio import jsonable
+from ._stopping import Stopping
 from .checkpoint import load_checkpoint, read_checkpoint_config, save_checkpoint
 from .data import EnvData
 from .evaluation import val_env_rel_mse, val_scores
@@ -29,6 +29,12 @@ from .mixer import MixER
 from .training import TrainData, TrainState, init_state, make_outer_step, restart_experts, seed_routes_after_warmup
 
 __all__ = ["train", "TrainResult", "check_resume", "read_history", "split_validation"]
+
+
+_STOP_TEXT = {
+    "converged": "the validation score stopped improving (train.schedule = plateau)",
+    "time_budget": "the time budget (train.time_budget) is spent; the best model so far is kept",
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,6 +51,10 @@ class TrainResult:
             ``total_seconds``.
         best_step: the outer step of the selected model.
         data: the training arrays on device (after the time stride and the validation hold-out).
+        stop_reason: why training ended: ``"outer_steps"`` (all ran), ``"converged"`` (the
+            plateau rule of ``train.schedule = "plateau"``) or ``"time_budget"``.
+        converged: the plateau rule ended training, or the last ``train.patience`` validation
+            checks brought no relative improvement of ``train.min_improvement``.
     """
 
     state: TrainState
@@ -54,6 +64,8 @@ class TrainResult:
     timing: dict[str, float | None]
     best_step: int
     data: TrainData
+    stop_reason: str = "outer_steps"
+    converged: bool = False
 
 
 def split_validation(x: np.ndarray, n_val: int) -> tuple[np.ndarray, np.ndarray | None]:
@@ -72,7 +84,8 @@ def _snapshot_steps(n: int) -> set[int]:
 
 
 #: settings that may differ when a run is resumed (they do not change training)
-_RESUMABLE = ("adapt.", "evaluation.", "train.checkpoint_every", "train.low_memory_compile")
+#: settings a run may resume with changed (a longer time budget continues the same run)
+_RESUMABLE = ("adapt.", "evaluation.", "train.checkpoint_every", "train.low_memory_compile", "train.time_budget")
 
 
 def check_resume(ckpt: Path, cfg: Config) -> None:
@@ -91,7 +104,7 @@ def check_resume(ckpt: Path, cfg: Config) -> None:
     # checkpoint was trained with), so a newer version resumes an older run
     given = cfg.flat()
     defaults = {k: v for k, v in Config().flat().items() if k in given}  # not another backbone's
-    stored = defaults | flatten_settings(raw)
+    stored = defaults | flatten_settings(drop_retired(raw, str(ckpt)))
     keys = [k for k in {**stored, **given} if not k.startswith(_RESUMABLE) and k != "train.outer_steps"]
     mismatch = {k: (stored.get(k), given.get(k)) for k in keys if stored.get(k) != given.get(k)}
     if mismatch:
@@ -185,19 +198,22 @@ def train(
     """
     tr = train_split.stride_time(cfg.data.time_stride)
     x_np, xval_np = split_validation(tr.x.astype(np.float32), cfg.data.val_trajectories)
-    gate_from = 2**30 if growing(cfg) else max(cfg.gate.warmup, 0)
+    gate_from = max(cfg.gate.warmup, 0)
     data = TrainData(
         jnp.asarray(x_np), jnp.asarray(tr.t, jnp.float32), jnp.asarray(gate_from, jnp.int32), env_weights(cfg, x_np)
     )
     x_val = jnp.asarray(xval_np if xval_np is not None else x_np)
     state = init_state(cfg, tr.n_envs, tr.n_dims)
+    stopping = Stopping.from_settings(cfg.train)
     history: list[dict[str, Any]] = []
     out = Path(out_dir) if out_dir is not None else None
     ckpt = out / "checkpoint.npz" if out is not None else None
     hist_path = out / "history.jsonl" if out is not None else None
     if resume and ckpt is not None and ckpt.exists():
         check_resume(ckpt, cfg)
-        state, _, _ = load_checkpoint(ckpt, state)
+        state, _, extra = load_checkpoint(ckpt, state)
+        stopping.load_state_dict(extra.get("stopping", {}))
+        data = data._replace(lr_scale=np.asarray(stopping.lr_scale, np.float32))
         done = int(state.step)
         if hist_path is not None and hist_path.exists():
             history = [h for h in read_history(hist_path, log) if h["step"] < done]
@@ -210,11 +226,10 @@ def train(
     snaps = _snapshot_steps(n_steps)
     start = int(state.step)
     times: list[float] = []
-    seeding = cfg.gate.warmup > 0 and cfg.gate.mode == "lstsq" and cfg.model.num_experts > 1 and not cfg.gate.grow
+    seeding = cfg.gate.warmup > 0 and cfg.gate.mode == "lstsq" and cfg.model.num_experts > 1
     warmup = cfg.gate.warmup if seeding else -1
     known_families = bool(np.all(tr.family >= 0)) and cfg.model.num_experts > 1
     prev_route = np.asarray(history[-1]["route"]) if history and "route" in history[-1] else None
-    grower = Growth(cfg, tr.family if known_families else None, log, history) if growing(cfg) else None
     seed_choice: dict[str, Any] | None = None
     # a resumed run whose number of experts was chosen already trains with the chosen number
     chosen = cfg.gate.choose != "fixed" and seeding and start > warmup
@@ -232,7 +247,7 @@ def train(
 
     def save() -> None:
         if ckpt is not None:
-            save_checkpoint(ckpt, state, cfg.to_dict(), {"step": int(state.step)})
+            save_checkpoint(ckpt, state, cfg.to_dict(), {"step": int(state.step), "stopping": stopping.state_dict()})
 
     def advance(st: TrainState, s: int) -> tuple[TrainState, dict[str, Any]]:
         """One outer step and its history record (without validation)."""
@@ -267,14 +282,21 @@ def train(
         val_mse[int(st.step)] = mse
         return rel
 
-    def finish(rec: dict[str, Any], val: float | None = None, own_state: bool = True) -> None:
-        """Validation and model selection, the history line, checkpoint and progress bar
-        (``own_state=False``: ``state`` is not the one after ``rec``'s step; no validation)."""
-        nonlocal state
+    stop_reason = "outer_steps"
+
+    def finish(rec: dict[str, Any]) -> bool:
+        """Validation and model selection, the stopping rule, the history line, checkpoint and
+        progress bar after the outer step of ``rec``. Returns whether training stops here."""
+        nonlocal state, data, stop_reason
         s = rec["step"]
-        if own_state and val is None and ((s + 1) % cfg.train.val_every == 0 or s == n_steps - 1):
+        stop = stopping.spent(rec["seconds"])
+        val = None
+        if (s + 1) % cfg.train.val_every == 0 or s == n_steps - 1 or stop:
             val = validate(state)
         if val is not None:
+            stop = stop or stopping.validated(val)
+            data = data._replace(lr_scale=np.asarray(stopping.lr_scale, np.float32))
+            rec["lr_scale"] = stopping.lr_scale
             rec["val_rel_mse"] = val
             if s + 1 in val_mse:
                 rec["val_mse"] = val_mse.pop(s + 1)
@@ -285,14 +307,16 @@ def train(
                     best_val=jnp.asarray(val, jnp.float32),
                     best_step=jnp.asarray(s, jnp.int32),
                 )
-        if s in snaps and own_state:
+        if s in snaps:
             rec["gate_probs"] = np.asarray(jax.vmap(state.model.gate_probs)(state.contexts)).round(4).tolist()
         history.append(rec)
         if hist_path is not None:
             with hist_path.open("a") as f:
                 f.write(json.dumps(jsonable(rec)) + "\n")
-        due = (s + 1) % cfg.train.checkpoint_every == 0 or s == n_steps - 1 or "growth" in rec
-        if ckpt is not None and own_state and due:
+        if stop:
+            stop_reason = stop
+        due = (s + 1) % cfg.train.checkpoint_every == 0 or s == n_steps - 1 or bool(stop)
+        if ckpt is not None and due:
             save()
         if bar is not None:
             last_val = next((h["val_rel_mse"] for h in reversed(history) if "val_rel_mse" in h), None)
@@ -301,6 +325,7 @@ def train(
                 post["val"] = f"{last_val:.3g}"
             bar.set_postfix(**post, routes=rec["routes"], refresh=False)
             bar.update(1)
+        return bool(stop)
 
     if start < n_steps:
         log("compiling the training step (the first outer step includes compilation) ...")
@@ -336,21 +361,12 @@ def train(
                 if known_families:
                     msg += f", purity {M.purity(np.asarray(seeded), tr.family):.3g}"
                 log(msg)
-            if grower is not None and grower.due(s, n_steps):
-                state, recs, val = grower.decide(
-                    state, s, advance, lambda st: val_env_rel_mse(st.model, st.contexts, x_val, data.t, cfg)
-                )
-                for rec in recs[:-1]:
-                    finish(rec, own_state=False)
-                state = _reset_selection(state) if recs[-1]["growth"]["accepted"] else state
-                finish(recs[-1], val)
-                s += len(recs)
-                continue
             state, rec = advance(state, s)
             if s == warmup and seed_choice is not None:
                 rec["experts_chosen"] = seed_choice
-            finish(rec)
             s += 1
+            if finish(rec):
+                break
     except KeyboardInterrupt:
         save()
         if bar is not None:
@@ -369,7 +385,11 @@ def train(
         "total_seconds": float(np.sum(times)),
     }
     use_best = bool(np.isfinite(float(state.best_val)))
+    if stop_reason != "outer_steps":
+        log(f"training stopped after {int(state.step)} outer steps: {_STOP_TEXT[stop_reason]}")
     return TrainResult(
+        stop_reason=stop_reason,
+        converged=stop_reason == "converged" or stopping.converged,
         state=state,
         model=state.best_model if use_best else state.model,
         contexts=state.best_contexts if use_best else state.contexts,

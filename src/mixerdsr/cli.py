@@ -191,6 +191,12 @@ _RUN_FLAGS = {  # flag -> (setting, type, help)
     "--gate": ("gate.mode", str, "gate update: lstsq (MixER), gradient (naive MoE) or frozen"),
     "--outer-steps": ("train.outer_steps", int, "number of outer steps of proximal alternating minimisation"),
     "--context-size": ("model.context_size", int, "full context length d_ctx"),
+    "--time-budget": (
+        "train.time_budget",
+        "duration",
+        "training time, all sittings together (e.g. 90s, 20m, 1.5h; plain number: seconds): the run stops at the "
+        "best model reached by then",
+    ),
     "--seed": ("train.seed", int, "training seed"),
     "--test-file": ("data.test_file", str, "Epilepsy2: the archive's full test .ts file, used as the held-out set"),
 }
@@ -208,6 +214,19 @@ def _experts_arg(value: str) -> int | str:
     if v.isdigit() and int(v) >= 1:
         return int(v)
     raise argparse.ArgumentTypeError(f"expected a number of experts >= 1, 'auto' or 'auto:N', got {value!r}")
+
+
+def _duration_arg(value: str) -> float:
+    """``--time-budget``: seconds from ``90``, ``90s``, ``20m`` or ``1.5h``."""
+    v = value.strip().lower()
+    scale = {"s": 1.0, "m": 60.0, "h": 3600.0}.get(v[-1:], None)
+    try:
+        seconds = float(v[:-1] if scale else v) * (scale or 1.0)
+    except ValueError:
+        seconds = -1.0
+    if not seconds > 0 or seconds == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a duration such as 90s, 20m or 1.5h, got {value!r}")
+    return seconds
 
 
 def _parse_sets(items: list[str]) -> dict[str, Any]:
@@ -237,7 +256,7 @@ def _run_overrides(args: argparse.Namespace) -> dict[str, Any]:
         overrides["model.num_experts"] = int(experts[5:]) if experts.startswith("auto:") else None
     overrides["train.low_memory_compile"] = True if args.low_memory else None
     overrides.update(_parse_sets(args.settings))
-    if auto and not overrides.get("gate.grow"):  # gate.grow = true: the number chosen by growth instead
+    if auto:
         overrides.setdefault("gate.choose", "silhouette")
         if overrides.get("gate.warmup") is None:  # the configuration's warm-up, or one of its own
             overrides["gate.warmup"] = _auto_warmup(args, overrides)
@@ -268,7 +287,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     except ValueError as err:
         raise CLIError(str(err)) from None
     src, mod = os.path.basename(cfg.data.source).removesuffix(".npz"), cfg.model
-    m_name = f"auto{mod.num_experts}" if cfg.gate.grow or cfg.gate.choose != "fixed" else str(mod.num_experts)
+    m_name = f"auto{mod.num_experts}" if cfg.gate.choose != "fixed" else str(mod.num_experts)
     out = args.out or os.path.join("runs", f"{src}-{mod.backbone}-m{m_name}-{cfg.gate.mode}-s{cfg.train.seed}")
     print(
         f"mixerdsr run: data={cfg.data.source} backbone={mod.backbone} experts={m_name} "
@@ -287,10 +306,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
                 f"{split:>10}: relMSE {_num(m[split]['rel_mse'])}  MSE {_num(m[split]['mse'])}  "
                 f"TPRMSE {_num(m[split]['tprmse'], '.1f')}%"
             )
+    tr = m.get("training") or {}
+    if tr:
+        state = "converged" if tr["converged"] else "still improving"
+        why = {"outer_steps": "all outer steps ran", "converged": "stopped on a plateau", "time_budget": "time budget"}
+        print(f"  training: {tr['outer_steps_run']} outer steps ({why[tr['stop_reason']]}), {state}")
     r = m["routing"]
     print(f"   routing: counts {r['counts']}  purity {_num(r['purity'], '.3g')}  ARI {_num(r['ari'], '.3g')}")
     if "chosen_experts" in r:
-        print(f"   experts: {r['chosen_experts']} chosen by {r.get('chosen_by', 'growth')} (up to {len(r['counts'])})")
+        print(f"   experts: {r['chosen_experts']} chosen by {r.get('chosen_by')} (up to {len(r['counts'])})")
     if m.get("warnings"):
         print(f"  warnings: {len(m['warnings'])} (listed above and in report.md)")
     ds = m.get("downstream") or {}
@@ -337,7 +361,7 @@ def _add_run_commands(sub: Any) -> None:
     p.add_argument("--config", metavar="FILE.toml", default=None, help="configuration file (overrides the preset)")
     for flag, (key, typ, hlp) in _RUN_FLAGS.items():
         name = flag.lstrip("-").upper().replace("-", "_")
-        conv = _experts_arg if typ == "experts" else typ
+        conv: Any = {"experts": _experts_arg, "duration": _duration_arg}.get(typ, typ)  # type: ignore[call-overload]
         p.add_argument(flag, dest=_dest(flag), metavar=name, type=conv, default=None, help=f"{hlp} ({key})")
     p.add_argument(
         "--set",

@@ -118,12 +118,6 @@ class GateSettings:
             yet), so the paper's pairing relabels clusters at random and, with split contexts,
             every relabelled env restarts from an untrained context part; ``"overlap"`` changes
             an env's expert only where the clustering itself changed.
-        grow: choose the number of experts from the data, up to ``model.num_experts``
-            (``mixerdsr run --experts auto``): start with one expert and split experts while
-            validation improves (:mod:`mixerdsr._growth`; the paper's gate updates are off).
-        grow_every: outer steps each branch of a growth decision trains for.
-        grow_tol: a split is kept when its validation relMSE is below ``1 - grow_tol`` times
-            that of the branch without it.
         seed_restarts: K-means restarts (k-means++ starts, the lowest L1 inertia kept) when the
             routes are seeded after ``warmup``.
         seed_method: how the warm-up's contexts are grouped when the routes are seeded:
@@ -173,9 +167,6 @@ class GateSettings:
     warmup: int = 0
     warmup_batch: int = 0
     pairing: str = "greedy"
-    grow: bool = False
-    grow_every: int = 20
-    grow_tol: float = 0.05
     seed_restarts: int = 10
     seed_method: str = "kmeans"
     seed_neighbours: int = 0
@@ -210,8 +201,6 @@ class GateSettings:
                 "warmup_batch": Range(-1),
                 "seed_restarts": AT_LEAST_1,
                 "seed_neighbours": AT_LEAST_0,
-                "grow_every": AT_LEAST_1,
-                "grow_tol": Range(0, 1),
                 "silhouette_min": Range(-1, 1),
                 "silhouette_slack": Range(0, 2),
                 "single_fit": AT_LEAST_0,

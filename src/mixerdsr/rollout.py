@@ -31,6 +31,7 @@ def env_rollout(
     m: Int[Array, ""] | int | None = None,
     ctx_pool: Float[Array, " d"] | None = None,
     alpha: float = 1.0,
+    forcing: Float[Array, ""] | None = None,
 ) -> tuple[Float[Array, "N T D"], Bool[Array, " N"]]:
     """Predict all trajectories of one environment.
 
@@ -44,12 +45,16 @@ def env_rollout(
         m: force expert ``m`` instead of the routed one (gate update, Algorithm 1 line 7).
         ctx_pool: contextual self-modulation: expand around this context.
         alpha: teacher-forcing coefficient (1 = free running; ignored by vector-field experts).
+        forcing: interval forcing of vector-field experts in training (``train.forcing``;
+            None = free running; ignored by sequence experts).
 
     Returns:
         ``(pred [N, T, D], ok [N])``.
     """
     net = model.specialise(ctx, m, ctx_pool)
-    return model.expert_type.rollout(net, x, t, config, alpha)
+    if forcing is None:  # experts written before ``forcing`` existed need not accept it
+        return model.expert_type.rollout(net, x, t, config, alpha)
+    return model.expert_type.rollout(net, x, t, config, alpha, forcing=forcing)
 
 
 def env_loss(
@@ -62,12 +67,13 @@ def env_loss(
     m=None,
     ctx_pool=None,
     alpha: float = 1.0,
+    forcing: Float[Array, ""] | None = None,
 ) -> tuple[Float[Array, ""], Bool[Array, ""]]:
     """Eq. 7 loss of one environment: mean over trajectories and scored times of ``||pred - x||^2``.
 
     Returns ``(loss, ok)``; ``ok`` is False if any of its solves failed (loss is then 0).
     """
-    pred, ok = env_rollout(model, ctx, x, t, config, m=m, ctx_pool=ctx_pool, alpha=alpha)
+    pred, ok = env_rollout(model, ctx, x, t, config, m=m, ctx_pool=ctx_pool, alpha=alpha, forcing=forcing)
     s = model.expert_type.scored_from
     err = jnp.sum((pred[:, s:] - x[:, s:]) ** 2, axis=-1).mean()
     ok_all = jnp.all(ok)
@@ -83,10 +89,12 @@ def env_losses(
     m=None,
     *,
     alpha: float = 1.0,
+    forcing: Float[Array, ""] | None = None,
 ) -> tuple[Float[Array, " E"], Bool[Array, " E"]]:
     """Eq. 7 loss and success of every env ``[E]`` at contexts ``c`` ``[E, d]`` (routed expert,
-    or expert ``m``), with teacher forcing ``alpha`` (ignored by vector-field experts)."""
-    return jax.vmap(lambda ci, xi, ti: env_loss(model, ci, xi, ti, solver, m=m, alpha=alpha))(c, x, t)
+    or expert ``m``), with teacher forcing ``alpha`` (ignored by vector-field experts) and
+    interval forcing ``forcing`` (ignored by sequence experts)."""
+    return jax.vmap(lambda ci, xi, ti: env_loss(model, ci, xi, ti, solver, m=m, alpha=alpha, forcing=forcing))(c, x, t)
 
 
 def zero_nonfinite(tree: Any) -> Any:

@@ -54,7 +54,7 @@ __all__ = [
 
 class TrainData(NamedTuple):
     """Training arrays on device: ``x [E, N, T, D]``, ``t [E, T]``, ``gate_from``: the first
-    outer step with gate updates (``gate.warmup``; never with ``gate.grow``; it is data, not a
+    outer step with gate updates (``gate.warmup``; it is data, not a
     setting of the compiled step, so runs with and without a warm-up share one compilation),
     and ``weight [E]``: each env's factor in the training loss (None: all 1;
     ``train.env_weight_power``)."""
@@ -65,6 +65,8 @@ class TrainData(NamedTuple):
     # compiled step, and steps built with and without it would not share their compilation
     gate_from: Any = np.zeros((), np.int32)
     weight: Any = None
+    # the factor on the weights' learning rate set by the host (``train.schedule = "plateau"``)
+    lr_scale: Any = np.ones((), np.float32)
 
 
 class LossCache(NamedTuple):
@@ -111,13 +113,29 @@ def _trained_vector(model: MixER) -> Float[Array, " P"]:
 
 
 def _weights_schedule(tr: TrainSettings) -> optax.Schedule:
+    if tr.schedule == "plateau":  # the host lowers the rate (TrainData.lr_scale)
+        return optax.constant_schedule(tr.lr_weights)
     k = tr.inner_steps
     b1, b2 = round(tr.outer_steps / 3) * k, round(2 * tr.outer_steps / 3) * k
     return optax.piecewise_constant_schedule(tr.lr_weights, {b1: tr.lr_decay, b2: tr.lr_decay})
 
 
 def _optimisers(tr: TrainSettings) -> tuple[optax.GradientTransformation, optax.GradientTransformation]:
-    return optax.adabelief(_weights_schedule(tr)), optax.adabelief(tr.lr_contexts)
+    """The weights' and the contexts' optimisers (``train.optimizer``; the weights' gradient
+    clipped to ``train.clip_norm`` when it is positive)."""
+    make = {"adabelief": optax.adabelief, "adam": optax.adam}[tr.optimizer]
+    weights = make(_weights_schedule(tr))
+    if tr.clip_norm > 0:
+        weights = optax.chain(optax.clip_by_global_norm(tr.clip_norm), weights)
+    return weights, make(tr.lr_contexts)
+
+
+def forcing_at(tr: TrainSettings, step: Int[Array, ""] | int) -> Float[Array, ""]:
+    """The interval forcing ``a`` of vector-field experts at outer step ``step``
+    (``train.forcing``): linear from ``forcing`` to 1 over ``forcing_steps * outer_steps``."""
+    span = max(tr.forcing_steps * tr.outer_steps, 1.0)
+    frac = jnp.minimum(jnp.asarray(step, jnp.float32) / span, 1.0)
+    return tr.forcing + (1.0 - tr.forcing) * frac
 
 
 def _init_keys(cfg: Config) -> tuple[PRNGKeyArray, PRNGKeyArray]:
@@ -130,10 +148,9 @@ def init_state(cfg: Config, n_envs: int, state_size: int) -> TrainState:
     """A fresh training state (model, zero contexts, optimiser states, RNG) for ``cfg``."""
     kmodel, key = _init_keys(cfg)
     model = build_model(cfg, state_size, kmodel)
-    if (cfg.gate.warmup > 0 or cfg.gate.grow) and cfg.gate.mode == "lstsq" and cfg.model.num_experts > 1:
-        # warm-up: every env on expert 0 until the routes are seeded (seed_routes_after_warmup);
-        # growth: the other experts are off until a split activates them
-        bias = jnp.where(jnp.arange(cfg.model.num_experts) == 0, 1.0, INACTIVE_BIAS if cfg.gate.grow else 0.0)
+    if cfg.gate.warmup > 0 and cfg.gate.mode == "lstsq" and cfg.model.num_experts > 1:
+        # warm-up: every env on expert 0 until the routes are seeded (seed_routes_after_warmup)
+        bias = jnp.where(jnp.arange(cfg.model.num_experts) == 0, 1.0, 0.0)
         model = eqx.tree_at(lambda m: m.gate, model, jnp.zeros_like(model.gate).at[-1].set(bias))
     contexts = jnp.zeros((n_envs, cfg.model.context_size))
     opt_w, opt_c = _optimisers(cfg.train)
@@ -168,8 +185,9 @@ def _pool_indices(ctx: Float[Array, "B d"], pool: int) -> Int[Array, "B P"]:
     return jnp.argsort(dist, axis=1, stable=True)[:, :pool]
 
 
-def _batch_loss(model: MixER, contexts, idx, data: TrainData, cfg: Config):
-    """Eq. 7 on the envs ``idx``; failed envs are left out of the mean. Returns (loss, n_failed)."""
+def _batch_loss(model: MixER, contexts, idx, data: TrainData, cfg: Config, forcing=None):
+    """Eq. 7 on the envs ``idx``; failed envs are left out of the mean. Returns (loss, n_failed).
+    ``forcing``: the interval forcing of vector-field experts (None: free running)."""
     cb, xb, tb = contexts[idx], data.x[idx], data.t[idx]
     solver, alpha = cfg.solver, cfg.train.teacher_forcing
     pool = min(cfg.train.self_modulation_pool, idx.shape[0])
@@ -177,12 +195,14 @@ def _batch_loss(model: MixER, contexts, idx, data: TrainData, cfg: Config):
         pools = cb[_pool_indices(cb, pool)]  # [B, P, d]
 
         def one(c, pl, xe, te):
-            ls, oks = jax.vmap(lambda cp: env_loss(model, c, xe, te, solver, ctx_pool=cp, alpha=alpha))(pl)
+            ls, oks = jax.vmap(
+                lambda cp: env_loss(model, c, xe, te, solver, ctx_pool=cp, alpha=alpha, forcing=forcing)
+            )(pl)
             return ls.mean(), jnp.all(oks)
 
         losses, ok = jax.vmap(one)(cb, pools, xb, tb)
     else:
-        losses, ok = env_losses(model, cb, xb, tb, solver, alpha=alpha)
+        losses, ok = env_losses(model, cb, xb, tb, solver, alpha=alpha, forcing=forcing)
     if data.weight is not None:
         losses = losses * data.weight[idx]
     loss = jnp.sum(jnp.where(ok, losses, 0.0)) / jnp.maximum(jnp.sum(ok), 1)
@@ -308,17 +328,18 @@ def make_outer_step(cfg: Config, n_envs: int):
 
     def outer_step(state: TrainState, data: TrainData):
         key, kb, kg = jax.random.split(state.key, 3)
-        # warm-up: one shared expert, no gate update; growth: routes set by the splits alone
+        # warm-up: one shared expert, no gate update
         warm = state.step < data.gate_from
         ctx_prev = state.contexts
         spec = _filter_spec(state.model)
         params_prev = _trained_vector(state.model)
+        forcing = forcing_at(cfg.train, state.step) if cfg.train.forcing < 1 else None
 
         def ctx_step(steps, idx):
             contexts, opt_state, model, opt_w_state, cache = steps
 
             def objective(c):
-                loss, failed = _batch_loss(model, c, idx, data, cfg)
+                loss, failed = _batch_loss(model, c, idx, data, cfg, forcing)
                 return loss + 0.5 * beta * jnp.sum((c - ctx_prev) ** 2), (loss, failed)
 
             (_, (loss, failed)), g = jax.value_and_grad(objective, has_aux=True)(contexts)
@@ -334,12 +355,12 @@ def make_outer_step(cfg: Config, n_envs: int):
             flat, unravel = ravel_pytree(params)
 
             def objective(theta):
-                loss, failed = _batch_loss(eqx.combine(unravel(theta), static), contexts, idx, data, cfg)
+                loss, failed = _batch_loss(eqx.combine(unravel(theta), static), contexts, idx, data, cfg, forcing)
                 return loss + 0.5 * beta * jnp.sum((theta - params_prev) ** 2), (loss, failed)
 
             (_, (loss, failed)), g = jax.value_and_grad(objective, has_aux=True)(flat)
             updates, opt_state = opt_w.update(zero_nonfinite(g), opt_state, flat)
-            model = eqx.combine(unravel(optax.apply_updates(flat, updates)), static)
+            model = eqx.combine(unravel(optax.apply_updates(flat, updates * data.lr_scale)), static)
             cache = cache._replace(valid=jnp.zeros((), bool))  # the experts changed
             return (contexts, opt_c_state, model, opt_state, cache), (loss, failed)
 
@@ -438,7 +459,7 @@ def _inner_loop_outer_step(cfg: Config, n_envs: int):
 
             (loss, (loss0, failed)), g = jax.value_and_grad(objective, has_aux=True)(theta)
             updates, opt_state = opt_w.update(zero_nonfinite(g), opt_state, theta)
-            return (optax.apply_updates(theta, updates), opt_state), (loss0, loss, failed)
+            return (optax.apply_updates(theta, updates * data.lr_scale), opt_state), (loss0, loss, failed)
 
         (theta, opt_state), (loss0, losses, failed) = jax.lax.scan(
             weight_step, (flat, state.opt_weights), jax.random.split(kb, k_inner)
@@ -467,7 +488,7 @@ def reroute(
     new_route: ArrayLike,
     active: ArrayLike | None = None,
 ) -> TrainState:
-    """Re-arrange experts and routes on the host (seeding after the warm-up, growth).
+    """Re-arrange experts and routes on the host (seeding after the warm-up).
 
     Expert ``m`` becomes a copy of expert ``parent[m]`` (weights, shift and the optimiser's
     moments); an env whose expert changes from ``old_route[e]`` to ``new_route[e]`` carries its

@@ -25,7 +25,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, PRNGKeyArray
 
 from .._settings import AT_LEAST_1, validate
-from ._integrate import SolverSettings, sequence_rollout, solve
+from ._integrate import SolverSettings, forced_solve, sequence_rollout, solve
 
 __all__ = [
     "AbstractExpert",
@@ -219,6 +219,7 @@ class AbstractExpert(eqx.Module):
         t: Float[Array, " T"],
         solver: SolverSettings,
         alpha: float | Array = 1.0,
+        forcing: Float[Array, ""] | None = None,
     ) -> tuple[Float[Array, "N T D"], Bool[Array, " N"]]:
         """Predict all trajectories of one environment with its specialised network ``net``.
 
@@ -229,6 +230,8 @@ class AbstractExpert(eqx.Module):
             solver: solver settings.
             alpha: teacher-forcing coefficient (1 = free running; experts that are not
                 ``teacher_forced`` ignore it).
+            forcing: training only, vector-field experts: the interval forcing ``a`` of
+                ``train.forcing`` (None or 1 = free running; other experts ignore it).
 
         Returns:
             ``(pred [N, T, D], ok [N])``; a failed trajectory is zero with ``ok = False``.
@@ -248,8 +251,14 @@ class AbstractVectorFieldExpert(AbstractExpert):
     teacher_forced: ClassVar[bool] = False
 
     @staticmethod
-    def rollout(net, x, t, solver, alpha=1.0):
-        return jax.vmap(lambda x0: solve(net, x0, t, solver))(x[:, 0])
+    def rollout(net, x, t, solver, alpha=1.0, forcing=None):
+        def free(_):
+            return jax.vmap(lambda x0: solve(net, x0, t, solver))(x[:, 0])
+
+        if forcing is None:
+            return free(None)
+        forced = jax.vmap(lambda xi: forced_solve(net, xi, t, solver, forcing))
+        return jax.lax.cond(forcing < 1.0, forced, free, x)
 
 
 class AbstractSequenceExpert(AbstractExpert):
@@ -261,7 +270,7 @@ class AbstractSequenceExpert(AbstractExpert):
     teacher_forced: ClassVar[bool] = True
 
     @staticmethod
-    def rollout(net, x, t, solver, alpha=1.0):
+    def rollout(net, x, t, solver, alpha=1.0, forcing=None):
         pred = jax.vmap(lambda xi: sequence_rollout(net, xi, alpha))(x)
         ok = jnp.all(jnp.isfinite(pred), axis=(1, 2))
         return jnp.where(ok[:, None, None], pred, 0.0), ok

@@ -112,7 +112,7 @@ class CAVIA(AbstractVectorFieldExpert):
         return CAVIAField(MLPField(self.weights, self.biases), ctx, self.substeps)
 
     @staticmethod
-    def rollout(net, x, t, solver: SolverSettings, alpha=1.0):
+    def rollout(net, x, t, solver: SolverSettings, alpha=1.0, forcing=None):
         substeps = net.substeps if isinstance(net, CAVIAField) else net.net.substeps  # net: maybe gate-scaled
         return jax.vmap(lambda x0: rk4_rollout(net, x0, t, substeps))(x[:, 0])
 

@@ -17,7 +17,7 @@ from jaxtyping import Array, Bool, Float
 
 from .._settings import AT_LEAST_1, POSITIVE, validate
 
-__all__ = ["SolverSettings", "solve", "rk4_rollout", "sequence_rollout"]
+__all__ = ["SolverSettings", "solve", "forced_solve", "rk4_rollout", "sequence_rollout"]
 
 #: the solvers of :class:`SolverSettings` ``method``
 METHODS = ("tsit5", "rk4")
@@ -81,6 +81,59 @@ def solve(
     return jnp.where(ok, ys, 0.0), ok
 
 
+def _rk4_interval(net, x: Float[Array, " D"], dt: Float[Array, ""], substeps: int) -> Float[Array, " D"]:
+    """``substeps`` classic RK4 steps of ``net`` from ``x`` over a time span ``dt``."""
+    h = dt / substeps
+
+    def step(x, _):
+        k1 = net(0.0, x, None)
+        k2 = net(0.0, x + 0.5 * h * k1, None)
+        k3 = net(0.0, x + 0.5 * h * k2, None)
+        k4 = net(0.0, x + h * k3, None)
+        return x + h / 6.0 * (k1 + 2.0 * k2 + 2.0 * k3 + k4), None
+
+    return jax.lax.scan(step, x, None, length=substeps)[0]
+
+
+def forced_solve(
+    net, x: Float[Array, "T D"], t: Float[Array, " T"], config: SolverSettings, a: Float[Array, ""] | float
+) -> tuple[Float[Array, "T D"], Bool[Array, ""]]:
+    """Integrate ``net`` interval by interval along one observed trajectory ``x``, each interval
+    ``[t_k, t_k+1]`` from ``s_k = a z_k + (1 - a) x_k`` where ``z_k`` is the prediction at
+    ``t_k`` (``z_0 = x_0``): generalised teacher forcing for a flow. ``a = 1`` is the free
+    solve from ``x_0``; ``a = 0`` predicts every state from the observed one before it.
+
+    Returns:
+        ``(ys [T, D], ok)`` with ``ys[0] = x_0``; ``ys`` is zero where the solve failed.
+    """
+
+    def interval(z, inp):
+        xk, t0, t1 = inp
+        s = a * z + (1.0 - a) * xk
+        if config.method == "rk4":
+            y, ok = _rk4_interval(net, s, t1 - t0, config.substeps), jnp.ones((), bool)
+        else:
+            sol = diffrax.diffeqsolve(
+                diffrax.ODETerm(net),
+                diffrax.Tsit5(),
+                t0=t0,
+                t1=t1,
+                dt0=None,
+                y0=s,
+                saveat=diffrax.SaveAt(t1=True),
+                stepsize_controller=diffrax.PIDController(rtol=config.rtol, atol=config.atol),
+                max_steps=config.max_steps,
+                throw=False,
+            )
+            y, ok = sol.ys[-1], sol.result == diffrax.RESULTS.successful
+        return y, (y, ok)
+
+    _, (ys, oks) = jax.lax.scan(interval, x[0], (x[:-1], t[:-1], t[1:]))
+    ys = jnp.concatenate([x[0][None], ys], axis=0)
+    ok = jnp.all(oks) & jnp.all(jnp.isfinite(ys))
+    return jnp.where(ok, ys, 0.0), ok
+
+
 def rk4_rollout(
     net, x0: Float[Array, " D"], t: Float[Array, " T"], substeps: int
 ) -> tuple[Float[Array, "T D"], Bool[Array, ""]]:
@@ -89,16 +142,7 @@ def rk4_rollout(
     while loop). Returns ``(ys [T, D], ok)``; ``ys`` is zero where it is not finite."""
 
     def interval(x, dt):
-        h = dt / substeps
-
-        def step(x, _):
-            k1 = net(0.0, x, None)
-            k2 = net(0.0, x + 0.5 * h * k1, None)
-            k3 = net(0.0, x + 0.5 * h * k2, None)
-            k4 = net(0.0, x + h * k3, None)
-            return x + h / 6.0 * (k1 + 2.0 * k2 + 2.0 * k3 + k4), None
-
-        x, _ = jax.lax.scan(step, x, None, length=substeps)
+        x = _rk4_interval(net, x, dt, substeps)
         return x, x
 
     _, ys = jax.lax.scan(interval, x0, jnp.diff(t))

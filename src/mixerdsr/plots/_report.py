@@ -277,9 +277,7 @@ def _routing(m: Mapping[str, Any]) -> list[str]:
         return lines + ["No routing recorded.", ""]
     lines.append(f"- Training envs per expert: {_counts(r.get('counts'))}.")
     if r.get("chosen_experts") is not None:
-        how = {"growth": "by growth (splits kept while validation improved)"}.get(
-            r.get("chosen_by", "growth"), "from the warm-up's contexts (highest mean silhouette)"
-        )
+        how = "from the warm-up's contexts (highest mean silhouette)"
         sil = r.get("silhouette") or {}
         detail = (
             f"; mean silhouette by number of groups: {', '.join(f'{k}: {num(v)}' for k, v in sil.items())}"

@@ -1,0 +1,97 @@
+"""How long training runs: the learning-rate plateau rule, convergence and the time budget.
+
+A host-side policy in the shape of the routers: :class:`Stopping` is built from the training
+settings, sees every validation score and the seconds spent, and answers whether to stop and
+by which factor the weights' learning rate is scaled now. Its state is a small dict that goes
+in the checkpoint (:meth:`Stopping.state_dict`), so a resumed run continues the same rule.
+
+``train.schedule = "steps"`` (the paper's): the rate falls by ``lr_decay`` at 1/3 and 2/3 of
+``outer_steps`` (compiled in the optimiser) and every outer step runs. ``"plateau"``: no fixed
+drops; a *plateau* is ``patience`` validation checks in a row without a relative improvement of
+``min_improvement`` over the best score; each plateau multiplies the rate by ``lr_decay``, and
+the plateau after ``lr_drops`` drops ends training as converged. In both, a run is reported
+converged when its last ``patience`` checks were a plateau, and ``time_budget`` (seconds, all
+sittings together) stops it at the best model reached so far.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+__all__ = ["Stopping", "STOP_REASONS"]
+
+#: why training ended: every outer step ran, the plateau rule, the time budget
+STOP_REASONS = ("outer_steps", "converged", "time_budget")
+
+
+@dataclasses.dataclass
+class Stopping:
+    """The stopping rule and learning-rate plateau schedule of one run.
+
+    Args:
+        plateau: drop the rate on plateaus and stop at the last one (``schedule = "plateau"``).
+        patience: validation checks without improvement that make a plateau.
+        min_improvement: relative improvement of the best validation score that counts.
+        lr_drops: plateaus that lower the rate before the next one ends training.
+        lr_decay: the factor of each drop.
+        time_budget: seconds of training over all sittings (0 = no limit).
+    """
+
+    plateau: bool
+    patience: int
+    min_improvement: float
+    lr_drops: int
+    lr_decay: float
+    time_budget: float = 0.0
+    best: float = math.inf
+    since: int = 0  # validation checks since the best score improved enough
+    drops: int = 0
+    seconds: float = 0.0
+
+    @classmethod
+    def from_settings(cls, tr: Any) -> Stopping:
+        """From a :class:`~mixerdsr.TrainSettings`."""
+        return cls(tr.schedule == "plateau", tr.patience, tr.min_improvement, tr.lr_drops, tr.lr_decay, tr.time_budget)
+
+    @property
+    def lr_scale(self) -> float:
+        """The factor on the weights' learning rate now (1 with the ``steps`` schedule)."""
+        return self.lr_decay**self.drops if self.plateau else 1.0
+
+    @property
+    def converged(self) -> bool:
+        """Whether the last ``patience`` validation checks brought no improvement."""
+        return self.since >= self.patience
+
+    def validated(self, score: float) -> str | None:
+        """Record one validation score; ``"converged"`` when the plateau rule ends training."""
+        if math.isfinite(score) and score < self.best * (1.0 - self.min_improvement):
+            self.best, self.since = score, 0
+            return None
+        self.best = min(self.best, score) if math.isfinite(score) else self.best
+        self.since += 1
+        if not self.plateau or self.since < self.patience:
+            return None
+        if self.drops >= self.lr_drops:
+            return "converged"
+        self.drops += 1
+        self.since = 0
+        return None
+
+    def spent(self, seconds: float) -> str | None:
+        """Record the seconds of one outer step; ``"time_budget"`` once the budget is used up."""
+        self.seconds += seconds
+        return "time_budget" if 0 < self.time_budget <= self.seconds else None
+
+    def state_dict(self) -> dict[str, Any]:
+        """What the checkpoint keeps (JSON-able)."""
+        best = self.best if math.isfinite(self.best) else None
+        return {"best": best, "since": self.since, "drops": self.drops, "seconds": self.seconds}
+
+    def load_state_dict(self, d: dict[str, Any]) -> None:
+        """Continue from :meth:`state_dict` (missing keys: a fresh start)."""
+        self.best = math.inf if d.get("best") is None else float(d["best"])
+        self.since, self.drops = int(d.get("since", 0)), int(d.get("drops", 0))
+        self.seconds = float(d.get("seconds", 0.0))

@@ -1,0 +1,72 @@
+"""The training-length policy: plateaus, learning-rate drops, convergence and the time budget."""
+
+import math
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from mixerdsr._config import Config
+from mixerdsr._stopping import Stopping
+from mixerdsr.experts._integrate import SolverSettings, forced_solve, solve
+from mixerdsr.training import forcing_at
+
+
+def _rule(plateau=True, patience=2, drops=1, budget=0.0):
+    return Stopping(plateau, patience, min_improvement=0.1, lr_drops=drops, lr_decay=0.5, time_budget=budget)
+
+
+def test_plateau_drops_the_rate_then_stops():
+    s = _rule()
+    assert s.validated(1.0) is None and s.lr_scale == 1.0
+    # 0.95 is not 10 % better than 1.0: two such checks are a plateau -> one drop
+    assert s.validated(0.95) is None and s.validated(0.97) is None
+    assert s.lr_scale == 0.5 and s.drops == 1 and s.since == 0
+    assert s.validated(0.5) is None and s.best == 0.5  # a real improvement resets the count
+    assert s.validated(0.49) is None
+    assert s.validated(float("nan")) == "converged"  # the plateau after the last drop ends training
+    assert s.converged
+
+
+def test_steps_schedule_never_stops_but_reports_convergence():
+    s = _rule(plateau=False)
+    for v in (1.0, 0.99, 0.98, 0.97):
+        assert s.validated(v) is None
+    assert s.lr_scale == 1.0 and s.converged
+    assert s.validated(0.1) is None and not s.converged
+
+
+def test_time_budget_and_state_roundtrip():
+    s = _rule(budget=10.0)
+    assert s.spent(6.0) is None and s.spent(5.0) == "time_budget"
+    s.validated(2.0)
+    t = _rule(budget=10.0)
+    t.load_state_dict(s.state_dict())
+    assert (t.best, t.since, t.drops, t.seconds) == (s.best, s.since, s.drops, s.seconds)
+    fresh = _rule()
+    fresh.load_state_dict({})  # a checkpoint written before the rule existed
+    assert fresh.best == math.inf and fresh.seconds == 0.0
+
+
+def test_forcing_schedule_rises_linearly_to_free_running():
+    tr = Config().override({"train.forcing": 0.2, "train.forcing_steps": 0.5, "train.outer_steps": 100}).train
+    assert [float(forcing_at(tr, s)) for s in (0, 25, 50, 90)] == pytest.approx([0.2, 0.6, 1.0, 1.0])
+
+
+@pytest.mark.parametrize("method", ["rk4", "tsit5"])
+def test_forced_solve_interpolates_between_free_and_one_step_predictions(method):
+    a, b = 0.7, 0.3
+
+    def field(t, x, args):  # linear decay: the exact flow over dt is exp(-A dt)
+        return jnp.stack([-a * x[0], -b * x[1]])
+
+    cfg = SolverSettings(method=method, rtol=1e-6, atol=1e-9, substeps=8)
+    t = jnp.linspace(0.0, 2.0, 6)
+    free, _ = solve(field, jnp.array([1.0, 2.0]), t, cfg)
+    obs = free + 0.3  # observations off the model's path
+    one_step = np.asarray(obs[:-1]) * np.exp(-np.array([a, b]) * 0.4)
+    ys, ok = forced_solve(field, obs, t, cfg, 0.0)  # each state from the observed one before it
+    assert bool(ok) and np.allclose(ys[1:], one_step, rtol=1e-4)
+    ys, ok = forced_solve(field, obs, t, cfg, 1.0)  # free running from the first observation
+    want, _ = solve(field, obs[0], t, cfg)
+    assert bool(ok) and np.allclose(ys, want, rtol=1e-4)
