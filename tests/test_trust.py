@@ -356,6 +356,13 @@ def test_cli_set_and_experts_auto_parse():
     assert c.gate.choose == "silhouette" and c.model.num_experts == 3 and c.gate.warmup == 40
     c = settings("--experts", "5", "--set", "gate.pairing=greedy")
     assert c.model.num_experts == 5 and c.gate.pairing == "greedy"
+    # any number of experts: each keeps the configuration's slice of the context (40 / 2 on odebench-2)
+    for argv, m, d in [(("--experts", "6"), 6, 120), (("--experts", "auto:7"), 7, 140), (("--experts", "3"), 3, 60),
+                       (("--experts", "3", "--context-size", "9"), 3, 9)]:
+        c = settings(*argv, preset="odebench-2")
+        assert (c.model.num_experts, c.model.context_size) == (m, d), argv
+    c = settings("--experts", "4", "--set", "model.split_context=false", preset="odebench-2")
+    assert c.model.context_size == 40  # unsplit: every expert sees the whole context already
     for bad in ("0", "auto:0", "many", "auto:x"):
         with pytest.raises(argparse.ArgumentTypeError, match="auto"):
             _experts_arg(bad)

@@ -260,18 +260,40 @@ def _run_overrides(args: argparse.Namespace) -> dict[str, Any]:
         overrides.setdefault("gate.choose", "silhouette")
         if overrides.get("gate.warmup") is None:  # the configuration's warm-up, or one of its own
             overrides["gate.warmup"] = _auto_warmup(args, overrides)
+    if (experts is not None or auto) and overrides.get("model.context_size") is None:
+        overrides["model.context_size"] = _context_for_experts(args, overrides)
     return overrides
+
+
+def _base_config(args: argparse.Namespace, overrides: dict[str, Any]) -> Any:
+    """The configuration of the preset / file with ``overrides`` (None when it is invalid: the
+    full load reports the error)."""
+    from ._config import load_config
+
+    try:
+        return load_config(args.preset or (None if args.config else "odebench-2"), args.config, overrides)
+    except ValueError:
+        return None
+
+
+def _context_for_experts(args: argparse.Namespace, overrides: dict[str, Any]) -> int | None:
+    """``--experts M`` without ``--context-size``: with split contexts every expert keeps the
+    slice it has in the configuration (``context_size / num_experts`` there), so the context
+    is that slice times M and any M works; without splitting the configuration's size."""
+    skip = ("model.num_experts", "model.context_size")
+    base = _base_config(args, {k: v for k, v in overrides.items() if k not in skip and not k.startswith("gate.")})
+    if base is None or not base.model.split_context:
+        return None
+    per_expert = max(1, base.model.context_size // base.model.num_experts)
+    m = overrides.get("model.num_experts") or base.model.num_experts
+    return per_expert * m
 
 
 def _auto_warmup(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
     """``--experts auto``: the warm-up after which the number of experts is chosen: the
     configuration's, or 100 outer steps (a fifth of a shorter run) when it has none."""
-    from ._config import load_config
-
-    base = {k: v for k, v in overrides.items() if k != "gate.choose"}
-    try:
-        cfg = load_config(args.preset or (None if args.config else "odebench-2"), args.config, base)
-    except ValueError:
+    cfg = _base_config(args, {k: v for k, v in overrides.items() if k not in ("gate.choose", "model.num_experts")})
+    if cfg is None:
         return 100  # the full load reports the configuration's error
     return cfg.gate.warmup if cfg.gate.warmup > 0 else min(100, max(1, cfg.train.outer_steps // 5))
 
