@@ -205,6 +205,33 @@ def test_collapsed_forecast_is_detected():
     assert collapsed_envs(flat, x, ok=np.array([[False]])) == []
 
 
+def test_diverged_forecasts_are_counted_and_kept_out_of_the_means(monkeypatch):
+    import mixerdsr.evaluation as ev
+    from mixerdsr._diagnostics import diverged_envs
+
+    t = np.linspace(0, 6, 30)
+    x = np.stack([np.sin(t), np.cos(t)], -1)[None, None].repeat(3, 0)  # [3, 1, 30, 2], range 2 per dim
+    pred = x + 0.1
+    pred[1, 0, -1] = [1e19, 0.0]  # runs off (the 3.9e19 adaptation once reported)
+    pred[2, 0, 5] = [np.nan, 0.0]
+    assert diverged_envs(pred, x) == [1, 2]
+    far = x.copy()
+    far[0, 0, 3, 0] = 150.0  # 149 past the data's max: 74.5 ranges, not diverged; 250: diverged
+    assert diverged_envs(far, x) == [] and diverged_envs(far + np.where(far == 150.0, 100.0, 0.0), x) == [0]
+    assert diverged_envs(x, x, ok=np.array([[True], [False], [True]])) == [1]
+    # evaluate_split: means over the others, the count beside them, per-env null, TPRMSE counts them as failed
+    monkeypatch.setattr(ev, "predict", lambda *a, **k: (pred, np.ones((3, 1), bool)))
+    split = EnvData(x.astype(np.float32), np.tile(t, (3, 1)).astype(np.float32), np.zeros(3, int))
+    model = type("Model", (), {"expert_type": type("E", (), {"scored_from": 0, "teacher_forced": False})})()
+    m, _ = ev.evaluate_split(model, None, split, Config())
+    assert m["diverged_envs"] == [1, 2] and m["n_diverged"] == 2
+    assert m["mse"] == pytest.approx(0.01, rel=1e-5)  # env 0 alone: every component off by 0.1
+    assert np.isnan(m["per_env_rel_mse"][1]) and np.isfinite(m["per_env_rel_mse"][0])
+    assert m["tprmse"] == pytest.approx(100 / 3 * (m["per_env_rel_mse"][0] < 0.1))
+    words = diagnose({"adapt_test": m}, [])
+    assert any("2 environment(s) [1, 2] diverged" in w and "leave them out" in w for w in words)
+
+
 # ------------------------------------------------------------------------ one clear line, exit 2
 def test_damaged_files_give_one_line(tiny_splits, tmp_path, capsys):
     data = save_dataset(tmp_path / "d.npz", tiny_splits)

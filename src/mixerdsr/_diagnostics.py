@@ -16,6 +16,7 @@ import numpy as np
 __all__ = [
     "diagnose",
     "collapsed_envs",
+    "diverged_envs",
     "DOMINANT_SHARE",
     "ADAPT_RATIO",
     "ADAPT_FLOOR",
@@ -40,6 +41,38 @@ CONFIDENCE_MIN = 0.2
 REL_LOSS_MAX = 0.15
 #: a forecast whose spread over time is below this fraction of the data's is "collapsed"
 COLLAPSE_RATIO = 0.1
+
+
+#: a forecast that leaves the data's range by more than this many times that range has diverged
+DIVERGE_RATIO = 100.0
+
+
+def diverged_envs(pred: np.ndarray, x: np.ndarray, ok: np.ndarray | None = None) -> list[int]:
+    """Environments whose forecast diverged: a solve failed or a state is not finite, or the
+    forecast strays from the data's per-dimension range (over all the env's trajectories and
+    times) by more than ``DIVERGE_RATIO`` times that range. Their errors would swamp a mean
+    (an adaptation once reported relMSE 3.9e19), so the split's mean errors leave them out and
+    report their number beside the mean.
+
+    Args:
+        pred: predictions ``[E, N, T, D]``.
+        x: data ``[E, N, T, D]``.
+        ok: successful solves ``[E, N]``.
+
+    Returns:
+        Indices of the diverged environments.
+    """
+    pred, x = np.asarray(pred, np.float64), np.asarray(x, np.float64)
+    lo, hi = x.min(axis=(1, 2)), x.max(axis=(1, 2))  # [E, D]
+    span = np.maximum(hi - lo, 1e-6 * np.maximum(np.abs(hi), np.abs(lo)) + 1e-12)
+    with np.errstate(invalid="ignore", over="ignore"):
+        past = np.maximum(pred - hi[:, None, None], lo[:, None, None] - pred) / span[:, None, None]
+        bad = ~np.isfinite(pred).all(axis=(1, 2, 3)) | (
+            np.nan_to_num(past, nan=np.inf).max(axis=(1, 2, 3)) > DIVERGE_RATIO
+        )
+    if ok is not None:
+        bad |= ~np.asarray(ok, bool).all(axis=1)
+    return [int(e) for e in np.flatnonzero(bad)]
 
 
 def collapsed_envs(pred: np.ndarray, x: np.ndarray, ok: np.ndarray | None = None) -> list[int]:
@@ -133,6 +166,12 @@ def diagnose(metrics: Mapping[str, Any], history: Sequence[Mapping[str, Any]] = 
             continue
         if m.get("failed_solves"):
             out.append(f"{split}: {m['failed_solves']} trajectory solve(s) failed; their errors are not finite")
+        if m.get("diverged_envs"):
+            envs = m["diverged_envs"]
+            out.append(
+                f"{split}: the forecast of {len(envs)} environment(s) {envs} diverged (a failed solve, or more than "
+                f"{DIVERGE_RATIO:g}x the data's range away from it); the split's mean errors leave them out"
+            )
         if not _finite(m.get("rel_mse")):
             out.append(f"{split}: relMSE is not finite; the model's predictions diverged")
         if m.get("collapsed_envs"):

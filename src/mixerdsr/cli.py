@@ -324,9 +324,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
         raise CLIError(str(err)) from None
     for split in ("test", "adapt_test"):
         if split in m:
+            ms = m[split]
             print(
-                f"{split:>10}: relMSE {_num(m[split]['rel_mse'])}  MSE {_num(m[split]['mse'])}  "
-                f"TPRMSE {_num(m[split]['tprmse'], '.1f')}%"
+                f"{split:>10}: relMSE {_num(ms['rel_mse'])}  MSE {_num(ms['mse'])}  "
+                f"traj_rel_l2 {_num(ms.get('traj_rel_l2'))}  TPRMSE {_num(ms['tprmse'], '.1f')}%"
+                + (f"  ({ms['n_diverged']} diverged env(s) left out)" if ms.get("n_diverged") else "")
             )
     tr = m.get("training") or {}
     if tr:

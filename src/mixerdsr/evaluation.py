@@ -12,7 +12,7 @@ import numpy as np
 
 from . import metrics as M
 from ._config import Config
-from ._diagnostics import collapsed_envs
+from ._diagnostics import collapsed_envs, diverged_envs
 from .data import EnvData
 from .inference import predict
 
@@ -44,7 +44,11 @@ def evaluate_split(model, contexts, split: EnvData, cfg: Config) -> tuple[dict[s
     """MSE, relMSE (Eq. 9), TPRMSE (Eq. 10) and per-env relMSE of a split.
 
     Returns ``(metrics, pred [E, N, T, D])``; ``metrics["collapsed_envs"]`` lists the envs whose
-    forecast barely moves while the data does (:func:`~mixerdsr._diagnostics.collapsed_envs`).
+    forecast barely moves while the data does (:func:`~mixerdsr._diagnostics.collapsed_envs`),
+    ``metrics["diverged_envs"]`` those whose forecast diverged
+    (:func:`~mixerdsr._diagnostics.diverged_envs`): ``mse``, ``rel_mse`` and ``traj_rel_l2`` are
+    means over the other envs (``n_diverged`` beside them; NaN when all diverged), their
+    ``per_env_rel_mse`` is NaN, and TPRMSE counts them as above the threshold.
     Predictions are free-running and scored from the experts' ``scored_from`` step on (sequence
     experts: steps 1..T-1). For teacher-forced experts the one-step error under the training
     teacher forcing (``alpha = cfg.train.teacher_forcing``) is added as ``teacher_forced_mse`` /
@@ -54,14 +58,21 @@ def evaluate_split(model, contexts, split: EnvData, cfg: Config) -> tuple[dict[s
     pred, ok = predict(model, contexts, x, split.t.astype(np.float32), cfg.solver)
     s = model.expert_type.scored_from
     p, y = jnp.asarray(pred[:, :, s:]), jnp.asarray(x[:, :, s:])
-    per_env = np.asarray(M.per_env_rel_mse(p, y))
+    diverged = diverged_envs(np.asarray(p), np.asarray(y), ok)
+    kept = np.setdiff1d(np.arange(p.shape[0]), diverged)
+    pk, yk = p[kept], y[kept]
+    per_env = np.asarray(M.per_env_rel_mse(p, y), np.float64)
+    per_env[diverged] = np.nan  # null in metrics.json: no number stands for a diverged forecast
+    none = float("nan")
     out = {
-        "mse": float(M.mse(p, y)),
-        "rel_mse": float(M.rel_mse(p, y)),
-        "tprmse": float(M.tprmse(p, y, cfg.evaluation.tprmse_eps)),
-        "traj_rel_l2": float(M.traj_rel_l2(p, y)),
+        "mse": float(M.mse(pk, yk)) if kept.size else none,
+        "rel_mse": float(M.rel_mse(pk, yk)) if kept.size else none,
+        "tprmse": float(M.tprmse_from_values(per_env, cfg.evaluation.tprmse_eps)),  # diverged envs fail
+        "traj_rel_l2": float(M.traj_rel_l2(pk, yk)) if kept.size else none,
         "per_env_rel_mse": per_env.tolist(),
         "failed_solves": int((~ok).sum()),
+        "diverged_envs": diverged,
+        "n_diverged": len(diverged),
         "collapsed_envs": collapsed_envs(np.asarray(p), np.asarray(y), ok),
     }
     if model.expert_type.teacher_forced:
