@@ -55,6 +55,11 @@ def test_variant_settings():
             assert cfg.model.backbone == cell.backbone
     with pytest.raises(ValueError, match="unknown budget"):
         R.settings(R.cells("fig2", [0])[0], "gpu")
+    # converged: the paper's sizes until validation stops improving, JSONs in converged/<table>/
+    conv = R.settings(R.Cell("table4", "lv", "coda", "single", 0), "converged")
+    assert conv["train.schedule"] == "plateau" and conv["train.outer_steps"] == 5000
+    assert conv["model.coda.width"] == R.settings(R.Cell("table4", "lv", "coda", "single", 0), "paper")["model.coda.width"]
+    assert R._results_dir("docs/results", "table4", "converged").as_posix() == "docs/results/converged/table4"
 
 
 def test_table4_widths_match_the_papers_active_parameter_counts():

@@ -30,7 +30,7 @@ import numpy as np
 
 __all__ = ["TABLES", "BUDGETS", "Cell", "cells", "run_cell", "run_table", "report"]
 
-BUDGETS = ("smoke", "cpu", "paper")
+BUDGETS = ("smoke", "cpu", "paper", "converged")
 
 # ----------------------------------------------------------------------------------------------
 # the paper's numbers (MixER paper, Section 4): {(dataset, backbone, variant): {metric: (mean, std)}}
@@ -263,6 +263,18 @@ _CPU = {
     "gate": {"train.outer_steps": 250, "adapt.steps": 200},
 }
 _PAPER = {"gate.every": 1, "train.outer_steps": 500, "adapt.steps": 500}
+#: trained until validation stops improving (``train.schedule = "plateau"``: the rate falls at
+#: each plateau of 5 checks without a 1 % gain, the third plateau ends training), at the
+#: paper's sizes, the gate updated once per inner loop as at the ``cpu`` budget
+_CONVERGED = {
+    "gate.every": 12,
+    "train.outer_steps": 5000,
+    "train.schedule": "plateau",
+    "train.patience": 5,
+    "train.min_improvement": 0.01,
+    "train.lr_drops": 2,
+    "adapt.steps": 500,
+}
 _SMOKE = {
     "train.outer_steps": 2,
     "train.inner_steps": 2,
@@ -296,7 +308,7 @@ def settings(cell: Cell, budget: str) -> dict[str, Any]:
     over: dict[str, Any] = {"model.backbone": cell.backbone, "train.seed": cell.seed}
     if cell.data.endswith(CLEAN):
         over["data.clean"] = True
-    over |= {"smoke": {}, "cpu": _CPU[cell.table], "paper": _PAPER}[budget]
+    over |= {"smoke": {}, "cpu": _CPU[cell.table], "paper": _PAPER, "converged": _CONVERGED}[budget]
     v = cell.variant
     if cell.table == "table4":
         n_exp = 1 if v == "single" else preset.model.num_experts
@@ -442,6 +454,9 @@ def _cell_json(cell: Cell, budget: str, over: dict[str, Any], res: Any, seconds:
         "chosen_experts": r.get("chosen_experts"),
         "seconds_per_outer_step": m.get("timing", {}).get("seconds_per_outer_step"),
         "best_step": m.get("best_step"),
+        "outer_steps_run": m.get("training", {}).get("outer_steps_run"),
+        "stop_reason": m.get("training", {}).get("stop_reason"),
+        "converged": m.get("training", {}).get("converged"),
     }
     return {
         "cell": cell.name,
@@ -591,6 +606,8 @@ def _in_fresh_process(fn: Callable[..., Any], *args: Any) -> Any:
 
 
 def _results_dir(results: str | Path, table: str, budget: str) -> Path:
+    if budget == "converged":
+        return Path(results) / "converged" / table
     return Path(results) / (table if budget == "cpu" else f"{table}-{budget}")
 
 

@@ -649,7 +649,9 @@ def _add_reproduce_commands(sub: Any) -> None:
         default="cpu",
         help="smoke: seconds per cell (tiny networks, 2 envs per family, fixed-step RK4); cpu (default): "
         "about 5 min per cell on 2 CPU cores (fewer outer steps, one gate update per inner loop); paper: the paper's "
-        "settings (500 outer steps, gate after every inner step), for a GPU",
+        "settings (500 outer steps, gate after every inner step), for a GPU; converged: the paper's sizes trained "
+        "until validation stops improving (learning-rate drops on plateaus, at most 5000 outer steps; JSONs in "
+        "RESULTS/converged/TABLE/)",
     )
     p.add_argument("--seeds", nargs="+", type=_nonneg_int, default=[0, 1, 2], help="training seeds (default 0 1 2)")
     p.add_argument(
