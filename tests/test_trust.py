@@ -189,6 +189,10 @@ def test_diagnose_is_silent_on_a_good_run():
      "the expert of 1 new environment(s) is unclear: the runner-up explains the adaptation data almost as well "
      "(env 1: expert 1 vs 0 (0.05)"),
     (_metrics(adapt_test={"fit_rel_loss": [0.01, 0.4]}), [], "1 new environment(s) [1] are poorly fitted"),
+    # clearly bad forecasts (a 5-step expert, random data) and an Eq. 9 that a few trajectories dominate
+    (_metrics(test={"rel_mse": 44.9, "traj_rel_l2": 0.93}), [], "test: the forecasts are poor: their error is 0.93"),
+    (_metrics(test={"rel_mse": 6.3, "traj_rel_l2": 0.05, "median_traj_rel_mse": 0.05}), [],
+     "test: relMSE (Eq. 9) 6.3 is dominated by a few trajectories"),
 ])
 def test_diagnose_flags_clearly_bad_results(metrics, history, words):
     found = diagnose(metrics, history)

@@ -43,6 +43,10 @@ REL_LOSS_MAX = 0.15
 COLLAPSE_RATIO = 0.1
 
 
+#: a split whose trajectory error (traj_rel_l2) is at least this is flagged as poorly forecast
+POOR_TRAJ_REL_L2 = 0.5
+#: Eq. 9's relMSE above this many times the median trajectory's is "dominated" by a few
+DOMINATED_RATIO = 10.0
 #: a forecast that leaves the data's range by more than this many times that range has diverged
 DIVERGE_RATIO = 100.0
 
@@ -174,6 +178,17 @@ def diagnose(metrics: Mapping[str, Any], history: Sequence[Mapping[str, Any]] = 
             )
         if not _finite(m.get("rel_mse")):
             out.append(f"{split}: relMSE is not finite; the model's predictions diverged")
+        elif _finite(m.get("traj_rel_l2")) and m["traj_rel_l2"] >= POOR_TRAJ_REL_L2:
+            out.append(
+                f"{split}: the forecasts are poor: their error is {m['traj_rel_l2']:.2g} of the trajectories' own "
+                f"size (traj_rel_l2; relMSE {m['rel_mse']:.3g}); train longer or check the data and settings"
+            )
+        med = m.get("median_traj_rel_mse")
+        if _finite(m.get("rel_mse")) and _finite(med) and m["rel_mse"] > DOMINATED_RATIO * max(med, 1e-12):
+            out.append(
+                f"{split}: relMSE (Eq. 9) {m['rel_mse']:.3g} is dominated by a few trajectories through states near "
+                f"zero; the typical trajectory's is {med:.3g} (median; traj_rel_l2 is the robust figure)"
+            )
         if m.get("collapsed_envs"):
             envs = m["collapsed_envs"]
             out.append(

@@ -70,6 +70,8 @@ def evaluate_split(model, contexts, split: EnvData, cfg: Config) -> tuple[dict[s
         "tprmse": float(M.tprmse_from_values(per_env, cfg.evaluation.tprmse_eps)),  # diverged envs fail
         "traj_rel_l2": float(M.traj_rel_l2(pk, yk)) if kept.size else none,
         "per_env_rel_mse": per_env.tolist(),
+        # the typical trajectory's Eq. 9: a few trajectories through states near 0 dominate the mean
+        "median_traj_rel_mse": _median_traj_rel_mse(pk, yk) if kept.size else none,
         "failed_solves": int((~ok).sum()),
         "diverged_envs": diverged,
         "n_diverged": len(diverged),
@@ -85,6 +87,14 @@ def evaluate_split(model, contexts, split: EnvData, cfg: Config) -> tuple[dict[s
             teacher_forced_rel_mse=float(M.rel_mse(tf, y)),
         )
     return out, pred
+
+
+def _median_traj_rel_mse(p: jax.Array, y: jax.Array) -> float:
+    """The median over trajectories of each one's Eq. 9 relMSE (``p``, ``y``: ``[E, N, T, D]``)."""
+    flat = (p.shape[0] * p.shape[1], 1, *p.shape[2:])
+    per = np.asarray(M.per_env_rel_mse(p.reshape(flat), y.reshape(flat)))
+    per = per[np.isfinite(per)]
+    return float(np.median(per)) if per.size else float("nan")
 
 
 def active_parameters(model) -> int:
