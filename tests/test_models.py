@@ -82,6 +82,10 @@ def test_adaptation_keeps_each_envs_best_expert_and_says_how_clear_it_is(trained
     want = 1 - a.scores[e, a.experts] / a.scores[e, np.maximum(a.runner_up, 0)]
     np.testing.assert_allclose(a.confidence[two], want[two], rtol=1e-6)
     assert np.all((a.confidence >= 0) & (a.confidence <= 1))
+    # where no fit ended with the other expert, it is fitted with its route forced: a runner-up
+    # and a confidence below 1 for every env (the gate cannot be trusted to have routed right)
+    np.testing.assert_array_equal(a.runner_up_forced, ~two)
+    assert np.all(a.runner_up == 1 - a.experts) and np.all(a.confidence < 1)
     # the loss reported is the kept context's, and it is the chosen expert's score
     np.testing.assert_allclose(a.loss, _final_losses(tm.model, a.contexts, ad.x, ad.t, tm.config.solver), rtol=1e-5)
     np.testing.assert_allclose(a.loss, a.scores[e, a.experts], rtol=1e-5)

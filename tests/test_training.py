@@ -241,9 +241,13 @@ def test_run_writes_metrics_plots_and_report(tiny_splits, tmp_path):
         assert saved[split][name] == pytest.approx(want, rel=1e-4, abs=1e-6), key
     assert saved["routing"]["experts"] == [0, 0, 1, 1] and saved["routing"]["adapt_experts"] == [0, 1, 0, 1]
     # every new env reports its runner-up and confidence; unclear choices are warned about
-    assert saved["adapt_test"]["runner_up"] == [1, -1, 1, 0]
+    # env 1: every fit ended on expert 1, so expert 0 was fitted with its route forced; the
+    # confidence compares two real fits and is not 1 (it was 1 with no runner-up at all)
+    assert saved["adapt_test"]["runner_up"] == [1, 0, 1, 0]
+    assert saved["adapt_test"]["runner_up_forced"] == [False, True, False, False]
     conf = saved["adapt_test"]["confidence"]
-    assert conf[1] == 1.0 and max(conf[0], conf[2], conf[3]) < 0.2
+    assert conf[1] == 0.0 and max(conf[0], conf[2], conf[3]) < 0.2  # expert 0, forced, fits env 1 better
+    assert any("[1] are fitted better by another expert when the route is forced" in w for w in saved["warnings"])
     assert any("is unclear" in w and "env 3: expert 1 vs 0" in w for w in saved["warnings"])
     assert saved["best_step"] == 3
     for f in ("config.toml", "checkpoint.npz", "model.npz", "history.jsonl", "report.md", "loss.png", "gate_heatmaps.png",

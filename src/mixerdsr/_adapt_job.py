@@ -90,7 +90,8 @@ def describe(tm: TrainedModel, a: Adaptation) -> list[dict[str, Any]]:
         reasons = []
         if a.confidence[e] < CONFIDENCE_MIN:
             ru = int(a.runner_up[e])
-            reasons.append(f"expert {ru} explains the data almost as well (confidence {a.confidence[e]:.2f})")
+            how = "as well or better when the route is forced to it" if a.runner_up_forced[e] else "almost as well"
+            reasons.append(f"expert {ru} explains the data {how} (confidence {a.confidence[e]:.2f})")
         if a.rel_loss[e] > REL_LOSS_MAX:
             reasons.append(f"even the fitted trajectory is poorly reproduced (relative loss {a.rel_loss[e]:.2f})")
         rows.append(
@@ -98,6 +99,7 @@ def describe(tm: TrainedModel, a: Adaptation) -> list[dict[str, Any]]:
                 "env": e,
                 "expert": m,
                 "runner_up": int(a.runner_up[e]),
+                "runner_up_forced": bool(a.runner_up_forced[e]),
                 "confidence": float(a.confidence[e]),
                 "family_by_route": exp_fam.get(m, -1),
                 "family_by_route_name": tm.family_name(exp_fam.get(m, -1)),

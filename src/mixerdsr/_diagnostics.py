@@ -122,13 +122,20 @@ def adaptation_warnings(ad: Mapping[str, Any]) -> list[str]:
                 f"adaptation data almost as well ({pairs}{more}; confidence = 1 - best/runner-up loss); "
                 "their forecasts may come from the wrong family's expert"
             )
+        forced = ad.get("runner_up_forced") or []
+        better = [e for e in unclear if e < len(forced) and forced[e] and conf[e] == 0.0]
+        if better:
+            out.append(
+                f"new environment(s) {better[:12]} are fitted better by another expert when the route is forced "
+                "to it, but the gate sends their contexts elsewhere: the gate's regions do not match these dynamics"
+            )
     rel = ad.get("fit_rel_loss")
     if rel is not None:
         poor = [e for e, v in enumerate(rel) if v > REL_LOSS_MAX]
         if poor:
             out.append(
                 f"{len(poor)} new environment(s) {poor[:12]} are poorly fitted even on their own adaptation data "
-                f"(relative loss above {REL_LOSS_MAX}): no expert knows dynamics like theirs"
+                f"(relative loss above {REL_LOSS_MAX}) by the expert they are routed to"
             )
     return out
 

@@ -308,7 +308,13 @@ def settings(cell: Cell, budget: str) -> dict[str, Any]:
     over: dict[str, Any] = {"model.backbone": cell.backbone, "train.seed": cell.seed}
     if cell.data.endswith(CLEAN):
         over["data.clean"] = True
-    over |= {"smoke": {}, "cpu": _CPU[cell.table], "paper": _PAPER, "converged": _CONVERGED}[budget]
+    budgets: dict[str, dict[str, Any]] = {
+        "smoke": {},
+        "cpu": _CPU[cell.table],
+        "paper": _PAPER,
+        "converged": _CONVERGED,
+    }
+    over |= budgets[budget]
     v = cell.variant
     if cell.table == "table4":
         n_exp = 1 if v == "single" else preset.model.num_experts

@@ -259,6 +259,7 @@ def _run_locked(
             adapted = fit.contexts
             chosen = {
                 "runner_up": fit.runner_up.tolist(),
+                "runner_up_forced": fit.runner_up_forced.tolist(),
                 "confidence": fit.confidence.tolist(),
                 "fit_rel_loss": fit.rel_loss.tolist(),
             }

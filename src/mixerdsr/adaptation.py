@@ -81,8 +81,14 @@ def expert_starts(model: MixER, contexts: Float[Array, "E d"]) -> Float[Array, "
 
 
 @eqx.filter_jit
-def _final_losses(model, c, x, t, solver, alpha=1.0):
-    ls, ok = env_losses(model, c, x, t, solver, alpha=alpha)
+def _final_losses(model, c, x, t, solver, alpha=1.0, forced=None):
+    """Every env's loss at its context ``c`` (``forced [E]``: with that expert, not the routed one)."""
+    if forced is None:
+        ls, ok = env_losses(model, c, x, t, solver, alpha=alpha)
+    else:
+        one = lambda ci, xi, ti, mi: env_losses(model, ci[None], xi[None], ti[None], solver, mi, alpha=alpha)  # noqa: E731
+        ls, ok = jax.vmap(one)(c, x, t, forced)
+        ls, ok = ls[:, 0], ok[:, 0]
     return jnp.where(ok & jnp.isfinite(ls), ls, jnp.inf)
 
 
@@ -118,7 +124,10 @@ class Adaptation:
     Attributes:
         contexts: fitted contexts ``[E, d]``.
         experts: each environment's expert (the route of its context) ``[E]``.
-        runner_up: the expert whose fit comes next ``[E]`` (-1: no fit reached another expert).
+        runner_up: the expert whose fit comes next ``[E]`` (-1: no other expert fits at all).
+        runner_up_forced: ``[E]`` True where no fit from any start ended with another expert,
+            so the runner-up was fitted with its route forced (the gate does not send such a
+            context there; a runner-up that fits better then gives confidence 0).
         scores: the fitting loss reached with each expert ``[E, M]`` (inf: no fit ended with
             that expert; the kept experts' losses are of the refined fits, the others' of their
             screening fits).
@@ -132,6 +141,7 @@ class Adaptation:
     contexts: Float[Array, "E d"]
     experts: np.ndarray
     runner_up: np.ndarray
+    runner_up_forced: np.ndarray
     scores: np.ndarray
     confidence: np.ndarray
     loss: np.ndarray
@@ -273,6 +283,19 @@ def adapt_new(
     second = np.argmin(masked, axis=1)
     runner = masked[env, second]
     has_runner = np.isfinite(runner)
+    forced = np.zeros(n_env, bool)
+    lonely = ~has_runner & np.isfinite(best)
+    used = np.unique(np.asarray(routes(model, jnp.asarray(train_contexts))))
+    if lonely.any() and len(used) > 1:
+        # Every fit ended with the chosen expert, which says nothing about how well another
+        # would do: fit each other expert with the route forced, from its own start.
+        m_other, loss_other = _forced_runner_up(
+            model, x, t, starts, used, chosen, screen_steps, n_more, lr, solver, alpha
+        )
+        forced = lonely & np.isfinite(loss_other)
+        second = np.where(forced, m_other, second)
+        runner = np.where(forced, loss_other, runner)
+        has_runner = has_runner | forced
     with np.errstate(invalid="ignore", divide="ignore"):
         conf = np.where(has_runner, 1.0 - best / np.where(has_runner, runner, 1.0), 1.0)
     conf = np.where(np.isfinite(best), np.clip(conf, 0.0, 1.0), 0.0)
@@ -282,11 +305,39 @@ def adapt_new(
         contexts=ctx,
         experts=chosen,
         runner_up=np.where(has_runner, second, -1),
+        runner_up_forced=forced,
         scores=scores,
         confidence=conf,
         loss=best,
         rel_loss=best / np.maximum(scale, 1e-12),
     )
+
+
+def _forced_runner_up(model, x, t, starts, used, chosen, screen_steps, n_more, lr, solver, alpha):
+    """For every env, the best expert of ``used`` other than ``chosen[e]`` when the route is
+    forced to it: each such expert is fitted from its own start for ``screen_steps`` steps,
+    the best one continues for ``n_more`` chunks. Returns ``(expert [E], its loss [E])``
+    (loss inf where no other expert gives a finite fit)."""
+    n_env, env = x.shape[0], np.arange(x.shape[0])
+    opt = optax.adabelief(lr)
+    fits, losses = [], np.full((n_env, model.n_experts), np.inf)
+    for k, m in enumerate(used):
+        m_all = jnp.full((n_env,), m, jnp.int32)
+        c0 = jnp.broadcast_to(starts[k + 1], (n_env, model.context_size))
+        c, st, _ = _adapt_chunk(model, x, t, c0, jax.vmap(opt.init)(c0), screen_steps, lr, solver, alpha, m_all)
+        losses[:, m] = np.asarray(_final_losses(model, c, x, t, solver, alpha, m_all))
+        fits.append((c, st))
+    losses[env, chosen] = np.inf
+    best_m = np.argmin(losses, axis=1)
+    slot = {int(m): k for k, m in enumerate(used)}
+    src = jnp.asarray([slot.get(int(m), 0) for m in best_m])
+    c = jnp.stack([f[0] for f in fits])[src, jnp.asarray(env)]
+    st = jax.tree.map(lambda *leaves: jnp.stack(leaves)[src, jnp.asarray(env)], *[f[1] for f in fits])
+    m_env = jnp.asarray(best_m, jnp.int32)
+    for _ in range(n_more):
+        c, st, _ = _adapt_chunk(model, x, t, c, st, screen_steps, lr, solver, alpha, m_env)
+    final = np.asarray(_final_losses(model, c, x, t, solver, alpha, m_env))
+    return best_m, np.where(np.isfinite(losses[env, best_m]), final, np.inf)
 
 
 def _threaded(fn, items: list, workers: int | None) -> list:
@@ -301,14 +352,18 @@ def _threaded(fn, items: list, workers: int | None) -> list:
 
 
 @eqx.filter_jit
-def _adapt_chunk(model, x, t, c0, state0, steps, lr, solver, alpha):
+def _adapt_chunk(model, x, t, c0, state0, steps, lr, solver, alpha, forced=None):
     """``steps`` AdaBelief steps of every environment's own fit from ``(c0, state0)``:
-    ``(contexts [E, d], optimiser states, losses [E, steps])``."""
+    ``(contexts [E, d], optimiser states, losses [E, steps])``; ``forced [E]``: each env's fit
+    uses that expert whatever the gate says."""
     opt = optax.adabelief(lr)
+    use_forced = forced is not None
+    ms = forced if use_forced else jnp.zeros((x.shape[0],), jnp.int32)
 
-    def fit_one(c, s, xe, te):
+    def fit_one(c, s, xe, te, me):
         def loss_fn(cc):
-            return env_losses(model, cc[None], xe[None], te[None], solver, alpha=alpha)[0][0]
+            m = me if use_forced else None
+            return env_losses(model, cc[None], xe[None], te[None], solver, m, alpha=alpha)[0][0]
 
         def body(carry, _):
             c, s = carry
@@ -319,4 +374,4 @@ def _adapt_chunk(model, x, t, c0, state0, steps, lr, solver, alpha):
         (c, s), hist = jax.lax.scan(body, (c, s), None, length=steps)
         return c, s, hist
 
-    return jax.vmap(fit_one)(c0, state0, x, t)
+    return jax.vmap(fit_one)(c0, state0, x, t, ms)
