@@ -356,6 +356,36 @@ def test_changing_the_backbone_resets_its_own_settings():
     assert Config.from_dict(ncf.to_dict()) == ncf
 
 
+def test_hostile_command_lines_give_one_line_before_any_work(tmp_path, capsys):
+    a_file = tmp_path / "file.txt"
+    a_file.write_text("mine")
+    cases = [
+        (["run", "--out", str(a_file), "--outer-steps", "1"], "--out " + str(a_file) + " is a file"),
+        (["run", "--set", "train.outer_steps=1000000000"], "below 2**31"),
+        (["reproduce", "table4", "--report", "--results", str(a_file)], "--results " + str(a_file) + " is a file"),
+        (["adapt", "--model", "odebench-10b", "--data", "x.npz", "--out", str(a_file)], "is a file"),
+    ]
+    for argv, words in cases:
+        assert main(argv) == 2, argv
+        assert words in _error_line(capsys), argv
+    assert a_file.read_text() == "mine"
+    # --report with no cell JSON leaves an existing table alone
+    table = tmp_path / "res" / "table4.md"
+    table.parent.mkdir()
+    table.write_text("| my table |")
+    assert main(["reproduce", "table4", "--report", "--results", str(tmp_path / "res")]) == 2
+    assert "nothing to report" in _error_line(capsys) and table.read_text() == "| my table |"
+    # a cell JSON that is no cell: one line naming the file
+    (tmp_path / "res" / "table4").mkdir()
+    for bad in ("{}", "[1, 2]", "{trunc"):
+        (tmp_path / "res" / "table4" / "lv-coda-single-s0.json").write_text(bad)
+        assert main(["reproduce", "table4", "--report", "--results", str(tmp_path / "res")]) == 2
+        assert "lv-coda-single-s0.json: not a" in _error_line(capsys)
+    # zero adaptation steps are refused by the parser (it divided by them)
+    assert main(["adapt", "--model", "odebench-10b", "--data", "x.npz", "--steps", "0"]) == 2
+    assert "--steps: expected a positive integer, got '0'" in capsys.readouterr().err
+
+
 def test_cli_set_and_experts_auto_parse():
     import argparse
 

@@ -251,6 +251,12 @@ class TrainSettings:
                 "seed": SEED,
             },
         )
+        if self.outer_steps * self.inner_steps >= 2**31:  # optimiser step counts are int32
+            raise SettingError(
+                "train.outer_steps",
+                f"expected outer_steps x inner_steps below 2**31, found {self.outer_steps} x {self.inner_steps} "
+                "(use train.time_budget or train.schedule = \"plateau\" to train until convergence)",
+            )
 
 
 @typing.no_type_check  # validates itself, naming the key

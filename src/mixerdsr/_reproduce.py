@@ -629,7 +629,21 @@ def _fmt(v: Any, fmt: str = ".3g") -> str:
 def load_cells(table: str, budget: str = "cpu", results: str | Path = "docs/results") -> list[dict[str, Any]]:
     """The JSON records of ``table`` at ``budget`` (sorted by name)."""
     d = _results_dir(results, table, budget)
-    return [json.loads(p.read_text()) for p in sorted(d.glob("*.json"))]
+    out = []
+    for p in sorted(d.glob("*.json")):
+        try:
+            rec = json.loads(p.read_text())
+        except (OSError, ValueError) as err:
+            raise ValueError(f"{p}: not a readable cell JSON ({err}); remove it or run the cell again") from None
+        missing = [
+            k
+            for k in ("cell", "data", "backbone", "variant", "seed", "metrics")
+            if not isinstance(rec, dict) or k not in rec
+        ]
+        if missing:
+            raise ValueError(f"{p}: not a cell JSON (missing {missing}); remove it or run the cell again")
+        out.append(rec)
+    return out
 
 
 def _mean_std(vals: list[float | None], fmt: str, scale: float) -> str:

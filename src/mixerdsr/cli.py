@@ -40,6 +40,19 @@ def _nonneg_int(s: str) -> int:
     return v
 
 
+def _pos_int(s: str) -> int:
+    v = _nonneg_int(s)
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {s!r}")
+    return v
+
+
+def _check_out_dir(path: Any, flag: str) -> None:
+    """Refuse, before any work, an output folder that is an existing file."""
+    if path is not None and os.path.exists(path) and not os.path.isdir(path):
+        raise CLIError(f"{flag} {path} is a file, not a folder; name a folder (it is created if missing)")
+
+
 def _num(v: Any, spec: str = ".4g") -> str:
     """A metric for the console: ``n/a`` for a missing or non-finite value."""
     return format(v, spec) if isinstance(v, (int, float)) and v == v and abs(v) != float("inf") else "n/a"
@@ -311,6 +324,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     src, mod = os.path.basename(cfg.data.source).removesuffix(".npz"), cfg.model
     m_name = f"auto{mod.num_experts}" if cfg.gate.choose != "fixed" else str(mod.num_experts)
     out = args.out or os.path.join("runs", f"{src}-{mod.backbone}-m{m_name}-{cfg.gate.mode}-s{cfg.train.seed}")
+    _check_out_dir(out, "--out")
     print(
         f"mixerdsr run: data={cfg.data.source} backbone={mod.backbone} experts={m_name} "
         f"gate={cfg.gate.mode} outer_steps={cfg.train.outer_steps} -> {out}"
@@ -487,9 +501,10 @@ def _cmd_adapt(args: argparse.Namespace) -> int:
     from .data import load_dataset
     from .models import resolve_model
 
+    out = Path(args.out) if args.out else Path("runs") / f"adapt-{Path(args.data).stem}"
+    _check_out_dir(out, "--out")
     tm = resolve_model(args.model)
     splits = load_dataset(args.data)
-    out = Path(args.out) if args.out else Path("runs") / f"adapt-{Path(args.data).stem}"
     log = (lambda s: None) if args.quiet else print
     try:
         m = adapt_job(
@@ -579,10 +594,10 @@ def _add_model_commands(sub: Any) -> None:
     )
     p.add_argument("--data", required=True, metavar="FILE.npz", help="dataset file (the `mixerdsr data` schema)")
     p.add_argument("--out", metavar="DIR", default=None, help="output directory (default: runs/adapt-<data name>)")
-    p.add_argument("--steps", type=_nonneg_int, default=None, help="fitting steps (default: the model's adapt.steps)")
+    p.add_argument("--steps", type=_pos_int, default=None, help="fitting steps (default: the model's adapt.steps)")
     p.add_argument(
         "--time-stride",
-        type=_nonneg_int,
+        type=_pos_int,
         default=None,
         help="keep every n-th time point (default: the model's training stride)",
     )
@@ -603,6 +618,8 @@ def _add_model_commands(sub: Any) -> None:
 def _cmd_reproduce(args: argparse.Namespace) -> int:
     from . import _reproduce as R
 
+    _check_out_dir(args.results, "--results")
+    _check_out_dir(args.runs, "--runs")
     try:
         if not args.report:
             R.run_table(
@@ -615,10 +632,15 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
                 force=args.force,
                 progress=not args.quiet,
             )
+        out = R._results_dir(args.results, args.table, args.budget).with_suffix(".md")
+        if not R.load_cells(args.table, args.budget, args.results):
+            raise CLIError(
+                f"no cell JSON in {R._results_dir(args.results, args.table, args.budget)}: nothing to report"
+                + (f" ({out} left as it is)" if out.exists() else "")
+            )
         text = R.report(args.table, args.budget, args.results)
     except ValueError as err:
         raise CLIError(str(err)) from None
-    out = R._results_dir(args.results, args.table, args.budget).with_suffix(".md")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
     print(text)
