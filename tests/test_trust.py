@@ -92,6 +92,13 @@ def test_resume_of_a_checkpoint_written_before_a_setting_existed(tmp_path):
     old = ncf.to_dict()
     del old["gate"]["seed_method"]
     check_resume(save_checkpoint(tmp_path / "ncf.npz", {"w": np.zeros(2)}, old), ncf)
+    # a setting whose default is not the old behaviour: a checkpoint without clip_norm trained unclipped
+    old = tiny_cfg({"train.clip_norm": 0.0}).to_dict()
+    del old["train"]["clip_norm"]
+    ckpt = save_checkpoint(tmp_path / "unclipped.npz", {"w": np.zeros(2)}, old)
+    check_resume(ckpt, tiny_cfg({"train.clip_norm": 0.0}))
+    with pytest.raises(ValueError, match="train.clip_norm: checkpoint 0.0, given 1.0"):
+        check_resume(ckpt, tiny_cfg({"train.clip_norm": 1.0}))
 
 
 def test_two_runs_on_one_directory_are_refused(tmp_path, capsys):

@@ -88,6 +88,22 @@ def _snapshot_steps(n: int) -> set[int]:
 _RESUMABLE = ("adapt.", "evaluation.", "train.checkpoint_every", "train.low_memory_compile", "train.time_budget")
 
 
+#: settings added after checkpoints were first written, with the value that gives the behaviour
+#: of the code before them (their defaults may differ: a checkpoint without ``clip_norm`` was
+#: trained unclipped)
+_INTRODUCED = {
+    "train.optimizer": "adabelief",
+    "train.clip_norm": 0.0,
+    "train.forcing": 1.0,
+    "train.forcing_steps": 0.5,
+    "train.schedule": "steps",
+    "train.patience": 5,
+    "train.min_improvement": 0.01,
+    "train.lr_drops": 2,
+    "train.time_budget": 0.0,
+}
+
+
 def check_resume(ckpt: Path, cfg: Config) -> None:
     """Refuse to resume ``ckpt`` with a configuration that would not continue the same run.
 
@@ -100,11 +116,12 @@ def check_resume(ckpt: Path, cfg: Config) -> None:
             f"{ckpt}: cannot resume, the checkpoint's configuration has no [train] section "
             "(written by an older mixerdsr version); start a new run in another directory"
         )
-    # a setting added after the checkpoint was written counts as its default (the behaviour the
-    # checkpoint was trained with), so a newer version resumes an older run
+    # a setting added after the checkpoint was written counts as the value that gives the
+    # behaviour the checkpoint was trained with (its default, or _INTRODUCED's), so a newer
+    # version resumes an older run unless that behaviour changed
     given = cfg.flat()
     defaults = {k: v for k, v in Config().flat().items() if k in given}  # not another backbone's
-    stored = defaults | flatten_settings(drop_retired(raw, str(ckpt)))
+    stored = defaults | _INTRODUCED | flatten_settings(drop_retired(raw, str(ckpt)))
     keys = [k for k in {**stored, **given} if not k.startswith(_RESUMABLE) and k != "train.outer_steps"]
     mismatch = {k: (stored.get(k), given.get(k)) for k in keys if stored.get(k) != given.get(k)}
     if mismatch:
