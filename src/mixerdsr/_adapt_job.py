@@ -172,7 +172,7 @@ def adapt_job(
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=1, desc="adapt", unit="chunk", dynamic_ncols=True)
+        bar = tqdm(total=1, desc="adapt", unit="chunk", dynamic_ncols=True, disable=None)  # no bar in a log file
 
     def advance(done: int, total: int) -> None:
         if bar is not None:

@@ -255,7 +255,7 @@ class TrainSettings:
             raise SettingError(
                 "train.outer_steps",
                 f"expected outer_steps x inner_steps below 2**31, found {self.outer_steps} x {self.inner_steps} "
-                "(use train.time_budget or train.schedule = \"plateau\" to train until convergence)",
+                '(use train.time_budget or train.schedule = "plateau" to train until convergence)',
             )
 
 

@@ -539,7 +539,7 @@ def run_table(
     if progress and todo:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=len(todo), desc=table, unit="cell", dynamic_ncols=True)
+        bar = tqdm(total=len(todo), desc=table, unit="cell", dynamic_ncols=True, disable=None)
     written = []
     try:
         for cell in todo:

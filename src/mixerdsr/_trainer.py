@@ -260,7 +260,7 @@ def train(
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=n_steps, initial=start, desc="train", unit="step", dynamic_ncols=True)
+        bar = tqdm(total=n_steps, initial=start, desc="train", unit="step", dynamic_ncols=True, disable=None)
 
     def save() -> None:
         if ckpt is not None:

@@ -291,7 +291,7 @@ def _generate(
     if progress:
         from tqdm.auto import tqdm
 
-        it = tqdm(names, desc=f"generating {name}", unit="split", leave=False)
+        it = tqdm(names, desc=f"generating {name}", unit="split", leave=False, disable=None)
     for sp in it:
         adapt = sp.startswith("adapt")
         params = classic_env_params(name, sp)

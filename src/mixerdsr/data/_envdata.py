@@ -238,6 +238,7 @@ def save_dataset(path: str | os.PathLike, splits: Mapping[str, EnvData], meta: M
     try:
         with open(tmp, "wb") as fh:
             np.savez_compressed(fh, **arrays)
+        os.chmod(tmp, 0o644)  # a data file to share (mkstemp's files are private)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -387,7 +387,7 @@ def generate_families(
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(it, total=len(fams), desc=f"generating {spec.name}", unit="family", leave=False)
+        bar = tqdm(it, total=len(fams), desc=f"generating {spec.name}", unit="family", leave=False, disable=None)
         it = bar
     for i in it:
         fam = fams[i]

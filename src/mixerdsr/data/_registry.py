@@ -32,7 +32,10 @@ _CLASSIC: dict[str, tuple[Callable[..., Any], str]] = {
     "go": (generate_go, "Glycolytic oscillator (7-D): 9 train envs (k1, K1), 4 adaptation envs"),
     "sm": (generate_sm, "Sel'kov model (2-D): 21 train envs b in three bands, 6 adaptation envs"),
 }
-_SCCTS_DESC = "Synthetic Control Chart Time Series: six classes of 60-step series (seeded generator)"
+_SCCTS_DESC = (
+    "Synthetic Control Chart Time Series: six classes of 60-step series (the UCI file "
+    "synthetic_control.data when found in the shared data folder, else a seeded generator)"
+)
 
 
 def _builtin_descriptions() -> dict[str, str]:
