@@ -388,6 +388,19 @@ def test_hostile_command_lines_give_one_line_before_any_work(tmp_path, capsys):
         (tmp_path / "res" / "table4" / "lv-coda-single-s0.json").write_text(bad)
         assert main(["reproduce", "table4", "--report", "--results", str(tmp_path / "res")]) == 2
         assert "lv-coda-single-s0.json: not a" in _error_line(capsys)
+    # a run's own folder as adapt's output, an existing file as the contexts export: refused
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "metrics.json").write_text("{}")
+    (run_dir / "contexts.npz").write_bytes(b"ctx")
+    (run_dir / "model.npz").write_bytes(b"model")
+    for model in (run_dir, run_dir / "model.npz"):
+        assert main(["adapt", "--model", str(model), "--data", "x.npz", "--out", str(run_dir)]) == 2
+        assert "the model's own run directory" in _error_line(capsys)
+    np.savez(tmp_path / "run" / "contexts.npz", train=np.zeros((2, 3)))
+    assert main(["contexts", str(run_dir), "--out", str(a_file)]) == 2
+    assert "exists; name a new file" in _error_line(capsys) and a_file.read_text() == "mine"
+    assert (run_dir / "metrics.json").read_text() == "{}"
     # zero adaptation steps are refused by the parser (it divided by them)
     assert main(["adapt", "--model", "odebench-10b", "--data", "x.npz", "--steps", "0"]) == 2
     assert "--steps: expected a positive integer, got '0'" in capsys.readouterr().err

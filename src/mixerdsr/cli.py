@@ -453,6 +453,8 @@ def _cmd_contexts(args: argparse.Namespace) -> int:
         route = arrays.get(f"{key}_routes", np.full(n, -1))
         rows += [(split, e, int(fam[e]), int(route[e]), ctx[e]) for e in range(n)]
     out = args.out
+    if out is not None and os.path.exists(out):
+        raise CLIError(f"--out {out} exists; name a new file (nothing was overwritten)")
     if out is not None and out.endswith(".npz"):
         np.savez(out, **arrays)
         print(f"wrote {out}: " + ", ".join(f"{k} {tuple(v.shape)}" for k, v in arrays.items()))
@@ -503,6 +505,12 @@ def _cmd_adapt(args: argparse.Namespace) -> int:
 
     out = Path(args.out) if args.out else Path("runs") / f"adapt-{Path(args.data).stem}"
     _check_out_dir(out, "--out")
+    model_dir = Path(args.model) if Path(args.model).is_dir() else Path(args.model).parent
+    if Path(args.model).exists() and out.resolve() == model_dir.resolve():
+        raise CLIError(
+            f"--out {out} is the model's own run directory; its metrics.json and contexts.npz would be overwritten "
+            "(name another folder)"
+        )
     tm = resolve_model(args.model)
     splits = load_dataset(args.data)
     log = (lambda s: None) if args.quiet else print
