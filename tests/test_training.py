@@ -359,6 +359,12 @@ def test_cli_run_on_a_dataset_file(tiny_splits, tmp_path, capsys, monkeypatch):
     printed = capsys.readouterr().out
     assert "adapt_test: relMSE" in printed and (out / "metrics.json").exists()
     assert load_config(path=out / "config.toml").train.low_memory_compile
+    # the user's file changed under the same path: resuming is refused, not run on other data
+    changed = dict(tiny_splits, train=tiny_splits["train"].replace(x=tiny_splits["train"].x * 2))
+    save_dataset(data, changed)
+    assert main(["run", "--config", str(conf), "--data", str(data), "--outer-steps", "4", "--out", str(out), "--quiet",
+                 "--low-memory", "--resume"]) == 2
+    assert "changed since the run" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("single_fit, chosen", [(0.0, 2), (1e9, 1)])

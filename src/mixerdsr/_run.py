@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import json
 import os
 import time
@@ -53,6 +54,17 @@ def _load_data(
     d = cfg.data
     if reuse and cached.exists():
         return subset_splits(load_dataset(cached), d), read_meta(cached)
+    user_file = Path(d.source).suffix == ".npz"
+    stamp = out / "data.sha256"
+    if user_file and Path(d.source).is_file():
+        digest = hashlib.sha256(Path(d.source).read_bytes()).hexdigest()
+        if reuse and stamp.exists() and stamp.read_text().strip() != digest:
+            raise ValueError(
+                f"{d.source} changed since the run in {out} started (its SHA-256 differs from {stamp}); "
+                "resume with the original file, or start a new run in another directory"
+            )
+        stamp.parent.mkdir(parents=True, exist_ok=True)
+        stamp.write_text(digest + "\n")
     log(f"loading dataset {d.source} ...")
     splits, meta = resolve_dataset(
         d.source,
@@ -64,7 +76,7 @@ def _load_data(
         test_trajectories=d.test_trajectories,
         clean=d.clean,
     )
-    if Path(d.source).suffix != ".npz":  # a dataset file of the user's is used where it is
+    if not user_file:  # a dataset file of the user's is used where it is (its hash is kept)
         save_dataset(cached, splits, meta)
     return subset_splits(splits, d), meta
 
