@@ -56,6 +56,11 @@ def test_model_file_round_trip_and_errors(trained, tmp_path):
     np.testing.assert_array_equal(back.family, [0, 0, 1, 1])
     assert back.family_names == ["oscillator", "decay"] and back.family_name(1) == "decay"
     np.testing.assert_array_equal(back.routes, tm.routes)
+    # a model with a NaN weight is refused, not trusted
+    broken = eqx.tree_at(lambda m: m.gate, tm.model, tm.model.gate.at[0, 0].set(jnp.nan))
+    save_model(tmp_path / "nan.npz", TrainedModel(broken, tm.contexts, tm.config, 2, tm.family, tm.family_names, {}))
+    with pytest.raises(CheckpointError, match="1 weight.*not finite"):
+        load_model(tmp_path / "nan.npz")
     # a training checkpoint is not a model file; an unfinished run says how to finish it
     save_checkpoint(tmp_path / "checkpoint.npz", {"a": np.zeros(2)}, tm.config.to_dict())
     with pytest.raises(CheckpointError, match="not a mixerdsr model file"):

@@ -15,6 +15,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -130,6 +131,15 @@ def load_model(path: str | os.PathLike) -> TrainedModel:
         )
     cfg = Config.from_dict(cfg_dict, str(p))
     (model, contexts), _, card = load_checkpoint(p, _template(cfg, int(card["state_size"]), int(card["n_envs"])))
+    bad = sum(
+        int(np.sum(~np.isfinite(np.asarray(leaf))))
+        for leaf in jax.tree.leaves(eqx.filter((model, contexts), eqx.is_inexact_array))
+    )
+    if bad:
+        raise CheckpointError(
+            f"{p}: {bad} weight(s) or context value(s) are not finite (NaN or inf); the model cannot make "
+            "trustworthy forecasts: train it again"
+        )
     return TrainedModel(
         model=model,
         contexts=contexts,
