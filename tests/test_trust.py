@@ -406,6 +406,16 @@ def test_hostile_command_lines_give_one_line_before_any_work(tmp_path, capsys):
     assert "--steps: expected a positive integer, got '0'" in capsys.readouterr().err
 
 
+def test_ambiguous_or_impossible_requests_are_refused(tiny_splits, tmp_path, monkeypatch, capsys):
+    data = save_dataset(tmp_path / "tiny.npz", tiny_splits)
+    assert main(["run", "--data", str(data), "--experts", "5", "--out", str(tmp_path / "r"), "--quiet"]) == 2
+    assert "more than the 4 training environments" in _error_line(capsys)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "odebench-10b").mkdir()  # a folder named like the shipped model
+    assert main(["adapt", "--model", "odebench-10b", "--data", str(data), "--out", str(tmp_path / "a")]) == 2
+    assert "both a shipped model and a path here" in _error_line(capsys)
+
+
 def test_cli_set_and_experts_auto_parse():
     import argparse
 

@@ -217,11 +217,19 @@ def _run_locked(
         raise ValueError(
             f"{out} already holds a run (checkpoint.npz); pass --resume to continue it or choose another --out"
         )
+    elif resume:
+        log(f"nothing to resume in {out} (no checkpoint.npz): starting a new run there")
     if splits is None:
         splits, meta = _load_data(cfg, out, log, progress, reuse=resume)
     if "train" not in splits:
         raise ValueError(f"dataset {cfg.data.source!r} has no 'train' split (found {list(splits)})")
     check_splits(splits, cfg.data.source)
+    n_env = splits["train"].n_envs
+    if cfg.model.num_experts > n_env:
+        raise ValueError(
+            f"model.num_experts = {cfg.model.num_experts} is more than the {n_env} training environments of "
+            f"{cfg.data.source}: at most one expert per environment can be used (--experts {n_env} or fewer)"
+        )
     (out / "config.toml").write_text(_to_toml(cfg.to_dict()))
     t_start = time.perf_counter()
     res = train(cfg, splits["train"], out_dir=out, resume=resume, progress=progress, log=log)

@@ -227,6 +227,11 @@ def resolve_model(spec: str | os.PathLike) -> TrainedModel:
     """A shipped model's name, a run directory or a model file."""
     s = str(spec)
     if s in _shipped():
+        if Path(s).exists():
+            raise CheckpointError(
+                f"{s!r} is both a shipped model and a path here; write ./{s} for the path, or run from another folder "
+                "for the shipped model"
+            )
         return load_pretrained(s)
     p = Path(s)
     if not p.exists():
