@@ -687,6 +687,12 @@ def report(table: str, budget: str = "cpu", results: str | Path = "docs/results"
         "(population std; seeds in brackets) / the paper's.",
         "",
     ]
+    if budget == "smoke":
+        lines += [
+            "**The `smoke` budget only checks that every cell runs (2 outer steps, tiny networks): its numbers "
+            "are not comparable to the paper's.**",
+            "",
+        ]
     backbones = [b for b in (*t.backbones, "cavia") if any(k[1] == b for k in by)]
     for data in t.datasets:
         if not any(k[0] == data for k in by):

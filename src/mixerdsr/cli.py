@@ -689,7 +689,12 @@ def _add_reproduce_commands(sub: Any) -> None:
     )
     p.add_argument("--force", action="store_true", help="run cells whose JSON exists again")
     p.add_argument("--report", action="store_true", help="only rebuild the table from the JSON files")
-    p.add_argument("--results", default="docs/results", metavar="DIR", help="where the JSONs go (DIR/TABLE/)")
+    p.add_argument(
+        "--results",
+        default="results",
+        metavar="DIR",
+        help="where the JSONs and tables go (DIR/TABLE/; default ./results; the project's own are in docs/results)",
+    )
     p.add_argument("--runs", default="runs/reproduce", metavar="DIR", help="where the run directories go")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_reproduce)
