@@ -287,7 +287,8 @@ def test_cli_run_bad_input(tmp_path, capsys):
     assert "unknown preset" in capsys.readouterr().err
     assert main(["run", "--data", str(tmp_path / "missing.npz"), "--out", str(tmp_path / "b")]) == 2
     assert "missing.npz" in capsys.readouterr().err
-    assert main(["run", "--experts", "3", "--out", str(tmp_path / "c")]) == 2
+    # --experts 3 alone works (the context follows it); a context size given with it must divide
+    assert main(["run", "--experts", "3", "--context-size", "40", "--out", str(tmp_path / "c")]) == 2
     assert "not divisible" in capsys.readouterr().err
 
 

@@ -146,8 +146,10 @@ class ModelSettings:
         if self.split_context and self.context_size % self.num_experts:
             raise SettingError(
                 "model.context_size",
-                f"{self.context_size} is not divisible by model.num_experts = {self.num_experts} "
-                "(needed for context splitting; set model.split_context = false)",
+                f"{self.context_size} is not divisible by model.num_experts = {self.num_experts}, as context "
+                f"splitting needs: set it to a multiple of {self.num_experts} (e.g. "
+                f"{-(-self.context_size // self.num_experts) * self.num_experts}; `mixerdsr run --experts M` "
+                "without --context-size does that), or model.split_context = false",
             )
 
 
@@ -160,7 +162,8 @@ class TrainSettings:
         outer_steps: outer steps (each ``inner_steps`` context steps, then weight steps).
         inner_steps: ``K``, inner steps per outer step.
         proximal_beta: weight of the proximal term pulling contexts and weights towards their
-            values at the start of the outer step.
+            values at the start of the outer step (the paper: 10; 0 by default, see
+            ``docs/training.md``).
         lr_contexts, lr_weights: AdaBelief learning rates.
         lr_decay: the weights' rate is multiplied by it at 1/3 and 2/3 of training.
         optimizer: ``"adabelief"`` (the paper's) or ``"adam"``, for contexts and weights.
@@ -203,12 +206,12 @@ class TrainSettings:
 
     outer_steps: int = 300
     inner_steps: int = 12
-    proximal_beta: float = 10.0
+    proximal_beta: float = 0.0
     lr_contexts: float = 1e-3
-    lr_weights: float = 1e-3
+    lr_weights: float = 3e-3
     lr_decay: float = 0.4
     optimizer: str = "adabelief"
-    clip_norm: float = 0.0
+    clip_norm: float = 1.0
     forcing: float = 1.0
     forcing_steps: float = 0.5
     schedule: str = "steps"
