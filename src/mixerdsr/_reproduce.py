@@ -505,6 +505,7 @@ def run_table(
     progress: bool = True,
     log: Callable[[str], None] = print,
     isolate: bool = True,
+    time_budget: float = 0.0,
 ) -> list[Path]:
     """Run the cells of ``table`` that have no JSON yet; return the JSON paths written.
 
@@ -522,6 +523,8 @@ def run_table(
         force: run cells whose JSON exists again.
         progress: a bar over the cells with the current cell's name and an ETA.
         log: message sink.
+        time_budget: seconds of training per cell (0 = none): a cell stops at the best model
+            it reached by then (``train.time_budget``; its JSON's ``stop_reason`` says so).
         isolate: run every cell in a fresh Python process, so that the code JAX compiles for
             one cell is freed before the next (in one process it accumulates until the
             system's limit on memory mappings stops a long table).
@@ -548,9 +551,9 @@ def run_table(
             # a finished cell run again (--force) starts afresh; an interrupted one resumes
             redo = force and (out_dir / f"{cell.name}.json").exists()
             if isolate:
-                record, note = _in_fresh_process(run_cell, cell, budget, run_root, redo)
+                record, note = _in_fresh_process(run_cell, cell, budget, run_root, redo, time_budget)
             else:
-                record, note = run_cell(cell, budget, run_root, redo)
+                record, note = run_cell(cell, budget, run_root, redo, time_budget)
             if note:
                 log(note)
             out_dir.mkdir(parents=True, exist_ok=True)
@@ -575,13 +578,16 @@ def run_table(
     return written
 
 
-def run_cell(cell: Cell, budget: str, run_root: Path, redo: bool = False) -> tuple[dict[str, Any], str | None]:
+def run_cell(
+    cell: Cell, budget: str, run_root: Path, redo: bool = False, time_budget: float = 0.0
+) -> tuple[dict[str, Any], str | None]:
     """Train and evaluate one cell in ``run_root/<cell>`` (resuming an interrupted run there
-    unless ``redo``). Returns ``(its JSON record, a message or None)``."""
+    unless ``redo``; ``time_budget``: seconds of training, 0 = none). Returns ``(its JSON
+    record, a message or None)``."""
     from ._config import load_config
     from ._run import run
 
-    over = settings(cell, budget)
+    over = settings(cell, budget) | ({"train.time_budget": time_budget} if time_budget else {})
     cfg = load_config(preset_of(cell.data), None, over)
     rd = Path(run_root) / cell.name
     resume = (rd / "checkpoint.npz").exists() and not redo

@@ -639,6 +639,7 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
                 runs=args.runs,
                 force=args.force,
                 progress=not args.quiet,
+                time_budget=args.time_budget or 0.0,
             )
         out = R._results_dir(args.results, args.table, args.budget).with_suffix(".md")
         if not R.load_cells(args.table, args.budget, args.results):
@@ -697,6 +698,12 @@ def _add_reproduce_commands(sub: Any) -> None:
     )
     p.add_argument("--runs", default="runs/reproduce", metavar="DIR", help="where the run directories go")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--time-budget",
+        type=_duration_arg,
+        default=None,
+        help="training time per cell (e.g. 30m): a cell stops at the best model it reached by then",
+    )
     p.set_defaults(func=_cmd_reproduce)
 
 
