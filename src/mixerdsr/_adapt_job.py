@@ -211,6 +211,7 @@ def adapt_job(
         metrics["forecast"] = dict(m, split=target_name)
         for row, v in zip(envs, m["per_env_rel_mse"]):
             row["forecast_rel_mse"] = v
+        _judge_forecasts(envs, tm.card.get("metrics", {}).get("test", {}).get("rel_mse"))
     known = fit.family >= 0
     if known.any() and any(f >= 0 for f in tm.family):
         by_route = np.array([r["family_by_route"] for r in envs])
@@ -268,6 +269,30 @@ def _plots(out: Path, tm: TrainedModel, a: Adaptation, shown: EnvData, pred, ad:
         marker_names=("training", "new"),
         title="contexts: training (circles) and new environments (triangles), first two principal components",
     )
+
+
+#: a new environment whose forecast relMSE is more than this many times the model's own test
+#: relMSE (and above 0.1) is not vouched for
+FORECAST_FACTOR = 10.0
+
+
+def _judge_forecasts(envs: list[dict[str, Any]], model_rel_mse: float | None) -> None:
+    """Mark the rows whose known forecast error is far worse than the model's test error (or
+    not finite) as not trusted, with the reason."""
+    ok_ref = isinstance(model_rel_mse, (int, float)) and np.isfinite(model_rel_mse)
+    for row in envs:
+        err = row.get("forecast_rel_mse")
+        if err is None or not np.isfinite(err):
+            why = "its forecast diverged (no finite error)"
+        elif ok_ref and err > max(FORECAST_FACTOR * model_rel_mse, 0.1):
+            why = (
+                f"its forecast relMSE {err:.3g} is {err / model_rel_mse:.0f}x the model's test relMSE "
+                f"{model_rel_mse:.3g}"
+            )
+        else:
+            continue
+        row["trusted"] = False
+        row.setdefault("why_not", []).append(why)
 
 
 def forecast_figure(
