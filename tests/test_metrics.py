@@ -180,3 +180,71 @@ def test_geometric_mean_is_the_typical_env_and_a_failed_one_loses():
     assert abs(geometric_mean([0.1, 10.0]) - 1.0) < 1e-12
     assert abs(geometric_mean([0.0, 1.0]) - 1e-6) < 1e-15  # floored at 1e-12
     assert geometric_mean([0.1, float("nan")]) == float("inf") == geometric_mean([1.0, float("inf")])
+
+
+# ------------------------------------------------------------------ long-term statistics
+def test_state_space_divergence_known_answers():
+    from mixerdsr.metrics import state_space_divergence as dstsp
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(4, 500, 2))
+    assert dstsp(x, x) == pytest.approx(0.0, abs=1e-12)  # identical states
+    assert dstsp(x, x[:, ::-1]) == pytest.approx(0.0, abs=1e-12)  # the same states in another order
+    # two cells on a 2-cell grid: the data half in each, the forecast all in the first
+    true = np.array([[0.0], [0.0], [1.0], [1.0]])[None]
+    pred = np.zeros_like(true)
+    a = 1e-6
+    p, q = np.array([2 + a, 2 + a]) / (4 + 2 * a), np.array([4 + a, a]) / (4 + 2 * a)
+    assert dstsp(true, pred, bins=2, alpha=a) == pytest.approx(float(np.sum(p * np.log(p / q))), rel=1e-9)
+    # mixture estimate (above max_binned_dims): one state against one shifted by mu gives
+    # the Gaussians' KL, |mu|^2 / (2 sigma^2) in standardised units
+    x4 = np.zeros((1, 1, 4))
+    mu = np.array([0.5, -0.25, 0.0, 1.0])
+    assert dstsp(x4, x4 + mu, max_binned_dims=3, sigma=0.5) == pytest.approx(np.sum(mu**2) / (2 * 0.25), rel=1e-9)
+    assert dstsp(x, np.full_like(x, np.nan)) == float("inf")
+
+
+def test_power_spectrum_distance_known_answers():
+    from mixerdsr.metrics import power_spectrum_distance as dh
+
+    t = np.arange(256)
+    sine = lambda f: np.stack([np.sin(2 * np.pi * f * t / 256)] * 2, -1)[None]  # noqa: E731
+    assert dh(sine(8), sine(8)) == pytest.approx(0.0, abs=1e-6)  # sqrt(1 - BC) of rounding
+    assert dh(sine(8), 3.0 * sine(8) + 5.0) == pytest.approx(0.0, abs=1e-6)  # scale and offset do not count
+    assert dh(sine(8), sine(40), smoothing=0) == pytest.approx(1.0, abs=1e-6)  # no common frequency
+    assert dh(sine(8), np.ones_like(sine(8))) == 1.0  # a constant forecast: the maximum
+    assert 0.0 < dh(sine(8), sine(9)) < dh(sine(8), sine(20)) <= 1.0  # nearby frequencies are closer
+
+
+def test_valid_prediction_time_and_smape_known_answers():
+    from mixerdsr.metrics import smape, valid_prediction_time as vpt
+
+    t = np.linspace(0.0, 9.9, 100)
+    x = np.stack([np.sin(t), np.cos(t)], -1)[None]
+    assert vpt(x, x, t) == pytest.approx(t[-1])  # never off: the whole horizon
+    off = x.copy()
+    off[0, 37:] += 10.0  # the forecast jumps away at t[37]
+    assert vpt(x, off, t) == pytest.approx(t[37])
+    assert smape(x, x) == 0.0
+    assert smape(x + 2.0, np.zeros_like(x)) == pytest.approx(200.0)  # a zero forecast: the maximum
+    assert smape(np.ones((1, 2, 1)), 3 * np.ones((1, 2, 1))) == pytest.approx(100.0)  # 2*2/(1+3)
+
+
+def test_long_series_get_the_long_term_statistics_in_their_metrics(monkeypatch):
+    import mixerdsr.evaluation as ev
+    from mixerdsr import Config, EnvData
+
+    t = np.linspace(0, 20, 80)
+    x = np.stack([np.sin(t), np.cos(t)], -1)[None, None].repeat(2, 0).astype(np.float32)  # [2, 1, 80, 2]
+    model = type("Model", (), {"expert_type": type("E", (), {"scored_from": 0, "teacher_forced": False})})()
+    split = EnvData(x, np.tile(t, (2, 1)).astype(np.float32), np.zeros(2, int))
+    monkeypatch.setattr(ev, "predict", lambda *a, **k: (x.copy(), np.ones((2, 1), bool)))
+    m, _ = ev.evaluate_split(model, None, split, Config())
+    assert m["d_stsp"] == pytest.approx(0.0, abs=1e-9) and m["d_h"] == pytest.approx(0.0, abs=1e-6)
+    assert m["vpt"] == pytest.approx(20.0) and m["smape"] == 0.0
+    monkeypatch.setattr(ev, "predict", lambda *a, **k: (np.zeros_like(x), np.ones((2, 1), bool)))
+    m, _ = ev.evaluate_split(model, None, split, Config())
+    assert m["d_h"] == 1.0 and m["smape"] > 198 and m["vpt"] == 0.0 and m["d_stsp"] > 1.0  # sin(0) = 0 counts 0
+    short = EnvData(x[:, :, :20], split.t[:, :20], np.zeros(2, int))
+    monkeypatch.setattr(ev, "predict", lambda *a, **k: (x[:, :, :20].copy(), np.ones((2, 1), bool)))
+    assert "d_stsp" not in ev.evaluate_split(model, None, short, Config())[0]  # too short to judge

@@ -279,16 +279,13 @@ FORECAST_FACTOR = 10.0
 def _judge_forecasts(envs: list[dict[str, Any]], model_rel_mse: float | None) -> None:
     """Mark the rows whose known forecast error is far worse than the model's test error (or
     not finite) as not trusted, with the reason."""
-    ok_ref = isinstance(model_rel_mse, (int, float)) and np.isfinite(model_rel_mse)
+    ref = float(model_rel_mse) if isinstance(model_rel_mse, (int, float)) and np.isfinite(model_rel_mse) else None
     for row in envs:
         err = row.get("forecast_rel_mse")
         if err is None or not np.isfinite(err):
             why = "its forecast diverged (no finite error)"
-        elif ok_ref and err > max(FORECAST_FACTOR * model_rel_mse, 0.1):
-            why = (
-                f"its forecast relMSE {err:.3g} is {err / model_rel_mse:.0f}x the model's test relMSE "
-                f"{model_rel_mse:.3g}"
-            )
+        elif ref is not None and err > max(FORECAST_FACTOR * ref, 0.1):
+            why = f"its forecast relMSE {err:.3g} is {err / ref:.0f}x the model's test relMSE {ref:.3g}"
         else:
             continue
         row["trusted"] = False

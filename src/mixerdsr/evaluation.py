@@ -48,7 +48,8 @@ def evaluate_split(model, contexts, split: EnvData, cfg: Config) -> tuple[dict[s
     ``metrics["diverged_envs"]`` those whose forecast diverged
     (:func:`~mixerdsr._diagnostics.diverged_envs`): ``mse``, ``rel_mse`` and ``traj_rel_l2`` are
     means over the other envs (``n_diverged`` beside them; NaN when all diverged), their
-    ``per_env_rel_mse`` is NaN, and TPRMSE counts them as above the threshold.
+    ``per_env_rel_mse`` is NaN, and TPRMSE counts them as above the threshold. Splits of at least
+    ``LONG_TERM_MIN_TIMES`` time points also get the long-term statistics of :func:`_long_term`.
     Predictions are free-running and scored from the experts' ``scored_from`` step on (sequence
     experts: steps 1..T-1). For teacher-forced experts the one-step error under the training
     teacher forcing (``alpha = cfg.train.teacher_forcing``) is added as ``teacher_forced_mse`` /
@@ -77,6 +78,8 @@ def evaluate_split(model, contexts, split: EnvData, cfg: Config) -> tuple[dict[s
         "n_diverged": len(diverged),
         "collapsed_envs": collapsed_envs(np.asarray(p), np.asarray(y), ok),
     }
+    if p.shape[2] >= LONG_TERM_MIN_TIMES:
+        out |= _long_term(np.asarray(p), np.asarray(y), split.t[:, s:], kept)
     if model.expert_type.teacher_forced:
         alpha = cfg.train.teacher_forcing
         forced, _ = predict(model, contexts, x, split.t.astype(np.float32), cfg.solver, alpha=alpha)
@@ -87,6 +90,31 @@ def evaluate_split(model, contexts, split: EnvData, cfg: Config) -> tuple[dict[s
             teacher_forced_rel_mse=float(M.rel_mse(tf, y)),
         )
     return out, pred
+
+
+#: series at least this long also get the long-term statistics of dynamical-systems
+#: reconstruction (``d_stsp``, ``d_h``, ``vpt``, ``smape``)
+LONG_TERM_MIN_TIMES = 50
+
+
+def _long_term(p: np.ndarray, y: np.ndarray, t: np.ndarray, kept: np.ndarray) -> dict[str, float]:
+    """Means over the envs ``kept`` of each env's long-term statistics (its trajectories pooled):
+    ``d_stsp`` (:func:`~mixerdsr.metrics.state_space_divergence`), ``d_h``
+    (:func:`~mixerdsr.metrics.power_spectrum_distance`), ``vpt`` (valid prediction time, in the
+    data's time units) and ``smape``."""
+    rows = [
+        (
+            M.state_space_divergence(y[e], p[e]),
+            M.power_spectrum_distance(y[e], p[e]),
+            M.valid_prediction_time(y[e], p[e], t[e]),
+            M.smape(y[e], p[e]),
+        )
+        for e in kept
+    ]
+    if not rows:
+        return dict.fromkeys(("d_stsp", "d_h", "vpt", "smape"), float("nan"))
+    means = np.mean(np.asarray(rows, np.float64), axis=0)
+    return {"d_stsp": float(means[0]), "d_h": float(means[1]), "vpt": float(means[2]), "smape": float(means[3])}
 
 
 def _median_traj_rel_mse(p: jax.Array, y: jax.Array) -> float:

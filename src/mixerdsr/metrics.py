@@ -21,6 +21,9 @@ TPRMSE, Eq. 10: ``100 / E * sum_e 1{RelMSE_e < eps}`` with ``RelMSE_e`` the rela
 environment ``e`` aggregated over its trajectories and times (mean over its valid states) --
 the *percentage of environments* whose relative MSE is strictly below the threshold.
 
+Long-term statistics of free runs (``D_stsp``, ``D_H``, valid prediction time, sMAPE): NumPy,
+defined in ``mixerdsr._longterm`` and re-exported here.
+
 Routing and clustering scores (:func:`purity`, :func:`adjusted_rand_index`,
 :func:`matched_accuracy`) are NumPy; label ``-1`` (or any negative label) means unknown and the
 entry is ignored.
@@ -36,6 +39,11 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float, Int
 
+from ._longterm import power_spectrum_distance as power_spectrum_distance
+from ._longterm import smape as smape
+from ._longterm import state_space_divergence as state_space_divergence
+from ._longterm import valid_prediction_time as valid_prediction_time
+
 __all__ = [
     "traj_rel_l2",
     "mse",
@@ -48,6 +56,10 @@ __all__ = [
     "purity",
     "adjusted_rand_index",
     "matched_accuracy",
+    "state_space_divergence",
+    "power_spectrum_distance",
+    "valid_prediction_time",
+    "smape",
 ]
 
 
