@@ -216,3 +216,14 @@ def test_plot_overview_no_global_state(tmp_path):
         assert matplotlib.get_backend() == backend
     with pytest.raises(ValueError, match="split"):
         plot_dataset_overview({"test": seven}, tmp_path / "c.png", split="train")
+
+
+def test_presets_say_what_they_are_and_data_show_takes_a_builtin_name(capsys):
+    from mixerdsr.cli import main
+
+    assert main(["presets"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) >= 8 and all(len(line.split(maxsplit=1)) == 2 for line in lines)  # a name and a line
+    assert any(line.startswith("lv ") and "Table 4" in line for line in lines)
+    assert main(["data", "show", "lv", "--no-plot"]) == 0  # a built-in name, not only a file
+    assert "train: x (9, 4, 20, 2)" in capsys.readouterr().out

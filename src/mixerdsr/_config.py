@@ -539,6 +539,14 @@ def list_presets() -> list[str]:
     return sorted(_preset_files())
 
 
+def preset_description(name: str) -> str:
+    """The first comment line of a built-in preset's file (what it is for)."""
+    for line in _preset_files()[name].read_text().splitlines():
+        if line.startswith("#"):
+            return line.lstrip("# ").strip()
+    return ""
+
+
 def _read_toml(text: str, source: str) -> dict[str, Any]:
     try:
         return tomllib.loads(text)

@@ -108,10 +108,13 @@ def _fmt_params(p: Sequence[float] | None) -> str:
 def _cmd_data_show(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from .data import SPLITS, load_dataset, read_meta
+    from .data import SPLITS, list_datasets, load_dataset, read_meta, resolve_dataset
 
-    splits = load_dataset(args.file)
-    meta = read_meta(args.file)
+    if not os.path.exists(args.file) and args.file in dict(list_datasets()):  # a built-in name
+        splits, meta = resolve_dataset(args.file)
+    else:
+        splits = load_dataset(args.file)
+        meta = read_meta(args.file)
     title = meta.get("name", "")
     print(f"{args.file}" + (f"  [{title}]" if title else "") + (f"  seed={meta['seed']}" if "seed" in meta else ""))
     order = [s for s in SPLITS if s in splits] + [s for s in splits if s not in SPLITS]
@@ -192,7 +195,12 @@ def _add_data_commands(sub: Any) -> None:
 # ----------------------------------------------------------------------------------------------
 
 _RUN_FLAGS = {  # flag -> (setting, type, help)
-    "--data": ("data.source", str, "built-in dataset name or a dataset .npz file"),
+    "--data": (
+        "data.source",
+        str,
+        "built-in dataset name (`mixerdsr data list`), a dataset .npz file, an Epilepsy2-style .ts file or an "
+        "SCCTS-style .data file",
+    ),
     "--backbone": ("model.backbone", str, "expert backbone: geps, coda, ncf, shplrnn or cavia (one expert)"),
     "--experts": (
         "model.num_experts",
@@ -377,10 +385,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_presets(args: argparse.Namespace) -> int:
-    from ._config import list_presets
+    from ._config import list_presets, preset_description
 
     for name in list_presets():
-        print(name)
+        print(f"{name:<14} {preset_description(name)}")
     return 0
 
 
