@@ -153,7 +153,12 @@ def test_predictions_show_every_family_with_honest_errors(tmp_path):
         assert any(f"env {e}:" in tt for tt in titles), e
     for e in (0, 4, 11):
         want = P.shown_rel_mse(pred[e, :1], split.x[e, :1])
-        assert any(f"env {e}:" in tt and f"relMSE (Eq. 9, traj 0) = {want:.3g}" in tt for tt in titles)
+        assert any(f"env {e}:" in tt and f"relMSE (Eq. 9) traj 0 {want:.3g}" in tt for tt in titles)
+        # beside the drawn trajectory, the env's typical one (the median over all its trajectories)
+        med = np.median([P.shown_rel_mse(pred[e, j : j + 1], split.x[e, j : j + 1]) for j in range(split.x.shape[1])])
+        if split.x.shape[1] > 1:
+            assert any(f"env {e}:" in tt and f"median over its {split.x.shape[1]} trajectories {med:.3g}" in tt
+                       for tt in titles)
     _all_labelled(fig)
     # one colour per state dimension, data solid vs model dashed, in a figure legend
     labels = [t.get_text() for leg in fig.legends for t in leg.get_texts()]
@@ -177,7 +182,7 @@ def test_predictions_spread_families_sequence_and_1d():
     titles = " | ".join(ax.get_title() for ax in fig.axes)
     assert "family 0" in titles and "family 2" in titles and "family 1" not in titles
     env_titles = [ax.get_title() for ax in fig.axes if "relMSE" in ax.get_title()]
-    assert len(env_titles) == 4 and all(tt.endswith("relMSE (Eq. 9, traj 0) = 0, MSE 0") for tt in env_titles)
+    assert len(env_titles) == 4 and all("relMSE (Eq. 9) traj 0 0, MSE 0\n" in tt for tt in env_titles)
     assert "phase" not in titles
     assert "2 of 3 families" in fig.get_suptitle()
     with pytest.raises(ValueError, match="shape"):
@@ -203,6 +208,12 @@ def test_gate_heatmap_family_ticks_and_colorbar(tmp_path):
     assert [t[:8] for t in ticks2] == ["family 0", "family 1", "family 2"]
     assert P.gate_heatmaps_figure([{"step": 0}], fam) is None
     assert P.plot_gate_heatmaps(h, tmp_path / "g.png", fam).read_bytes()[:4] == PNG
+    # routing that never changed: one panel that says so, not several identical ones
+    still = [dict(r, gate_probs=h[0]["gate_probs"]) if "gate_probs" in r else r for r in h]
+    fig3 = P.gate_heatmaps_figure(still, fam, split.family_names)
+    panels = [ax for ax in fig3.axes if ax.get_label() != "<colorbar>"]
+    assert len(panels) == 1 and "the same at every snapshot" in panels[0].get_title()
+    assert "unchanged over training" in fig3.get_suptitle()
 
 
 def test_losses_and_routes(tmp_path):
@@ -274,6 +285,10 @@ def test_route_history_shows_every_env_and_step_with_purity(tmp_path):
     np.testing.assert_array_equal(img, [[0, 0, 0], [0, 0, 0], [0, 1, 1], [0, 1, 1]])  # lv rows first, then go
     assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == ["lv", "go"]
     np.testing.assert_allclose(fig.axes[1].get_lines()[0].get_ydata(), [0.5, 1.0, 1.0])
+    # experts are not drawn in the families' colours of the other figures
+    expert_colours = fig.axes[0].get_images()[0].get_cmap().colors
+    family_colours = [P._categorical(2)(k) for k in range(2)]
+    assert not any(np.allclose(a, b) for a in expert_colours for b in family_colours)
     assert P.plot_route_history(hist, tmp_path / "r.png", fam).read_bytes()[:4] == PNG
     # nothing to draw: a history without routes (older runs) or one expert
     assert P.route_history_figure([{"step": 0, "routes": [4]}]) is None

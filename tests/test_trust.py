@@ -185,7 +185,9 @@ def test_diagnose_is_silent_on_a_good_run():
     (_metrics(adapt_test={"collapsed_envs": [0]}), [], "adapt_test: the forecast of 1 environment(s) [0] collapses"),
     (_metrics(routing={"counts": [10, 0]}), [], "expert(s) [1] received no training environment"),
     (_metrics(routing={"counts": [2, 9, 1]}), [], "expert 1 holds 9 of 12"),
-    (_metrics(adapt_test={"rel_mse": 5.3}), [], "adaptation relMSE 5.3 is 59x the test relMSE"),
+    (_metrics(adapt_test={"rel_mse": 5.3}), [], "adaptation relMSE 5.3 is 59x the test's 0.09"),
+    (_metrics(adapt_test={"rel_mse": 5.3, "median_traj_rel_mse": 0.9}, test={"rel_mse": 0.09, "median_traj_rel_mse": 0.05}),
+     [], "adaptation typical trajectory's relMSE (median) 0.9 is 18x the test's 0.05"),
     # the choice of the number of experts switched expert 1 off: not idle; an active expert without envs is
     (_metrics(routing={"counts": [10, 0, 0], "active": [True, False, True]}), [], "expert(s) [2] received no"),
     # 1 of 10 envs changed expert in the last tenth of 10 steps: flagged; the same change earlier is not

@@ -230,7 +230,14 @@ def diagnose(metrics: Mapping[str, Any], history: Sequence[Mapping[str, Any]] = 
         )
     ad, te = metrics.get("adapt_test") or {}, metrics.get("test") or {}
     out += adaptation_warnings(ad)
-    a, t = ad.get("rel_mse"), te.get("rel_mse")
+    # the typical trajectory's errors, when known: Eq. 9 can be dominated by a few near-zero states
+    key = (
+        "median_traj_rel_mse"
+        if _finite(ad.get("median_traj_rel_mse")) and _finite(te.get("median_traj_rel_mse"))
+        else "rel_mse"
+    )
+    what = "typical trajectory's relMSE (median)" if key != "rel_mse" else "relMSE"
+    a, t = ad.get(key), te.get(key)
     if (
         isinstance(a, (int, float))
         and isinstance(t, (int, float))
@@ -240,7 +247,7 @@ def diagnose(metrics: Mapping[str, Any], history: Sequence[Mapping[str, Any]] = 
         and a > ADAPT_FLOOR
     ):
         out.append(
-            f"adaptation relMSE {a:.3g} is {a / max(t, 1e-12):.0f}x the test relMSE {t:.3g}: the new "
+            f"adaptation {what} {a:.3g} is {a / max(t, 1e-12):.0f}x the test's {t:.3g}: the new "
             "environments are fitted much worse than the training ones (check which expert each was routed "
             "to: routing.adapt_experts)"
         )

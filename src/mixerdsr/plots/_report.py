@@ -198,7 +198,10 @@ def _summary(m: Mapping[str, Any]) -> list[str]:
         else:
             lines.append(
                 f"- {label}: relMSE (Eq. 9) {num(sm.get('rel_mse'))} ({_verdict(sm.get('rel_mse'), eps)}); "
-                f"TPRMSE (Eq. 10) {num(sm.get('tprmse'))} % of envs below {num(eps)}."
+                f"the typical trajectory's {num(sm.get('median_traj_rel_mse'))} (median); trajectory rel. L2 "
+                f"{num(sm.get('traj_rel_l2'))}; TPRMSE (Eq. 10) {num(sm.get('tprmse'))} % of envs below {num(eps)}"
+                + (f"; {sm['n_diverged']} env(s) diverged, left out of the means" if sm.get("n_diverged") else "")
+                + "."
             )
     r = m.get("routing") or {}
     if r:
@@ -244,14 +247,16 @@ def _errors(m: Mapping[str, Any]) -> list[str]:
             "**MSE** is the plain mean squared error, in the data's units."
         ),
         "",
-        "| split | relMSE (Eq. 9) | TPRMSE (Eq. 10, %) | trajectory rel. L2 | MSE | failed solves |",
-        "|---|---|---|---|---|---|",
+        "| split | relMSE (Eq. 9) | median trajectory's relMSE | TPRMSE (Eq. 10, %) | trajectory rel. L2 | MSE "
+        "| diverged envs | failed solves |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for s, label in present:
         sm = m[s]
         lines.append(
-            f"| {label} | {num(sm.get('rel_mse'))} | {num(sm.get('tprmse'))} | {num(sm.get('traj_rel_l2'))} | "
-            f"{num(sm.get('mse'))} | {num(sm.get('failed_solves'))} |"
+            f"| {label} | {num(sm.get('rel_mse'))} | {num(sm.get('median_traj_rel_mse'))} | {num(sm.get('tprmse'))} "
+            f"| {num(sm.get('traj_rel_l2'))} | {num(sm.get('mse'))} | {num(sm.get('n_diverged', 0))} | "
+            f"{num(sm.get('failed_solves'))} |"
         )
     lines.append("")
     for s, label in present:
@@ -325,8 +330,12 @@ def _adapt_choice(ad: Mapping[str, Any]) -> list[str]:
         "| env | expert | runner-up | confidence | adapt relMSE |",
         "|---:|---:|---:|---:|---:|",
     ]
+    forced = ad.get("runner_up_forced") or [False] * len(route)
     for e, (m_e, r_e, c_e, v) in enumerate(zip(route, runner, conf, rel)):
-        lines.append(f"| {e} | {m_e} | {r_e if r_e >= 0 else '-'} | {num(c_e, 2)} | {num(v)} |")
+        ru = "-" if r_e < 0 else f"{r_e}*" if e < len(forced) and forced[e] else str(r_e)
+        lines.append(f"| {e} | {m_e} | {ru} | {num(c_e, 2)} | {num(v)} |")
+    if any(forced):
+        lines += ["", "\\* no fit ended with another expert, so the runner-up was fitted with its route forced."]
     return lines + [""]
 
 

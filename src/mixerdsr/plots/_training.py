@@ -196,6 +196,9 @@ def gate_heatmaps_figure(
         return None
     if len(snaps) > max_snapshots:
         snaps = [snaps[i] for i in _spread(np.arange(len(snaps)), max_snapshots)]
+    unchanged = all(np.allclose(g, snaps[0][1], atol=0.01) for _, g in snaps[1:])
+    if unchanged:  # four identical panels would say nothing more than one
+        snaps = [snaps[-1]]
     n_envs, n_exp = snaps[0][1].shape
     order, fam = _family_order(family, n_envs)
     fig = _figure(2.4 * len(snaps) + 2.6, min(10, 2.4 + 0.05 * n_envs), layout="constrained")
@@ -203,7 +206,7 @@ def gate_heatmaps_figure(
     im = None
     for ax, (s, g) in zip(axes, snaps):
         im = ax.imshow(g[order], aspect="auto", cmap="viridis", vmin=0, vmax=1, interpolation="nearest")
-        ax.set_title(f"outer step {s}", fontsize=9)
+        ax.set_title(f"outer step {s}" + (" (the same at every snapshot)" if unchanged else ""), fontsize=9)
         ax.set_xlabel("expert")
         ax.set_xticks(range(n_exp))
         if n_exp > 12:
@@ -226,7 +229,11 @@ def gate_heatmaps_figure(
         axes[0].set_ylabel("environment")
     cb = fig.colorbar(im, ax=list(axes), fraction=0.04, pad=0.02)
     cb.set_label("gate value (softmax probability)")
-    fig.suptitle("Gate values per environment and expert during training", fontsize=10)
+    fig.suptitle(
+        "Gate values per environment and expert during training"
+        + ("\n(unchanged over training: one panel)" if unchanged else ""),
+        fontsize=10,
+    )
     return fig
 
 
@@ -278,6 +285,15 @@ def routes_figure(routes: np.ndarray, family: np.ndarray, n_experts: int, family
     return fig
 
 
+def _expert_colours(n: int):
+    """Colours of experts: a sequential palette, so that they are not read as the families'
+    categorical colours of the other figures."""
+    from matplotlib import colormaps
+
+    cmap = colormaps["viridis"]
+    return lambda k: cmap(0.1 + 0.8 * k / max(n - 1, 1))
+
+
 def _categorical(n: int):
     from matplotlib import colormaps
 
@@ -308,7 +324,7 @@ def route_history_figure(
     from matplotlib.colors import ListedColormap
 
     order, fam = _family_order(family, r.shape[0])
-    cmap = _categorical(n_exp)
+    cmap = _expert_colours(n_exp)
     purity = [h.get("purity") for h in steps]
     has_p = any(p is not None for p in purity)
     fig = _figure(8.0, min(10, 3.2 + 0.04 * r.shape[0]) + (1.3 if has_p else 0), layout="constrained")
@@ -328,7 +344,9 @@ def route_history_figure(
             axes[0].axhline(e, color="k", lw=0.6)
         starts = np.r_[0, np.flatnonzero(np.diff(fam)) + 1]
         ends = np.r_[starts[1:], len(fam)]
-        labels = [family_label(int(fam[a]), family_names, 24) for a in starts]
+        block_in = fig.get_figheight() * 0.6 * min(ends - starts) / len(fam)  # smallest block, inches
+        n_lines = int(np.clip(block_in / 0.14, 1, 3))
+        labels = [_wrap(family_label(int(fam[a]), family_names, 80), 22, n_lines) for a in starts]
         axes[0].set_yticks((starts + ends - 1) / 2.0, labels, fontsize=7 if len(labels) <= 12 else 5)
         axes[0].set_ylabel("environments, by family")
     else:
@@ -336,7 +354,9 @@ def route_history_figure(
     cb = fig.colorbar(im, ax=axes[0], ticks=range(n_exp), fraction=0.04, pad=0.02)
     cb.set_label("expert")
     axes[0].set_title(
-        "Expert of every training env over training\n(one colour per family block = family found)", fontsize=10
+        "Expert of every training env over training (colour = expert)\n"
+        "(one colour per family block = the family has an expert of its own)",
+        fontsize=10,
     )
     if has_p:
         axes[1].plot(x, [np.nan if p is None else p for p in purity], color="k", lw=1.2)
@@ -418,7 +438,7 @@ def predictions_figure(
 
     env_cmap = colormaps["viridis"]
     for r, (f, envs, n_in_fam) in enumerate(rows):
-        fname = family_label(f, split.family_names, 50)
+        fname = family_label(f, split.family_names, 120)
         for c in range(ncols_env):
             ax = axes[r, c]
             if c >= len(envs):
@@ -442,9 +462,14 @@ def predictions_figure(
                 ename = f"env {e} ({ename[:20]})"
             trajs = "traj 0" if n_traj == 1 else f"traj 0-{n_traj - 1}"
             extra = f", MSE {_fmt_err(float(np.mean((model - true) ** 2)))}" if sequence else ""
+            # the env's typical trajectory beside the drawn one: a table's per-env Eq. 9 can be
+            # dominated by a few trajectories through states near 0 that no panel shows
+            n_all = x.shape[1]
+            med = np.median([shown_rel_mse(pred[e, j : j + 1, s0:], x[e, j : j + 1, s0:]) for j in range(n_all)])
             ax.set_title(
-                f"{_wrap(fname, 40, 1)}\n{ename}: relMSE (Eq. 9, {trajs}) = {_fmt_err(err)}{extra}"
-                + (" [model clipped]" if clipped else ""),
+                f"{_wrap(fname, 44, 2)}\n{ename}: relMSE (Eq. 9) {trajs} {_fmt_err(err)}{extra}"
+                + (" [model clipped]" if clipped else "")
+                + (f"\nmedian over its {n_all} trajectories {_fmt_err(float(med))}" if n_all > n_traj else ""),
                 fontsize=8,
             )
             ax.set_xlabel("t", fontsize=8)
@@ -473,7 +498,7 @@ def predictions_figure(
             _limit_y(ax, float(xs[..., 1].min()), float(xs[..., 1].max()), pred[envs, :n_traj, s0:, 1:2])
             _limit_x(ax, float(xs[..., 0].min()), float(xs[..., 0].max()), pred[envs, :n_traj, s0:, 0:1])
             ax.set_title(
-                f"{_wrap(fname, 34, 1)}\nphase portrait, {len(envs)} of {n_in_fam} envs (o = start)", fontsize=8
+                f"{_wrap(fname, 40, 2)}\nphase portrait, {len(envs)} of {n_in_fam} envs (o = start)", fontsize=8
             )
             ax.set_xlabel("x0", fontsize=8)
             ax.set_ylabel("x1", fontsize=8)
