@@ -121,14 +121,19 @@ def test_cli_adapt_round_trip(trained, tiny_splits, tmp_path, capsys):
     with np.load(out / "contexts.npz") as z:
         assert z["adapt"].shape == (4, 4) and z["train"].shape == (4, 4)
     assert (out / "adapt_forecast.png").exists() and (out / "adapt_contexts.png").exists()
-    # with the model's own test error known, a forecast far worse than it is not vouched for
-    sure = dataclasses.replace(tm, card={**tm.card, "metrics": {"test": {"rel_mse": 1e-4}}})
-    m3 = adapt_job(sure, {k: tiny_splits[k] for k in ("adapt_train", "adapt_test")}, None, source="new", steps=STEPS)
-    for r in m3["environments"]:
-        far = r["forecast_rel_mse"] > 0.1
-        assert (not r["trusted"]) if far else True
-        assert far == any("x the model's test relMSE 0.0001" in w for w in r["why_not"])
-    assert any(r["forecast_rel_mse"] > 0.1 for r in m3["environments"])  # the check is exercised
+    # with the model's own test error known, a forecast far worse than it is not vouched for:
+    # by the typical trajectory's relMSE when the card has it (a run's), else by Eq. 9 (a shipped model's)
+    new = {k: tiny_splits[k] for k in ("adapt_train", "adapt_test")}
+    for card, key, floor, words in (({"test": {"median_traj_rel_mse": 1e-4, "rel_mse": 1.0}},
+                                      "forecast_median_traj_rel_mse", 0.1,
+                                      "x the model's test typical trajectory's relMSE (median) 0.0001"),
+                                     ({"test_rel_mse": 1e-4}, "forecast_rel_mse", 0.1, "x the model's test relMSE 0.0001")):
+        sure = dataclasses.replace(tm, card={**tm.card, "metrics": card})
+        m3 = adapt_job(sure, new, None, source="new", steps=STEPS)
+        for r in m3["environments"]:
+            far = r[key] > floor
+            assert far == (not r["trusted"] and any(words in w for w in r["why_not"])), (key, r)
+        assert any(r[key] > floor for r in m3["environments"])  # the check is exercised
     # a file with only a train split is fitted as new environments too (no forecast without test)
     only = save_dataset(tmp_path / "one.npz", {"train": tiny_splits["adapt_train"]})
     m2 = adapt_job(tm, {"train": tiny_splits["adapt_train"]}, None, source=str(only), steps=STEPS)

@@ -209,9 +209,10 @@ def adapt_job(
     if target is not None:
         m, pred = evaluate_split(tm.model, a.contexts, target, cfg)
         metrics["forecast"] = dict(m, split=target_name)
-        for row, v in zip(envs, m["per_env_rel_mse"]):
+        for row, v, v2 in zip(envs, m["per_env_rel_mse"], m["per_env_median_traj_rel_mse"]):
             row["forecast_rel_mse"] = v
-        _judge_forecasts(envs, tm.card.get("metrics", {}).get("test", {}).get("rel_mse"))
+            row["forecast_median_traj_rel_mse"] = v2
+        _judge_forecasts(envs, tm.card.get("metrics") or {})
     known = fit.family >= 0
     if known.any() and any(f >= 0 for f in tm.family):
         by_route = np.array([r["family_by_route"] for r in envs])
@@ -253,8 +254,12 @@ def _plots(out: Path, tm: TrainedModel, a: Adaptation, shown: EnvData, pred, ad:
     tr = np.asarray(tm.contexts)
     new = np.asarray(a.contexts)
     both = np.concatenate([tr, new])
-    centred = both - tr.mean(0)
-    _, _, vt = np.linalg.svd(tr - tr.mean(0), full_matrices=False)
+    # every context dimension in units of its spread over the training contexts: with split
+    # contexts each expert's slice has its own scale, and one large slice would flatten the rest
+    sd = tr.std(0)
+    scale = np.where(sd > 1e-12 * max(float(sd.max()), 1e-30), sd, 1.0)
+    centred = (both - tr.mean(0)) / scale
+    _, _, vt = np.linalg.svd((tr - tr.mean(0)) / scale, full_matrices=False)
     pts = centred @ vt[:2].T if vt.shape[0] >= 2 else np.c_[centred @ vt[:1].T, np.zeros(len(both))]
     fam_new = np.array([r["family_by_route"] for r in envs])
     names = tm.family_names or None
@@ -267,25 +272,44 @@ def _plots(out: Path, tm: TrainedModel, a: Adaptation, shown: EnvData, pred, ad:
         ],
         markers=np.r_[np.zeros(len(tr), int), np.ones(len(new), int)],
         marker_names=("training", "new"),
-        title="contexts: training (circles) and new environments (triangles), first two principal components",
+        title="contexts: training (circles) and new environments (triangles), first two principal components "
+        "of the standardised contexts",
     )
 
 
-#: a new environment whose forecast relMSE is more than this many times the model's own test
-#: relMSE (and above 0.1) is not vouched for
+#: a new environment whose forecast error is more than this many times the model's own test
+#: error (and above 0.1) is not vouched for: the typical (median) trajectory's relMSE, robust to
+#: the few trajectories through states near 0, when the model's card has it; else Eq. 9's relMSE
 FORECAST_FACTOR = 10.0
+FORECAST_FLOOR = 0.1
 
 
-def _judge_forecasts(envs: list[dict[str, Any]], model_rel_mse: float | None) -> None:
+def _model_test_error(card_metrics: dict[str, Any]) -> tuple[str, float] | None:
+    """``(metric, value)`` of the model's own test error from its card (a run's card holds the
+    test split's metrics, a shipped model's card ``test_rel_mse``)."""
+    test = card_metrics.get("test") or {}
+    for key, value in (("median_traj_rel_mse", test.get("median_traj_rel_mse")), ("rel_mse", test.get("rel_mse"))):
+        if isinstance(value, (int, float)) and np.isfinite(value) and value > 0:
+            return key, float(value)
+    value = card_metrics.get("test_rel_mse")
+    return ("rel_mse", float(value)) if isinstance(value, (int, float)) and np.isfinite(value) and value > 0 else None
+
+
+def _judge_forecasts(envs: list[dict[str, Any]], card_metrics: dict[str, Any]) -> None:
     """Mark the rows whose known forecast error is far worse than the model's test error (or
     not finite) as not trusted, with the reason."""
-    ref = float(model_rel_mse) if isinstance(model_rel_mse, (int, float)) and np.isfinite(model_rel_mse) else None
+    ref = _model_test_error(card_metrics)
     for row in envs:
         err = row.get("forecast_rel_mse")
         if err is None or not np.isfinite(err):
             why = "its forecast diverged (no finite error)"
-        elif ref is not None and err > max(FORECAST_FACTOR * ref, 0.1):
-            why = f"its forecast relMSE {err:.3g} is {err / ref:.0f}x the model's test relMSE {ref:.3g}"
+        elif ref is not None:
+            key, value = ref
+            mine = row.get("forecast_median_traj_rel_mse") if key == "median_traj_rel_mse" else err
+            if mine is None or not mine > max(FORECAST_FACTOR * value, FORECAST_FLOOR):
+                continue
+            what = "typical trajectory's relMSE (median)" if key == "median_traj_rel_mse" else "relMSE"
+            why = f"its forecast {what} {mine:.3g} is {mine / value:.1f}x the model's test {what} {value:.3g}"
         else:
             continue
         row["trusted"] = False
@@ -304,13 +328,21 @@ def forecast_figure(
     rows = -(-len(shown) // cols)
     fig = _figure(3.2 * cols, 2.3 * rows)
     axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
+    from matplotlib.lines import Line2D
+
+    from .plots._training import _categorical
+
+    n_dims = min(split.n_dims, 4)
+    colour = _categorical(n_dims)
     for ax, e in zip(axes, shown):
         r = envs[e]
-        for d in range(min(split.n_dims, 4)):
-            (line,) = ax.plot(split.t[e], split.x[e, 0, :, d], lw=1.2)
-            ax.plot(split.t[e], pred[e, 0, :, d], ls="--", lw=1.2, color=line.get_color())
+        for d in range(n_dims):
+            ax.plot(split.t[e], split.x[e, 0, :, d], lw=1.2, color=colour(d))
+            ax.plot(split.t[e], pred[e, 0, :, d], ls="--", lw=1.2, color=colour(d))
+        ax.set_xlabel("t", fontsize=7)
+        ax.set_ylabel("state", fontsize=7)
         err = r.get("forecast_rel_mse")
-        flag = "" if r["trusted"] else " (low confidence)"
+        flag = "" if r["trusted"] else " (not vouched for)"
         ax.set_title(
             f"env {e}: expert {r['expert']}, conf {r['confidence']:.2f}{flag}"
             + (f"\nforecast relMSE {err:.3g}" if err is not None else ""),
@@ -319,8 +351,21 @@ def forecast_figure(
         ax.tick_params(labelsize=7)
     for ax in axes[len(shown) :]:
         ax.set_visible(False)
-    fig.suptitle("new environments: data (solid) and forecast (dashed), first trajectory", fontsize=9)
-    fig.tight_layout()
+    which = (
+        f"all {split.n_envs} new environments"
+        if len(shown) == split.n_envs
+        else f"{len(shown)} of {split.n_envs} new environments, spread over all (envs {', '.join(map(str, shown))})"
+    )
+    fig.suptitle(f"{which}: data (solid) and forecast (dashed), first trajectory", fontsize=9)
+    handles = [Line2D([], [], color=colour(d), lw=1.5, label=f"x{d}") for d in range(n_dims)]
+    handles += [
+        Line2D([], [], color="k", lw=1.2, label="data"),
+        Line2D([], [], color="k", ls="--", lw=1.2, label="forecast"),
+    ]
+    if split.n_dims > n_dims:
+        handles.append(Line2D([], [], color="none", label=f"(first {n_dims} of {split.n_dims} dims)"))
+    fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=7, frameon=False)
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=90)
     return path

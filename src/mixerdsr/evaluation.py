@@ -64,6 +64,9 @@ def evaluate_split(model, contexts, split: EnvData, cfg: Config) -> tuple[dict[s
     pk, yk = p[kept], y[kept]
     per_env = np.asarray(M.per_env_rel_mse(p, y), np.float64)
     per_env[diverged] = np.nan  # null in metrics.json: no number stands for a diverged forecast
+    per_traj = _traj_rel_mse(p, y)  # [E, N]
+    with np.errstate(all="ignore"):
+        per_traj_med = np.array([np.nanmedian(r) if np.isfinite(r).any() else np.nan for r in per_traj])
     none = float("nan")
     out = {
         "mse": float(M.mse(pk, yk)) if kept.size else none,
@@ -71,8 +74,13 @@ def evaluate_split(model, contexts, split: EnvData, cfg: Config) -> tuple[dict[s
         "tprmse": float(M.tprmse_from_values(per_env, cfg.evaluation.tprmse_eps)),  # diverged envs fail
         "traj_rel_l2": float(M.traj_rel_l2(pk, yk)) if kept.size else none,
         "per_env_rel_mse": per_env.tolist(),
+        "per_env_median_traj_rel_mse": np.where(
+            np.isin(np.arange(p.shape[0]), diverged), np.nan, per_traj_med
+        ).tolist(),
         # the typical trajectory's Eq. 9: a few trajectories through states near 0 dominate the mean
-        "median_traj_rel_mse": _median_traj_rel_mse(pk, yk) if kept.size else none,
+        "median_traj_rel_mse": float(np.nanmedian(per_traj[kept]))
+        if kept.size and np.isfinite(per_traj[kept]).any()
+        else none,
         "failed_solves": int((~ok).sum()),
         "diverged_envs": diverged,
         "n_diverged": len(diverged),
@@ -117,12 +125,10 @@ def _long_term(p: np.ndarray, y: np.ndarray, t: np.ndarray, kept: np.ndarray) ->
     return {"d_stsp": float(means[0]), "d_h": float(means[1]), "vpt": float(means[2]), "smape": float(means[3])}
 
 
-def _median_traj_rel_mse(p: jax.Array, y: jax.Array) -> float:
-    """The median over trajectories of each one's Eq. 9 relMSE (``p``, ``y``: ``[E, N, T, D]``)."""
+def _traj_rel_mse(p: jax.Array, y: jax.Array) -> np.ndarray:
+    """Each trajectory's Eq. 9 relMSE ``[E, N]`` (``p``, ``y``: ``[E, N, T, D]``)."""
     flat = (p.shape[0] * p.shape[1], 1, *p.shape[2:])
-    per = np.asarray(M.per_env_rel_mse(p.reshape(flat), y.reshape(flat)))
-    per = per[np.isfinite(per)]
-    return float(np.median(per)) if per.size else float("nan")
+    return np.asarray(M.per_env_rel_mse(p.reshape(flat), y.reshape(flat)), np.float64).reshape(p.shape[:2])
 
 
 def active_parameters(model) -> int:
