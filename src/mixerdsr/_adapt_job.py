@@ -253,6 +253,25 @@ def _plots(out: Path, tm: TrainedModel, a: Adaptation, shown: EnvData, pred, ad:
     forecast_figure(shown, np.asarray(pred), envs, out / "adapt_forecast.png")
     tr = np.asarray(tm.contexts)
     new = np.asarray(a.contexts)
+    fam_new = np.array([r["family_by_route"] for r in envs])
+    mod = tm.config.model
+    if mod.split_context and tm.model.n_experts > 1:  # each expert reads its own slice: one panel each
+        from .plots._contexts import contexts_by_expert_figure
+        from .plots._training import _save
+
+        w = mod.context_size // tm.model.n_experts
+        fig = contexts_by_expert_figure(
+            tr,
+            tm.routes,
+            tm.family,
+            new,
+            a.experts,
+            fam_new,
+            [slice(m * w, (m + 1) * w) for m in range(tm.model.n_experts)],
+            tm.family_names or None,
+        )
+        _save(fig, out / "adapt_contexts.png")
+        return
     both = np.concatenate([tr, new])
     # every context dimension in units of its spread over the training contexts: with split
     # contexts each expert's slice has its own scale, and one large slice would flatten the rest
@@ -261,7 +280,6 @@ def _plots(out: Path, tm: TrainedModel, a: Adaptation, shown: EnvData, pred, ad:
     centred = (both - tr.mean(0)) / scale
     _, _, vt = np.linalg.svd((tr - tr.mean(0)) / scale, full_matrices=False)
     pts = centred @ vt[:2].T if vt.shape[0] >= 2 else np.c_[centred @ vt[:1].T, np.zeros(len(both))]
-    fam_new = np.array([r["family_by_route"] for r in envs])
     names = tm.family_names or None
     plot_context_pca(
         out / "adapt_contexts.png",
