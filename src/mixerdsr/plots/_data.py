@@ -114,7 +114,12 @@ def dataset_overview_figure(
         for k, (e, j) in enumerate(picks):
             for dim in range(n_dims):
                 ax_t.plot(d.t[e], d.x[e, j, :, dim], color=cmap(dim % 10), alpha=0.35 + 0.65 / (k + 1), lw=1.0)
-        ax_t.set_title(f"{title} ({len(env_idx)} envs, {len(picks)} trajectories drawn)", fontsize=9)
+        n_envs_drawn = len({int(e) for e, _ in picks})
+        per_env = len(picks) // max(n_envs_drawn, 1)
+        drawn = f"{n_envs_drawn} of {len(env_idx)} envs drawn" + (
+            ", 1 trajectory each" if per_env == 1 else f", {len(picks)} trajectories"
+        )
+        ax_t.set_title(f"{title} ({drawn})", fontsize=9)
         ax_t.set_xlabel("t", fontsize=8)
         ax_t.set_ylabel("state x_d", fontsize=8)
         ax_t.tick_params(labelsize=7)
