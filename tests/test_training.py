@@ -224,7 +224,9 @@ PINNED = {"test.mse": 1.3574674129486084, "test.rel_mse": 4.846768856048584, "te
 
 def test_run_writes_metrics_plots_and_report(tiny_splits, tmp_path):
     out = tmp_path / "run"
-    m = runmod.run(cfg(), out, splits=tiny_splits, progress=False, log=lambda s: None).metrics
+    msgs: list[str] = []  # --resume into a folder with nothing to resume: says it starts a new run
+    m = runmod.run(cfg(), out, splits=tiny_splits, progress=False, log=msgs.append, resume=True).metrics
+    assert any(f"nothing to resume in {out}" in x for x in msgs)
     saved = json.loads((out / "metrics.json").read_text())
     assert saved == json.loads(json.dumps(m))
     for split in ("test", "adapt_test"):

@@ -219,7 +219,7 @@ def gate_heatmaps_figure(
         ends = np.r_[starts[1:], len(fam)]
         mids = (starts + ends - 1) / 2.0
         block_in = fig.get_figheight() * 0.75 * min(ends - starts) / len(fam)  # smallest block, inches
-        n_lines = int(np.clip(block_in / 0.14, 1, 3))
+        n_lines = int(np.clip(block_in / 0.14, 1, 4))
         labels = [
             _block_label(family_label(int(fam[a]), family_names, 60), int(b - a), n_lines) for a, b in zip(starts, ends)
         ]
