@@ -17,6 +17,7 @@ __all__ = [
     "diagnose",
     "collapsed_envs",
     "diverged_envs",
+    "reading_notes",
     "DOMINANT_SHARE",
     "ADAPT_RATIO",
     "ADAPT_FLOOR",
@@ -140,6 +141,28 @@ def adaptation_warnings(ad: Mapping[str, Any]) -> list[str]:
     return out
 
 
+def reading_notes(metrics: Mapping[str, Any]) -> list[str]:
+    """Notes on how to read a run's figures, one sentence each: not a problem of the model, but
+    a metric that would mislead read alone (an Eq. 9 relMSE dominated by a few trajectories
+    through states near zero, over ``DOMINATED_RATIO`` times the typical trajectory's)."""
+    out = []
+    for split in ("test", "adapt_test"):
+        m = metrics.get(split) or {}
+        rel, med = m.get("rel_mse"), m.get("median_traj_rel_mse")
+        if (
+            isinstance(rel, (int, float))
+            and isinstance(med, (int, float))
+            and _finite(rel)
+            and _finite(med)
+            and (rel > DOMINATED_RATIO * max(med, 1e-12))
+        ):
+            out.append(
+                f"{split}: relMSE (Eq. 9) {m['rel_mse']:.3g} is dominated by a few trajectories through states near "
+                f"zero; the typical trajectory's is {med:.3g} (median; traj_rel_l2 is the robust figure)"
+            )
+    return out
+
+
 def diagnose(metrics: Mapping[str, Any], history: Sequence[Mapping[str, Any]] = ()) -> list[str]:
     """Warnings about a run, one sentence each (empty when nothing looks wrong).
 
@@ -189,12 +212,6 @@ def diagnose(metrics: Mapping[str, Any], history: Sequence[Mapping[str, Any]] = 
             out.append(
                 f"{split}: the forecasts are poor: their error is {m['traj_rel_l2']:.2g} of the trajectories' own "
                 f"size (traj_rel_l2; relMSE {m['rel_mse']:.3g}); train longer or check the data and settings"
-            )
-        med = m.get("median_traj_rel_mse")
-        if _finite(m.get("rel_mse")) and _finite(med) and m["rel_mse"] > DOMINATED_RATIO * max(med, 1e-12):
-            out.append(
-                f"{split}: relMSE (Eq. 9) {m['rel_mse']:.3g} is dominated by a few trajectories through states near "
-                f"zero; the typical trajectory's is {med:.3g} (median; traj_rel_l2 is the robust figure)"
             )
         if m.get("collapsed_envs"):
             envs = m["collapsed_envs"]

@@ -29,7 +29,7 @@ import numpy as np
 
 from . import metrics as M
 from ._config import Config, DataSettings
-from ._diagnostics import diagnose
+from ._diagnostics import diagnose, reading_notes
 from ._jsonio import jsonable
 from ._trainer import check_resume, train
 from .adaptation import adapt_contexts, adapt_new
@@ -339,8 +339,11 @@ def _run_locked(
     metrics["parameters"] = {"active_per_expert": active_parameters(model), "total": total_parameters(model)}
     metrics = jsonable(metrics)
     metrics["warnings"] = diagnose(metrics, res.history)
+    metrics["notes"] = reading_notes(metrics)
     for w in metrics["warnings"]:
         log(f"warning: {w}")
+    for w in metrics["notes"]:
+        log(f"note: {w}")
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     saved: dict[str, Any] = {"train": np.asarray(contexts), "train_routes": r, "train_family": fam}
     if adapted is not None and ar is not None:

@@ -159,6 +159,9 @@ def _warnings(m: Mapping[str, Any]) -> list[str]:
     w = [str(x).strip() for x in (w or []) if str(x).strip()]
     lines = ["## Warnings", ""]
     lines += [f"- {x}" for x in w] if w else ["No problems detected."]
+    notes = [str(x) for x in (m.get("notes") or [])]
+    if notes:
+        lines += ["", "Notes on reading the figures:", ""] + [f"- {x}" for x in notes]
     return lines + [""]
 
 
