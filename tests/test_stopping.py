@@ -70,3 +70,16 @@ def test_forced_solve_interpolates_between_free_and_one_step_predictions(method)
     ys, ok = forced_solve(field, obs, t, cfg, 1.0)  # free running from the first observation
     want, _ = solve(field, obs[0], t, cfg)
     assert bool(ok) and np.allclose(ys, want, rtol=1e-4)
+
+
+def test_the_rule_judges_a_smoothed_validation_score():
+    s = Stopping(True, 2, min_improvement=0.1, lr_drops=1, lr_decay=0.5, smoothing=0.5)
+    s.validated(1.0)
+    s.validated(0.0)  # a lucky check moves the judged score halfway only
+    assert s.level == 0.5 and s.best == 0.5
+    s.validated(1.0)  # 0.75: no gain
+    assert s.since == 1
+    t = Stopping(True, 2, min_improvement=0.1, lr_drops=1, lr_decay=0.5, smoothing=0.5)
+    t.load_state_dict(s.state_dict())
+    assert (t.level, t.best, t.since) == (s.level, s.best, s.since)
+    assert Config().train.val_smoothing == 0.5

@@ -183,6 +183,9 @@ class TrainSettings:
             that make a plateau (also what ``converged`` in ``metrics.json`` means).
         min_improvement: relative improvement of the best validation relMSE that counts.
         lr_drops: ``"plateau"``: plateaus that lower the rate before the next one stops.
+        val_smoothing: the plateau rule judges an exponential moving average of the
+            validation score with this weight on the newest one (1 = the raw score; model
+            selection always uses the raw score).
         time_budget: seconds of training, all sittings together (0 = no limit): the run stops
             at the best model reached when the budget is spent (``--time-budget 20m``).
         batch_envs: environments per training batch (0 = E / M).
@@ -218,6 +221,7 @@ class TrainSettings:
     patience: int = 5
     min_improvement: float = 0.01
     lr_drops: int = 2
+    val_smoothing: float = 0.5
     time_budget: float = 0.0
     batch_envs: int = 0
     env_weight_power: float = 0.0
@@ -247,6 +251,7 @@ class TrainSettings:
                 "patience": AT_LEAST_1,
                 "min_improvement": Range(0, 1),
                 "lr_drops": AT_LEAST_0,
+                "val_smoothing": Range(0, 1, open_low=True),
                 "time_budget": AT_LEAST_0,
                 "batch_envs": AT_LEAST_0,
                 "env_weight_power": Range(0, 1),

@@ -37,6 +37,10 @@ class Stopping:
         lr_drops: plateaus that lower the rate before the next one ends training.
         lr_decay: the factor of each drop.
         time_budget: seconds of training over all sittings (0 = no limit).
+        smoothing: weight of the newest validation score in the smoothed score the rule
+            judges (an exponential moving average; 1 = the raw score). A noisy score (few
+            held-out trajectories) would otherwise set a lucky best that later checks rarely
+            beat, and end training early.
     """
 
     plateau: bool
@@ -45,7 +49,9 @@ class Stopping:
     lr_drops: int
     lr_decay: float
     time_budget: float = 0.0
+    smoothing: float = 1.0
     best: float = math.inf
+    level: float = math.nan  # the smoothed validation score
     since: int = 0  # validation checks since the best score improved enough
     drops: int = 0
     seconds: float = 0.0
@@ -53,7 +59,15 @@ class Stopping:
     @classmethod
     def from_settings(cls, tr: Any) -> Stopping:
         """From a :class:`~mixerdsr.TrainSettings`."""
-        return cls(tr.schedule == "plateau", tr.patience, tr.min_improvement, tr.lr_drops, tr.lr_decay, tr.time_budget)
+        return cls(
+            tr.schedule == "plateau",
+            tr.patience,
+            tr.min_improvement,
+            tr.lr_drops,
+            tr.lr_decay,
+            tr.time_budget,
+            tr.val_smoothing,
+        )
 
     @property
     def lr_scale(self) -> float:
@@ -67,6 +81,10 @@ class Stopping:
 
     def validated(self, score: float) -> str | None:
         """Record one validation score; ``"converged"`` when the plateau rule ends training."""
+        if math.isfinite(score):
+            fresh = not math.isfinite(self.level)
+            self.level = score if fresh else (1.0 - self.smoothing) * self.level + self.smoothing * score
+            score = self.level
         if math.isfinite(score) and score < self.best * (1.0 - self.min_improvement):
             self.best, self.since = score, 0
             return None
@@ -88,10 +106,12 @@ class Stopping:
     def state_dict(self) -> dict[str, Any]:
         """What the checkpoint keeps (JSON-able)."""
         best = self.best if math.isfinite(self.best) else None
-        return {"best": best, "since": self.since, "drops": self.drops, "seconds": self.seconds}
+        level = self.level if math.isfinite(self.level) else None
+        return {"best": best, "level": level, "since": self.since, "drops": self.drops, "seconds": self.seconds}
 
     def load_state_dict(self, d: dict[str, Any]) -> None:
         """Continue from :meth:`state_dict` (missing keys: a fresh start)."""
         self.best = math.inf if d.get("best") is None else float(d["best"])
+        self.level = math.nan if d.get("level") is None else float(d["level"])
         self.since, self.drops = int(d.get("since", 0)), int(d.get("drops", 0))
         self.seconds = float(d.get("seconds", 0.0))

@@ -100,6 +100,7 @@ _INTRODUCED = {
     "train.patience": 5,
     "train.min_improvement": 0.01,
     "train.lr_drops": 2,
+    "train.val_smoothing": 1.0,
     "train.time_budget": 0.0,
 }
 
