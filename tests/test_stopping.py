@@ -82,4 +82,4 @@ def test_the_rule_judges_a_smoothed_validation_score():
     t = Stopping(True, 2, min_improvement=0.1, lr_drops=1, lr_decay=0.5, smoothing=0.5)
     t.load_state_dict(s.state_dict())
     assert (t.level, t.best, t.since) == (s.level, s.best, s.since)
-    assert Config().train.val_smoothing == 0.5
+    assert Config().train.val_smoothing == 1.0  # smoothing did not help on LV MixER-3 (docs/results.md)

@@ -221,7 +221,7 @@ class TrainSettings:
     patience: int = 5
     min_improvement: float = 0.01
     lr_drops: int = 2
-    val_smoothing: float = 0.5
+    val_smoothing: float = 1.0
     time_budget: float = 0.0
     batch_envs: int = 0
     env_weight_power: float = 0.0
