@@ -163,6 +163,65 @@ def reading_notes(metrics: Mapping[str, Any]) -> list[str]:
     return out
 
 
+def _split_warnings(metrics: Mapping[str, Any]) -> list[str]:
+    """Failed, diverged, poor, non-finite or collapsed forecasts of the test and adaptation splits."""
+    out: list[str] = []
+    for split in ("test", "adapt_test"):
+        m = metrics.get(split)
+        if not m:
+            continue
+        if m.get("failed_solves"):
+            out.append(f"{split}: {m['failed_solves']} trajectory solve(s) failed; their errors are not finite")
+        if m.get("diverged_envs"):
+            envs = m["diverged_envs"]
+            out.append(
+                f"{split}: the forecast of {len(envs)} environment(s) {envs} diverged (a failed solve, or more than "
+                f"{DIVERGE_RATIO:g}x the data's range away from it); the split's mean errors leave them out"
+            )
+        if not _finite(m.get("rel_mse")):
+            out.append(f"{split}: relMSE is not finite; the model's predictions diverged")
+        elif _finite(m.get("traj_rel_l2")) and m["traj_rel_l2"] >= POOR_TRAJ_REL_L2:
+            out.append(
+                f"{split}: the forecasts are poor: their error is {m['traj_rel_l2']:.2g} of the trajectories' own "
+                f"size (traj_rel_l2; relMSE {m['rel_mse']:.3g}); train longer or check the data and settings"
+            )
+        if m.get("collapsed_envs"):
+            envs = m["collapsed_envs"]
+            out.append(
+                f"{split}: the forecast of {len(envs)} environment(s) {envs} collapses (it barely moves while "
+                "the data does)"
+            )
+    return out
+
+
+def _adapt_vs_test(ad: Mapping[str, Any], te: Mapping[str, Any]) -> list[str]:
+    """The expert choice of new environments, and adaptation far worse than the test split."""
+    out: list[str] = []
+    out += adaptation_warnings(ad)
+    # the typical trajectory's errors, when known: Eq. 9 can be dominated by a few near-zero states
+    key = (
+        "median_traj_rel_mse"
+        if _finite(ad.get("median_traj_rel_mse")) and _finite(te.get("median_traj_rel_mse"))
+        else "rel_mse"
+    )
+    what = "typical trajectory's relMSE (median)" if key != "rel_mse" else "relMSE"
+    a, t = ad.get(key), te.get(key)
+    if (
+        isinstance(a, (int, float))
+        and isinstance(t, (int, float))
+        and _finite(a)
+        and _finite(t)
+        and a > ADAPT_RATIO * t
+        and a > ADAPT_FLOOR
+    ):
+        out.append(
+            f"adaptation {what} {a:.3g} is {a / max(t, 1e-12):.0f}x the test's {t:.3g}: the new "
+            "environments are fitted much worse than the training ones (check which expert each was routed "
+            "to: routing.adapt_experts)"
+        )
+    return out
+
+
 def diagnose(metrics: Mapping[str, Any], history: Sequence[Mapping[str, Any]] = ()) -> list[str]:
     """Warnings about a run, one sentence each (empty when nothing looks wrong).
 
@@ -194,31 +253,7 @@ def diagnose(metrics: Mapping[str, Any], history: Sequence[Mapping[str, Any]] = 
             f"{failed} environment solves failed during training (solver step limit or non-finite "
             "state) and were left out of those losses"
         )
-    for split in ("test", "adapt_test"):
-        m = metrics.get(split)
-        if not m:
-            continue
-        if m.get("failed_solves"):
-            out.append(f"{split}: {m['failed_solves']} trajectory solve(s) failed; their errors are not finite")
-        if m.get("diverged_envs"):
-            envs = m["diverged_envs"]
-            out.append(
-                f"{split}: the forecast of {len(envs)} environment(s) {envs} diverged (a failed solve, or more than "
-                f"{DIVERGE_RATIO:g}x the data's range away from it); the split's mean errors leave them out"
-            )
-        if not _finite(m.get("rel_mse")):
-            out.append(f"{split}: relMSE is not finite; the model's predictions diverged")
-        elif _finite(m.get("traj_rel_l2")) and m["traj_rel_l2"] >= POOR_TRAJ_REL_L2:
-            out.append(
-                f"{split}: the forecasts are poor: their error is {m['traj_rel_l2']:.2g} of the trajectories' own "
-                f"size (traj_rel_l2; relMSE {m['rel_mse']:.3g}); train longer or check the data and settings"
-            )
-        if m.get("collapsed_envs"):
-            envs = m["collapsed_envs"]
-            out.append(
-                f"{split}: the forecast of {len(envs)} environment(s) {envs} collapses (it barely moves while "
-                "the data does)"
-            )
+    out += _split_warnings(metrics)
     r = metrics.get("routing") or {}
     all_counts = list(r.get("counts") or [])
     active = list(r.get("active") or [True] * len(all_counts))  # --experts auto: only the experts it kept count
@@ -245,27 +280,5 @@ def diagnose(metrics: Mapping[str, Any], history: Sequence[Mapping[str, Any]] = 
             "the routes had not settled, and an environment that changes expert restarts from an untrained "
             'context part (with split contexts); see route_history.png, or try gate.pairing = "overlap"'
         )
-    ad, te = metrics.get("adapt_test") or {}, metrics.get("test") or {}
-    out += adaptation_warnings(ad)
-    # the typical trajectory's errors, when known: Eq. 9 can be dominated by a few near-zero states
-    key = (
-        "median_traj_rel_mse"
-        if _finite(ad.get("median_traj_rel_mse")) and _finite(te.get("median_traj_rel_mse"))
-        else "rel_mse"
-    )
-    what = "typical trajectory's relMSE (median)" if key != "rel_mse" else "relMSE"
-    a, t = ad.get(key), te.get(key)
-    if (
-        isinstance(a, (int, float))
-        and isinstance(t, (int, float))
-        and _finite(a)
-        and _finite(t)
-        and a > ADAPT_RATIO * t
-        and a > ADAPT_FLOOR
-    ):
-        out.append(
-            f"adaptation {what} {a:.3g} is {a / max(t, 1e-12):.0f}x the test's {t:.3g}: the new "
-            "environments are fitted much worse than the training ones (check which expert each was routed "
-            "to: routing.adapt_experts)"
-        )
+    out += _adapt_vs_test(metrics.get("adapt_test") or {}, metrics.get("test") or {})
     return out

@@ -278,39 +278,49 @@ def adapt_new(
     chosen = np.stack([r for _, r, _ in refined_fits])[pick, env]
     ctx = jnp.stack([c for c, _, _ in refined_fits])[jnp.asarray(pick), jnp.asarray(env)]
     best = cand[pick, env]
-    masked = scores.copy()
-    masked[env, chosen] = np.inf
-    second = np.argmin(masked, axis=1)
-    runner = masked[env, second]
-    has_runner = np.isfinite(runner)
-    forced = np.zeros(n_env, bool)
-    lonely = ~has_runner & np.isfinite(best)
-    used = np.unique(np.asarray(routes(model, jnp.asarray(train_contexts))))
-    if lonely.any() and len(used) > 1:
-        # Every fit ended with the chosen expert, which says nothing about how well another
-        # would do: fit each other expert with the route forced, from its own start.
-        m_other, loss_other = _forced_runner_up(
-            model, x, t, starts, used, chosen, screen_steps, n_more, lr, solver, alpha
-        )
-        forced = lonely & np.isfinite(loss_other)
-        second = np.where(forced, m_other, second)
-        runner = np.where(forced, loss_other, runner)
-        has_runner = has_runner | forced
-    with np.errstate(invalid="ignore", divide="ignore"):
-        conf = np.where(has_runner, 1.0 - best / np.where(has_runner, runner, 1.0), 1.0)
-    conf = np.where(np.isfinite(best), np.clip(conf, 0.0, 1.0), 0.0)
+    second, conf, forced = _runner_up(
+        model, x, t, train_contexts, starts, scores, chosen, best, screen_steps, n_more, lr, solver, alpha
+    )
     s0 = model.expert_type.scored_from
     scale = np.asarray(jnp.mean(jnp.sum(x[:, :, s0:] ** 2, -1), axis=(1, 2)))
     return Adaptation(
         contexts=ctx,
         experts=chosen,
-        runner_up=np.where(has_runner, second, -1),
+        runner_up=second,
         runner_up_forced=forced,
         scores=scores,
         confidence=conf,
         loss=best,
         rel_loss=best / np.maximum(scale, 1e-12),
     )
+
+
+def _runner_up(model, x, t, train_contexts, starts, scores, chosen, best, screen_steps, n_more, lr, solver, alpha):
+    """Each env's runner-up expert (-1: none fits), the confidence ``1 - best / runner-up``
+    and where the runner-up was fitted with its route forced: envs whose every fit ended with
+    the chosen expert get the best other expert fitted with its route forced (only they)."""
+    env = np.arange(len(chosen))
+    masked = scores.copy()
+    masked[env, chosen] = np.inf
+    second = np.argmin(masked, axis=1)
+    runner = masked[env, second]
+    forced = np.zeros(len(chosen), bool)
+    lonely = np.flatnonzero(~np.isfinite(runner) & np.isfinite(best))
+    used = np.unique(np.asarray(routes(model, jnp.asarray(train_contexts))))
+    if lonely.size and len(used) > 1:
+        # every fit ended with the chosen expert, which says nothing about how well another
+        # would do: fit each other expert with the route forced, from its own start
+        m_other, loss_other = _forced_runner_up(
+            model, x[lonely], t[lonely], starts, used, chosen[lonely], screen_steps, n_more, lr, solver, alpha
+        )
+        ok = np.isfinite(loss_other)
+        forced[lonely[ok]] = True
+        second[lonely[ok]], runner[lonely[ok]] = m_other[ok], loss_other[ok]
+    has_runner = np.isfinite(runner)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        conf = np.where(has_runner, 1.0 - best / np.where(has_runner, runner, 1.0), 1.0)
+    conf = np.where(np.isfinite(best), np.clip(conf, 0.0, 1.0), 0.0)
+    return np.where(has_runner, second, -1), conf, forced
 
 
 def _forced_runner_up(model, x, t, starts, used, chosen, screen_steps, n_more, lr, solver, alpha):

@@ -67,6 +67,7 @@ def evaluate_split(model, contexts, split: EnvData, cfg: Config) -> tuple[dict[s
     per_traj = _traj_rel_mse(p, y)  # [E, N]
     with np.errstate(all="ignore"):
         per_traj_med = np.array([np.nanmedian(r) if np.isfinite(r).any() else np.nan for r in per_traj])
+    per_traj_med[diverged] = np.nan
     none = float("nan")
     out = {
         "mse": float(M.mse(pk, yk)) if kept.size else none,
@@ -74,9 +75,7 @@ def evaluate_split(model, contexts, split: EnvData, cfg: Config) -> tuple[dict[s
         "tprmse": float(M.tprmse_from_values(per_env, cfg.evaluation.tprmse_eps)),  # diverged envs fail
         "traj_rel_l2": float(M.traj_rel_l2(pk, yk)) if kept.size else none,
         "per_env_rel_mse": per_env.tolist(),
-        "per_env_median_traj_rel_mse": np.where(
-            np.isin(np.arange(p.shape[0]), diverged), np.nan, per_traj_med
-        ).tolist(),
+        "per_env_median_traj_rel_mse": per_traj_med.tolist(),
         # the typical trajectory's Eq. 9: a few trajectories through states near 0 dominate the mean
         "median_traj_rel_mse": float(np.nanmedian(per_traj[kept]))
         if kept.size and np.isfinite(per_traj[kept]).any()
