@@ -5,10 +5,15 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mixerdsr import gating
-from mixerdsr.gating import (DEGENERATE, OK, RESEEDED, SKIPPED_EMPTY, GateSettings, cluster_medians, fit_gate,
-                             gate_init, gate_update, greedy_pairing, init_centroids, kmeans,
+from mixerdsr import routing as gating
+from mixerdsr.routing import (DEGENERATE, OK, RESEEDED, SKIPPED_EMPTY, GateSettings, cluster_medians, fit_gate,
+                             LeastSquaresGate, gate_init, greedy_pairing, init_centroids, kmeans,
                              reassign_targets)
+
+
+def gate_update(gate, state, contexts, losses, key, settings=GateSettings(), **kw):
+    """Algorithm 1 as the ``[gate]`` table ``settings`` describes it."""
+    return LeastSquaresGate.from_settings(settings).update(gate, state, contexts, losses, key, **kw)
 
 
 def _blobs(seed=0, n=15, d=3, centers=((5.0, 0, 0), (-5.0, 0, 0), (0, 6.0, -3.0))):

@@ -9,15 +9,18 @@ import numpy as np
 import pytest
 
 import mixerdsr._run as runmod
-import mixerdsr._trainer as trainer
+import mixerdsr.training as trainer
+import mixerdsr.training._loop as loop
 from mixerdsr._config import Config, ModelSettings, load_config
 from mixerdsr.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from mixerdsr.cli import main
-from mixerdsr._trainer import split_validation
+from mixerdsr.training import split_validation
 from mixerdsr.adaptation import adapt_contexts, expert_starts
 from mixerdsr.inference import predict, routes
-from mixerdsr.training import (LossCache, TrainData, _expert_losses, _filter_spec, _nearest_batch, expert_losses,
-                               init_state, make_outer_step)
+from mixerdsr.mixer import initial_model, trained_spec, trained_vector
+from mixerdsr.routing import policy_of, settings_for_active
+from mixerdsr.training import LossCache, TrainData, expert_losses, init_state, make_outer_step
+from mixerdsr.training._step import _expert_losses, _nearest_batch
 
 from conftest import TINY, tiny_cfg, tiny_ode_split, toml_text
 
@@ -67,8 +70,8 @@ def test_training_reduces_loss_and_keeps_gate_out_of_optimiser(lstsq_run):
     assert loss(res.state.model, res.state.contexts) < 0.97 * loss(init.model, init.contexts)  # 1.174 vs 1.238
     # the weights' optimiser trains every float array but the gate, unless the gate is the
     # gradient baseline (tests/test_custom_expert.py checks on a run that the gate then stays put)
-    assert not _filter_spec(res.state.model).gate
-    assert _filter_spec(init_state(cfg({"gate.mode": "gradient"}), 4, 2).model).gate
+    assert not trained_spec(res.state.model).gate
+    assert trained_spec(init_state(cfg({"gate.mode": "gradient"}), 4, 2).model).gate
 
 
 def test_gate_baselines(tiny_splits, lstsq_run):
@@ -84,7 +87,7 @@ def test_resume_equals_uninterrupted(tiny_splits, tmp_path, monkeypatch):
     c = cfg()
     full = trainer.train(c, tiny_splits["train"], out_dir=tmp_path / "full", progress=False)
 
-    real = trainer.make_outer_step
+    real = loop.make_outer_step
 
     def interrupting(*a, **k):
         step = real(*a, **k)
@@ -98,10 +101,10 @@ def test_resume_equals_uninterrupted(tiny_splits, tmp_path, monkeypatch):
 
         return wrapped
 
-    monkeypatch.setattr(trainer, "make_outer_step", interrupting)
+    monkeypatch.setattr(loop, "make_outer_step", interrupting)
     with pytest.raises(KeyboardInterrupt):
         trainer.train(c, tiny_splits["train"], out_dir=tmp_path / "cut", progress=False, log=lambda s: None)
-    monkeypatch.setattr(trainer, "make_outer_step", real)
+    monkeypatch.setattr(loop, "make_outer_step", real)
     assert load_checkpoint(tmp_path / "cut" / "checkpoint.npz", init_state(c, 4, 2))[0].step == 2
     resumed = trainer.train(c, tiny_splits["train"], out_dir=tmp_path / "cut", resume=True, progress=False,
                            log=lambda s: None)
@@ -143,7 +146,7 @@ def test_gate_loss_cache_recomputes_only_pairs_whose_visible_context_changed(tin
 
 
 def test_outer_step_cache_and_low_memory_compile(tiny_splits, monkeypatch):
-    import mixerdsr.training as training
+    import mixerdsr.training._step as training
 
     c = cfg()  # the gate's loss pass in batches of 2 envs (the training batch)
     data = _train_data(tiny_splits["train"])
@@ -296,7 +299,6 @@ def test_cli_run_bad_input(tmp_path, capsys):
 
 def test_seeding_after_warmup_moves_contexts_without_losing_the_fit():
     from mixerdsr.inference import routes
-    from mixerdsr.training import seed_routes_after_warmup
 
     c = cfg({"gate.warmup": 2, "model.num_experts": 2})
     st = init_state(c, 6, 2)
@@ -315,7 +317,7 @@ def test_seeding_after_warmup_moves_contexts_without_losing_the_fit():
     ctx = jnp.asarray(np.c_[own, np.zeros((6, 2))], jnp.float32)  # context size 4 split in 2: expert 0 sees [:2]
     mu = jax.tree.map(lambda v: v + 1.0 if getattr(v, "shape", None) == ctx.shape else v, st.opt_contexts)
     st = st._replace(model=model, contexts=ctx, opt_contexts=mu)
-    new, assign, choice = seed_routes_after_warmup(st, c)
+    new, assign, choice = policy_of(c).seed_routes(st)
     assign = np.asarray(assign)
     assert choice is None  # gate.choose = "fixed": M experts
     assert len(set(assign[:3])) == 1 and len(set(assign[3:])) == 1 and assign[0] != assign[3]
@@ -341,13 +343,13 @@ def test_seeding_after_warmup_moves_contexts_without_losing_the_fit():
                     np.testing.assert_array_equal(part[0], 0.0)
     # the same groups when seeded along the contexts' nearest-neighbour graph
     spectral = cfg({"gate.warmup": 2, "model.num_experts": 2, "gate.seed_method": "spectral", "gate.seed_neighbours": 2})
-    _, by_graph, _ = seed_routes_after_warmup(st, spectral)
+    _, by_graph, _ = policy_of(spectral).seed_routes(st)
     by_graph = np.asarray(by_graph)
     assert len(set(by_graph[:3])) == 1 and len(set(by_graph[3:])) == 1 and by_graph[0] != by_graph[3]
 
 
 def test_cli_run_on_a_dataset_file(tiny_splits, tmp_path, capsys, monkeypatch):
-    import mixerdsr.training as training
+    import mixerdsr.training._step as training
     from mixerdsr import save_dataset
 
     # the suite already compiles without the fusion emitters (conftest), so the low-memory
@@ -372,25 +374,29 @@ def test_cli_run_on_a_dataset_file(tiny_splits, tmp_path, capsys, monkeypatch):
 
 @pytest.mark.parametrize("single_fit, chosen", [(0.0, 2), (1e9, 1)])
 def test_number_of_experts_chosen_after_the_warmup(tiny_splits, tmp_path, monkeypatch, single_fit, chosen):
-    from mixerdsr.gating import active_from_gate
+    from mixerdsr.routing import active_from_gate
 
     # gate.warmup / gate.choose are not part of the compiled step (cfg()'s, a cache load). With
     # 4 envs and M = 2 only 2 groups can be tried, and a silhouette threshold of -1 takes them,
     # unless the shared expert's fit counts as good enough (single_fit above any relMSE)
     msgs, batches = [], []
-    real = trainer.make_outer_step
+    real = loop.make_outer_step
 
     def recording(c, n_envs):  # the batch of every training step built (0: E / M)
         batches.append(c.train.batch_envs)
         return real(c, n_envs)
 
-    monkeypatch.setattr(trainer, "make_outer_step", recording)
+    monkeypatch.setattr(loop, "make_outer_step", recording)
     c = cfg({"gate.choose": "silhouette", "gate.warmup": 1, "gate.silhouette_min": -1.0, "gate.single_fit": single_fit,
              "gate.warmup_batch": -1})
     res = trainer.train(c, tiny_splits["train"], out_dir=tmp_path, progress=False, log=msgs.append)
     n_env = tiny_splits["train"].n_envs
-    # the warm-up on all envs; then E / M (2 chosen) or, one chosen, all envs again
-    assert batches == [0, n_env] + ([n_env] if chosen == 1 else [])
+    # each phase's step built when it starts: the warm-up on all envs; then E / M (2 chosen)
+    # or, one chosen, all envs again
+    assert batches == [n_env, 0 if chosen == 2 else n_env]
+    # the routing policy's state is in the checkpoint: a resumed run knows its phase
+    _, _, extra = load_checkpoint(tmp_path / "checkpoint.npz", res.state)
+    assert extra["routing"] == {"seeded": True, "n_active": chosen}
     (rec,) = [h for h in res.history if "experts_chosen" in h]
     assert rec["step"] == 1 and rec["experts_chosen"]["experts"] == chosen
     assert set(rec["experts_chosen"]["silhouette"]) == {"2"}
@@ -408,17 +414,17 @@ def test_number_of_experts_chosen_after_the_warmup(tiny_splits, tmp_path, monkey
 def test_settings_once_fewer_experts_are_chosen():
     # E / M envs per batch becomes E / K for the K experts chosen; one chosen: no more gate updates
     c = cfg({"model.num_experts": 4, "train.batch_envs": 0})
-    assert trainer.settings_for_active(c, 12, 4) == c
-    two = trainer.settings_for_active(c, 12, 2)
+    assert settings_for_active(c, 12, 4) == c
+    two = settings_for_active(c, 12, 2)
     assert two.train.batch_envs == 6 and two.gate.mode == "lstsq"
-    one = trainer.settings_for_active(c, 12, 1)
+    one = settings_for_active(c, 12, 1)
     assert one.train.batch_envs == 12 and one.gate.mode == "frozen"
     fixed = cfg({"model.num_experts": 4, "train.batch_envs": 5})  # a batch set by the user stays
-    assert trainer.settings_for_active(fixed, 12, 2) == fixed
+    assert settings_for_active(fixed, 12, 2) == fixed
 
 
 def test_choose_count_by_silhouette():
-    from mixerdsr.gating import choose_count, silhouette
+    from mixerdsr.routing import choose_count, silhouette
 
     rng = np.random.default_rng(0)
     centres = np.array([[4.0, 0.0], [-4.0, 0.0], [0.0, 6.0]])
@@ -462,7 +468,7 @@ def test_removed_growth_settings_load_when_inert_and_are_refused_in_use(tmp_path
 
 
 def test_env_weights_scale_each_env_loss_by_a_power_of_its_states_norm():
-    from mixerdsr.training import _batch_loss
+    from mixerdsr.training._step import _batch_loss
 
     split = tiny_ode_split(3, seed=0)
     x = split.x[:, :-1].astype(np.float32)
@@ -485,12 +491,12 @@ def test_env_weights_scale_each_env_loss_by_a_power_of_its_states_norm():
 
 
 def test_restart_experts_returns_them_to_their_initial_weights():
-    from mixerdsr.training import restart_experts
+    from mixerdsr.routing import restart_experts
 
     c = cfg({"gate.seed_from": "init"})
     fresh = init_state(c, 4, 2)
     moved = jax.tree.map(lambda a: a + 1.0 if eqx.is_inexact_array(a) else a, fresh)  # as if trained
-    back = restart_experts(moved, c, 2)
+    back = restart_experts(moved, initial_model(c, 2))
     for u, v in zip(jax.tree.leaves(eqx.filter((back.model.experts, back.model.shifts), eqx.is_array)),
                     jax.tree.leaves(eqx.filter((fresh.model.experts, fresh.model.shifts), eqx.is_array))):
         np.testing.assert_array_equal(u, v)
@@ -516,13 +522,12 @@ def test_time_budget_stops_at_the_best_model_reached(tiny_splits, tmp_path):
 
 
 def test_lr_scale_zero_leaves_the_weights_unchanged(tiny_splits):
-    from mixerdsr.training import _trained_vector
 
     c = cfg()
     state = init_state(c, 4, 2)
     step = make_outer_step(c, 4)
     frozen, _ = step(state, _train_data(tiny_splits["train"])._replace(lr_scale=jnp.zeros((), jnp.float32)))
     moved, _ = step(state, _train_data(tiny_splits["train"]))
-    np.testing.assert_array_equal(_trained_vector(frozen.model), _trained_vector(state.model))
-    assert not np.array_equal(_trained_vector(moved.model), _trained_vector(state.model))
+    np.testing.assert_array_equal(trained_vector(frozen.model), trained_vector(state.model))
+    assert not np.array_equal(trained_vector(moved.model), trained_vector(state.model))
     assert not np.array_equal(frozen.contexts, state.contexts)  # the contexts still train

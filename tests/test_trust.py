@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import mixerdsr._run as runmod
-import mixerdsr._trainer as trainer
+import mixerdsr.training as trainer
 from mixerdsr import EnvData, save_dataset
 from mixerdsr._config import Config, DataSettings, TrainSettings, load_config
 from mixerdsr._diagnostics import collapsed_envs, diagnose
@@ -75,7 +75,7 @@ def test_refused_resume_leaves_the_run_untouched(tiny_splits, tmp_path, capsys, 
 def test_resume_of_a_checkpoint_written_before_a_setting_existed(tmp_path):
     """A setting added later counts as its default for an older checkpoint: resumable with the
     default, refused with another value."""
-    from mixerdsr._trainer import check_resume
+    from mixerdsr.training import check_resume
     from mixerdsr.checkpoint import save_checkpoint
 
     cfg = tiny_cfg()

@@ -24,8 +24,6 @@ from ._config import load_config as load_config
 from ._diagnostics import diagnose as diagnose
 from ._run import RunResult as RunResult
 from ._run import run as run
-from ._trainer import TrainResult as TrainResult
-from ._trainer import train as train
 from .adaptation import Adaptation as Adaptation
 from .adaptation import adapt_contexts as adapt_contexts
 from .adaptation import adapt_new as adapt_new
@@ -43,7 +41,6 @@ from .experts import AbstractVectorFieldExpert as AbstractVectorFieldExpert
 from .experts import ExpertSettings as ExpertSettings
 from .experts import SolverSettings as SolverSettings
 from .experts import register_expert as register_expert
-from .gating import GateSettings as GateSettings
 from .inference import predict as predict
 from .inference import routes as routes
 from .metrics import adjusted_rand_index as adjusted_rand_index
@@ -61,6 +58,9 @@ from .models import list_pretrained as list_pretrained
 from .models import load_model as load_model
 from .models import load_pretrained as load_pretrained
 from .models import save_model as save_model
+from .routing import GateSettings as GateSettings
+from .training import TrainResult as TrainResult
+from .training import train as train
 
 
 def _version() -> str:

@@ -3,7 +3,7 @@
 A :class:`Config` holds seven sections, each a frozen dataclass that validates itself:
 ``data`` (:class:`DataSettings`), ``model`` (:class:`ModelSettings`, with the backbone's own
 :class:`~mixerdsr.experts.ExpertSettings` in ``model.expert``), ``gate``
-(:class:`~mixerdsr.gating.GateSettings`), ``train`` (:class:`TrainSettings`), ``solver``
+(:class:`~mixerdsr.routing.GateSettings`), ``train`` (:class:`TrainSettings`), ``solver``
 (:class:`~mixerdsr.rollout.SolverSettings`), ``adapt`` (:class:`AdaptSettings`) and
 ``evaluation`` (:class:`EvalSettings`). A TOML file mirrors them::
 
@@ -34,9 +34,9 @@ from typing import Any
 
 from ._settings import AT_LEAST_0, AT_LEAST_1, POSITIVE, SEED, Range, SettingError, validate
 from .experts import BACKBONES
-from .experts._base import ExpertSettings
+from .experts._base import AbstractInnerLoopExpert, ExpertSettings
 from .experts._integrate import SolverSettings
-from .gating import GateSettings
+from .routing import GateSettings
 
 __all__ = [
     "Config",
@@ -137,7 +137,7 @@ class ModelSettings:
                 "model.expert",
                 f"backbone {self.backbone!r} takes {settings_cls.__name__}, found {type(self.expert).__name__}",
             )
-        if getattr(BACKBONES[self.backbone], "inner_loop", False) and self.num_experts != 1:
+        if issubclass(BACKBONES[self.backbone], AbstractInnerLoopExpert) and self.num_experts != 1:
             raise SettingError(
                 "model.num_experts",
                 f"backbone {self.backbone!r} is a single meta-learner (its contexts come from an inner "

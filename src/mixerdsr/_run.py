@@ -31,15 +31,15 @@ from . import metrics as M
 from ._config import Config, DataSettings
 from ._diagnostics import diagnose, reading_notes
 from ._jsonio import jsonable
-from ._trainer import check_resume, train
 from .adaptation import adapt_contexts, adapt_new
 from .data import EnvData, check_splits, load_dataset, read_meta, resolve_dataset, save_dataset
 from .downstream import run_downstream
 from .evaluation import active_parameters, evaluate_split, total_parameters
-from .gating import active_from_gate
 from .inference import routes
 from .mixer import MixER
 from .models import MODEL_FILE, TrainedModel, save_model
+from .routing import active_from_gate
+from .training import check_resume, train
 
 __all__ = ["run", "RunResult", "run_lock", "RunLockedError"]
 

@@ -1,5 +1,5 @@
 """Validation shared by the settings dataclasses (one per concern, each defined beside the code
-that uses it: :class:`~mixerdsr.gating.GateSettings`, ``SolverSettings``, the experts'
+that uses it: :class:`~mixerdsr.routing.GateSettings`, ``SolverSettings``, the experts'
 ``Settings``, and the run sections in :mod:`mixerdsr._config`).
 
 A settings object checks itself on construction, so a wrong value fails where it is given,

@@ -311,12 +311,14 @@ def _context_for_experts(args: argparse.Namespace, overrides: dict[str, Any]) ->
 
 
 def _auto_warmup(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
-    """``--experts auto``: the warm-up after which the number of experts is chosen: the
-    configuration's, or 100 outer steps (a fifth of a shorter run) when it has none."""
+    """``--experts auto``: the warm-up after which the number of experts is chosen
+    (:func:`mixerdsr.routing.auto_warmup` of the configuration)."""
+    from .routing import auto_warmup
+
     cfg = _base_config(args, {k: v for k, v in overrides.items() if k not in ("gate.choose", "model.num_experts")})
     if cfg is None:
         return 100  # the full load reports the configuration's error
-    return cfg.gate.warmup if cfg.gate.warmup > 0 else min(100, max(1, cfg.train.outer_steps // 5))
+    return auto_warmup(cfg.gate.warmup, cfg.train.outer_steps)
 
 
 def _cmd_run(args: argparse.Namespace) -> int:

@@ -13,15 +13,16 @@ from typing import TYPE_CHECKING, Any
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
 from ._rand import normal
-from .experts import BACKBONES, AbstractExpert
+from .experts import BACKBONES, AbstractExpert, ScaledField
 
 if TYPE_CHECKING:
     from ._config import Config
 
-__all__ = ["MixER", "make_mixer", "build_model"]
+__all__ = ["MixER", "make_mixer", "build_model", "initial_model", "trained_spec", "trained_vector"]
 
 
 class MixER(eqx.Module):
@@ -107,20 +108,12 @@ class MixER(eqx.Module):
         pool = None if ctx_pool is None else self.expert_context(ctx_pool, m)
         net = self.expert(m).specialise(self.expert_context(ctx, m), pool)
         if self.gate_mode == "gradient":
-            return _Scaled(net, self.output_scale(ctx, m))
+            return ScaledField(net, self.output_scale(ctx, m))
         return net
 
     def __call__(self, t, x: Float[Array, " D"], ctx: Float[Array, " d"]) -> Float[Array, " D"]:
         """Output of the layer for one state and one context (the routed expert's output)."""
         return self.specialise(ctx)(t, x, None)
-
-
-class _Scaled(eqx.Module):
-    net: Any
-    scale: Array
-
-    def __call__(self, t, x, args=None):
-        return self.scale * self.net(t, x, args)
 
 
 def make_mixer(
@@ -187,6 +180,30 @@ def build_model(cfg: Config, state_size: int, key: PRNGKeyArray) -> MixER:
         key=key,
         **dataclasses.asdict(m.expert),
     )
+
+
+def model_keys(seed: int) -> tuple[PRNGKeyArray, PRNGKeyArray]:
+    """The keys of a run's model initialisation and of its training RNG (``train.seed``)."""
+    kmodel, key = jax.random.split(jax.random.PRNGKey(seed))
+    return kmodel, key
+
+
+def initial_model(cfg: Config, state_size: int) -> MixER:
+    """The MixER layer a run with ``cfg`` starts from (:func:`build_model` with the key of
+    ``train.seed``)."""
+    return build_model(cfg, state_size, model_keys(cfg.train.seed)[0])
+
+
+def trained_spec(model: MixER) -> Any:
+    """Which leaves the weights' optimiser trains (a pytree of bools): every float array
+    except the gate (unless the gate is the gradient baseline)."""
+    spec = jax.tree.map(eqx.is_inexact_array, model)
+    return eqx.tree_at(lambda m: m.gate, spec, replace=model.gate_mode == "gradient")
+
+
+def trained_vector(model: MixER) -> Float[Array, " P"]:
+    """The arrays the weights' optimiser trains (:func:`trained_spec`), raveled into one vector."""
+    return ravel_pytree(eqx.filter(model, trained_spec(model)))[0]
 
 
 @eqx.filter_jit

@@ -5,11 +5,13 @@ classes; :func:`register_expert` adds a user's own class under a new name.
 """
 
 from ._base import AbstractExpert as AbstractExpert
+from ._base import AbstractInnerLoopExpert as AbstractInnerLoopExpert
 from ._base import AbstractSequenceExpert as AbstractSequenceExpert
 from ._base import AbstractVectorFieldExpert as AbstractVectorFieldExpert
 from ._base import ExpertSettings as ExpertSettings
 from ._base import MLPField as MLPField
 from ._base import MLPSettings as MLPSettings
+from ._base import ScaledField as ScaledField
 from ._cavia import CAVIA as CAVIA
 from ._cavia import CAVIASettings as CAVIASettings
 from ._coda import CoDA as CoDA

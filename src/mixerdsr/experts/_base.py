@@ -17,7 +17,7 @@ import functools
 import math
 import typing
 from collections.abc import Callable
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import equinox as eqx
 import jax
@@ -28,6 +28,8 @@ from .._settings import AT_LEAST_1, validate
 from ._integrate import SolverSettings, forced_solve, sequence_rollout, solve
 
 __all__ = [
+    "AbstractInnerLoopExpert",
+    "ScaledField",
     "AbstractExpert",
     "ExpertSettings",
     "MLPSettings",
@@ -259,6 +261,42 @@ class AbstractVectorFieldExpert(AbstractExpert):
             return free(None)
         forced = jax.vmap(lambda xi: forced_solve(net, xi, t, solver, forcing))
         return jax.lax.cond(forcing < 1.0, forced, free, x)
+
+
+class AbstractInnerLoopExpert(AbstractVectorFieldExpert):
+    """A vector-field expert whose contexts are not trained parameters: every training loss
+    first adapts each environment's context from zero by :meth:`inner_loop`, and the shared
+    weights are trained through it (second order; ``mixerdsr.training`` gives such an expert
+    its own outer step). A single meta-learner: it runs with ``model.num_experts = 1``.
+
+    Subclasses declare ``inner_steps`` and ``inner_lr`` (static fields).
+    """
+
+    inner_steps: eqx.AbstractVar[int]
+    inner_lr: eqx.AbstractVar[float]
+
+    def inner_loop(self, loss: Callable[[Array], Array], context_size: int, dtype: Any) -> tuple[Array, Array]:
+        """The context adapted from zero by ``inner_steps`` gradient steps of size
+        ``inner_lr`` on ``loss`` (a function of the context ``[c]``); differentiable (twice).
+        Returns ``(context [c], loss at the zero context)``."""
+        c = jnp.zeros((context_size,), dtype)
+        loss0 = jnp.zeros((), dtype)
+        for k in range(self.inner_steps):  # a few steps: unrolled, so the outer gradient sees each one
+            lk, g = jax.value_and_grad(loss)(c)
+            loss0 = lk if k == 0 else loss0
+            c = c - self.inner_lr * jnp.where(jnp.isfinite(g), g, 0.0)
+        return c, loss0
+
+
+class ScaledField(eqx.Module):
+    """A specialised network whose output is multiplied by ``scale`` (the gradient baseline's
+    gate value); ``inner`` is the network itself."""
+
+    inner: Any
+    scale: Array
+
+    def __call__(self, t, x, args=None):
+        return self.scale * self.inner(t, x, args)
 
 
 class AbstractSequenceExpert(AbstractExpert):

@@ -13,10 +13,11 @@ from jaxtyping import Array, Float, PRNGKeyArray
 
 from .._settings import AT_LEAST_1, POSITIVE, validate
 from ._base import (
-    AbstractVectorFieldExpert,
+    AbstractInnerLoopExpert,
     ExpertSettings,
     MLPField,
     MLPSettings,
+    ScaledField,
     linear_specs,
     mlp_sizes,
     uniform_arrays,
@@ -56,7 +57,7 @@ class CAVIASettings(MLPSettings):
         )
 
 
-class CAVIA(AbstractVectorFieldExpert):
+class CAVIA(AbstractInnerLoopExpert):
     """CAVIA (Zintgraf et al., 2019) for vector fields: ``f(x, c) = MLP([x, c])``.
 
     A standalone meta-learner (one expert; the paper does not put it in a MixER layer). Its
@@ -79,8 +80,6 @@ class CAVIA(AbstractVectorFieldExpert):
     weights: tuple[Float[Array, "_ _"], ...]
     biases: tuple[Float[Array, " _"], ...]
     Settings: ClassVar[type[ExpertSettings]] = CAVIASettings
-    #: contexts come from an inner loop inside the training loss (see ``training.make_outer_step``)
-    inner_loop: ClassVar[bool] = True
     state_size: int = eqx.field(static=True)
     context_size: int = eqx.field(static=True)
     inner_steps: int = eqx.field(static=True)
@@ -113,7 +112,7 @@ class CAVIA(AbstractVectorFieldExpert):
 
     @staticmethod
     def rollout(net, x, t, solver: SolverSettings, alpha=1.0, forcing=None):
-        substeps = net.substeps if isinstance(net, CAVIAField) else net.net.substeps  # net: maybe gate-scaled
+        substeps = (net.inner if isinstance(net, ScaledField) else net).substeps
         return jax.vmap(lambda x0: rk4_rollout(net, x0, t, substeps))(x[:, 0])
 
 
