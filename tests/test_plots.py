@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from mixerdsr import Config, EnvData, load_config
-from mixerdsr.plots import _training as P
+from mixerdsr import plots as P
+from mixerdsr.plots import _canvas
 from mixerdsr.plots._contexts import context_pca_figure
 from mixerdsr.plots._data import dataset_overview_figure
 from mixerdsr.plots._report import num, render_report, write_report
@@ -168,7 +169,7 @@ def test_predictions_show_every_family_with_honest_errors(tmp_path):
     assert len({c for c, _ in styles}) == 2 and {"-", "--"} <= {s for _, s in styles}
     # the whole legend lies inside the saved image
     small = P.predictions_figure(split, pred, max_families=1, max_envs_per_family=1)
-    assert P._save(small, tmp_path / "p.png").read_bytes()[:4] == PNG
+    assert P.save_figure(small, tmp_path / "p.png").read_bytes()[:4] == PNG
     bb = small.legends[0].get_window_extent()
     W, H = small.canvas.get_width_height()
     assert bb.x0 >= 0 and bb.y0 >= 0 and bb.x1 <= W and bb.y1 <= H
@@ -238,7 +239,7 @@ def test_plot_run_draws_every_figure(tmp_path, monkeypatch):
         path.write_bytes(PNG)
         return path
 
-    monkeypatch.setattr(P, "_save", fake_save)
+    monkeypatch.setattr(_canvas, "save_figure", fake_save)
     train = three_family_split(n_per_fam=1, seed=1, n_fams=2, n_times=8, dims=1)
     splits = {"train": train, "test": train, "adapt_train": three_family_split(n_per_fam=1, seed=2, n_fams=2, dims=1)}
     preds = {"test": train.x * 1.1, "adapt_test": splits["adapt_train"].x * 0.9}
@@ -287,7 +288,7 @@ def test_route_history_shows_every_env_and_step_with_purity(tmp_path):
     np.testing.assert_allclose(fig.axes[1].get_lines()[0].get_ydata(), [0.5, 1.0, 1.0])
     # experts are not drawn in the families' colours of the other figures
     expert_colours = fig.axes[0].get_images()[0].get_cmap().colors
-    family_colours = [P._categorical(2)(k) for k in range(2)]
+    family_colours = [_canvas._categorical(2)(k) for k in range(2)]
     assert not any(np.allclose(a, b) for a in expert_colours for b in family_colours)
     assert P.plot_route_history(hist, tmp_path / "r.png", fam).read_bytes()[:4] == PNG
     # nothing to draw: a history without routes (older runs) or one expert

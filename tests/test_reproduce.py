@@ -8,7 +8,8 @@ import json
 import numpy as np
 import pytest
 
-from mixerdsr import _reproduce as R
+from mixerdsr import reproduce as R
+from mixerdsr.reproduce import _budgets, _runner
 from mixerdsr._config import load_config
 from mixerdsr.cli import main
 
@@ -59,17 +60,17 @@ def test_variant_settings():
     conv = R.settings(R.Cell("table4", "lv", "coda", "single", 0), "converged")
     assert conv["train.schedule"] == "plateau" and conv["train.outer_steps"] == 5000
     assert conv["model.coda.width"] == R.settings(R.Cell("table4", "lv", "coda", "single", 0), "paper")["model.coda.width"]
-    assert R._results_dir("docs/results", "table4", "converged").as_posix() == "docs/results/converged/table4"
+    assert R.results_dir("docs/results", "table4", "converged").as_posix() == "docs/results/converged/table4"
 
 
 def test_table4_widths_match_the_papers_active_parameter_counts():
     for cell in R.cells("table4", [0]):
-        for budget, scale in (("paper", 1), ("cpu", R._T4_CPU_SCALE[cell.data])):  # cpu: a fraction of it
+        for budget, scale in (("paper", 1), ("cpu", _budgets._T4_CPU_SCALE[cell.data])):  # cpu: a fraction of it
             if budget == "paper" and cell.data != "lv":
                 continue
             over = R.settings(cell, budget)
-            target = R._t4_target(cell) // scale
-            count = R._active_count(cell.data, over)
+            target = R.paper_active_parameters(cell) // scale
+            count = _budgets._active_count(cell.data, over)
             assert abs(count - target) / target < 0.02, (cell.name, budget, count, target)
         ctx_per_expert = over["model.context_size"] // (1 if cell.variant == "single" else 3)
         assert ctx_per_expert == {"ncf": 512, "coda": 2, "geps": 2, "cavia": 2}[cell.backbone]
@@ -109,7 +110,7 @@ def test_cells_of_one_command_run_each_in_a_fresh_process(tmp_path):
     one process until the system refuses memory mappings, as it did after 39 cells of Table 4)."""
     import os
 
-    assert R._in_fresh_process(os.getpid) != os.getpid()
+    assert _runner._in_fresh_process(os.getpid) != os.getpid()
     args = ["reproduce", "table4", "--budget", "smoke", "--seeds", "0", "--cells", "sm-coda-*"]
     args += ["--results", str(tmp_path / "results"), "--runs", str(tmp_path / "runs"), "--quiet"]
     assert main(args) == 0

@@ -245,20 +245,17 @@ def adapt_job(
 
 def _plots(out: Path, tm: TrainedModel, a: Adaptation, shown: EnvData, pred, ad: EnvData, envs) -> None:
     from .inference import predict
-    from .plots._contexts import plot_context_pca
+    from .plots import contexts_by_expert_figure, plot_adapt_forecast, plot_context_pca, save_figure
 
     if pred is None:
         pred, _ = predict(tm.model, a.contexts, ad.x.astype(np.float32), ad.t.astype(np.float32), tm.config.solver)
         shown = ad
-    forecast_figure(shown, np.asarray(pred), envs, out / "adapt_forecast.png")
+    plot_adapt_forecast(shown, np.asarray(pred), envs, out / "adapt_forecast.png")
     tr = np.asarray(tm.contexts)
     new = np.asarray(a.contexts)
     fam_new = np.array([r["family_by_route"] for r in envs])
     mod = tm.config.model
     if mod.split_context and tm.model.n_experts > 1:  # each expert reads its own slice: one panel each
-        from .plots._contexts import contexts_by_expert_figure
-        from .plots._training import _save
-
         w = mod.context_size // tm.model.n_experts
         fig = contexts_by_expert_figure(
             tr,
@@ -270,7 +267,7 @@ def _plots(out: Path, tm: TrainedModel, a: Adaptation, shown: EnvData, pred, ad:
             [slice(m * w, (m + 1) * w) for m in range(tm.model.n_experts)],
             tm.family_names or None,
         )
-        _save(fig, out / "adapt_contexts.png")
+        save_figure(fig, out / "adapt_contexts.png")
         return
     both = np.concatenate([tr, new])
     # every context dimension in units of its spread over the training contexts: with split
@@ -332,58 +329,3 @@ def _judge_forecasts(envs: list[dict[str, Any]], card_metrics: dict[str, Any]) -
             continue
         row["trusted"] = False
         row.setdefault("why_not", []).append(why)
-
-
-def forecast_figure(
-    split: EnvData, pred: np.ndarray, envs: list[dict[str, Any]], path: Path, max_envs: int = 12
-) -> Path:
-    """Data (solid) and forecast (dashed) of the first trajectory of up to ``max_envs`` envs
-    spread over all, one panel each, titled with the env's expert, confidence and error."""
-    from .plots._training import _figure
-
-    shown = np.unique(np.linspace(0, split.n_envs - 1, min(max_envs, split.n_envs)).round().astype(int))
-    cols = min(4, len(shown))
-    rows = -(-len(shown) // cols)
-    fig = _figure(3.2 * cols, 2.3 * rows)
-    axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
-    from matplotlib.lines import Line2D
-
-    from .plots._training import _categorical
-
-    n_dims = min(split.n_dims, 4)
-    colour = _categorical(n_dims)
-    for ax, e in zip(axes, shown):
-        r = envs[e]
-        for d in range(n_dims):
-            ax.plot(split.t[e], split.x[e, 0, :, d], lw=1.2, color=colour(d))
-            ax.plot(split.t[e], pred[e, 0, :, d], ls="--", lw=1.2, color=colour(d))
-        ax.set_xlabel("t", fontsize=7)
-        ax.set_ylabel("state", fontsize=7)
-        err = r.get("forecast_rel_mse")
-        flag = "" if r["trusted"] else " (not vouched for)"
-        ax.set_title(
-            f"env {e}: expert {r['expert']}, conf {r['confidence']:.2f}{flag}"
-            + (f"\nforecast relMSE {err:.3g}" if err is not None else ""),
-            fontsize=8,
-        )
-        ax.tick_params(labelsize=7)
-    for ax in axes[len(shown) :]:
-        ax.set_visible(False)
-    which = (
-        f"all {split.n_envs} new environments"
-        if len(shown) == split.n_envs
-        else f"{len(shown)} of {split.n_envs} new environments, spread over all (envs {', '.join(map(str, shown))})"
-    )
-    fig.suptitle(f"{which}: data (solid) and forecast (dashed), first trajectory", fontsize=9)
-    handles = [Line2D([], [], color=colour(d), lw=1.5, label=f"x{d}") for d in range(n_dims)]
-    handles += [
-        Line2D([], [], color="k", lw=1.2, label="data"),
-        Line2D([], [], color="k", ls="--", lw=1.2, label="forecast"),
-    ]
-    if split.n_dims > n_dims:
-        handles.append(Line2D([], [], color="none", label=f"(first {n_dims} of {split.n_dims} dims)"))
-    fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=7, frameon=False)
-    fig.tight_layout(rect=(0, 0.05, 1, 1))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
-    return path

@@ -208,7 +208,7 @@ def _run_locked(
     meta: dict[str, Any] | None,
     plots: bool = True,
 ) -> RunResult:
-    from .plots import _training as P
+    from . import plots as P
 
     ckpt = out / "checkpoint.npz"
     if resume and ckpt.exists():

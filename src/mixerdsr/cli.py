@@ -634,7 +634,7 @@ def _add_model_commands(sub: Any) -> None:
 
 
 def _cmd_reproduce(args: argparse.Namespace) -> int:
-    from . import _reproduce as R
+    from . import reproduce as R
 
     _check_out_dir(args.results, "--results")
     _check_out_dir(args.runs, "--runs")
@@ -651,10 +651,10 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
                 progress=not args.quiet,
                 time_budget=args.time_budget or 0.0,
             )
-        out = R._results_dir(args.results, args.table, args.budget).with_suffix(".md")
+        out = R.results_dir(args.results, args.table, args.budget).with_suffix(".md")
         if not R.load_cells(args.table, args.budget, args.results):
             raise CLIError(
-                f"no cell JSON in {R._results_dir(args.results, args.table, args.budget)}: nothing to report"
+                f"no cell JSON in {R.results_dir(args.results, args.table, args.budget)}: nothing to report"
                 + (f" ({out} left as it is)" if out.exists() else "")
             )
         text = R.report(args.table, args.budget, args.results)
@@ -672,7 +672,7 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
 
 
 def _add_reproduce_commands(sub: Any) -> None:
-    from ._reproduce import BUDGETS, TABLES
+    from .reproduce import BUDGETS, TABLES
 
     p = sub.add_parser(
         "reproduce",

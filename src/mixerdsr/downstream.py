@@ -165,7 +165,7 @@ def run_downstream(
     Chooses the analysis by ``meta["name"]``: ``"sccts"`` or ``"epilepsy2"``; anything else
     gives ``(None, [])``.
     """
-    from .plots._contexts import plot_context_pca
+    from .plots import plot_context_pca
 
     name = str(meta.get("name", "")).lower()
     contexts, routes = np.asarray(contexts), np.asarray(routes)

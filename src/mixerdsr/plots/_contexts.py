@@ -7,7 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ._training import _figure, _save
+from . import _canvas
+from ._canvas import new_figure
 
 __all__ = ["context_pca_figure", "contexts_by_expert_figure", "plot_context_pca"]
 
@@ -32,7 +33,7 @@ def plot_context_pca(
         title: figure title.
     """
     fig = context_pca_figure(points, panels, markers=markers, marker_names=marker_names, title=title)
-    return _save(fig, Path(path))
+    return _canvas.save_figure(fig, Path(path))
 
 
 def context_pca_figure(
@@ -44,7 +45,7 @@ def context_pca_figure(
     title: str = "",
 ):
     """The figure of :func:`plot_context_pca`, not written (legends below each panel)."""
-    fig = _figure(4.4 * len(panels), 5.0, layout="constrained")
+    fig = new_figure(4.4 * len(panels), 5.0, layout="constrained")
     axes = np.atleast_1d(fig.subplots(1, len(panels)))
     groups = np.zeros(len(points), int) if markers is None else np.asarray(markers, int)
     shapes = ("o", "^")
@@ -107,12 +108,12 @@ def contexts_by_expert_figure(
     """
     from matplotlib.lines import Line2D
 
-    from ._training import _categorical, _wrap, family_label
+    from ._canvas import _categorical, _wrap, family_label
 
     experts = [m for m in range(len(slices)) if np.any(train_routes == m) or np.any(new_routes == m)]
     cols = min(5, max(1, len(experts)))
     rows = -(-len(experts) // cols)
-    fig = _figure(3.0 * cols + 0.5, 2.7 * rows + 1.4, layout="constrained")
+    fig = new_figure(3.0 * cols + 0.5, 2.7 * rows + 1.4, layout="constrained")
     axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
     fams = np.unique(np.r_[train_family, new_family])
     colour = _categorical(len(fams))
