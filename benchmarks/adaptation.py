@@ -34,7 +34,7 @@ RESULTS = Path(__file__).resolve().parents[1] / "docs" / "results" / "adaptation
 def trained_of_run(run: Path):
     """The run's model (its ``model.npz``; runs finished before model files existed are
     converted from ``checkpoint.npz`` + ``data.npz`` once)."""
-    from mixerdsr._config import Config
+    from mixerdsr import Config
     from mixerdsr.checkpoint import load_checkpoint, read_checkpoint_config
     from mixerdsr.data import load_dataset, read_meta
     from mixerdsr.models import MODEL_FILE, TrainedModel, load_model, save_model
@@ -99,7 +99,8 @@ def main() -> None:
     if args.report:
         report()
         return
-    from mixerdsr.adaptation import _final_losses, adapt_contexts, adapt_new, expert_starts
+    from mixerdsr.adaptation import adapt_contexts, adapt_new, expert_starts
+    from mixerdsr.rollout import env_losses
     from mixerdsr.data import load_dataset
     from mixerdsr.evaluation import evaluate_split
     from mixerdsr.inference import routes
@@ -124,7 +125,8 @@ def main() -> None:
                     )[0]
                     for s in expert_starts(tm.model, tm.contexts)
                 ]
-                final = np.stack([np.asarray(_final_losses(tm.model, f, x, t, cfg.solver)) for f in fits])
+                scored = (env_losses(tm.model, f, x, t, cfg.solver) for f in fits)
+                final = np.stack([np.where(np.asarray(ok), np.asarray(ls), np.inf) for ls, ok in scored])
                 ctx = jnp.stack(fits)[jnp.asarray(final.argmin(0)), jnp.arange(x.shape[0])]
                 ex = np.asarray(routes(tm.model, ctx))
             else:

@@ -19,9 +19,9 @@ import time
 from pathlib import Path
 
 import mixerdsr as mx
-from mixerdsr import _reproduce as R
-from mixerdsr._config import load_config
-from mixerdsr.cli import _parse_sets
+from mixerdsr import reproduce as R
+from mixerdsr import load_config
+from mixerdsr.cli import parse_sets
 
 
 def main() -> None:
@@ -35,7 +35,7 @@ def main() -> None:
     p.add_argument("--out", default="docs/results/probes")
     p.add_argument("--force", action="store_true")
     a = p.parse_args()
-    change = _parse_sets(a.set)
+    change = parse_sets(a.set)
     todo = [c for c in R.cells(a.table, a.seeds) if any(fnmatch.fnmatchcase(c.name, q) for q in a.cells)]
     if not todo:
         raise SystemExit(f"no cell of {a.table} matches {a.cells}")
@@ -50,7 +50,7 @@ def main() -> None:
         cfg = load_config(R.preset_of(cell.data), None, over)
         t0 = time.perf_counter()
         res = mx.run(cfg, Path("runs/probes") / a.table / f"{cell.name}-{a.tag}", progress=False, plots=False, log=lambda s: None)
-        rec = R._cell_json(cell, a.budget, over, res, time.perf_counter() - t0) | {"probe": {"tag": a.tag, "set": change}}
+        rec = R.cell_record(cell, a.budget, over, res, time.perf_counter() - t0) | {"probe": {"tag": a.tag, "set": change}}
         path.write_text(json.dumps(rec, indent=1))
         m = rec["metrics"]
         print(

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 import mixerdsr as mx
-from mixerdsr import _reproduce as R
+from mixerdsr import reproduce as R
 
 FULLSIZE = "<fullsize>"
 #: name -> (what it changes, settings on top of the cell's cpu-budget settings)
@@ -79,12 +79,12 @@ def run_one(cell_name: str, change: str, seed: int, out: Path, budget: str = "cp
         extra |= CHANGES[part][1]
     over = R.settings(cell, budget) | extra
     if over.pop(FULLSIZE, False):
-        over[f"model.{backbone}.width"] = R.matched_width(data, over, R._t4_target(cell))
+        over[f"model.{backbone}.width"] = R.matched_width(data, over, R.paper_active_parameters(cell))
     cfg = mx.load_config(R.preset_of(cell.data), None, over)
     name = _name(cell_name, change, seed)
     t0 = time.perf_counter()
     res = mx.run(cfg, Path("runs/controlled") / name, progress=False, plots=False, log=lambda s: None)
-    rec = R._cell_json(cell, budget, over, res, time.perf_counter() - t0)
+    rec = R.cell_record(cell, budget, over, res, time.perf_counter() - t0)
     rec["change"] = change
     rec["description"] = " + ".join(CHANGES[p][0] for p in change.split("+"))
     out.mkdir(parents=True, exist_ok=True)

@@ -16,24 +16,20 @@ import argparse
 import time
 
 import jax
-import jax.numpy as jnp
-import numpy as np
 
 
 def time_cell(data: str, backbone: str, every: int, steps: int) -> float:
-    from mixerdsr import _reproduce as R
-    from mixerdsr._config import load_config
-    from mixerdsr._trainer import env_weights, split_validation
+    from mixerdsr import load_config
+    from mixerdsr import reproduce as R
     from mixerdsr.data import resolve_dataset
-    from mixerdsr.training import TrainData, init_state, make_outer_step
+    from mixerdsr.training import init_state, make_outer_step, prepare_training
 
     over = R.settings(R.Cell("gate", data, backbone, f"every-{every}", 0), "cpu") | {"gate.warmup": 0}
     cfg = load_config(R.preset_of(data), None, over)
     splits, _ = resolve_dataset(cfg.data.source, None, progress=False)
-    tr = splits["train"].stride_time(cfg.data.time_stride)
-    x, _ = split_validation(tr.x.astype(np.float32), cfg.data.val_trajectories)
-    td = TrainData(jnp.asarray(x), jnp.asarray(tr.t, jnp.float32), jnp.asarray(0, jnp.int32), env_weights(cfg, x))
-    st, step = init_state(cfg, tr.n_envs, tr.n_dims), make_outer_step(cfg, tr.n_envs)
+    inputs = prepare_training(cfg, splits["train"])
+    td = inputs.data
+    st, step = init_state(cfg, inputs.n_envs, inputs.n_dims), make_outer_step(cfg, inputs.n_envs)
     st, _ = step(st, td)  # compilation
     jax.block_until_ready(st.contexts)
     t0 = time.perf_counter()

@@ -204,7 +204,7 @@ def scratch(tm, data: Path, envs_per_family: int = 1, outer_steps: int = 300) ->
     import dataclasses
 
     from mixerdsr import metrics as M
-    from mixerdsr._trainer import train
+    from mixerdsr import train
     from mixerdsr.data import load_dataset
     from mixerdsr.inference import predict
 

@@ -43,8 +43,8 @@ def _commit() -> str:
 
 
 def run_one(data: str, backbone: str, variant: str, seed: int, force: bool, extra: dict, tag: str = "") -> None:
-    from mixerdsr._config import load_config
-    from mixerdsr._run import run
+    from mixerdsr import load_config
+    from mixerdsr import run
     from mixerdsr.data import resolve_dataset
 
     name = f"{data}-{backbone}-{variant}{tag}-s{seed}"

@@ -20,22 +20,20 @@ import numpy as np
 
 
 def _setup(warmup: int, pairing: str = "greedy"):
-    from mixerdsr._config import load_config
-    from mixerdsr._trainer import split_validation
+    from mixerdsr import load_config
     from mixerdsr.data import resolve_dataset
-    from mixerdsr.training import TrainData, init_state, make_outer_step
+    from mixerdsr.training import init_state, make_outer_step, prepare_training
 
     over = {"gate.every": 12, "gate.warmup": warmup, "gate.pairing": pairing, "train.outer_steps": 300}
     cfg = load_config("odebench-10a", None, over)
     splits, _ = resolve_dataset(cfg.data.source, None, progress=False)
     tr = splits["train"].stride_time(cfg.data.time_stride)
-    x, _ = split_validation(tr.x.astype(np.float32), cfg.data.val_trajectories)
-    data = TrainData(jnp.asarray(x), jnp.asarray(tr.t, jnp.float32), jnp.asarray(warmup, jnp.int32))
+    data = prepare_training(cfg, splits["train"]).data
     return cfg, tr, data, init_state(cfg, tr.n_envs, tr.n_dims), make_outer_step(cfg, tr.n_envs)
 
 
 def seed_purity(steps: int = 100) -> None:
-    from mixerdsr import gating
+    from mixerdsr import routing as gating
     from mixerdsr import metrics as M
 
     cfg, tr, data, st, step = _setup(steps)
@@ -54,13 +52,14 @@ def seed_purity(steps: int = 100) -> None:
 
 def pairing(warmup: int = 20, after: int = 3) -> None:
     from mixerdsr.inference import routes
-    from mixerdsr.training import expert_losses, seed_routes_after_warmup
+    from mixerdsr.routing import policy_of
+    from mixerdsr.training import expert_losses
 
     for mode in ("greedy", "overlap"):
         cfg, tr, data, st, step = _setup(warmup, mode)
         for _ in range(warmup):
             st, _ = step(st, data)
-        st, a = seed_routes_after_warmup(st, cfg)
+        st, a, _ = policy_of(cfg).seed_routes(st)
         a = np.asarray(a)
         losses = np.asarray(expert_losses(st.model, st.contexts, data, cfg.solver, chunk=10))
         own = np.median(losses[a, np.arange(len(a))])
@@ -77,10 +76,9 @@ def pairing(warmup: int = 20, after: int = 3) -> None:
 def m1_contexts(steps: int = 100, context_size: int = 4) -> None:
     """MixER-1 (all 50 envs per batch) on ODEBench-10A, then K-means (10 clusters, 20 k-means++
     restarts, standardised contexts) on its contexts, scored against the families."""
-    from mixerdsr import gating
+    from mixerdsr import routing as gating
     from mixerdsr import metrics as M
-    from mixerdsr._config import load_config
-    from mixerdsr._trainer import train
+    from mixerdsr import load_config, train
     from mixerdsr.data import resolve_dataset
 
     over = {"model.num_experts": 1, "model.context_size": context_size, "train.outer_steps": steps, "gate.every": 12}
@@ -101,7 +99,7 @@ def _clusterings(z: np.ndarray, k: int, key) -> dict[str, np.ndarray]:
     from sklearn.cluster import AgglomerativeClustering, KMeans, SpectralClustering
     from sklearn.mixture import GaussianMixture
 
-    from mixerdsr import gating
+    from mixerdsr import routing as gating
 
     out = {
         "L1 k-means, 10 restarts (seed_routes)": np.asarray(gating.seed_routes(key, jnp.asarray(z), k, 10)[0]),
@@ -127,13 +125,12 @@ def seed_methods(data: str, seed: int, sets: list[str], table: str = "table3", b
     present)."""
     from pathlib import Path
 
-    from mixerdsr import _reproduce as R
+    from mixerdsr import load_config
     from mixerdsr import metrics as M
-    from mixerdsr._config import load_config
-    from mixerdsr.cli import _parse_sets as parse_sets
-    from mixerdsr._trainer import env_weights, split_validation
+    from mixerdsr import reproduce as R
+    from mixerdsr.cli import parse_sets
     from mixerdsr.data import resolve_dataset
-    from mixerdsr.training import TrainData, init_state, make_outer_step
+    from mixerdsr.training import init_state, make_outer_step, prepare_training
 
     over = R.settings(R.Cell(table, data, backbone, "mixer-M", seed), "cpu") | parse_sets(sets)
     cfg = load_config(R.preset_of(data), None, over)
@@ -145,8 +142,7 @@ def seed_methods(data: str, seed: int, sets: list[str], table: str = "table3", b
     if path.exists():
         own = np.load(path)["own"]
     else:
-        x, _ = split_validation(tr.x.astype(np.float32), cfg.data.val_trajectories)
-        td = TrainData(jnp.asarray(x), jnp.asarray(tr.t, jnp.float32), jnp.asarray(warm, jnp.int32), env_weights(cfg, x))
+        td = prepare_training(cfg, splits["train"]).data
         st, step = init_state(cfg, tr.n_envs, tr.n_dims), make_outer_step(cfg, tr.n_envs)
         for _ in range(warm):
             st, _ = step(st, td)

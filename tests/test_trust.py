@@ -155,7 +155,7 @@ def test_splits_with_different_dimensions_are_refused(tmp_path, capsys):
 
 
 def test_console_formats_missing_metrics(capsys):
-    from mixerdsr.cli import _num
+    from mixerdsr.cli._common import _num
 
     assert _num(None) == "n/a" and _num(float("nan")) == "n/a" and _num(float("inf")) == "n/a"
     assert _num(0.123456) == "0.1235" and _num(12.34, ".1f") == "12.3"
@@ -429,17 +429,19 @@ def test_ambiguous_or_impossible_requests_are_refused(tiny_splits, tmp_path, mon
 def test_cli_set_and_experts_auto_parse():
     import argparse
 
-    from mixerdsr.cli import CLIError, _experts_arg, _parse_sets
+    from mixerdsr.cli import CLIError, parse_sets
+    from mixerdsr.cli._run import _experts_arg
 
-    assert _parse_sets(["gate.every=12", "train.lr_weights=3e-4", "train.patience=4", "model.backbone=coda",
+    assert parse_sets(["gate.every=12", "train.lr_weights=3e-4", "train.patience=4", "model.backbone=coda",
                         'data.source="x.npz"']) == {
         "gate.every": 12, "train.lr_weights": 3e-4, "train.patience": 4, "model.backbone": "coda",
         "data.source": "x.npz"}
     with pytest.raises(CLIError, match="KEY=VALUE"):
-        _parse_sets(["gate.every"])
+        parse_sets(["gate.every"])
     assert _experts_arg("3") == 3 and _experts_arg("auto") == "auto" and _experts_arg("AUTO:6") == "auto:6"
     from mixerdsr._config import load_config
-    from mixerdsr.cli import _run_overrides, build_parser
+    from mixerdsr.cli import build_parser
+    from mixerdsr.cli._run import _run_overrides
 
     def settings(*argv, preset="odebench-10a"):
         args = build_parser().parse_args(["run", "--preset", preset, *argv])

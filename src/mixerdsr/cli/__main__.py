@@ -1,0 +1,7 @@
+"""``python -m mixerdsr.cli``: the mixerdsr command."""
+
+import sys
+
+from . import main
+
+sys.exit(main())
