@@ -166,32 +166,8 @@ def adapt_job(
         f"adapting {ad.n_envs} environment(s) of {source}:{fit_name} ({ad.n_trajectories} trajectory(ies) x "
         f"{ad.n_times} times; {tm.model.n_experts} experts, {n_steps} steps) ..."
     )
-    solver: SolverSettings = cfg.solver
     t_fit = time.perf_counter()
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=1, desc="adapt", unit="chunk", dynamic_ncols=True, disable=None)  # no bar in a log file
-
-    def advance(done: int, total: int) -> None:
-        if bar is not None:
-            bar.total = total
-            bar.update(done - bar.n)
-
-    a = adapt_new(
-        tm.model,
-        tm.contexts,
-        ad.x.astype(np.float32),
-        ad.t.astype(np.float32),
-        steps=n_steps,
-        lr=cfg.adapt.lr,
-        solver=solver,
-        alpha=cfg.train.teacher_forcing,
-        progress=advance,
-    )
-    if bar is not None:
-        bar.close()
+    a = _fit(tm, ad, n_steps, progress)
     fit_seconds = time.perf_counter() - t_fit
     envs = describe(tm, a)
     for row, f in zip(envs, fit.family):
@@ -213,14 +189,9 @@ def adapt_job(
             row["forecast_rel_mse"] = v
             row["forecast_median_traj_rel_mse"] = v2
         _judge_forecasts(envs, tm.card.get("metrics") or {})
-    known = fit.family >= 0
-    if known.any() and any(f >= 0 for f in tm.family):
-        by_route = np.array([r["family_by_route"] for r in envs])
-        metrics["family_agreement"] = {
-            "by_route": float(np.mean(by_route[known] == fit.family[known])),
-            "by_context": float(np.mean(np.array([r["family_by_context"] for r in envs])[known] == fit.family[known])),
-            "note": "only meaningful when the new data's family labels use the model's family numbering",
-        }
+    agreement = _family_agreement(tm, fit, envs)
+    if agreement is not None:
+        metrics["family_agreement"] = agreement
     untrusted = [r for r in envs if not r["trusted"]]
     metrics["warnings"] = [f"environment {r['env']}: " + "; ".join(r["why_not"]) for r in untrusted]
     metrics["timing"] = {"fit_seconds": fit_seconds, "total_seconds": time.perf_counter() - t0}
@@ -241,6 +212,53 @@ def adapt_job(
         metrics["timing"]["total_seconds"] = time.perf_counter() - t0
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return metrics
+
+
+def _fit(tm: TrainedModel, ad: EnvData, n_steps: int, progress: bool) -> Adaptation:
+    """:func:`~mixerdsr.adapt_new` of the model's settings on ``ad`` (a progress bar over the
+    chunks of fits when ``progress``)."""
+    cfg = tm.config
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=1, desc="adapt", unit="chunk", dynamic_ncols=True, disable=None)  # no bar in a log file
+
+    def advance(done: int, total: int) -> None:
+        if bar is not None:
+            bar.total = total
+            bar.update(done - bar.n)
+
+    solver: SolverSettings = cfg.solver
+    a = adapt_new(
+        tm.model,
+        tm.contexts,
+        ad.x.astype(np.float32),
+        ad.t.astype(np.float32),
+        steps=n_steps,
+        lr=cfg.adapt.lr,
+        solver=solver,
+        alpha=cfg.train.teacher_forcing,
+        progress=advance,
+    )
+    if bar is not None:
+        bar.close()
+    return a
+
+
+def _family_agreement(tm: TrainedModel, fit: EnvData, envs: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """How often the family of an env's expert (and of its nearest training context) is its own
+    label, when both the data and the model know families; else None."""
+    known = fit.family >= 0
+    if not (known.any() and any(f >= 0 for f in tm.family)):
+        return None
+    by_route = np.array([r["family_by_route"] for r in envs])
+    by_context = np.array([r["family_by_context"] for r in envs])
+    return {
+        "by_route": float(np.mean(by_route[known] == fit.family[known])),
+        "by_context": float(np.mean(by_context[known] == fit.family[known])),
+        "note": "only meaningful when the new data's family labels use the model's family numbering",
+    }
 
 
 def _plots(out: Path, tm: TrainedModel, a: Adaptation, shown: EnvData, pred, ad: EnvData, envs) -> None:

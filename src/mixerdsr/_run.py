@@ -208,8 +208,74 @@ def _run_locked(
     meta: dict[str, Any] | None,
     plots: bool = True,
 ) -> RunResult:
+    """:func:`run` once the output directory is locked: check, train, evaluate, adapt, write."""
     from . import plots as P
 
+    splits, meta = _prepare(cfg, out, resume, progress, log, splits, meta)
+    t_start = time.perf_counter()
+    res = train(cfg, splits["train"], out_dir=out, resume=resume, progress=progress, log=log)
+    model, contexts = res.model, res.contexts
+    metrics: dict[str, Any] = {
+        "config": cfg.to_dict(),
+        "best_step": res.best_step,
+        "training": {
+            "outer_steps_run": int(res.state.step),
+            "stop_reason": res.stop_reason,
+            "converged": res.converged,
+        },
+    }
+    preds: dict[str, np.ndarray] = {}
+    for name in ("train", "test"):
+        if name in splits:
+            sp = splits[name]
+            log(f"evaluating the {name} split ({sp.n_envs} envs x {sp.n_trajectories} trajectories) ...")
+            metrics[name], preds[name] = evaluate_split(model, contexts, splits[name], cfg)
+    adapted, ar = None, None
+    if "adapt_train" in splits:
+        adapted, ar, metrics["adapt_test"], preds["adapt_test"] = _adapt_and_evaluate(cfg, model, contexts, splits, log)
+    r = np.asarray(routes(model, contexts))
+    metrics["routing"] = _routing_metrics(cfg, model, r, ar, splits["train"].family, res.history)
+    downstream, ds_figs = run_downstream(
+        out, meta or {}, splits, contexts, r, adapted, ar, n_experts=cfg.model.num_experts, seed=cfg.train.seed
+    )
+    if downstream is not None:
+        metrics["downstream"] = downstream
+    gate_counts: Counter = Counter()
+    for h in res.history:
+        gate_counts.update(h.get("gate_updates", {}))
+    metrics["gate_updates"] = dict(gate_counts)
+    metrics["timing"] = dict(res.timing, run_seconds=time.perf_counter() - t_start)
+    metrics["parameters"] = {"active_per_expert": active_parameters(model), "total": total_parameters(model)}
+    metrics = jsonable(metrics)
+    metrics["warnings"] = diagnose(metrics, res.history)
+    metrics["notes"] = reading_notes(metrics)
+    for w in metrics["warnings"]:
+        log(f"warning: {w}")
+    for w in metrics["notes"]:
+        log(f"note: {w}")
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    _save_contexts(out, splits, contexts, r, adapted, ar)
+    save_model(out / MODEL_FILE, _trained_model(cfg, model, contexts, splits["train"], meta, metrics))
+    log("writing plots and report.md ..." if plots else "writing report.md ...")
+    figs = ds_figs
+    if plots:
+        figs = P.plot_run(out, res.history, splits, preds, metrics, scored_from=model.expert_type.scored_from) + figs
+    P.write_report(out, metrics, figs)
+    log(f"wrote {out / 'metrics.json'} and {out / 'report.md'}")
+    return RunResult(out, metrics, model, contexts, adapted)
+
+
+def _prepare(
+    cfg: Config,
+    out: Path,
+    resume: bool,
+    progress: bool,
+    log: Callable[[str], None],
+    splits: dict[str, EnvData] | None,
+    meta: dict[str, Any] | None,
+) -> tuple[dict[str, EnvData], dict[str, Any] | None]:
+    """Refuse what cannot run (a finished run without ``resume``, a changed configuration, too
+    many experts), load the data, and write ``config.toml``. Returns ``(splits, meta)``."""
     ckpt = out / "checkpoint.npz"
     if resume and ckpt.exists():
         check_resume(ckpt, cfg)  # before anything in the directory is overwritten
@@ -231,133 +297,97 @@ def _run_locked(
             f"{cfg.data.source}: at most one expert per environment can be used (--experts {n_env} or fewer)"
         )
     (out / "config.toml").write_text(_to_toml(cfg.to_dict()))
-    t_start = time.perf_counter()
-    res = train(cfg, splits["train"], out_dir=out, resume=resume, progress=progress, log=log)
-    model, contexts = res.model, res.contexts
-    metrics: dict[str, Any] = {
-        "config": cfg.to_dict(),
-        "best_step": res.best_step,
-        "training": {
-            "outer_steps_run": int(res.state.step),
-            "stop_reason": res.stop_reason,
-            "converged": res.converged,
-        },
-    }
-    preds: dict[str, np.ndarray] = {}
-    for name in ("train", "test"):
-        if name in splits:
-            log(
-                f"evaluating the {name} split ({splits[name].n_envs} envs x {splits[name].n_trajectories} "
-                "trajectories) ..."
-            )
-            m, preds[name] = evaluate_split(model, contexts, splits[name], cfg)
-            metrics[name] = m
-    adapted, ar = None, None
-    if "adapt_train" in splits:
-        ad = splits["adapt_train"].stride_time(cfg.data.time_stride)
-        a = cfg.adapt
-        x_ad, t_ad = ad.x.astype(np.float32), ad.t.astype(np.float32)
-        t0 = time.perf_counter()
-        chosen: dict[str, Any] = {}
-        if a.init == "experts":
-            log(
-                f"adapting {ad.n_envs} new environments (every expert's start x {a.screen_steps} steps, "
-                f"the best {a.keep} expert(s) each to {a.steps} steps) ..."
-            )
-            fit = adapt_new(
-                model,
-                contexts,
-                x_ad,
-                t_ad,
-                steps=a.steps,
-                screen_steps=a.screen_steps,
-                keep=a.keep,
-                lr=a.lr,
-                solver=cfg.solver,
-                alpha=cfg.train.teacher_forcing,
-            )
-            adapted = fit.contexts
-            chosen = {
-                "runner_up": fit.runner_up.tolist(),
-                "runner_up_forced": fit.runner_up_forced.tolist(),
-                "confidence": fit.confidence.tolist(),
-                "fit_rel_loss": fit.rel_loss.tolist(),
-            }
-        else:
-            init = None
-            if a.init == "mean":
-                init = jnp.broadcast_to(jnp.mean(contexts, 0), (ad.n_envs, cfg.model.context_size))
-            log(f"adapting {ad.n_envs} new environments ({a.steps} steps) ...")
-            adapted, _ = adapt_contexts(
-                model,
-                x_ad,
-                t_ad,
-                steps=a.steps,
-                lr=a.lr,
-                init=init,
-                solver=cfg.solver,
-                joint=a.joint,
-                alpha=cfg.train.teacher_forcing,
-            )
-        adapt_seconds = time.perf_counter() - t0
-        target = splits.get("adapt_test", splits["adapt_train"])
-        log(f"evaluating the adapted environments ({adapt_seconds:.1f} s for adaptation) ...")
-        m, preds["adapt_test"] = evaluate_split(model, adapted, target, cfg)
-        ar = np.asarray(routes(model, adapted))
-        m["adapt_seconds"] = adapt_seconds
-        m["routes"] = ar.tolist()
-        m.update(chosen)
-        metrics["adapt_test"] = m
-    r = np.asarray(routes(model, contexts))
-    fam = splits["train"].family
-    metrics["routing"] = {
+    return splits, meta
+
+
+def _adapt_and_evaluate(cfg: Config, model, contexts, splits: dict[str, EnvData], log: Callable[[str], None]):
+    """Adapt the new environments (``adapt.init``) and evaluate them on ``adapt_test``.
+    Returns ``(contexts [E', d], routes [E'], metrics, predictions)``."""
+    ad = splits["adapt_train"].stride_time(cfg.data.time_stride)
+    a = cfg.adapt
+    x_ad, t_ad = ad.x.astype(np.float32), ad.t.astype(np.float32)
+    t0 = time.perf_counter()
+    chosen: dict[str, Any] = {}
+    if a.init == "experts":
+        log(
+            f"adapting {ad.n_envs} new environments (every expert's start x {a.screen_steps} steps, "
+            f"the best {a.keep} expert(s) each to {a.steps} steps) ..."
+        )
+        fit = adapt_new(
+            model,
+            contexts,
+            x_ad,
+            t_ad,
+            steps=a.steps,
+            screen_steps=a.screen_steps,
+            keep=a.keep,
+            lr=a.lr,
+            solver=cfg.solver,
+            alpha=cfg.train.teacher_forcing,
+        )
+        adapted = fit.contexts
+        chosen = {
+            "runner_up": fit.runner_up.tolist(),
+            "runner_up_forced": fit.runner_up_forced.tolist(),
+            "confidence": fit.confidence.tolist(),
+            "fit_rel_loss": fit.rel_loss.tolist(),
+        }
+    else:
+        init = None
+        if a.init == "mean":
+            init = jnp.broadcast_to(jnp.mean(contexts, 0), (ad.n_envs, cfg.model.context_size))
+        log(f"adapting {ad.n_envs} new environments ({a.steps} steps) ...")
+        adapted, _ = adapt_contexts(
+            model,
+            x_ad,
+            t_ad,
+            steps=a.steps,
+            lr=a.lr,
+            init=init,
+            solver=cfg.solver,
+            joint=a.joint,
+            alpha=cfg.train.teacher_forcing,
+        )
+    adapt_seconds = time.perf_counter() - t0
+    target = splits.get("adapt_test", splits["adapt_train"])
+    log(f"evaluating the adapted environments ({adapt_seconds:.1f} s for adaptation) ...")
+    m, pred = evaluate_split(model, adapted, target, cfg)
+    ar = np.asarray(routes(model, adapted))
+    m["adapt_seconds"] = adapt_seconds
+    m["routes"] = ar.tolist()
+    m.update(chosen)
+    return adapted, ar, m, pred
+
+
+def _routing_metrics(cfg: Config, model, r: np.ndarray, ar, family: np.ndarray, history) -> dict[str, Any]:
+    """``metrics["routing"]``: the training envs' experts, counts, purity and ARI, the new envs'
+    experts, and how the number of experts was chosen (when it was)."""
+    out: dict[str, Any] = {
         "experts": r.tolist(),
         "counts": np.bincount(r, minlength=cfg.model.num_experts).tolist(),
-        "purity": M.purity(r, fam),
-        "ari": M.adjusted_rand_index(r, fam),
+        "purity": M.purity(r, family),
+        "ari": M.adjusted_rand_index(r, family),
         "adapt_experts": ar.tolist() if ar is not None else None,
     }
     if cfg.gate.choose != "fixed":
         act = np.asarray(active_from_gate(model.gate))
-        metrics["routing"]["active"] = act.tolist()
-        metrics["routing"]["chosen_experts"] = int(act.sum())
-        metrics["routing"]["chosen_by"] = cfg.gate.choose
-    choice = next((h["experts_chosen"] for h in res.history if "experts_chosen" in h), None)
+        out["active"] = act.tolist()
+        out["chosen_experts"] = int(act.sum())
+        out["chosen_by"] = cfg.gate.choose
+    choice = next((h["experts_chosen"] for h in history if "experts_chosen" in h), None)
     if choice is not None:  # how the number of experts was chosen after the warm-up
-        metrics["routing"]["silhouette"] = choice["silhouette"]
-        metrics["routing"]["shared_fit"] = choice["shared_fit"]
-    gate_counts: Counter = Counter()
-    for h in res.history:
-        gate_counts.update(h.get("gate_updates", {}))
-    downstream, ds_figs = run_downstream(
-        out, meta or {}, splits, contexts, r, adapted, ar, n_experts=cfg.model.num_experts, seed=cfg.train.seed
-    )
-    if downstream is not None:
-        metrics["downstream"] = downstream
-    metrics["gate_updates"] = dict(gate_counts)
-    metrics["timing"] = dict(res.timing, run_seconds=time.perf_counter() - t_start)
-    metrics["parameters"] = {"active_per_expert": active_parameters(model), "total": total_parameters(model)}
-    metrics = jsonable(metrics)
-    metrics["warnings"] = diagnose(metrics, res.history)
-    metrics["notes"] = reading_notes(metrics)
-    for w in metrics["warnings"]:
-        log(f"warning: {w}")
-    for w in metrics["notes"]:
-        log(f"note: {w}")
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    saved: dict[str, Any] = {"train": np.asarray(contexts), "train_routes": r, "train_family": fam}
+        out["silhouette"] = choice["silhouette"]
+        out["shared_fit"] = choice["shared_fit"]
+    return out
+
+
+def _save_contexts(out: Path, splits: dict[str, EnvData], contexts, r: np.ndarray, adapted, ar) -> None:
+    """``contexts.npz``: the training (and adapted) contexts with their routes and families."""
+    saved: dict[str, Any] = {"train": np.asarray(contexts), "train_routes": r, "train_family": splits["train"].family}
     if adapted is not None and ar is not None:
         held = splits.get("adapt_test", splits["adapt_train"])
         saved |= {"adapt": np.asarray(adapted), "adapt_routes": ar, "adapt_family": held.family}
     np.savez(out / "contexts.npz", **saved)
-    save_model(out / MODEL_FILE, _trained_model(cfg, model, contexts, splits["train"], meta, metrics))
-    log("writing plots and report.md ..." if plots else "writing report.md ...")
-    figs = ds_figs
-    if plots:
-        figs = P.plot_run(out, res.history, splits, preds, metrics, scored_from=model.expert_type.scored_from) + figs
-    P.write_report(out, metrics, figs)
-    log(f"wrote {out / 'metrics.json'} and {out / 'report.md'}")
-    return RunResult(out, metrics, model, contexts, adapted)
 
 
 def _trained_model(

@@ -200,52 +200,13 @@ def adapt_new(
     n_env = x.shape[0]
     env = np.arange(n_env)
     screen_steps = min(screen_steps, steps)
-    opt = optax.adabelief(lr)
-    dyn, static = eqx.partition(model, eqx.is_array)
-    aot_key = repr((str(jax.tree.structure(static)), type(model.experts).__module__, solver, lr, alpha))
-
     starts = list(expert_starts(model, jnp.asarray(train_contexts)))
     n_more = max(0, -(-steps // screen_steps) - 1)
-    n_keep = min(keep, model.n_experts)
-    total, done = len(starts) + n_keep * n_more, [0]
-
-    def run_chunks(c, state, n_chunks):
-        for _ in range(n_chunks):
-            out = _aot.call(
-                "adapt_chunk",
-                lambda d, x_, t_, c_, s_: _adapt_chunk(
-                    eqx.combine(d, static), x_, t_, c_, s_, screen_steps, lr, solver, alpha
-                ),
-                aot_key + str(screen_steps),
-                (dyn, x, t, c, state),
-            )
-            if out is None:
-                c, state, _ = _adapt_chunk(model, x, t, c, state, screen_steps, lr, solver, alpha)
-            else:  # the leaves of (contexts, state, losses)
-                c, state = out[0], jax.tree.unflatten(jax.tree.structure(state), out[1:-1])
-            done[0] += 1
-            if progress is not None:
-                progress(done[0], total)
-        return c, state
-
-    def fit_losses(c):
-        out = _aot.call(
-            "adapt_losses",
-            lambda d, c_, x_, t_: _final_losses(eqx.combine(d, static), c_, x_, t_, solver, alpha),
-            aot_key,
-            (dyn, c, x, t),
-        )
-        sc = np.asarray(out[0] if out is not None else _final_losses(model, c, x, t, solver, alpha))
-        return np.where(np.isfinite(sc), sc, np.inf)
-
+    total = len(starts) + min(keep, model.n_experts) * n_more
+    fits = _Fits(model, x, t, screen_steps, lr, solver, alpha, total, progress)
     # 1. screen from every start (fits run on `workers` threads: XLA runs one small computation
     # per core, and JAX releases the GIL while it runs)
-    def screen(s0):
-        c0 = jnp.broadcast_to(s0, (n_env, model.context_size))
-        c, st = run_chunks(c0, jax.vmap(opt.init)(c0), 1)
-        return c, st, fit_losses(c)
-
-    screened = _threaded(screen, starts, workers)
+    screened = _threaded(fits.start, starts, workers)
     scores = np.full((n_env, model.n_experts), np.inf)
     which = np.full((n_env, model.n_experts), -1)  # the start whose fit is the expert's best
     for si, (c, _, sc) in enumerate(screened):
@@ -255,23 +216,8 @@ def adapt_new(
         which[env[better], r[better]] = si
     # 2. refine the best `keep` experts of every environment
     order = np.argsort(scores, axis=1, kind="stable")[:, :keep]
-    stacked_c = jnp.stack([c for c, _, _ in screened])
-    stacked_st = jax.tree.map(lambda *leaves: jnp.stack(leaves), *[st for _, st, _ in screened])
-
-    def refine(m_k):
-        src = jnp.asarray(np.where(which[env, m_k] >= 0, which[env, m_k], which[env, order[:, 0]]))
-        c = stacked_c[src, jnp.asarray(env)]
-        c, _ = run_chunks(c, jax.tree.map(lambda leaf: leaf[src, jnp.asarray(env)], stacked_st), n_more)
-        return c, np.asarray(routes(model, c)), fit_losses(c)
-
-    refined_fits = _threaded(refine, [order[:, k] for k in range(order.shape[1])], workers)
-    refined = np.zeros((n_env, model.n_experts), bool)
-    for k, (_, r, sc) in enumerate(refined_fits):
-        ok = np.isfinite(scores[env, order[:, k]])
-        for e in env[ok]:  # a refined fit counts for the expert it ends in
-            if not refined[e, r[e]] or sc[e] < scores[e, r[e]]:
-                scores[e, r[e]] = sc[e]
-                refined[e, r[e]] = True
+    refined_fits = _threaded(fits.continuation(screened, which, order, n_more), list(order.T), workers)
+    _count_refined(scores, order, refined_fits)
     # 3. choose the refined fit with the lowest loss
     cand = np.stack([sc for _, _, sc in refined_fits])  # [K, E]
     pick = np.argmin(cand, axis=0)
@@ -293,6 +239,85 @@ def adapt_new(
         loss=best,
         rel_loss=best / np.maximum(scale, 1e-12),
     )
+
+
+class _Fits:
+    """Context fits of every environment, run as chunks of ``screen_steps`` AdaBelief steps
+    (one compiled function, kept across processes by :mod:`mixerdsr._aot`), optimiser states
+    carried between chunks; ``progress(done, total)`` after every chunk."""
+
+    def __init__(self, model, x, t, screen_steps, lr, solver, alpha, total, progress):
+        self.model, self.x, self.t = model, x, t
+        self.screen_steps, self.lr, self.solver, self.alpha = screen_steps, lr, solver, alpha
+        self.opt = optax.adabelief(lr)
+        self.dyn, self.static = eqx.partition(model, eqx.is_array)
+        self.aot_key = repr((str(jax.tree.structure(self.static)), type(model.experts).__module__, solver, lr, alpha))
+        self.total, self.done, self.progress = total, 0, progress
+
+    def run_chunks(self, c, state, n_chunks):
+        m, x, t, k, static = self.model, self.x, self.t, self.screen_steps, self.static
+        lr, solver, alpha = self.lr, self.solver, self.alpha
+        for _ in range(n_chunks):
+            out = _aot.call(
+                "adapt_chunk",
+                lambda d, x_, t_, c_, s_: _adapt_chunk(eqx.combine(d, static), x_, t_, c_, s_, k, lr, solver, alpha),
+                self.aot_key + str(k),
+                (self.dyn, x, t, c, state),
+            )
+            if out is None:
+                c, state, _ = _adapt_chunk(m, x, t, c, state, k, lr, solver, alpha)
+            else:  # the leaves of (contexts, state, losses)
+                c, state = out[0], jax.tree.unflatten(jax.tree.structure(state), out[1:-1])
+            self.done += 1
+            if self.progress is not None:
+                self.progress(self.done, self.total)
+        return c, state
+
+    def losses(self, c):
+        """Every environment's loss at its context ``c`` (``inf`` where the solve failed)."""
+        static, solver, alpha = self.static, self.solver, self.alpha
+        out = _aot.call(
+            "adapt_losses",
+            lambda d, c_, x_, t_: _final_losses(eqx.combine(d, static), c_, x_, t_, solver, alpha),
+            self.aot_key,
+            (self.dyn, c, self.x, self.t),
+        )
+        sc = np.asarray(out[0] if out is not None else _final_losses(self.model, c, self.x, self.t, solver, alpha))
+        return np.where(np.isfinite(sc), sc, np.inf)
+
+    def start(self, s0):
+        """One chunk from the context ``s0`` for every environment: ``(contexts, state, losses)``."""
+        c0 = jnp.broadcast_to(s0, (self.x.shape[0], self.model.context_size))
+        c, st = self.run_chunks(c0, jax.vmap(self.opt.init)(c0), 1)
+        return c, st, self.losses(c)
+
+    def continuation(self, screened, which, order, n_more):
+        """A function continuing, for the experts ``m_k [E]``, each environment's best screening
+        fit in that expert (its best fit overall where it has none) by ``n_more`` chunks:
+        ``(contexts, routes, losses)``."""
+        env = np.arange(self.x.shape[0])
+        stacked_c = jnp.stack([c for c, _, _ in screened])
+        stacked_st = jax.tree.map(lambda *leaves: jnp.stack(leaves), *[st for _, st, _ in screened])
+
+        def refine(m_k):
+            src = jnp.asarray(np.where(which[env, m_k] >= 0, which[env, m_k], which[env, order[:, 0]]))
+            c = stacked_c[src, jnp.asarray(env)]
+            c, _ = self.run_chunks(c, jax.tree.map(lambda leaf: leaf[src, jnp.asarray(env)], stacked_st), n_more)
+            return c, np.asarray(routes(self.model, c)), self.losses(c)
+
+        return refine
+
+
+def _count_refined(scores: np.ndarray, order: np.ndarray, refined_fits: list) -> None:
+    """A refined fit counts for the expert it ends in (``scores [E, M]`` updated in place)."""
+    env = np.arange(scores.shape[0])
+    refined = np.zeros(scores.shape, bool)
+    for k, (_, r, sc) in enumerate(refined_fits):
+        ok = np.isfinite(scores[env, order[:, k]])
+        for e in env[ok]:
+            if not refined[e, r[e]] or sc[e] < scores[e, r[e]]:
+                scores[e, r[e]] = sc[e]
+                refined[e, r[e]] = True
 
 
 def _runner_up(model, x, t, train_contexts, starts, scores, chosen, best, screen_steps, n_more, lr, solver, alpha):

@@ -77,4 +77,3 @@ def _one_line(err: BaseException) -> str:
     if isinstance(err, FileNotFoundError) and err.filename and not str(err).startswith(str(err.filename)):
         msg = f"{err.filename}: no such file"
     return " ".join(msg.split())
-

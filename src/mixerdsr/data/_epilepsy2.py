@@ -118,143 +118,163 @@ def read_ts(path: str | os.PathLike) -> tuple[np.ndarray, list[str], dict[str, A
         FileNotFoundError: when the file does not exist.
     """
     p = Path(path)
-    src = str(p)
     if not p.exists():
-        raise FileNotFoundError(f"{src}: no such file")
-    header: dict[str, Any] = {}
-    rows: list[np.ndarray] = []
-    labels: list[str] = []
-    in_data = False
-    n_dims: int | None = None
-    length: int | None = None
-    first_data_line: int | None = None
+        raise FileNotFoundError(f"{p}: no such file")
+    reader = _TsReader(str(p))
     with open(p, encoding="utf-8", errors="replace", newline=None) as fh:
         for lineno, raw in enumerate(fh, start=1):
             line = raw.strip()
             if not line or line.startswith("#"):
                 continue
-            if not in_data:
-                if not line.startswith("@"):
-                    raise series_error(
-                        src, lineno, "a header line starting with '@' (or '@data' before the series)", short(line)
-                    )
-                words = line.split()
-                tag = words[0][1:].lower()
-                args = words[1:]
-                if tag == "data":
-                    if args:
-                        raise series_error(src, lineno, "'@data' alone on its line", short(line))
-                    in_data = True
-                    continue
-                if tag == "problemname":
-                    header["problemname"] = " ".join(args)
-                elif tag in ("timestamps", "missing", "univariate", "equallength"):
-                    header[tag] = _parse_bool(src, lineno, words[0][1:], args)
-                    if tag == "timestamps" and header[tag]:
-                        raise series_error(
-                            src, lineno, "'@timeStamps false' (time-stamped series are not supported)", short(line)
-                        )
-                    if tag == "equallength" and not header[tag]:
-                        raise series_error(
-                            src, lineno, "'@equalLength true' (unequal-length series are not supported)", short(line)
-                        )
-                elif tag in ("dimensions", "serieslength"):
-                    header[tag] = _parse_int(src, lineno, words[0][1:], args)
-                elif tag == "classlabel":
-                    if not args or args[0].lower() not in _TRUE:
-                        raise series_error(
-                            src, lineno, "'@classLabel true <labels...>' or '@classLabel false'", short(line)
-                        )
-                    header["classlabel"] = _TRUE[args[0].lower()]
-                    if header["classlabel"]:
-                        if len(args) < 2:
-                            raise series_error(src, lineno, "the class labels after '@classLabel true'", short(line))
-                        header["class_labels"] = args[1:]
-                    elif len(args) > 1:
-                        raise series_error(src, lineno, "nothing after '@classLabel false'", short(line))
-                elif tag == "targetlabel":
-                    raise series_error(
-                        src,
-                        lineno,
-                        "a classification file ('@targetLabel' regression files are not supported)",
-                        short(line),
-                    )
-                else:
-                    header[tag] = " ".join(args)  # unknown tags are kept verbatim
-                continue
-            # ---- a series line ----
-            if line.startswith("@"):
-                raise series_error(src, lineno, "a series line after '@data'", short(line))
-            if line.startswith("("):
+            if reader.in_data:
+                reader.series_line(lineno, line)
+            else:
+                reader.header_line(lineno, line)
+    return reader.result()
+
+
+class _TsReader:
+    """The state of reading one ``.ts`` file, line by line (:func:`read_ts`)."""
+
+    def __init__(self, src: str):
+        self.src = src
+        self.header: dict[str, Any] = {}
+        self.rows: list[np.ndarray] = []
+        self.labels: list[str] = []
+        self.in_data = False
+        self.n_dims: int | None = None
+        self.length: int | None = None
+        self.first_data_line: int | None = None
+
+    def header_line(self, lineno: int, line: str) -> None:
+        src, header = self.src, self.header
+        if not line.startswith("@"):
+            raise series_error(
+                src, lineno, "a header line starting with '@' (or '@data' before the series)", short(line)
+            )
+        words = line.split()
+        tag, args = words[0][1:].lower(), words[1:]
+        if tag == "data":
+            if args:
+                raise series_error(src, lineno, "'@data' alone on its line", short(line))
+            self.in_data = True
+        elif tag == "problemname":
+            header["problemname"] = " ".join(args)
+        elif tag in ("timestamps", "missing", "univariate", "equallength"):
+            header[tag] = _parse_bool(src, lineno, words[0][1:], args)
+            if tag == "timestamps" and header[tag]:
                 raise series_error(
-                    src, lineno, "comma-separated values (time-stamped '(t,v)' series are not supported)", short(line)
+                    src, lineno, "'@timeStamps false' (time-stamped series are not supported)", short(line)
                 )
-            fields = line.split(":")
-            has_label = bool(header.get("classlabel", False))
-            if has_label:
-                if len(fields) < 2:
-                    raise series_error(
-                        src,
-                        lineno,
-                        "values followed by ':<label>' (the file declares '@classLabel true')",
-                        f"no ':' in {short(line)}",
-                    )
-                label = fields[-1].strip()
-                fields = fields[:-1]
-                declared = header.get("class_labels")
-                if label == "":
-                    raise series_error(src, lineno, "a class label after the last ':'", "an empty label")
-                if declared is not None and label not in declared:
-                    raise series_error(
-                        src, lineno, f"a label declared in '@classLabel' ({', '.join(declared)})", repr(label)
-                    )
-                labels.append(label)
-            dims = [_parse_values(src, lineno, d, f) for d, f in enumerate(fields)]
-            if n_dims is None:
-                n_dims, length, first_data_line = len(dims), dims[0].size, lineno
-                want_dims = header.get("dimensions")
-                if header.get("univariate") is True:
-                    want_dims = 1
-                if want_dims is not None and n_dims != want_dims:
-                    hint = (
-                        ""
-                        if has_label or n_dims != want_dims + 1
-                        else (" (a ':label' field? the file lacks '@classLabel true')")
-                    )
-                    raise series_error(
-                        src,
-                        lineno,
-                        f"{want_dims} dimension(s) per series as declared in the header",
-                        f"{n_dims} ':'-separated fields{hint}",
-                    )
-                if "serieslength" in header and length != header["serieslength"]:
-                    raise series_error(
-                        src, lineno, f"{header['serieslength']} values per dimension ('@seriesLength')", f"{length}"
-                    )
-            elif len(dims) != n_dims:
+            if tag == "equallength" and not header[tag]:
                 raise series_error(
-                    src, lineno, f"{n_dims} dimension(s) per series (as on line {first_data_line})", f"{len(dims)}"
+                    src, lineno, "'@equalLength true' (unequal-length series are not supported)", short(line)
                 )
-            for d, v in enumerate(dims):
-                if v.size != length:
-                    raise series_error(
-                        src,
-                        lineno,
-                        f"{length} values in dimension {d} (equal-length series, as on line {first_data_line})",
-                        f"{v.size}",
-                    )
-            rows.append(np.stack(dims, axis=-1))
-    if not in_data:
-        raise series_error(src, None, "an '@data' line before the series", "none")
-    if not rows:
-        raise series_error(src, None, "at least one series after '@data'", "none")
-    values = np.stack(rows, axis=0)  # [S, L, D]
-    if values.shape[-1] == 1:
-        values = values[..., 0]
-    header["n_series"] = int(values.shape[0])
-    header["n_dims"] = int(n_dims or 1)
-    header["length"] = int(length or 0)
-    return values, labels, header
+        elif tag in ("dimensions", "serieslength"):
+            header[tag] = _parse_int(src, lineno, words[0][1:], args)
+        elif tag == "classlabel":
+            self._class_label(lineno, line, args)
+        elif tag == "targetlabel":
+            raise series_error(
+                src, lineno, "a classification file ('@targetLabel' regression files are not supported)", short(line)
+            )
+        else:
+            header[tag] = " ".join(args)  # unknown tags are kept verbatim
+
+    def _class_label(self, lineno: int, line: str, args: list[str]) -> None:
+        src = self.src
+        if not args or args[0].lower() not in _TRUE:
+            raise series_error(src, lineno, "'@classLabel true <labels...>' or '@classLabel false'", short(line))
+        self.header["classlabel"] = _TRUE[args[0].lower()]
+        if self.header["classlabel"]:
+            if len(args) < 2:
+                raise series_error(src, lineno, "the class labels after '@classLabel true'", short(line))
+            self.header["class_labels"] = args[1:]
+        elif len(args) > 1:
+            raise series_error(src, lineno, "nothing after '@classLabel false'", short(line))
+
+    def series_line(self, lineno: int, line: str) -> None:
+        src, header = self.src, self.header
+        if line.startswith("@"):
+            raise series_error(src, lineno, "a series line after '@data'", short(line))
+        if line.startswith("("):
+            raise series_error(
+                src, lineno, "comma-separated values (time-stamped '(t,v)' series are not supported)", short(line)
+            )
+        fields = line.split(":")
+        has_label = bool(header.get("classlabel", False))
+        if has_label:
+            if len(fields) < 2:
+                raise series_error(
+                    src,
+                    lineno,
+                    "values followed by ':<label>' (the file declares '@classLabel true')",
+                    f"no ':' in {short(line)}",
+                )
+            label = fields[-1].strip()
+            fields = fields[:-1]
+            declared = header.get("class_labels")
+            if label == "":
+                raise series_error(src, lineno, "a class label after the last ':'", "an empty label")
+            if declared is not None and label not in declared:
+                raise series_error(
+                    src, lineno, f"a label declared in '@classLabel' ({', '.join(declared)})", repr(label)
+                )
+            self.labels.append(label)
+        dims = [_parse_values(src, lineno, d, f) for d, f in enumerate(fields)]
+        self._check_shape(lineno, dims, has_label)
+        self.rows.append(np.stack(dims, axis=-1))
+
+    def _check_shape(self, lineno: int, dims: list[np.ndarray], has_label: bool) -> None:
+        src, header = self.src, self.header
+        if self.n_dims is None:
+            self.n_dims, self.length, self.first_data_line = len(dims), dims[0].size, lineno
+            want_dims = 1 if header.get("univariate") is True else header.get("dimensions")
+            if want_dims is not None and self.n_dims != want_dims:
+                hint = (
+                    ""
+                    if has_label or self.n_dims != want_dims + 1
+                    else (" (a ':label' field? the file lacks '@classLabel true')")
+                )
+                raise series_error(
+                    src,
+                    lineno,
+                    f"{want_dims} dimension(s) per series as declared in the header",
+                    f"{self.n_dims} ':'-separated fields{hint}",
+                )
+            if "serieslength" in header and self.length != header["serieslength"]:
+                raise series_error(
+                    src, lineno, f"{header['serieslength']} values per dimension ('@seriesLength')", f"{self.length}"
+                )
+        elif len(dims) != self.n_dims:
+            raise series_error(
+                src,
+                lineno,
+                f"{self.n_dims} dimension(s) per series (as on line {self.first_data_line})",
+                f"{len(dims)}",
+            )
+        for d, v in enumerate(dims):
+            if v.size != self.length:
+                raise series_error(
+                    src,
+                    lineno,
+                    f"{self.length} values in dimension {d} (equal-length series, as on line {self.first_data_line})",
+                    f"{v.size}",
+                )
+
+    def result(self) -> tuple[np.ndarray, list[str], dict[str, Any]]:
+        if not self.in_data:
+            raise series_error(self.src, None, "an '@data' line before the series", "none")
+        if not self.rows:
+            raise series_error(self.src, None, "at least one series after '@data'", "none")
+        values = np.stack(self.rows, axis=0)  # [S, L, D]
+        if values.shape[-1] == 1:
+            values = values[..., 0]
+        header = self.header
+        header["n_series"] = int(values.shape[0])
+        header["n_dims"] = int(self.n_dims or 1)
+        header["length"] = int(self.length or 0)
+        return values, self.labels, header
 
 
 def _label_indices(labels: list[str], declared: list[str] | None) -> tuple[np.ndarray, tuple[str, ...]]:

@@ -73,70 +73,12 @@ def predictions_figure(
     for r, (f, envs, n_in_fam) in enumerate(rows):
         fname = family_label(f, split.family_names, 120)
         for c in range(ncols_env):
-            ax = axes[r, c]
             if c >= len(envs):
-                ax.set_axis_off()
+                axes[r, c].set_axis_off()
                 continue
-            e = int(envs[c])
-            t = np.asarray(split.t[e])
-            true, model = x[e, :n_traj, s0:], pred[e, :n_traj, s0:]
-            err = shown_rel_mse(model, true)
-            lo, hi = float(np.min(x[e, :n_traj])), float(np.max(x[e, :n_traj]))
-            every = max(1, len(t) // 30)
-            for j in range(n_traj):
-                a = 1.0 if j == 0 else 0.5
-                for d in range(shown_dims):
-                    col = dim_colour(d)
-                    ax.plot(t, x[e, j, :, d], "-", color=col, lw=1.0, marker=".", ms=3, alpha=a, markevery=every)
-                    ax.plot(t[s0:], pred[e, j, s0:, d], "--", color=col, lw=1.4, alpha=a)
-            clipped = _limit_y(ax, lo, hi, pred[e, :n_traj, s0:])
-            ename = split.env_names[e] if split.env_names is not None else f"env {e}"
-            if split.env_names is not None and ename != f"env {e}":
-                ename = f"env {e} ({ename[:20]})"
-            trajs = "traj 0" if n_traj == 1 else f"traj 0-{n_traj - 1}"
-            extra = f", MSE {_fmt_err(float(np.mean((model - true) ** 2)))}" if sequence else ""
-            # the env's typical trajectory beside the drawn one: a table's per-env Eq. 9 can be
-            # dominated by a few trajectories through states near 0 that no panel shows
-            n_all = x.shape[1]
-            med = np.median([shown_rel_mse(pred[e, j : j + 1, s0:], x[e, j : j + 1, s0:]) for j in range(n_all)])
-            ax.set_title(
-                f"{_wrap(fname, 44, 2)}\n{ename}: relMSE (Eq. 9) {trajs} {_fmt_err(err)}{extra}"
-                + (" [model clipped]" if clipped else "")
-                + (f"\nmedian over its {n_all} trajectories {_fmt_err(float(med))}" if n_all > n_traj else ""),
-                fontsize=8,
-            )
-            ax.set_xlabel("t", fontsize=8)
-            ax.set_ylabel("state x_d", fontsize=8)
-            ax.tick_params(labelsize=7)
+            _env_panel(axes[r, c], split, x, pred, int(envs[c]), fname, n_traj, shown_dims, s0, sequence, dim_colour)
         if phase:
-            ax = axes[r, -1]
-            for k, e in enumerate(envs):
-                col = env_cmap(0.85 * k / max(1, len(envs) - 1)) if len(envs) > 1 else env_cmap(0.3)
-                ename = split.env_names[int(e)] if split.env_names is not None else f"env {int(e)}"
-                for j in range(n_traj):
-                    ax.plot(
-                        x[e, j, :, 0],
-                        x[e, j, :, 1],
-                        "-",
-                        color=col,
-                        lw=1.0,
-                        marker=".",
-                        ms=3,
-                        markevery=max(1, x.shape[2] // 30),
-                        label=ename if j == 0 else None,
-                    )
-                    ax.plot(pred[e, j, s0:, 0], pred[e, j, s0:, 1], "--", color=col, lw=1.4)
-                    ax.plot(x[e, j, 0, 0], x[e, j, 0, 1], "o", color=col, ms=5, mfc="none")
-            xs = x[envs, :n_traj]
-            _limit_y(ax, float(xs[..., 1].min()), float(xs[..., 1].max()), pred[envs, :n_traj, s0:, 1:2])
-            _limit_x(ax, float(xs[..., 0].min()), float(xs[..., 0].max()), pred[envs, :n_traj, s0:, 0:1])
-            ax.set_title(
-                f"{_wrap(fname, 40, 2)}\nphase portrait, {len(envs)} of {n_in_fam} envs (o = start)", fontsize=8
-            )
-            ax.set_xlabel("x0", fontsize=8)
-            ax.set_ylabel("x1", fontsize=8)
-            ax.tick_params(labelsize=7)
-            ax.legend(fontsize=6, title="env (colour)", title_fontsize=6, loc="best")
+            _phase_panel(axes[r, -1], split, x, pred, envs, n_in_fam, fname, n_traj, s0, env_cmap)
     handles = [Line2D([], [], color=dim_colour(d), lw=2, label=f"x{d}") for d in range(shown_dims)]
     handles += [
         Line2D([], [], color="0.3", ls="-", marker=".", label="data"),
@@ -151,6 +93,70 @@ def predictions_figure(
         notes.append("step 0 given, scored from step 1")
     fig.suptitle(f"{head} ({'; '.join(notes)})", fontsize=10)
     return fig
+
+
+def _env_panel(ax, split, x, pred, e: int, fname: str, n_traj: int, shown_dims: int, s0: int, sequence: bool, colour):
+    """One environment's trajectories over time (data solid with dots, model dashed), titled
+    with the relMSE of exactly the trajectories drawn and the median over all of them."""
+    t = np.asarray(split.t[e])
+    true, model = x[e, :n_traj, s0:], pred[e, :n_traj, s0:]
+    err = shown_rel_mse(model, true)
+    lo, hi = float(np.min(x[e, :n_traj])), float(np.max(x[e, :n_traj]))
+    every = max(1, len(t) // 30)
+    for j in range(n_traj):
+        a = 1.0 if j == 0 else 0.5
+        for d in range(shown_dims):
+            col = colour(d)
+            ax.plot(t, x[e, j, :, d], "-", color=col, lw=1.0, marker=".", ms=3, alpha=a, markevery=every)
+            ax.plot(t[s0:], pred[e, j, s0:, d], "--", color=col, lw=1.4, alpha=a)
+    clipped = _limit_y(ax, lo, hi, pred[e, :n_traj, s0:])
+    ename = split.env_names[e] if split.env_names is not None else f"env {e}"
+    if split.env_names is not None and ename != f"env {e}":
+        ename = f"env {e} ({ename[:20]})"
+    trajs = "traj 0" if n_traj == 1 else f"traj 0-{n_traj - 1}"
+    extra = f", MSE {_fmt_err(float(np.mean((model - true) ** 2)))}" if sequence else ""
+    # the env's typical trajectory beside the drawn one: a table's per-env Eq. 9 can be
+    # dominated by a few trajectories through states near 0 that no panel shows
+    n_all = x.shape[1]
+    med = np.median([shown_rel_mse(pred[e, j : j + 1, s0:], x[e, j : j + 1, s0:]) for j in range(n_all)])
+    ax.set_title(
+        f"{_wrap(fname, 44, 2)}\n{ename}: relMSE (Eq. 9) {trajs} {_fmt_err(err)}{extra}"
+        + (" [model clipped]" if clipped else "")
+        + (f"\nmedian over its {n_all} trajectories {_fmt_err(float(med))}" if n_all > n_traj else ""),
+        fontsize=8,
+    )
+    ax.set_xlabel("t", fontsize=8)
+    ax.set_ylabel("state x_d", fontsize=8)
+    ax.tick_params(labelsize=7)
+
+
+def _phase_panel(ax, split, x, pred, envs, n_in_fam: int, fname: str, n_traj: int, s0: int, env_cmap):
+    """The phase portrait (x0, x1) of a family's shown environments, one colour each."""
+    for k, e in enumerate(envs):
+        col = env_cmap(0.85 * k / max(1, len(envs) - 1)) if len(envs) > 1 else env_cmap(0.3)
+        ename = split.env_names[int(e)] if split.env_names is not None else f"env {int(e)}"
+        for j in range(n_traj):
+            ax.plot(
+                x[e, j, :, 0],
+                x[e, j, :, 1],
+                "-",
+                color=col,
+                lw=1.0,
+                marker=".",
+                ms=3,
+                markevery=max(1, x.shape[2] // 30),
+                label=ename if j == 0 else None,
+            )
+            ax.plot(pred[e, j, s0:, 0], pred[e, j, s0:, 1], "--", color=col, lw=1.4)
+            ax.plot(x[e, j, 0, 0], x[e, j, 0, 1], "o", color=col, ms=5, mfc="none")
+    xs = x[envs, :n_traj]
+    _limit_y(ax, float(xs[..., 1].min()), float(xs[..., 1].max()), pred[envs, :n_traj, s0:, 1:2])
+    _limit_x(ax, float(xs[..., 0].min()), float(xs[..., 0].max()), pred[envs, :n_traj, s0:, 0:1])
+    ax.set_title(f"{_wrap(fname, 40, 2)}\nphase portrait, {len(envs)} of {n_in_fam} envs (o = start)", fontsize=8)
+    ax.set_xlabel("x0", fontsize=8)
+    ax.set_ylabel("x1", fontsize=8)
+    ax.tick_params(labelsize=7)
+    ax.legend(fontsize=6, title="env (colour)", title_fontsize=6, loc="best")
 
 
 def _limit(lo: float, hi: float, model: np.ndarray) -> tuple[float, float] | None:

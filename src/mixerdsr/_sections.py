@@ -1,0 +1,295 @@
+"""The settings sections of a run configuration, one frozen dataclass per concern, each
+validating itself: ``[data]``, ``[model]``, ``[train]``, ``[adapt]``, ``[evaluation]`` (the
+``[gate]`` and ``[solver]`` sections live with their code: :mod:`mixerdsr.routing`,
+:mod:`mixerdsr.experts`). :class:`~mixerdsr.Config` composes them."""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from typing import Any
+
+from ._settings import AT_LEAST_0, AT_LEAST_1, POSITIVE, SEED, Range, SettingError, validate
+from .experts import BACKBONES
+from .experts._base import AbstractInnerLoopExpert
+from .experts._integrate import SolverSettings
+from .routing import GateSettings
+
+__all__ = ["DataSettings", "ModelSettings", "TrainSettings", "AdaptSettings", "EvalSettings", "SECTIONS"]
+
+
+@typing.no_type_check  # validates itself, naming the key
+@dataclasses.dataclass(frozen=True)
+class DataSettings:
+    """Which data a run trains on (``[data]``).
+
+    Attributes:
+        source: built-in dataset name, a dataset ``.npz`` path, or for series an
+            Epilepsy2-style ``.ts`` / SCCTS ``.data`` path.
+        seed: generator seed of a built-in dataset (None = the dataset's default).
+        test_file: Epilepsy2: a full test ``.ts`` file used as the held-out set.
+        standardize: series datasets: per-time-column standardisation with training statistics.
+        time_stride: train on every ``time_stride``-th time point.
+        val_trajectories: trajectories per training env held out for model selection (0 =
+            select on the training data).
+        envs_per_family: keep only the first this many environments of each family in every
+            split (0 = all): a quick try-out, or the reproduction harness's ``smoke`` budget.
+        test_trajectories: keep only the first this many trajectories of each environment of
+            the ``test`` and ``adapt_test`` splits (0 = all).
+        clean: ODE family datasets: generate with the leak-free protocol (``true``) or the
+            paper's (``false``) whatever the family file says (None = as the file says).
+    """
+
+    source: str = "odebench-2"
+    seed: int | None = None
+    test_file: str | None = None
+    standardize: bool = True
+    time_stride: int = 1
+    val_trajectories: int = 1
+    envs_per_family: int = 0
+    test_trajectories: int = 0
+    clean: bool | None = None
+
+    def __post_init__(self):
+        validate(
+            self,
+            "data",
+            ranges={
+                "seed": SEED,
+                "time_stride": AT_LEAST_1,
+                "val_trajectories": AT_LEAST_0,
+                "envs_per_family": AT_LEAST_0,
+                "test_trajectories": AT_LEAST_0,
+            },
+        )
+
+
+@typing.no_type_check  # validates itself, naming the key
+@dataclasses.dataclass(frozen=True)
+class ModelSettings:
+    """The MixER layer (``[model]``; the backbone's own settings in ``[model.<backbone>]``).
+
+    Attributes:
+        backbone: ``geps``, ``coda``, ``ncf``, ``shplrnn``, ``cavia`` (a single meta-learner:
+            ``num_experts = 1``) or a name given to :func:`~mixerdsr.register_expert`.
+        num_experts: the number of experts ``M``.
+        context_size: full context length ``d_ctx``.
+        split_context: each expert sees its own ``d_ctx / M`` slice of the context (needs
+            ``d_ctx`` divisible by ``M``).
+        shift_context: the slice is shifted by the expert's index (paper's context shifting).
+        same_init: all experts start identical.
+        expert: the backbone's settings (an instance of ``BACKBONES[backbone].Settings``;
+            None = its defaults).
+    """
+
+    backbone: str = "geps"
+    num_experts: int = 2
+    context_size: int = 40
+    split_context: bool = True
+    shift_context: bool = True
+    same_init: bool = True
+    expert: Any = None
+
+    def __post_init__(self):
+        validate(
+            self,
+            "model",
+            choices={"backbone": tuple(BACKBONES)},
+            ranges={"num_experts": AT_LEAST_1, "context_size": AT_LEAST_1},
+        )
+        settings_cls = BACKBONES[self.backbone].Settings
+        if self.expert is None:
+            object.__setattr__(self, "expert", settings_cls())
+        elif type(self.expert) is not settings_cls:
+            raise SettingError(
+                "model.expert",
+                f"backbone {self.backbone!r} takes {settings_cls.__name__}, found {type(self.expert).__name__}",
+            )
+        if issubclass(BACKBONES[self.backbone], AbstractInnerLoopExpert) and self.num_experts != 1:
+            raise SettingError(
+                "model.num_experts",
+                f"backbone {self.backbone!r} is a single meta-learner (its contexts come from an inner "
+                f"loop, which the gate cannot route): set model.num_experts = 1, found {self.num_experts}",
+            )
+        if self.split_context and self.context_size % self.num_experts:
+            raise SettingError(
+                "model.context_size",
+                f"{self.context_size} is not divisible by model.num_experts = {self.num_experts}, as context "
+                f"splitting needs: set it to a multiple of {self.num_experts} (e.g. "
+                f"{-(-self.context_size // self.num_experts) * self.num_experts}; `mixerdsr run --experts M` "
+                "without --context-size does that), or model.split_context = false",
+            )
+
+
+@typing.no_type_check  # validates itself, naming the key
+@dataclasses.dataclass(frozen=True)
+class TrainSettings:
+    """Training by proximal alternating minimisation (``[train]``).
+
+    Attributes:
+        outer_steps: outer steps (each ``inner_steps`` context steps, then weight steps).
+        inner_steps: ``K``, inner steps per outer step.
+        proximal_beta: weight of the proximal term pulling contexts and weights towards their
+            values at the start of the outer step (the paper: 10; 0 by default, see
+            ``docs/training.md``).
+        lr_contexts, lr_weights: AdaBelief learning rates.
+        lr_decay: the weights' rate is multiplied by it at 1/3 and 2/3 of training.
+        optimizer: ``"adabelief"`` (the paper's) or ``"adam"``, for contexts and weights.
+        clip_norm: the weights' gradient is clipped to this global norm before the optimiser
+            (0 = no clipping).
+        forcing: vector-field experts: each interval of the time grid is integrated from
+            ``a * predicted + (1 - a) * observed`` state, ``a`` rising linearly from ``forcing``
+            to 1 (free running) over the first ``forcing_steps`` of the outer steps: short
+            segments first, whole rollouts later (generalised teacher forcing for flows).
+            1 = free running throughout. Validation and evaluation always run free.
+        forcing_steps: the fraction of ``outer_steps`` over which ``a`` reaches 1.
+        schedule: ``"steps"`` (the paper's: the rate falls by ``lr_decay`` at 1/3 and 2/3 of
+            ``outer_steps``, and every outer step runs) or ``"plateau"`` (the rate falls by
+            ``lr_decay`` at each validation plateau; the plateau after ``lr_drops`` drops ends
+            training, ``outer_steps`` is then a maximum). See ``mixerdsr._stopping``.
+        patience: validation checks without a relative improvement of ``min_improvement``
+            that make a plateau (also what ``converged`` in ``metrics.json`` means).
+        min_improvement: relative improvement of the best validation relMSE that counts.
+        lr_drops: ``"plateau"``: plateaus that lower the rate before the next one stops.
+        val_smoothing: the plateau rule judges an exponential moving average of the
+            validation score with this weight on the newest one (1 = the raw score; model
+            selection always uses the raw score).
+        time_budget: seconds of training, all sittings together (0 = no limit): the run stops
+            at the best model reached when the budget is spent (``--time-budget 20m``).
+        batch_envs: environments per training batch (0 = E / M).
+        env_weight_power: ``p``: each environment's loss is multiplied by ``s_e^-p``, where
+            ``s_e`` is the mean squared norm of its training states (weights normalised to
+            mean 1): 0 (the paper) counts every environment alike, 1 makes the loss scale-free
+            across environments as Eq. 9's relMSE is. The gate and validation are unchanged.
+            Measured on ODEBench-10B in ``docs/routing.md``.
+        teacher_forcing: sequence experts: the generalised teacher-forcing ``alpha`` of the
+            training loss (1 = free running); also used to adapt and to report a
+            teacher-forced error.
+        self_modulation_pool: experts with contextual self-modulation (NCF): contexts per env
+            that its loss expands around (itself and its nearest batch members).
+        val_every: validation (model selection) every this many outer steps.
+        checkpoint_every: checkpoint every this many outer steps.
+        seed: training seed.
+        low_memory_compile: compile the training step without XLA's CPU fusion emitters: a
+            lower compilation peak for slower gradient steps (see ``docs/performance.md``);
+            no effect on GPUs.
+    """
+
+    outer_steps: int = 300
+    inner_steps: int = 12
+    proximal_beta: float = 0.0
+    lr_contexts: float = 1e-3
+    lr_weights: float = 3e-3
+    lr_decay: float = 0.4
+    optimizer: str = "adabelief"
+    clip_norm: float = 1.0
+    forcing: float = 1.0
+    forcing_steps: float = 0.5
+    schedule: str = "steps"
+    patience: int = 5
+    min_improvement: float = 0.01
+    lr_drops: int = 2
+    val_smoothing: float = 1.0
+    time_budget: float = 0.0
+    batch_envs: int = 0
+    env_weight_power: float = 0.0
+    teacher_forcing: float = 0.5
+    self_modulation_pool: int = 2
+    val_every: int = 10
+    checkpoint_every: int = 25
+    seed: int = 0
+    low_memory_compile: bool = False
+
+    def __post_init__(self):
+        validate(
+            self,
+            "train",
+            choices={"optimizer": ("adabelief", "adam"), "schedule": ("steps", "plateau")},
+            ranges={
+                **dict.fromkeys(
+                    ("outer_steps", "inner_steps", "self_modulation_pool", "val_every", "checkpoint_every"), AT_LEAST_1
+                ),
+                "proximal_beta": AT_LEAST_0,
+                "lr_contexts": POSITIVE,
+                "lr_weights": POSITIVE,
+                "lr_decay": Range(0, 1, open_low=True),
+                "clip_norm": AT_LEAST_0,
+                "forcing": Range(0, 1),
+                "forcing_steps": Range(0, 1, open_low=True),
+                "patience": AT_LEAST_1,
+                "min_improvement": Range(0, 1),
+                "lr_drops": AT_LEAST_0,
+                "val_smoothing": Range(0, 1, open_low=True),
+                "time_budget": AT_LEAST_0,
+                "batch_envs": AT_LEAST_0,
+                "env_weight_power": Range(0, 1),
+                "teacher_forcing": Range(0, 1),
+                "seed": SEED,
+            },
+        )
+        if self.outer_steps * self.inner_steps >= 2**31:  # optimiser step counts are int32
+            raise SettingError(
+                "train.outer_steps",
+                f"expected outer_steps x inner_steps below 2**31, found {self.outer_steps} x {self.inner_steps} "
+                '(use train.time_budget or train.schedule = "plateau" to train until convergence)',
+            )
+
+
+@typing.no_type_check  # validates itself, naming the key
+@dataclasses.dataclass(frozen=True)
+class AdaptSettings:
+    """Adaptation to new environments, weights and gate frozen (``[adapt]``).
+
+    Attributes:
+        steps, lr: AdaBelief steps and learning rate per context.
+        init: ``"experts"``: fit from the zero context and from each expert's mean training
+            context and keep per env the best expert's fit (:func:`~mixerdsr.adapt_new`: each
+            env's expert, runner-up and confidence are reported); ``"zeros"``: the paper's
+            single start; ``"mean"``: the mean training context.
+        screen_steps: with ``init = "experts"``: steps of every start's first fit; the best
+            ``keep`` experts' fits of every env continue to ``steps``.
+        keep: experts refined per environment.
+        joint: one optimiser for all new environments instead of one each (``init`` zeros/mean).
+    """
+
+    steps: int = 500
+    lr: float = 1e-2
+    init: str = "experts"
+    screen_steps: int = 25
+    keep: int = 2
+    joint: bool = False
+
+    def __post_init__(self):
+        validate(
+            self,
+            "adapt",
+            choices={"init": ("zeros", "mean", "experts")},
+            ranges={"steps": AT_LEAST_1, "lr": POSITIVE, "screen_steps": AT_LEAST_1, "keep": AT_LEAST_1},
+        )
+
+
+@typing.no_type_check  # validates itself, naming the key
+@dataclasses.dataclass(frozen=True)
+class EvalSettings:
+    """Evaluation (``[evaluation]``).
+
+    Attributes:
+        tprmse_eps: error threshold of TPRMSE (the share of time steps predicted within it).
+    """
+
+    tprmse_eps: float = 0.1
+
+    def __post_init__(self):
+        validate(self, "evaluation", ranges={"tprmse_eps": POSITIVE})
+
+
+#: section name -> settings class
+SECTIONS: dict[str, type] = {
+    "data": DataSettings,
+    "model": ModelSettings,
+    "gate": GateSettings,
+    "train": TrainSettings,
+    "solver": SolverSettings,
+    "adapt": AdaptSettings,
+    "evaluation": EvalSettings,
+}
