@@ -3,7 +3,7 @@
 The gate table's cells record their own seconds per outer step, but they ran beside other jobs
 on a shared machine. This script times the same settings (the table's ``cpu`` cells: the
 dataset's preset, ``gate.every`` = 1, 4 or 12) one after another in one process: the gate
-updating from the first step (``gate.warmup = 0``, i.e. the cost after a warm-up), compilation
+updating from the first step (``gate.router = "from_start"``, i.e. the cost after a warm-up), compilation
 excluded (the first outer step), the mean over ``--steps`` outer steps. Run it on an otherwise
 idle machine and report the ratios.
 
@@ -24,7 +24,7 @@ def time_cell(data: str, backbone: str, every: int, steps: int) -> float:
     from mixerdsr.data import resolve_dataset
     from mixerdsr.training import init_state, make_outer_step, prepare_training
 
-    over = R.settings(R.Cell("gate", data, backbone, f"every-{every}", 0), "cpu") | {"gate.warmup": 0}
+    over = R.settings(R.Cell("gate", data, backbone, f"every-{every}", 0), "cpu") | {"gate.router": "from_start"}
     cfg = load_config(R.preset_of(data), None, over)
     splits, _ = resolve_dataset(cfg.data.source, None, progress=False)
     inputs = prepare_training(cfg, splits["train"])

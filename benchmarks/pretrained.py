@@ -219,7 +219,7 @@ def scratch(tm, data: Path, envs_per_family: int = 1, outer_steps: int = 300) ->
         {
             "model.num_experts": 1,
             "model.context_size": 2,
-            "gate.warmup": 0,
+            "gate.router": "from_start",
             "train.outer_steps": outer_steps,
             "train.batch_envs": 1,
             "data.val_trajectories": 0,

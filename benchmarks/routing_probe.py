@@ -6,7 +6,7 @@
     python benchmarks/routing_probe.py seed-methods --data odebench-10b --seed 1 --set train.env_weight_power=0.5
         # clustering methods on the warm-up's contexts (Table 3's cpu cell), against the families
 
-Both train MixER-10 (GEPS) on ODEBench-10A with every env on one expert (``gate.warmup``), one
+Both train MixER-10 (GEPS) on ODEBench-10A with every env on one expert (``gate.warm_start.warmup``), one
 gate update per inner loop, seed 0.
 """
 
@@ -24,7 +24,8 @@ def _setup(warmup: int, pairing: str = "greedy"):
     from mixerdsr.data import resolve_dataset
     from mixerdsr.training import init_state, make_outer_step, prepare_training
 
-    over = {"gate.every": 12, "gate.warmup": warmup, "gate.pairing": pairing, "train.outer_steps": 300}
+    over = {"gate.every": 12, "gate.router": "warm_start", "gate.warm_start.warmup": warmup, "gate.pairing": pairing}
+    over["train.outer_steps"] = 300
     cfg = load_config("odebench-10a", None, over)
     splits, _ = resolve_dataset(cfg.data.source, None, progress=False)
     tr = splits["train"].stride_time(cfg.data.time_stride)
@@ -42,7 +43,7 @@ def seed_purity(steps: int = 100) -> None:
         st, info = step(st, data)
         if (s + 1) % 10 == 0:
             own = jnp.asarray(np.asarray(st.contexts).reshape(tr.n_envs, n, -1)[:, 0])
-            a = np.asarray(gating.seed_routes(jax.random.PRNGKey(s), own, n, cfg.gate.seed_restarts)[0])
+            a = np.asarray(gating.seed_routes(jax.random.PRNGKey(s), own, n, cfg.gate.warm_start.restarts)[0])
             print(
                 f"after {s + 1:3d} warm-up steps: seeded purity {M.purity(a, tr.family):.2f} "
                 f"ARI {M.adjusted_rand_index(a, tr.family):.2f}",
@@ -130,11 +131,12 @@ def seed_methods(data: str, seed: int, sets: list[str], table: str = "table3", b
     from mixerdsr import reproduce as R
     from mixerdsr.cli import parse_sets
     from mixerdsr.data import resolve_dataset
+    from mixerdsr.routing import policy_of
     from mixerdsr.training import init_state, make_outer_step, prepare_training
 
     over = R.settings(R.Cell(table, data, backbone, "mixer-M", seed), "cpu") | parse_sets(sets)
     cfg = load_config(R.preset_of(data), None, over)
-    warm = cfg.gate.warmup
+    warm = policy_of(cfg).gate_from()
     tag = "-".join(s.replace("=", "") for s in sets) or "default"
     path = Path("runs/probes/seed-contexts") / f"{data}{'' if backbone == 'geps' else '-' + backbone}-s{seed}-{tag}.npz"
     splits, _ = resolve_dataset(cfg.data.source, None, progress=False)

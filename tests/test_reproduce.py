@@ -35,13 +35,15 @@ def test_cells_of_every_table():
 def test_variant_settings():
     s = {c.variant: R.settings(c, "cpu") for c in R.cells("table2", [0], ["odebench-10a-geps-*"])}
     assert s["mixer-1"]["model.num_experts"] == 1 and s["mixer-1"]["train.batch_envs"] == 5  # E/M of MixER-10
-    assert s["mixer-M-grad"]["gate.mode"] == "gradient" and s["mixer-M-grad"]["gate.warmup"] == 0
+    assert s["mixer-M-grad"]["gate.mode"] == "gradient" and s["mixer-M-grad"]["gate.router"] == "from_start"
     alg1 = s["mixer-M-alg1"]
-    assert (alg1["gate.pairing"], alg1["gate.warmup"], alg1["train.proximal_beta"]) == ("greedy", 0, 10.0)
+    assert (alg1["gate.pairing"], alg1["gate.router"], alg1["train.proximal_beta"]) == ("greedy", "from_start", 10.0)
     assert "model.num_experts" not in s["mixer-M"] and s["mixer-M"]["gate.every"] == 12
-    assert s["mixer-auto"]["gate.choose"] == "silhouette" and s["mixer-auto"]["gate.warmup"] == 100  # the budget's
+    assert s["mixer-auto"]["gate.warm_start.grouping"] == "silhouette"
+    assert s["mixer-auto"]["gate.warm_start.warmup"] == 100  # the budget's
     auto4 = R.settings(R.Cell("table4", "go", "geps", "mixer-auto", 0), "cpu")
-    assert auto4["gate.choose"] == "silhouette" and auto4["gate.warmup"] == 50 and auto4["model.context_size"] == 6
+    assert auto4["gate.warm_start.grouping"] == "silhouette" and auto4["gate.warm_start.warmup"] == 50
+    assert auto4["gate.router"] == "warm_start" and auto4["model.context_size"] == 6
     m20 = R.settings(R.Cell("table3", "odebench-10b", "coda", "mixer-20", 0), "cpu")
     assert m20["model.num_experts"] == 20
     paper = R.settings(R.Cell("table2", "odebench-10a", "geps", "mixer-1", 0), "paper")

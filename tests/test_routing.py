@@ -78,7 +78,7 @@ def _grouped_state(c, n_envs=8):
 
 
 def test_warm_start_policy_phases_seeding_and_its_state():
-    c = tiny_cfg({"gate.warmup": 2, "gate.warmup_batch": -1})
+    c = tiny_cfg({"gate.router": "warm_start", "gate.warm_start.warmup": 2, "gate.warm_start.batch": -1})
     policy = policy_of(c)
     assert isinstance(policy, WarmStart) and isinstance(policy.grouping, FixedCount)
     assert policy.gate_from() == 2 and policy.phase() == "warmup"
@@ -104,7 +104,7 @@ def test_warm_start_policy_phases_seeding_and_its_state():
 
 
 def test_chosen_count_groups_unless_one_expert_fits():
-    c = tiny_cfg({"gate.warmup": 1, "gate.choose": "silhouette", "gate.single_fit": 0.5})
+    c = tiny_cfg({"gate.router": "warm_start", "gate.warm_start.grouping": "silhouette", "gate.warm_start.single_fit": 0.5})
     policy = policy_of(c)
     assert isinstance(policy.grouping, ChosenCount) and policy.grouping.needs_fit
     key, own = jax.random.PRNGKey(0), _two_groups()
@@ -122,5 +122,7 @@ def test_from_start_policy_never_changes_the_routing():
     st = init_state(c, 4, 2)
     assert policy.gate_from() == 0 and policy.phase() == "routed" and policy.step_config(c, 4) is c
     assert policy.before_step(0, st, None) == (st, None) and policy.state_dict() == {}
-    # one expert, or a gate trained by its gradient: nothing to warm up whatever gate.warmup says
-    assert isinstance(policy_of(tiny_cfg({"gate.warmup": 3, "gate.mode": "gradient"})), FromStart)
+    # one expert, or a gate trained by its gradient: nothing to warm up whatever gate.router says
+    assert isinstance(policy_of(tiny_cfg({"gate.router": "warm_start", "gate.mode": "gradient"})), FromStart)
+    assert isinstance(policy_of(tiny_cfg({"gate.router": "warm_start", "model.num_experts": 1,
+                                          "model.context_size": 2})), FromStart)

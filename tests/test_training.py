@@ -300,7 +300,7 @@ def test_cli_run_bad_input(tmp_path, capsys):
 def test_seeding_after_warmup_moves_contexts_without_losing_the_fit():
     from mixerdsr.inference import routes
 
-    c = cfg({"gate.warmup": 2, "model.num_experts": 2})
+    c = cfg({"gate.router": "warm_start", "gate.warm_start.warmup": 2, "model.num_experts": 2})
     st = init_state(c, 6, 2)
     # every env on expert 0 during the warm-up
     np.testing.assert_array_equal(routes(st.model, st.contexts), 0)
@@ -319,7 +319,7 @@ def test_seeding_after_warmup_moves_contexts_without_losing_the_fit():
     st = st._replace(model=model, contexts=ctx, opt_contexts=mu)
     new, assign, choice = policy_of(c).seed_routes(st)
     assign = np.asarray(assign)
-    assert choice is None  # gate.choose = "fixed": M experts
+    assert choice is None  # gate.warm_start.grouping = "fixed": M experts
     assert len(set(assign[:3])) == 1 and len(set(assign[3:])) == 1 and assign[0] != assign[3]
     np.testing.assert_array_equal(routes(new.model, new.contexts), assign)
     # every expert is expert 0; each env's context part moved to its expert's part
@@ -342,7 +342,7 @@ def test_seeding_after_warmup_moves_contexts_without_losing_the_fit():
                 if assign[e] != 0:  # moved: its old part is cleared
                     np.testing.assert_array_equal(part[0], 0.0)
     # the same groups when seeded along the contexts' nearest-neighbour graph
-    spectral = cfg({"gate.warmup": 2, "model.num_experts": 2, "gate.seed_method": "spectral", "gate.seed_neighbours": 2})
+    spectral = c.override({"gate.warm_start.method": "spectral", "gate.warm_start.neighbours": 2})
     _, by_graph, _ = policy_of(spectral).seed_routes(st)
     by_graph = np.asarray(by_graph)
     assert len(set(by_graph[:3])) == 1 and len(set(by_graph[3:])) == 1 and by_graph[0] != by_graph[3]
@@ -376,7 +376,7 @@ def test_cli_run_on_a_dataset_file(tiny_splits, tmp_path, capsys, monkeypatch):
 def test_number_of_experts_chosen_after_the_warmup(tiny_splits, tmp_path, monkeypatch, single_fit, chosen):
     from mixerdsr.routing import active_from_gate
 
-    # gate.warmup / gate.choose are not part of the compiled step (cfg()'s, a cache load). With
+    # gate.router and [gate.warm_start] are not part of the compiled step (cfg()'s, a cache load). With
     # 4 envs and M = 2 only 2 groups can be tried, and a silhouette threshold of -1 takes them,
     # unless the shared expert's fit counts as good enough (single_fit above any relMSE)
     msgs, batches = [], []
@@ -387,8 +387,9 @@ def test_number_of_experts_chosen_after_the_warmup(tiny_splits, tmp_path, monkey
         return real(c, n_envs)
 
     monkeypatch.setattr(loop, "make_outer_step", recording)
-    c = cfg({"gate.choose": "silhouette", "gate.warmup": 1, "gate.silhouette_min": -1.0, "gate.single_fit": single_fit,
-             "gate.warmup_batch": -1})
+    c = cfg({"gate.router": "warm_start", "gate.warm_start.grouping": "silhouette", "gate.warm_start.warmup": 1,
+             "gate.warm_start.silhouette_min": -1.0, "gate.warm_start.single_fit": single_fit,
+             "gate.warm_start.batch": -1})
     res = trainer.train(c, tiny_splits["train"], out_dir=tmp_path, progress=False, log=msgs.append)
     n_env = tiny_splits["train"].n_envs
     # each phase's step built when it starts: the warm-up on all envs; then E / M (2 chosen)
@@ -407,8 +408,8 @@ def test_number_of_experts_chosen_after_the_warmup(tiny_splits, tmp_path, monkey
     assert len(fits) == 2 and min(fits) > 0  # per silhouette group (2 groups proposed either way)
     for h in res.history[1:]:  # gate updates after the seeding keep a switched-off expert empty
         assert sum(n > 0 for n in h["routes"]) <= chosen and all(n == 0 for n, on in zip(h["routes"], act) if not on)
-    with pytest.raises(ValueError, match="gate.warmup > 0"):
-        cfg({"gate.choose": "silhouette", "gate.warmup": 0})
+    with pytest.raises(ValueError, match='gate.router = "warm_start"'):
+        cfg({"gate.warm_start.grouping": "silhouette"})
 
 
 def test_settings_once_fewer_experts_are_chosen():
@@ -493,7 +494,7 @@ def test_env_weights_scale_each_env_loss_by_a_power_of_its_states_norm():
 def test_restart_experts_returns_them_to_their_initial_weights():
     from mixerdsr.routing import restart_experts
 
-    c = cfg({"gate.seed_from": "init"})
+    c = cfg({"gate.warm_start.seed_from": "init"})
     fresh = init_state(c, 4, 2)
     moved = jax.tree.map(lambda a: a + 1.0 if eqx.is_inexact_array(a) else a, fresh)  # as if trained
     back = restart_experts(moved, initial_model(c, 2))

@@ -72,6 +72,34 @@ def test_refused_resume_leaves_the_run_untouched(tiny_splits, tmp_path, capsys, 
     assert {p.name: p.read_bytes() for p in run_dir.iterdir() if p.name != ".lock"} == before
 
 
+def test_warm_start_settings_written_under_their_old_names_are_read_in_their_table(tmp_path):
+    """Files, checkpoints and overrides from before [gate.warm_start] (flat gate.warmup,
+    gate.choose, gate.seed_method, ...) mean the same run: the settings move to the table and
+    gate.warmup > 0 becomes gate.router = "warm_start"."""
+    from mixerdsr._config import Config, load_config
+    from mixerdsr.checkpoint import save_checkpoint
+    from mixerdsr.training import check_resume
+
+    new = tiny_cfg({"gate.router": "warm_start", "gate.warm_start.warmup": 7, "gate.warm_start.method": "spectral",
+                    "gate.warm_start.grouping": "silhouette", "gate.warm_start.batch": -1})
+    flat = new.to_dict()
+    ws = flat["gate"].pop("warm_start")
+    del flat["gate"]["router"]
+    flat["gate"] |= {"warmup": 7, "seed_method": "spectral", "choose": "silhouette", "warmup_batch": -1,
+                     "seed_restarts": ws["restarts"], "seed_neighbours": ws["neighbours"], "seed_from": ws["seed_from"],
+                     "silhouette_min": ws["silhouette_min"], "silhouette_slack": ws["silhouette_slack"],
+                     "single_fit": ws["single_fit"]}
+    assert Config.from_dict(flat) == new
+    check_resume(save_checkpoint(tmp_path / "old.npz", {"w": np.zeros(2)}, flat), new)
+    old_file = tmp_path / "old.toml"
+    old_file.write_text('[gate]\nwarmup = 0\nseed_from = "init"\n')
+    c = load_config(None, old_file)
+    assert c.gate.router == "from_start" and c.gate.warm_start.seed_from == "init"
+    assert tiny_cfg({"gate.warmup": 7, "gate.seed_method": "spectral", "gate.choose": "silhouette",
+                     "gate.warmup_batch": -1}) == new
+    assert load_config("odebench-10a", None, {"gate.warmup": 0}).gate.router == "from_start"
+
+
 def test_resume_of_a_checkpoint_written_before_a_setting_existed(tmp_path):
     """A setting added later counts as its default for an older checkpoint: resumable with the
     default, refused with another value."""
@@ -80,17 +108,17 @@ def test_resume_of_a_checkpoint_written_before_a_setting_existed(tmp_path):
 
     cfg = tiny_cfg()
     old = cfg.to_dict()
-    del old["gate"]["seed_method"]  # as written before gate.seed_method existed
+    del old["gate"]["warm_start"]["method"]  # as written before gate.warm_start.method existed
     ckpt = save_checkpoint(tmp_path / "checkpoint.npz", {"w": np.zeros(2)}, old)
     check_resume(ckpt, cfg)
-    with pytest.raises(ValueError, match="gate.seed_method"):
-        check_resume(ckpt, tiny_cfg({"gate.seed_method": "spectral"}))
+    with pytest.raises(ValueError, match="gate.warm_start.method"):
+        check_resume(ckpt, tiny_cfg({"gate.warm_start.method": "spectral"}))
     # another backbone than the default's: the defaults of the default backbone do not count
     from mixerdsr._config import load_config
 
     ncf = load_config("lv", None, {"model.backbone": "ncf"})
     old = ncf.to_dict()
-    del old["gate"]["seed_method"]
+    del old["gate"]["warm_start"]["method"]
     check_resume(save_checkpoint(tmp_path / "ncf.npz", {"w": np.zeros(2)}, old), ncf)
     # a setting whose default is not the old behaviour: a checkpoint without clip_norm trained unclipped
     old = tiny_cfg({"train.clip_norm": 0.0}).to_dict()
@@ -442,21 +470,23 @@ def test_cli_set_and_experts_auto_parse():
     from mixerdsr._config import load_config
     from mixerdsr.cli import build_parser
     from mixerdsr.cli._run import _run_overrides
+    from mixerdsr.routing import policy_of
 
     def settings(*argv, preset="odebench-10a"):
         args = build_parser().parse_args(["run", "--preset", preset, *argv])
         return load_config(preset, None, _run_overrides(args))
 
     c = settings("--experts", "auto:4", "--time-budget", "1.5h")
-    assert c.model.num_experts == 4 and c.gate.choose == "silhouette" and c.train.time_budget == 5400.0
+    assert c.model.num_experts == 4 and c.gate.warm_start.grouping == "silhouette" and c.train.time_budget == 5400.0
     assert settings("--time-budget", "90").train.time_budget == 90.0
     for bad in ("0", "-3m", "soon", "infh"):
         with pytest.raises(SystemExit):
             settings("--time-budget", bad)
     c = settings("--experts", "auto")  # the configuration's M is the cap, its warm-up (100) is kept
-    assert c.gate.choose == "silhouette" and c.model.num_experts == 10 and c.gate.warmup == 100
+    assert c.gate.warm_start.grouping == "silhouette" and c.model.num_experts == 10 and c.gate.warm_start.warmup == 100
     c = settings("--experts", "auto:3", "--outer-steps", "200", preset="lv")  # a preset without warm-up
-    assert c.gate.choose == "silhouette" and c.model.num_experts == 3 and c.gate.warmup == 40
+    assert c.gate.warm_start.grouping == "silhouette" and c.model.num_experts == 3 and c.gate.router == "warm_start"
+    assert policy_of(c).warmup == 40  # no warm-up configured: a fifth of the 200 outer steps
     c = settings("--experts", "5", "--set", "gate.pairing=greedy")
     assert c.model.num_experts == 5 and c.gate.pairing == "greedy"
     # any number of experts: each keeps the configuration's slice of the context (40 / 2 on odebench-2)

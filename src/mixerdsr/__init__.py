@@ -59,6 +59,7 @@ from .models import load_model as load_model
 from .models import load_pretrained as load_pretrained
 from .models import save_model as save_model
 from .routing import GateSettings as GateSettings
+from .routing import WarmStartSettings as WarmStartSettings
 from .training import TrainResult as TrainResult
 from .training import train as train
 

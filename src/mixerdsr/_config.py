@@ -16,10 +16,17 @@ A :class:`Config` holds seven sections, each a frozen dataclass that validates i
 
     [gate]
     every = 1
+    router = "warm_start"   # the routing policy; its settings in [gate.warm_start]
 
-Every setting has one name, ``section.field`` (``gate.every``); overrides use it too
-(``load_config(overrides={"gate.every": 12})``). Unknown keys, keys in the wrong section and a
-backbone table that is not the run's backbone are errors naming the key and the valid ones.
+    [gate.warm_start]
+    warmup = 100
+
+Every setting has one name, ``section.field`` (``gate.every``, ``gate.warm_start.warmup``);
+overrides use it too (``load_config(overrides={"gate.every": 12})``). Unknown keys, keys in the
+wrong section and a backbone table that is not the run's backbone are errors naming the key and
+the valid ones. Files, checkpoints and overrides written before the warm start had its own
+table (``gate.warmup``, ``gate.choose``, ``gate.seed_method``, ...) are read with their settings
+moved there (:data:`_MOVED`).
 """
 
 from __future__ import annotations
@@ -42,7 +49,7 @@ from ._settings import SettingError
 from .experts import BACKBONES
 from .experts._base import ExpertSettings
 from .experts._integrate import SolverSettings
-from .routing import GateSettings
+from .routing import GateSettings, WarmStartSettings
 
 __all__ = [
     "Config",
@@ -80,11 +87,12 @@ class Config:
             if not isinstance(getattr(self, name), cls):
                 raise SettingError(name, f"expected a {cls.__name__}, found {type(getattr(self, name)).__name__}")
         g = self.gate
-        if g.choose != "fixed" and g.warmup == 0 and g.mode == "lstsq" and self.model.num_experts > 1:
+        grouping = g.warm_start.grouping
+        if grouping != "fixed" and g.router != "warm_start" and g.mode == "lstsq" and self.model.num_experts > 1:
             raise SettingError(
-                "gate.choose",
-                f"{g.choose!r} chooses the number of experts from the contexts of the warm-up's shared expert: "
-                "set gate.warmup > 0 (e.g. 100 outer steps)",
+                "gate.warm_start.grouping",
+                f"{grouping!r} chooses the number of experts from the contexts of the warm-up's shared expert: "
+                'set gate.router = "warm_start" (`mixerdsr run --experts auto` does)',
             )
 
     def to_dict(self) -> dict[str, Any]:
@@ -160,12 +168,58 @@ def _check_keys(table: Mapping[str, Any], cls: type, section: str, source: str) 
         )
 
 
+#: settings of the ``[gate]`` table that moved to ``[gate.warm_start]`` (old name -> new name);
+#: ``gate.warmup > 0`` meant ``gate.router = "warm_start"``, ``gate.warmup = 0`` the paper's routing
+_MOVED = {
+    "warmup": "warmup",
+    "warmup_batch": "batch",
+    "seed_from": "seed_from",
+    "choose": "grouping",
+    "seed_method": "method",
+    "seed_restarts": "restarts",
+    "seed_neighbours": "neighbours",
+    "silhouette_min": "silhouette_min",
+    "silhouette_slack": "silhouette_slack",
+    "single_fit": "single_fit",
+}
+
+
+def _upgrade_gate(table: dict[str, Any]) -> dict[str, Any]:
+    """A ``[gate]`` table with the settings of :data:`_MOVED` in its ``warm_start`` table."""
+    moved = {new: table.pop(old) for old, new in _MOVED.items() if old in table}
+    if moved:
+        if "warmup" in moved and "router" not in table:
+            table["router"] = "warm_start" if moved["warmup"] else "from_start"
+        if moved.get("warmup") == 0:
+            del moved["warmup"]  # 0 meant "no warm start", which the router now says
+        ws = table.get("warm_start")
+        table["warm_start"] = {**moved, **(dict(ws) if isinstance(ws, Mapping) else {})}
+    return table
+
+
+def _upgrade_changes(changes: Mapping[str, Any]) -> dict[str, Any]:
+    """Overrides by the names of :data:`_MOVED` (``gate.warmup``) under their new names."""
+    out: dict[str, Any] = {}
+    for key, value in changes.items():
+        old = key.split(".", 1)[1] if key.startswith("gate.") else ""
+        if old in _MOVED:
+            if old == "warmup" and "gate.router" not in changes:
+                out["gate.router"] = "warm_start" if value else "from_start"
+            if old == "warmup" and not value:
+                continue
+            key = f"gate.warm_start.{_MOVED[old]}"
+        out[key] = value
+    return out
+
+
 #: settings that were removed, by section, with the value that kept them out of the way: a
 #: configuration or model file written before their removal still loads when it holds that value
 _RETIRED = {"gate": {"grow": False, "grow_every": 20, "grow_tol": 0.05}}
 
 
 def _drop_retired(table: dict[str, Any], section: str, source: str) -> dict[str, Any]:
+    if section == "gate":
+        table = _upgrade_gate(table)
     for key, inert in _RETIRED.get(section, {}).items():
         if key in table:
             if table[key] != inert and key == "grow":
@@ -198,6 +252,8 @@ def _tables(d: Mapping[str, Any], source: str, build: bool = True) -> dict[str, 
         table = _drop_retired(dict(d.get(name, {})), name, source)
         if name == "model":
             table = _model_table(table, source, build)
+        if name == "gate":
+            table = _gate_table(table, source, build)
         _check_keys(table, settings_cls, name, source)
         tables[name] = table
     return tables
@@ -231,6 +287,21 @@ def _model_table(table: dict[str, Any], source: str, build: bool) -> dict[str, A
     return table
 
 
+def _gate_table(table: dict[str, Any], source: str, build: bool) -> dict[str, Any]:
+    """Turn ``[gate.warm_start]`` into ``warm_start = WarmStartSettings(...)``."""
+    subs = [k for k, v in table.items() if isinstance(v, Mapping) and k != "warm_start"]
+    if subs:
+        raise ValueError(f"{source}: unknown table(s) {[f'gate.{k}' for k in subs]}; the gate has [gate.warm_start]")
+    given = dict(table.get("warm_start") or {})
+    _check_keys(given, WarmStartSettings, "gate.warm_start", source)
+    if build:
+        try:
+            table["warm_start"] = WarmStartSettings(**given)
+        except SettingError as err:
+            raise ValueError(f"{source}: {err}") from None
+    return table
+
+
 def _build(d: Mapping[str, Any], source: str, origins: Mapping[str, str]) -> Config:
     """:meth:`Config.from_dict`; a bad value is reported under the source that gave its key
     (``origins``: dotted name -> file or "command line"), else ``source``."""
@@ -242,7 +313,7 @@ def _build(d: Mapping[str, Any], source: str, origins: Mapping[str, str]) -> Con
 
 def _apply(d: dict[str, Any], changes: Mapping[str, Any], source: str) -> dict[str, Any]:
     """``d`` with dotted-name ``changes`` applied (None ignored)."""
-    changes = {k: v for k, v in changes.items() if v is not None}
+    changes = _upgrade_changes({k: v for k, v in changes.items() if v is not None})
     new_backbone = changes.get("model.backbone")
     if new_backbone is not None and new_backbone != d.get("model", {}).get("backbone", ModelSettings.backbone):
         model = d.setdefault("model", {})

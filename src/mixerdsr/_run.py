@@ -369,11 +369,12 @@ def _routing_metrics(cfg: Config, model, r: np.ndarray, ar, family: np.ndarray, 
         "ari": M.adjusted_rand_index(r, family),
         "adapt_experts": ar.tolist() if ar is not None else None,
     }
-    if cfg.gate.choose != "fixed":
+    grouping = cfg.gate.warm_start.grouping
+    if cfg.gate.router == "warm_start" and grouping != "fixed":
         act = np.asarray(active_from_gate(model.gate))
         out["active"] = act.tolist()
         out["chosen_experts"] = int(act.sum())
-        out["chosen_by"] = cfg.gate.choose
+        out["chosen_by"] = grouping
     choice = next((h["experts_chosen"] for h in history if "experts_chosen" in h), None)
     if choice is not None:  # how the number of experts was chosen after the warm-up
         out["silhouette"] = choice["silhouette"]

@@ -21,7 +21,8 @@ _RUN_FLAGS = {  # flag -> (setting, type, help)
         "model.num_experts",
         "experts",
         "number of experts M, or auto (chosen after the warm-up: the groups the shared expert's contexts "
-        "form, unless it already fits them all; up to the configuration's M; gate.choose = silhouette) "
+        "form, unless it already fits them all; up to the configuration's M; gate.router = warm_start with "
+        "gate.warm_start.grouping = silhouette) "
         "or auto:N (up to N)",
     ),
     "--gate": ("gate.mode", str, "gate update: lstsq (MixER), gradient (naive MoE) or frozen"),
@@ -79,10 +80,9 @@ def _run_overrides(args: argparse.Namespace) -> dict[str, Any]:
         overrides["model.num_experts"] = int(experts[5:]) if experts.startswith("auto:") else None
     overrides["train.low_memory_compile"] = True if args.low_memory else None
     overrides.update(parse_sets(args.settings))
-    if auto:
-        overrides.setdefault("gate.choose", "silhouette")
-        if overrides.get("gate.warmup") is None:  # the configuration's warm-up, or one of its own
-            overrides["gate.warmup"] = _auto_warmup(args, overrides)
+    if auto:  # a warm start with the configuration's warm-up (0: automatic), the count chosen
+        overrides.setdefault("gate.router", "warm_start")
+        overrides.setdefault("gate.warm_start.grouping", "silhouette")
     if (experts is not None or auto) and overrides.get("model.context_size") is None:
         overrides["model.context_size"] = _context_for_experts(args, overrides)
     return overrides
@@ -112,17 +112,6 @@ def _context_for_experts(args: argparse.Namespace, overrides: dict[str, Any]) ->
     return per_expert * m
 
 
-def _auto_warmup(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
-    """``--experts auto``: the warm-up after which the number of experts is chosen
-    (:func:`mixerdsr.routing.auto_warmup` of the configuration)."""
-    from ..routing import auto_warmup
-
-    cfg = _base_config(args, {k: v for k, v in overrides.items() if k not in ("gate.choose", "model.num_experts")})
-    if cfg is None:
-        return 100  # the full load reports the configuration's error
-    return auto_warmup(cfg.gate.warmup, cfg.train.outer_steps)
-
-
 def _cmd_run(args: argparse.Namespace) -> int:
     from .._config import load_config
     from .._run import run
@@ -134,7 +123,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     except ValueError as err:
         raise CLIError(str(err)) from None
     src, mod = os.path.basename(cfg.data.source).removesuffix(".npz"), cfg.model
-    m_name = f"auto{mod.num_experts}" if cfg.gate.choose != "fixed" else str(mod.num_experts)
+    chosen = cfg.gate.router == "warm_start" and cfg.gate.warm_start.grouping != "fixed"
+    m_name = f"auto{mod.num_experts}" if chosen else str(mod.num_experts)
     out = args.out or os.path.join("runs", f"{src}-{mod.backbone}-m{m_name}-{cfg.gate.mode}-s{cfg.train.seed}")
     _check_out_dir(out, "--out")
     print(

@@ -12,8 +12,8 @@ from ._tables import _T4, BUDGETS, CLEAN, Cell, preset_of
 
 _CPU = {
     "fig2": {"gate.every": 12, "train.outer_steps": 300},
-    "table2": {"gate.every": 12, "train.outer_steps": 250, "gate.warmup": 100, "adapt.steps": 200},
-    "table3": {"gate.every": 12, "train.outer_steps": 200, "gate.warmup": 80, "adapt.steps": 200},
+    "table2": {"gate.every": 12, "train.outer_steps": 250, "gate.warm_start.warmup": 100, "adapt.steps": 200},
+    "table3": {"gate.every": 12, "train.outer_steps": 200, "gate.warm_start.warmup": 80, "adapt.steps": 200},
     "table4": {"gate.every": 12, "train.outer_steps": 200, "adapt.steps": 200},
     "gate": {"train.outer_steps": 250, "adapt.steps": 200},
 }
@@ -58,12 +58,17 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "mixer-M": {},
     "mixer-1": {"model.num_experts": 1},
     "single": {"model.num_experts": 1},
-    "mixer-M-grad": {"gate.mode": "gradient", "gate.warmup": 0},
+    "mixer-M-grad": {"gate.mode": "gradient", "gate.router": "from_start"},
     # the paper's Algorithm 1 from initialisation, with the paper's proximal weight
-    "mixer-M-alg1": {"gate.warmup": 0, "gate.pairing": "greedy", "train.proximal_beta": 10.0, "gate.reassign": 0.0},
+    "mixer-M-alg1": {
+        "gate.router": "from_start",
+        "gate.pairing": "greedy",
+        "train.proximal_beta": 10.0,
+        "gate.reassign": 0.0,
+    },
     "mixer-20": {"model.num_experts": 20},
     # this project's: the number of experts chosen after a warm-up
-    "mixer-auto": {"gate.choose": "silhouette"},
+    "mixer-auto": {"gate.router": "warm_start", "gate.warm_start.grouping": "silhouette"},
 }
 #: ``mixer-auto``'s warm-up where neither the preset nor the budget sets one (outer steps)
 _AUTO_WARMUP = {"paper": 100, "cpu": 50, "converged": 50, "smoke": 50}
@@ -124,8 +129,8 @@ def settings(cell: Cell, budget: str) -> dict[str, Any]:
         over[f"model.{cell.backbone}.width"] = matched_width(cell.data, over, target)
     if budget == "smoke":
         over |= _SMOKE | {f"model.{cell.backbone}.width": 8, f"model.{cell.backbone}.depth": 2}
-        if preset.gate.warmup > 0 or over.get("gate.warmup", 0) > 0:
-            over["gate.warmup"] = 0 if over.get("gate.warmup") == 0 else 1
+        if over.get("gate.router", preset.gate.router) == "warm_start":
+            over["gate.warm_start.warmup"] = 1
     if choice.context_per_expert:
         over["model.context_size"] = choice.context_per_expert * n_exp
     return over
@@ -145,10 +150,10 @@ def _variant(cell: Cell, budget: str, preset: Any, over: dict[str, Any]) -> dict
         # the same envs per step as each expert of the M-expert variants (the paper: E/1)
         out["train.batch_envs"] = max(1, _n_train_envs(cell.data) // preset.model.num_experts)
     if v == "mixer-auto":
-        if preset.gate.warmup == 0 and "gate.warmup" not in over:
-            out["gate.warmup"] = _AUTO_WARMUP[budget]
+        if preset.gate.router != "warm_start" and "gate.warm_start.warmup" not in over:
+            out["gate.warm_start.warmup"] = _AUTO_WARMUP[budget]
         if cell.table == "table4":  # the warm-up's one expert on all envs, as the single meta-learner
-            out["gate.warmup_batch"] = -1
+            out["gate.warm_start.batch"] = -1
     return out
 
 

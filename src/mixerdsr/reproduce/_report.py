@@ -52,6 +52,17 @@ def _mean_std(vals: list[float | None], fmt: str, scale: float) -> str:
     return f"{format(float(np.mean(v)), fmt)} ± {format(float(np.std(v)), '.2g' if fmt == '.3g' else fmt)}"
 
 
+def _setting(rec: dict[str, Any], key: str) -> Any:
+    """A cell's setting by its dotted name: from its settings on top of the preset, else its
+    configuration (records written before a setting was renamed are read under the new name)."""
+    from .._config import _upgrade_changes, drop_retired, flatten_settings
+
+    settings = _upgrade_changes(rec.get("settings") or {})
+    if key in settings:
+        return settings[key]
+    return flatten_settings(drop_retired(rec.get("config") or {}, rec.get("cell", "<record>"))).get(key)
+
+
 def report(table: str, budget: str = "cpu", results: str | Path = "docs/results") -> str:
     """The Markdown of ``table`` from its JSON files: per (dataset, variant) row and (backbone,
     metric) column, ours as mean ± std over seeds (population std) beside the paper's value."""
@@ -64,11 +75,10 @@ def report(table: str, budget: str = "cpu", results: str | Path = "docs/results"
         by.setdefault((r["data"], r["backbone"], r["variant"]), []).append(r)
     lines = [f"## {t.title}", ""]
     any_rec = recs[0]
-    keys = ("train.outer_steps", "gate.every", "gate.warmup", "adapt.steps", "data.time_stride")
+    keys = ("train.outer_steps", "gate.every", "gate.warm_start.warmup", "adapt.steps", "data.time_stride")
     shown = []
     for k in keys:
-        sec, name = k.split(".")
-        vals = {repr(r["settings"].get(k, ((r.get("config") or {}).get(sec) or {}).get(name))) for r in recs}
+        vals = {repr(_setting(r, k)) for r in recs}
         if len(vals) > 1:  # differs between cells (e.g. gate.every in the gate schedule table)
             shown.append(f"{k} per cell")
         elif vals != {"None"}:

@@ -155,7 +155,7 @@ class ChosenCount(Grouping):
     :func:`~mixerdsr.routing.choose_count`); ``K = 1`` when the shared expert already fits
     every group (the geometric mean of its validation relMSE over each group's envs below
     ``single_fit``). Experts ``K .. M-1`` are switched off. The fields are those of
-    :class:`~mixerdsr.routing.GateSettings` of the same meaning."""
+    :class:`~mixerdsr.routing.WarmStartSettings` of the same meaning."""
 
     silhouette_min: float = 0.5
     slack: float = 0.1
@@ -296,31 +296,33 @@ def settings_for_active(cfg: Config, n_envs: int, n_active: int) -> Config:
 
 
 def auto_warmup(warmup: int, outer_steps: int) -> int:
-    """The warm-up of ``--experts auto`` (the number of experts chosen after it): ``warmup``
-    when set, else 100 outer steps or a fifth of a shorter run."""
+    """The warm-up a warm start runs (``gate.warm_start.warmup``): ``warmup`` when set (> 0),
+    else 100 outer steps or a fifth of a shorter run."""
     return warmup if warmup > 0 else min(100, max(1, outer_steps // 5))
 
 
 def policy_of(cfg: Config, state_size: int | None = None) -> RoutingPolicy:
-    """The routing policy of a run configuration: a :class:`WarmStart` when ``gate.warmup > 0``
-    with the least-squares gate and several experts (grouping :class:`ChosenCount` when
-    ``gate.choose = "silhouette"``), else :class:`FromStart`. ``state_size`` is needed for
-    ``gate.seed_from = "init"`` (the initial model)."""
+    """The routing policy of a run configuration (``gate.router``): a :class:`WarmStart` with the
+    ``[gate.warm_start]`` settings (grouping :class:`ChosenCount` when its ``grouping =
+    "silhouette"``) for ``"warm_start"`` with the least-squares gate and several experts, else
+    :class:`FromStart`. ``state_size`` is needed for ``seed_from = "init"`` (the initial model)."""
     from ..mixer import initial_model
 
     g, update = cfg.gate, gate_update_of(cfg.gate)
-    if not (g.warmup > 0 and g.mode == "lstsq" and cfg.model.num_experts > 1):
+    if not (g.router == "warm_start" and g.mode == "lstsq" and cfg.model.num_experts > 1):
         return FromStart(update)
-    grouping: Grouping = FixedCount(g.seed_method, g.seed_restarts, g.seed_neighbours)
-    if g.choose == "silhouette":
+    ws = g.warm_start
+    grouping: Grouping = FixedCount(ws.method, ws.restarts, ws.neighbours)
+    if ws.grouping == "silhouette":
         grouping = ChosenCount(
-            g.seed_method, g.seed_restarts, g.seed_neighbours, g.silhouette_min, g.silhouette_slack, g.single_fit
+            ws.method, ws.restarts, ws.neighbours, ws.silhouette_min, ws.silhouette_slack, ws.single_fit
         )
     initial = None
-    if g.seed_from == "init" and state_size is not None:
+    if ws.seed_from == "init" and state_size is not None:
         size = state_size
 
         def initial() -> MixER:
             return initial_model(cfg, size)
 
-    return WarmStart(update, g.warmup, grouping, g.warmup_batch, g.seed_from, g.noise, cfg.train.seed, initial)
+    warmup = auto_warmup(ws.warmup, cfg.train.outer_steps)
+    return WarmStart(update, warmup, grouping, ws.batch, ws.seed_from, g.noise, cfg.train.seed, initial)

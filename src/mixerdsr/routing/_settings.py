@@ -7,7 +7,96 @@ import typing
 
 from .._settings import AT_LEAST_0, AT_LEAST_1, Range, validate
 
-__all__ = ["GateSettings"]
+__all__ = ["GateSettings", "WarmStartSettings"]
+
+
+@typing.no_type_check  # validates itself, naming the key
+@dataclasses.dataclass(frozen=True)
+class WarmStartSettings:
+    """The warm start, the ``[gate.warm_start]`` table (used with ``gate.router = "warm_start"``).
+
+    For ``warmup`` outer steps every env is routed to one expert and the gate is not updated;
+    then the routes are **seeded** from the contexts this shared expert learned (grouped as
+    ``method`` says), every expert starts from it (``seed_from``) and every env's context is
+    moved into its expert's part. The paper's start clusters near-zero contexts at
+    initialisation and, with split contexts, each env's context then only ever learns in the
+    part of the expert it was first routed to, which locks those first (noise-driven) routes in;
+    contexts learned by one shared expert separate the families instead.
+
+    Attributes:
+        warmup: outer steps of the warm-up (0: 100, or a fifth of a shorter run,
+            :func:`~mixerdsr.routing.auto_warmup`).
+        batch: envs per training batch during the warm-up: 0 = the training batch
+            (``train.batch_envs``, by default E / M), -1 = all envs, else that many. The warm-up
+            trains one expert; with E / M envs it sees a tenth of the data per step that a single
+            meta-learner would with M = 10 (on LV, `--experts auto` choosing one expert ended at
+            2.4x the single meta-learner's test MSE with E / 3, the same with all envs).
+        seed_from: the experts' weights when the routes are seeded: ``"shared"`` (copies of the
+            warm-up's shared expert) or ``"init"`` (every expert back to its initial weights and
+            its optimiser moments to zero; the routes and contexts the warm-up found are kept).
+            Measured in ``docs/routing.md``.
+        grouping: ``"fixed"`` (``model.num_experts`` groups) or ``"silhouette"``
+            (``mixerdsr run --experts auto``): the number of experts is chosen at the seeding,
+            up to ``model.num_experts``: the number of groups the shared expert's contexts fall
+            into most clearly (mean silhouette, :func:`~mixerdsr.routing.choose_count`; see
+            ``silhouette_slack``), or one expert when no grouping reaches ``silhouette_min``; the
+            other experts are switched off (never routed to, left out of every gate update).
+        method: how the contexts are grouped: ``"kmeans"`` (L1 K-means, the best of
+            ``restarts``) or ``"spectral"`` (the same K-means on a spectral embedding of the
+            contexts' nearest-neighbour graph, :func:`~mixerdsr.routing.spectral_embedding`).
+            One family's environments vary along one or two physical parameters, so its
+            contexts lie along a curve: K-means cuts a long curve in two and merges two short
+            ones, the graph follows it (measured on ODEBench-10B in ``docs/routing.md``). With
+            ``grouping = "silhouette"`` the number of groups is still chosen by K-means; the
+            chosen number of groups is then formed by this method.
+        restarts: K-means restarts (k-means++ starts, the lowest L1 inertia kept).
+        neighbours: ``method = "spectral"``: neighbours per environment in the graph (0: the mean
+            group size, 3 to 15, :func:`~mixerdsr.routing.auto_neighbours`).
+        silhouette_min: ``grouping = "silhouette"``: the mean silhouette a grouping needs to be
+            used (0.5: at least "reasonable structure" in Kaufman and Rousseeuw's scale).
+        silhouette_slack: ``grouping = "silhouette"``: the largest number of groups whose mean
+            silhouette is within this of the highest is chosen (0: the highest). Merging two
+            families on one expert costs more than splitting one over two, and on
+            ODEBench-10A/10B the silhouette is nearly flat from 7 to 10 groups (figures in
+            ``docs/routing.md``).
+        single_fit: ``grouping = "silhouette"``: when the warm-up's shared expert already
+            forecasts the validation trajectories of every group of contexts with a typical
+            relMSE (geometric mean over the group's envs) below this, it stays the only expert
+            whatever its contexts look like: closely related systems (LV, GO) share one expert,
+            families it cannot fit are split (0 = always by the silhouette; figures in
+            ``docs/routing.md``).
+    """
+
+    warmup: int = 0
+    batch: int = 0
+    seed_from: str = "shared"
+    grouping: str = "fixed"
+    method: str = "kmeans"
+    restarts: int = 10
+    neighbours: int = 0
+    silhouette_min: float = 0.5
+    silhouette_slack: float = 0.1
+    single_fit: float = 0.5
+
+    def __post_init__(self):
+        validate(
+            self,
+            "gate.warm_start",
+            choices={
+                "seed_from": ("shared", "init"),
+                "grouping": ("fixed", "silhouette"),
+                "method": ("kmeans", "spectral"),
+            },
+            ranges={
+                "warmup": AT_LEAST_0,
+                "batch": Range(-1),
+                "restarts": AT_LEAST_1,
+                "neighbours": AT_LEAST_0,
+                "silhouette_min": Range(-1, 1),
+                "silhouette_slack": Range(0, 2),
+                "single_fit": AT_LEAST_0,
+            },
+        )
 
 
 @typing.no_type_check  # validates itself, naming the key
@@ -44,19 +133,6 @@ class GateSettings:
             batches are faster than one batch of all envs; an accelerator may prefer 0.
         importance_weight: ``mode = "gradient"`` only: weight of the load-balancing
             (importance) penalty.
-        warmup: 0 (the paper) or a number of outer steps during which every env is routed to
-            one expert and the gate is not updated; then the routes are **seeded** from the
-            contexts this shared expert learned (K-means on them, :func:`seed_routes`), every
-            expert starts as a copy of the shared one and every env's context is moved into its
-            expert's part. The paper's start clusters near-zero contexts at initialisation
-            and, with split contexts, each env's context then only ever learns in the part of
-            the expert it was first routed to, which locks those first (noise-driven) routes
-            in; contexts learned by one shared expert separate the families instead.
-        warmup_batch: envs per training batch during the warm-up: 0 = the training batch
-            (``train.batch_envs``, by default E / M), -1 = all envs, else that many. The warm-up
-            trains one expert; with E / M envs it sees a tenth of the data per step that a single
-            meta-learner would with M = 10 (on LV, `--experts auto` choosing one expert ended at
-            2.4x the single meta-learner's test MSE with E / 3, the same with all envs).
         pairing: how the K-means clusters get their experts: ``"greedy"`` (the paper: in
             cluster order, the not yet taken expert with the lowest median loss) or
             ``"overlap"`` (the expert already routing most of the cluster's envs, matched
@@ -65,40 +141,14 @@ class GateSettings:
             yet), so the paper's pairing relabels clusters at random and, with split contexts,
             every relabelled env restarts from an untrained context part; ``"overlap"`` changes
             an env's expert only where the clustering itself changed.
-        seed_restarts: K-means restarts (k-means++ starts, the lowest L1 inertia kept) when the
-            routes are seeded after ``warmup``.
-        seed_method: how the warm-up's contexts are grouped when the routes are seeded:
-            ``"kmeans"`` (L1 K-means, the best of ``seed_restarts``) or ``"spectral"`` (the same
-            K-means on a spectral embedding of the contexts' nearest-neighbour graph,
-            :func:`spectral_embedding`). One family's environments vary along one or two
-            physical parameters, so its contexts lie along a curve: K-means cuts a long curve
-            in two and merges two short ones, the graph follows it (measured on ODEBench-10B
-            in ``docs/routing.md``). With ``choose = "silhouette"`` the number of groups is
-            still chosen by K-means; the chosen number of groups is then formed by this method.
-        seed_neighbours: ``seed_method = "spectral"``: neighbours per environment in the graph
-            (0: the mean group size, 3 to 15, :func:`auto_neighbours`).
-        seed_from: the experts' weights when the routes are seeded after ``warmup``:
-            ``"shared"`` (copies of the warm-up's shared expert) or ``"init"`` (every expert back
-            to its initial weights and its optimiser moments to zero; the routes and contexts
-            the warm-up found are kept). Measured in ``docs/routing.md``.
-        choose: ``"fixed"`` (``model.num_experts`` experts) or ``"silhouette"``: the number of
-            experts is chosen when the routes are seeded after ``warmup`` (which must be > 0),
-            up to ``model.num_experts``: the number of groups the shared expert's contexts fall
-            into most clearly (mean silhouette, :func:`choose_count`; see ``silhouette_slack``), or one expert
-            when no grouping reaches ``silhouette_min``; the other experts are switched off
-            (never routed to, left out of every gate update).
-        silhouette_min: ``choose = "silhouette"``: the mean silhouette a grouping needs to be
-            used (0.5: at least "reasonable structure" in Kaufman and Rousseeuw's scale).
-        single_fit: ``choose = "silhouette"``: when the warm-up's shared expert already
-            forecasts the validation trajectories of every group of contexts with a typical
-            relMSE (geometric mean over the group's envs) below this, it stays the only expert
-            whatever its contexts look like: closely related systems (LV, GO) share one
-            expert, families it cannot fit are split (0 = always by the silhouette; figures in
-            ``docs/routing.md``).
-        silhouette_slack: ``choose = "silhouette"``: the largest number of groups whose mean
-            silhouette is within this of the highest is chosen (0: the highest). Merging two
-            families on one expert costs more than splitting one over two, and on ODEBench-10A/10B
-            the silhouette is nearly flat from 7 to 10 groups (figures in ``docs/routing.md``).
+        router: when the gate's update runs and how the routes start (the routing policy,
+            :func:`~mixerdsr.routing.policy_of`): ``"from_start"`` (the paper: the update from
+            the first outer step) or ``"warm_start"`` (every env on one shared expert first, then
+            the routes seeded from its contexts; its settings are the table
+            ``[gate.warm_start]``, :class:`WarmStartSettings`). Only the least-squares gate
+            with several experts has a warm start.
+        warm_start: the settings of ``router = "warm_start"`` (also the ones ``mixerdsr run
+            --experts auto`` uses when it switches the warm start on).
     """
 
     mode: str = "lstsq"
@@ -111,17 +161,9 @@ class GateSettings:
     reassign: float = 0.0
     chunk: int = -1
     importance_weight: float = 0.1
-    warmup: int = 0
-    warmup_batch: int = 0
     pairing: str = "greedy"
-    seed_restarts: int = 10
-    seed_method: str = "kmeans"
-    seed_neighbours: int = 0
-    seed_from: str = "shared"
-    choose: str = "fixed"
-    silhouette_min: float = 0.5
-    silhouette_slack: float = 0.1
-    single_fit: float = 0.5
+    router: str = "from_start"
+    warm_start: WarmStartSettings = dataclasses.field(default_factory=lambda: WarmStartSettings())
 
     def __post_init__(self):
         validate(
@@ -132,9 +174,7 @@ class GateSettings:
                 "centroid_init": ("data", "kmeans++", "uniform"),
                 "empty_cluster": ("reseed", "skip"),
                 "pairing": ("greedy", "overlap"),
-                "choose": ("fixed", "silhouette"),
-                "seed_from": ("shared", "init"),
-                "seed_method": ("kmeans", "spectral"),
+                "router": ("from_start", "warm_start"),
             },
             ranges={
                 "every": AT_LEAST_1,
@@ -144,12 +184,5 @@ class GateSettings:
                 "reassign": Range(0, 1),
                 "chunk": Range(-1),
                 "importance_weight": AT_LEAST_0,
-                "warmup": AT_LEAST_0,
-                "warmup_batch": Range(-1),
-                "seed_restarts": AT_LEAST_1,
-                "seed_neighbours": AT_LEAST_0,
-                "silhouette_min": Range(-1, 1),
-                "silhouette_slack": Range(0, 2),
-                "single_fit": AT_LEAST_0,
             },
         )
