@@ -169,3 +169,23 @@ def smoke_check(table, tmp_path, capsys):
         assert path.stat().st_mtime_ns != before
         steps = [json.loads(line)["step"] for line in (run_dir / "history.jsonl").read_text().splitlines()]
         assert steps == [0, 1]
+
+
+def test_shard_parts_are_disjoint_and_cover_the_table():
+    import argparse
+
+    from mixerdsr.cli._reproduce import _shard_arg
+
+    for table in R.TABLES:
+        every = R.cells(table, (0, 1, 2))
+        for n in (1, 2, 7, len(every) + 3):
+            parts = [R.shard_cells(every, k, n) for k in range(1, n + 1)]
+            names = [c.name for p in parts for c in p]
+            assert sorted(names) == sorted(c.name for c in every) and len(set(names)) == len(names)
+            assert max(map(len, parts)) - min(map(len, parts)) <= 1  # balanced
+    with pytest.raises(ValueError, match="1 <= K <= N"):
+        R.shard_cells(every, 0, 3)
+    assert _shard_arg("2/8") == (2, 8)
+    for bad in ("0/3", "4/3", "3", "a/b", "2/"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            _shard_arg(bad)

@@ -25,6 +25,7 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
                 force=args.force,
                 progress=not args.quiet,
                 time_budget=args.time_budget or 0.0,
+                shard=args.shard,
             )
         out = R.results_dir(args.results, args.table, args.budget).with_suffix(".md")
         if not R.load_cells(args.table, args.budget, args.results):
@@ -89,4 +90,20 @@ def _add_reproduce_commands(sub: Any) -> None:
         default=None,
         help="training time per cell (e.g. 30m): a cell stops at the best model it reached by then",
     )
+    p.add_argument(
+        "--shard",
+        type=_shard_arg,
+        default=None,
+        metavar="K/N",
+        help="run only the K-th of N disjoint parts of the cells (e.g. one per machine of a job array, "
+        "--results on a shared folder; --report then builds the table from whatever cells exist)",
+    )
     p.set_defaults(func=_cmd_reproduce)
+
+
+def _shard_arg(value: str) -> tuple[int, int]:
+    """``--shard K/N`` with ``1 <= K <= N``."""
+    k, sep, n = value.partition("/")
+    if sep and k.strip().isdigit() and n.strip().isdigit() and 1 <= int(k) <= int(n):
+        return int(k), int(n)
+    raise argparse.ArgumentTypeError(f"expected K/N with 1 <= K <= N (e.g. 2/8), got {value!r}")

@@ -33,3 +33,4 @@ from ._tables import Cell as Cell
 from ._tables import cells as cells
 from ._tables import preset_of as preset_of
 from ._tables import results_dir as results_dir
+from ._tables import shard_cells as shard_cells

@@ -13,7 +13,7 @@ from typing import Any
 
 from ._budgets import settings
 from ._report import _fmt
-from ._tables import Cell, cells, preset_of, results_dir
+from ._tables import Cell, cells, preset_of, results_dir, shard_cells
 
 
 def _commit() -> str:
@@ -105,6 +105,7 @@ def run_table(
     log: Callable[[str], None] = print,
     isolate: bool = True,
     time_budget: float = 0.0,
+    shard: tuple[int, int] | None = None,
 ) -> list[Path]:
     """Run the cells of ``table`` that have no JSON yet; return the JSON paths written.
 
@@ -127,10 +128,16 @@ def run_table(
         isolate: run every cell in a fresh Python process, so that the code JAX compiles for
             one cell is freed before the next (in one process it accumulates until the
             system's limit on memory mappings stops a long table).
+        shard: ``(K, N)``: only the K-th of N disjoint parts of the matching cells
+            (:func:`shard_cells`; e.g. one part per machine of a job array, all writing to one
+            shared ``results`` folder).
     """
     todo = cells(table, seeds, patterns)
     if not todo:
         raise ValueError(f"no cell of {table} matches {list(patterns)} (cells look like {cells(table, seeds)[0].name})")
+    if shard is not None:
+        todo = shard_cells(todo, *shard)
+        log(f"{table}: part {shard[0]} of {shard[1]}: {len(todo)} cell(s)")
     out_dir = results_dir(results, table, budget)
     run_root = Path(runs) / f"{table}-{budget}"
     done = [c for c in todo if (out_dir / f"{c.name}.json").exists() and not force]

@@ -225,6 +225,19 @@ def cells(table: str, seeds: Sequence[int] = (0, 1, 2), patterns: Sequence[str] 
     return out
 
 
+def shard_cells(todo: Sequence[Cell], part: int, parts: int) -> list[Cell]:
+    """The ``part``-th (1-based) of ``parts`` disjoint parts of ``todo`` (every ``parts``-th
+    cell from the ``part``-th on): the parts together are ``todo``, each cell in one part, and
+    each part mixes datasets and variants alike (a job array's machines get similar work).
+
+    Raises:
+        ValueError: ``part`` not in ``1 .. parts``.
+    """
+    if not 1 <= part <= parts:
+        raise ValueError(f"shard {part}/{parts}: expected K/N with 1 <= K <= N")
+    return list(todo[part - 1 :: parts])
+
+
 def _table(name: str) -> Table:
     if name not in TABLES:
         raise ValueError(f"unknown table {name!r}; choose one of {list(TABLES)}")
