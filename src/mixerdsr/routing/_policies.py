@@ -202,7 +202,7 @@ class WarmStart(RoutingPolicy):
         update: the gate update after the warm-up.
         warmup: outer steps of the warm-up.
         grouping: :class:`FixedCount` or :class:`ChosenCount`.
-        warmup_batch: envs per batch during the warm-up (0: the training batch, -1: all).
+        batch: envs per batch during the warm-up (0: the training batch, -1: all).
         seed_from: ``"shared"`` or ``"init"``.
         noise: the seeding's least-squares noise (``gate.noise``).
         seed: the run's seed (``train.seed``; the seeding's keys).
@@ -214,7 +214,7 @@ class WarmStart(RoutingPolicy):
     update: GateUpdate
     warmup: int
     grouping: Grouping = dataclasses.field(default_factory=FixedCount)
-    warmup_batch: int = 0
+    batch: int = 0
     seed_from: str = "shared"
     noise: float = 1e-4
     seed: int = 0
@@ -235,9 +235,9 @@ class WarmStart(RoutingPolicy):
 
     def step_config(self, cfg: Config, n_envs: int) -> Config:
         if not self.seeded:
-            if self.warmup_batch == 0:
+            if self.batch == 0:
                 return cfg
-            wb = n_envs if self.warmup_batch == -1 else min(self.warmup_batch, n_envs)
+            wb = n_envs if self.batch == -1 else min(self.batch, n_envs)
             return cfg.override({"train.batch_envs": wb})
         return settings_for_active(cfg, n_envs, self.n_active or cfg.model.num_experts)
 

@@ -19,7 +19,7 @@ __all__ = ["TrainData", "LossCache", "TrainState", "optimisers", "forcing_at", "
 
 class TrainData(NamedTuple):
     """Training arrays on device: ``x [E, N, T, D]``, ``t [E, T]``, ``gate_from``: the first
-    outer step with gate updates (``gate.warmup``; it is data, not a
+    outer step with gate updates (the routing policy's ``gate_from()``; it is data, not a
     setting of the compiled step, so runs with and without a warm-up share one compilation),
     and ``weight [E]``: each env's factor in the training loss (None: all 1;
     ``train.env_weight_power``)."""
