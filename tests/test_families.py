@@ -562,3 +562,30 @@ def test_cli_reports_a_bad_family_file_in_one_line(tmp_path, capsys):
     assert len(err) == 1 and err[0].startswith("error: ")
     assert str(bad) in err[0] and "family[0] (nan)" in err[0] and "not finite" in err[0]
     assert not out.exists()
+
+
+def test_builtin_chaos_file():
+    spec = load_family_spec("chaos")
+    assert [f.id for f in spec.families] == ["lorenz63", "rossler", "thomas"]
+    assert all(f.dims == 3 and f.transient > 0 for f in spec.families)
+    assert spec.protocol.clean and spec.protocol.steps == 1000
+
+
+def test_transient_is_integrated_and_dropped():
+    text = _toml("steps = 20\nclean = true\ntrain = {envs = 1, trajectories = 1}",
+                 [("lorenz", ["c0*(x1 - x0)", "x0*(c1 - x2) - x1", "x0*x1 - c2*x2"], [10.0, 28.0, 2.667],
+                   [[1.0, 1.0, 1.0], [-5.0, 5.0, 20.0]], 1.0)]).replace("horizon = 1.0", "horizon = 1.0\ntransient = 2")
+    spec = parse_family_spec(text, source="t.toml")
+    assert spec.families[0].transient == 2.0
+    tr = generate_families(spec, splits=["train"])[0]["train"]
+    c = np.asarray(tr.params[0])
+
+    def lorenz(t, y):
+        return [c[0] * (y[1] - y[0]), y[0] * (c[1] - y[2]) - y[1], y[0] * y[1] - c[2] * y[2]]
+
+    # the first stored state is the reference IC carried through the transient, and t starts at 0
+    ref = solve_ivp(lorenz, (-2.0, 1.0), [1.0, 1.0, 1.0], t_eval=tr.t[0], rtol=1e-11, atol=1e-12, method="DOP853").y.T
+    assert tr.t[0, 0] == 0.0 and not np.allclose(tr.x[0, 0, 0], [1.0, 1.0, 1.0], atol=0.5)
+    np.testing.assert_allclose(tr.x[0, 0], ref, rtol=1e-5, atol=1e-5)
+    with pytest.raises(DataError, match="transient"):
+        parse_family_spec(text.replace("transient = 2", "transient = -1"), source="t.toml")

@@ -14,7 +14,9 @@ authors' for the same seed):
   scalar ``uniform(min_d + 1e-3, max_d - 1e-3)`` between the two reference ICs, then the second
   reference IC; the list is truncated to ``n``;
 - ``solve_ivp(fun, (0, T), ic, method="RK45", t_eval=np.arange(0, T, T/steps))`` with default
-  tolerances (rtol 1e-3, atol 1e-6).
+  tolerances (rtol 1e-3, atol 1e-6); a family with a ``transient`` is integrated from
+  ``-transient`` (the states before 0 are dropped: a chaotic system's trajectories then start on
+  its attractor).
 
 This protocol leaks: the test split starts with the training ICs (same stream, same draws), and
 rounding to two decimals can create duplicate environments (e.g. ``c1 = 0.07`` in ODEBench-10B).
@@ -314,8 +316,8 @@ def _integrate(
 
     kw: dict[str, Any] = {"rtol": CLEAN_RTOL, "atol": CLEAN_ATOL} if clean else {}
     try:
-        with np.errstate(all="ignore"):
-            sol = solve_ivp(fun, (0.0, fam.horizon), ic, method="RK45", t_eval=t, **kw)
+        with np.errstate(all="ignore"):  # from -transient: the saved grid starts after it
+            sol = solve_ivp(fun, (-fam.transient, fam.horizon), ic, method="RK45", t_eval=t, **kw)
     except _StopIntegration as stop:
         raise DataError(f"{where}: {stop}") from None
     if sol.status != 0 or sol.y.shape[1] != len(t) or not np.all(np.isfinite(sol.y)):

@@ -24,6 +24,7 @@ this format)::
     params = [0.9]                # reference parameters c0, c1, ...
     ics = [[-1.9, 0.0], [0.3, 0.8]]   # the two reference initial conditions
     horizon = 15                  # time horizon T
+    transient = 0                 # optional: time integrated from each IC and dropped before t = 0
 
 The generation protocol (the ``[protocol]`` table) is described in
 :mod:`mixerdsr.data._families`.
@@ -119,7 +120,9 @@ class Protocol:
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class FamilyDef:
-    """One ODE family: ``dx/dt = rhs(x, c)`` with reference parameters, two reference ICs and a horizon."""
+    """One ODE family: ``dx/dt = rhs(x, c)`` with reference parameters, two reference ICs, a
+    horizon and a transient (time integrated from each IC and dropped before the first saved
+    point, so that trajectories of a chaotic system start on its attractor)."""
 
     name: str
     rhs: tuple[str, ...]
@@ -127,6 +130,7 @@ class FamilyDef:
     ics: tuple[tuple[float, ...], tuple[float, ...]]
     horizon: float
     id: int | str | None = None
+    transient: float = 0.0
     fn: CompiledRHS | None = dataclasses.field(default=None, repr=False)
 
     @property
@@ -155,6 +159,7 @@ class FamilyDef:
             "param_names": self.param_names,
             "ics": [list(v) for v in self.ics],
             "horizon": self.horizon,
+            "transient": self.transient,
             "dims": self.dims,
         }
 
@@ -198,7 +203,7 @@ class FamilySpec:
 
 _TOP_KEYS = {"name", "description", "protocol", "family"}
 _PROTO_KEYS = {"seed", "steps", "train_range", "adapt_range", "clean", *SPLITS}
-_FAM_KEYS = {"name", "id", "rhs", "params", "ics", "horizon"}
+_FAM_KEYS = {"name", "id", "rhs", "params", "ics", "horizon", "transient"}
 
 
 def _num(src: str, key: str, v: Any) -> float:
@@ -317,6 +322,9 @@ def _parse_family(src: str, i: int, d: Any) -> FamilyDef:
             f"{src}: {where}.horizon: {horizon!r} is above the allowed maximum {MAX_HORIZON:g} "
             f"(rescale time for slower systems)"
         )
+    transient = _num(src, f"{where}.transient", d.get("transient", 0.0))
+    if not 0 <= transient <= MAX_HORIZON:
+        raise DataError(f"{src}: {where}.transient: expected a number in [0, {MAX_HORIZON:g}], found {transient!r}")
     try:
         fn = compile_rhs(rhs, dims, len(params_t))
     except DataError as err:
@@ -328,6 +336,7 @@ def _parse_family(src: str, i: int, d: Any) -> FamilyDef:
         ics=ics_t,  # type: ignore[arg-type]
         horizon=horizon,
         id=fid,
+        transient=transient,
         fn=fn,
     )
 
