@@ -104,31 +104,41 @@ def test_teacher_forcing_with_alpha_one_is_free_running():
         z = net(0.0, z)
         free.append(z)
     free = jnp.stack(free)
-    np.testing.assert_allclose(sequence_rollout(net, x, 1.0), free, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(sequence_rollout(net, 5.0 * x + 1.0, 1.0), free, rtol=1e-5, atol=1e-6)  # ignores data
+    np.testing.assert_allclose(sequence_rollout(net, x, 1.0, "zeros"), free, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(sequence_rollout(net, 5.0 * x + 1.0, 1.0, "zeros"), free, rtol=1e-5, atol=1e-6)
     # and generalised teacher forcing by hand: s_t = a z_t + (1 - a) x_t
     a, z, tf = 0.5, jnp.zeros(2), [jnp.zeros(2)]
     for t in range(x.shape[0] - 1):
         z = net(0.0, a * z + (1 - a) * x[t])
         tf.append(z)
-    np.testing.assert_allclose(sequence_rollout(net, x, 0.5), jnp.stack(tf), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(sequence_rollout(net, x, 0.5, "zeros"), jnp.stack(tf), rtol=1e-5, atol=1e-6)
+    # from the data (the default): a free run starts at the series' own first state, and only it
+    z, free = x[0], [x[0]]
+    for _ in range(x.shape[0] - 1):
+        z = net(0.0, z)
+        free.append(z)
+    np.testing.assert_allclose(sequence_rollout(net, x, 1.0), jnp.stack(free), rtol=1e-5, atol=1e-6)
+    later = x.at[1:].add(3.0)  # the rest of the series is never seen when free running
+    np.testing.assert_allclose(sequence_rollout(net, later, 1.0), jnp.stack(free), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="start"):
+        sequence_rollout(net, x, 1.0, "mean")
 
 
 @pytest.mark.parametrize("alpha", [0.0, 0.5])
 def test_prediction_of_a_step_never_sees_that_step(alpha):
     net, x = _net_and_series(seed=3)
     k = 5
-    base = sequence_rollout(net, x, alpha)
-    moved = sequence_rollout(net, x.at[k].add(10.0), alpha)
+    base = sequence_rollout(net, x, alpha, "zeros")
+    moved = sequence_rollout(net, x.at[k].add(10.0), alpha, "zeros")
     np.testing.assert_allclose(moved[: k + 1], base[: k + 1], rtol=1e-6)  # pred of x_k unchanged
     assert float(jnp.abs(moved[k + 1] - base[k + 1]).max()) > 1e-3       # x_k is used for x_{k+1}
     # the whole Jacobian d pred_t / d x_s vanishes for s >= t (strictly causal)
-    jac = jax.jacfwd(lambda xx: sequence_rollout(net, xx, alpha))(x)  # [T, D, T, D]
+    jac = jax.jacfwd(lambda xx: sequence_rollout(net, xx, alpha, "zeros"))(x)  # [T, D, T, D]
     blocks = jnp.abs(jac).sum(axis=(1, 3))
     assert float(jnp.triu(blocks).max()) == 0.0
     # so an identity map cannot reach zero loss (the pitfall of the reference code)
     ident = lambda t, z, args=None: z  # noqa: E731
-    p = sequence_rollout(ident, x, alpha)
+    p = sequence_rollout(ident, x, alpha, "zeros")
     assert float(jnp.mean((p[1:] - x[1:]) ** 2)) > 0.1
 
 

@@ -309,6 +309,6 @@ class AbstractSequenceExpert(AbstractExpert):
 
     @staticmethod
     def rollout(net, x, t, solver, alpha=1.0, forcing=None):
-        pred = jax.vmap(lambda xi: sequence_rollout(net, xi, alpha))(x)
+        pred = jax.vmap(lambda xi: sequence_rollout(net, xi, alpha, solver.sequence_start))(x)
         ok = jnp.all(jnp.isfinite(pred), axis=(1, 2))
         return jnp.where(ok[:, None, None], pred, 0.0), ok

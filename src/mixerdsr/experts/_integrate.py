@@ -37,6 +37,11 @@ class SolverSettings:
         rtol, atol: PID controller tolerances (> 0; ``tsit5`` only).
         max_steps: step cap per solve (a solve that needs more is marked failed; ``tsit5`` only).
         substeps: RK4 steps per interval of the time grid (``rk4`` only).
+        sequence_start: where a sequence expert's rollout starts (:func:`sequence_rollout`):
+            ``"data"`` (the first observation ``x_0``: a free run forecasts each trajectory from
+            its own initial state, as an ODE solve does) or ``"zeros"`` (``z_0 = 0``, the
+            paper's Appendix C.2: a free run never sees the data, so every trajectory of an
+            environment gets the same forecast; the series presets keep it).
     """
 
     method: str = "tsit5"
@@ -44,12 +49,13 @@ class SolverSettings:
     atol: float = 1e-6
     max_steps: int = 4096
     substeps: int = 4
+    sequence_start: str = "data"
 
     def __post_init__(self):
         validate(
             self,
             "solver",
-            choices={"method": METHODS},
+            choices={"method": METHODS, "sequence_start": ("data", "zeros")},
             ranges={"rtol": POSITIVE, "atol": POSITIVE, "max_steps": AT_LEAST_1, "substeps": AT_LEAST_1},
         )
 
@@ -151,17 +157,22 @@ def rk4_rollout(
     return jnp.where(ok, ys, 0.0), ok
 
 
-def sequence_rollout(net, x: Float[Array, "T D"], alpha: float | Array) -> Float[Array, "T D"]:
+def sequence_rollout(
+    net, x: Float[Array, "T D"], alpha: float | Array, start: str = "data"
+) -> Float[Array, "T D"]:
     """Roll a one-step map ``z_{t+1} = net(t, s_t)`` along one series (generalised teacher forcing).
 
-    ``z_0 = 0`` and ``s_t = alpha z_t + (1 - alpha) x_t``: the prediction ``z_{t+1}`` of
-    ``x_{t+1}`` is made from the model state mixed with the observation of the *current* step
-    ``x_t`` only, never with ``x_{t+1}`` itself. ``alpha = 1`` is free running from ``z_0``.
+    ``z_0`` is the first observation ``x_0`` (``start = "data"``) or 0 (``"zeros"``), and
+    ``s_t = alpha z_t + (1 - alpha) x_t``: the prediction ``z_{t+1}`` of ``x_{t+1}`` is made
+    from the model state mixed with the observation of the *current* step ``x_t`` only, never
+    with ``x_{t+1}`` itself. ``alpha = 1`` is free running from ``z_0``.
 
     Returns:
-        ``[T, D]``: ``z_0`` (zeros, not scored) followed by the predictions of ``x_1 .. x_{T-1}``.
+        ``[T, D]``: ``z_0`` (not scored) followed by the predictions of ``x_1 .. x_{T-1}``.
     """
-    z0 = jnp.zeros_like(x[0])
+    if start not in ("data", "zeros"):
+        raise ValueError(f"start must be 'data' or 'zeros', got {start!r}")
+    z0 = x[0] if start == "data" else jnp.zeros_like(x[0])
 
     def step(z, xt):
         z_next = net(0.0, alpha * z + (1.0 - alpha) * xt, None)

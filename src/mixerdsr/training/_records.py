@@ -86,6 +86,7 @@ _INTRODUCED = {
     "train.lr_drops": 2,
     "train.val_smoothing": 1.0,
     "train.time_budget": 0.0,
+    "solver.sequence_start": "zeros",
 }
 
 
