@@ -234,6 +234,19 @@ def test_diagnose_flags_clearly_bad_results(metrics, history, words):
     assert len(found) == 1 and words in found[0], found
 
 
+def test_a_sequence_expert_on_a_strided_grid_is_pointed_to_the_datas_own_grid():
+    def cfg(backbone, stride):
+        return {"model": {"backbone": backbone}, "data": {"time_stride": stride}}
+
+    poor = _metrics(test={"rel_mse": 3.4, "traj_rel_l2": 1.03})
+    found = diagnose({**poor, "config": cfg("shplrnn", 5)})
+    assert any("data.time_stride=1" in w and "every 5th" in w for w in found), found
+    good = _metrics(test={"traj_rel_l2": 0.09})
+    for m in ({**poor, "config": cfg("shplrnn", 1)}, {**poor, "config": cfg("geps", 5)},
+              {**good, "config": cfg("shplrnn", 5)}):
+        assert not any("one-step map" in w for w in diagnose(m))
+
+
 def test_an_eq9_dominated_by_near_zero_states_is_a_reading_note_not_a_warning():
     from mixerdsr._diagnostics import reading_notes
 

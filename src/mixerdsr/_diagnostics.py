@@ -281,4 +281,27 @@ def diagnose(metrics: Mapping[str, Any], history: Sequence[Mapping[str, Any]] = 
             'context part (with split contexts); see route_history.png, or try gate.pairing = "overlap"'
         )
     out += _adapt_vs_test(metrics.get("adapt_test") or {}, metrics.get("test") or {})
+    out += _sequence_grid(metrics)
     return out
+
+
+def _sequence_grid(metrics: Mapping[str, Any]) -> list[str]:
+    """A sequence expert (a one-step map) trained on every n-th time point whose forecasts are
+    poor: on ODEBench-2 hier-shPLRNN reached test relMSE 0.07-0.23 on the data's own grid and
+    2.6-3.4 on every 5th point (docs/training.md)."""
+    from .experts import BACKBONES, AbstractSequenceExpert
+
+    cfg = metrics.get("config") or {}
+    backbone = (cfg.get("model") or {}).get("backbone")
+    stride = (cfg.get("data") or {}).get("time_stride", 1)
+    err = (metrics.get("test") or {}).get("traj_rel_l2")
+    cls = BACKBONES.get(backbone) if isinstance(backbone, str) else None
+    if cls is None or not issubclass(cls, AbstractSequenceExpert) or not isinstance(stride, int) or stride <= 1:
+        return []
+    if not isinstance(err, (int, float)) or (_finite(err) and err < POOR_TRAJ_REL_L2):
+        return []
+    return [
+        f"test: {backbone} learns a one-step map and trained on every {stride}th time point "
+        f"(data.time_stride = {stride}); its forecasts are poor (traj_rel_l2 {err:.3g}): train it on the "
+        "data's own grid, --set data.time_stride=1 (docs/training.md)"
+    ]

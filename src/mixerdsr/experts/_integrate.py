@@ -157,9 +157,7 @@ def rk4_rollout(
     return jnp.where(ok, ys, 0.0), ok
 
 
-def sequence_rollout(
-    net, x: Float[Array, "T D"], alpha: float | Array, start: str = "data"
-) -> Float[Array, "T D"]:
+def sequence_rollout(net, x: Float[Array, "T D"], alpha: float | Array, start: str = "data") -> Float[Array, "T D"]:
     """Roll a one-step map ``z_{t+1} = net(t, s_t)`` along one series (generalised teacher forcing).
 
     ``z_0`` is the first observation ``x_0`` (``start = "data"``) or 0 (``"zeros"``), and
