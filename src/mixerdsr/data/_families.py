@@ -317,7 +317,8 @@ def _integrate(
     kw: dict[str, Any] = {"rtol": CLEAN_RTOL, "atol": CLEAN_ATOL} if clean else {}
     try:
         with np.errstate(all="ignore"):  # from -transient: the saved grid starts after it
-            sol = solve_ivp(fun, (-fam.transient, fam.horizon), ic, method="RK45", t_eval=t, **kw)
+            t0 = -fam.transient if fam.transient > 0 else 0.0
+            sol = solve_ivp(fun, (t0, fam.horizon), ic, method="RK45", t_eval=t, **kw)
     except _StopIntegration as stop:
         raise DataError(f"{where}: {stop}") from None
     if sol.status != 0 or sol.y.shape[1] != len(t) or not np.all(np.isfinite(sol.y)):
