@@ -185,31 +185,18 @@ _MOVED = {
 
 
 def _upgrade_gate(table: dict[str, Any]) -> dict[str, Any]:
-    """A ``[gate]`` table with the settings of :data:`_MOVED` in its ``warm_start`` table."""
+    """A ``[gate]`` table with the settings of :data:`_MOVED` in its ``warm_start`` table (a
+    moved setting wins over the table's: it was given later, e.g. as an override of a preset);
+    an old ``warmup`` decides ``router`` as it did."""
     moved = {new: table.pop(old) for old, new in _MOVED.items() if old in table}
     if moved:
-        if "warmup" in moved and "router" not in table:
+        if "warmup" in moved:
             table["router"] = "warm_start" if moved["warmup"] else "from_start"
-        if moved.get("warmup") == 0:
-            del moved["warmup"]  # 0 meant "no warm start", which the router now says
+            if not moved["warmup"]:
+                del moved["warmup"]  # 0 meant "no warm start", which the router now says
         ws = table.get("warm_start")
-        table["warm_start"] = {**moved, **(dict(ws) if isinstance(ws, Mapping) else {})}
+        table["warm_start"] = {**(dict(ws) if isinstance(ws, Mapping) else {}), **moved}
     return table
-
-
-def _upgrade_changes(changes: Mapping[str, Any]) -> dict[str, Any]:
-    """Overrides by the names of :data:`_MOVED` (``gate.warmup``) under their new names."""
-    out: dict[str, Any] = {}
-    for key, value in changes.items():
-        old = key.split(".", 1)[1] if key.startswith("gate.") else ""
-        if old in _MOVED:
-            if old == "warmup" and "gate.router" not in changes:
-                out["gate.router"] = "warm_start" if value else "from_start"
-            if old == "warmup" and not value:
-                continue
-            key = f"gate.warm_start.{_MOVED[old]}"
-        out[key] = value
-    return out
 
 
 #: settings that were removed, by section, with the value that kept them out of the way: a
@@ -313,7 +300,7 @@ def _build(d: Mapping[str, Any], source: str, origins: Mapping[str, str]) -> Con
 
 def _apply(d: dict[str, Any], changes: Mapping[str, Any], source: str) -> dict[str, Any]:
     """``d`` with dotted-name ``changes`` applied (None ignored)."""
-    changes = _upgrade_changes({k: v for k, v in changes.items() if v is not None})
+    changes = {k: v for k, v in changes.items() if v is not None}
     new_backbone = changes.get("model.backbone")
     if new_backbone is not None and new_backbone != d.get("model", {}).get("backbone", ModelSettings.backbone):
         model = d.setdefault("model", {})

@@ -277,6 +277,29 @@ class _TsReader:
         return values, self.labels, header
 
 
+def _test_file(
+    path: str | os.PathLike, shape: tuple[int, ...], src: str, names: tuple[str, ...]
+) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
+    """The series of an Epilepsy2 test file as ``(x [S, 1, L, D], family [S], class names)``
+    (-1 families without labels; names extended by labels the training file lacked);
+    DataError when its series are not of ``shape`` ``(L, D)`` like the training file ``src``'s."""
+    tv, tl, _ = read_ts(path)
+    if tv.ndim == 2:
+        tv = tv[..., None]
+    if tv.shape[1:] != shape:
+        raise series_error(
+            str(path),
+            None,
+            f"series of length {shape[0]} with {shape[1]} dimension(s) like {src}",
+            f"length {tv.shape[1]} with {tv.shape[2]} dimension(s)",
+        )
+    if tl:
+        fam, names = _label_indices(tl, list(names))
+    else:
+        fam = -np.ones(tv.shape[0], dtype=np.int64)
+    return tv[:, None, :, :], fam, names
+
+
 def _label_indices(labels: list[str], declared: list[str] | None) -> tuple[np.ndarray, tuple[str, ...]]:
     """Family index of every label and the family names (declared order, else sorted)."""
     names = list(declared) if declared else sorted(set(labels), key=lambda s: (len(s), s))
@@ -343,24 +366,9 @@ def load_epilepsy2(
         ad_src = src
         rows["adapt_train"] = rows["adapt_test"] = [n_train, n]
     else:
-        tv, tl, th = read_ts(test_path)
         ad_src = str(test_path)
-        if tv.ndim == 2:
-            tv = tv[..., None]
-        if tv.shape[1:] != values.shape[1:]:
-            raise series_error(
-                ad_src,
-                None,
-                f"series of length {values.shape[1]} with {values.shape[2]} dimension(s) like {src}",
-                f"length {tv.shape[1]} with {tv.shape[2]} dimension(s)",
-            )
-        if tl:
-            f_ad, names2 = _label_indices(tl, list(names))
-            names = names2
-        else:
-            f_ad = -np.ones(tv.shape[0], dtype=np.int64)
-        x_ad = tv[:, None, :, :]
-        rows["adapt_train"] = rows["adapt_test"] = [0, int(tv.shape[0])]
+        x_ad, f_ad, names = _test_file(test_path, values.shape[1:], src, names)
+        rows["adapt_train"] = rows["adapt_test"] = [0, int(x_ad.shape[0])]
     std_meta: dict[str, Any] = {"kind": "none"}
     if standardize:
         mean, std = column_stats(x_tr)

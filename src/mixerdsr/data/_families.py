@@ -369,22 +369,53 @@ def generate_families(
     spec = load_family_spec(spec)
     proto = spec.protocol
     seed = proto.seed if seed is None else int(seed)
-    plans = plan_families(spec, seed, splits)
-    if envs_per_family > 0 or test_trajectories > 0:
-        n_env, n_test = envs_per_family or None, test_trajectories or None
-        plans = {
-            sp: [
-                dataclasses.replace(
-                    p, params=p.params[:n_env], ics=p.ics[:n_test] if sp in ("test", "adapt_test") else p.ics
-                )
-                for p in pl
-            ]
-            for sp, pl in plans.items()
-        }
+    plans = _subset(plan_families(spec, seed, splits), envs_per_family, test_trajectories)
+    arrays = _integrate_plans(spec, plans, progress)
+    out: dict[str, EnvData] = {}
+    env_params_meta: dict[str, list[list[float]]] = {}
+    ics_meta: dict[str, list[list[list[float]]]] = {}
+    for sp, plan_list in plans.items():
+        out[sp] = _split_data(spec, sp, plan_list, np.concatenate(arrays[sp], axis=0).astype(dtype), dtype)
+        env_params_meta[sp] = [[float(v) for v in row] for p in plan_list for row in p.params]
+        ics_meta[sp] = [p.ics.tolist() for p in plan_list]
+    fams = spec.families
+    meta = {
+        "name": spec.name,
+        "description": spec.description,
+        "generator": "mixerdsr.families",
+        "seed": seed,
+        "protocol": {**proto.to_dict(), "seed": seed},
+        "families": [f.to_dict() for f in fams],
+        "family_names": [f.name for f in fams],
+        "dims": [f.dims for f in fams],
+        "param_counts": [f.n_params for f in fams],
+        "env_params": env_params_meta,
+        "initial_conditions": ics_meta,
+    }
+    return out, meta
+
+
+def _subset(plans: dict[str, list[FamilyPlan]], envs_per_family: int, test_trajectories: int):
+    """The plans with only the first ``envs_per_family`` envs of each family (0: all) and the
+    first ``test_trajectories`` trajectories of the test splits (0: all)."""
+    if envs_per_family <= 0 and test_trajectories <= 0:
+        return plans
+    n_env, n_test = envs_per_family or None, test_trajectories or None
+    return {
+        sp: [
+            dataclasses.replace(p, params=p.params[:n_env], ics=p.ics[:n_test] if sp in EVAL_SPLITS else p.ics)
+            for p in pl
+        ]
+        for sp, pl in plans.items()
+    }
+
+
+def _integrate_plans(spec: FamilySpec, plans: dict[str, list[FamilyPlan]], progress: bool):
+    """Every trajectory of every plan, family by family: ``split -> [x [E_f, N, T, D_max]]``
+    (states of lower-dimensional families zero-padded)."""
     fams = spec.families
     dmax = max(f.dims for f in fams)
     arrays: dict[str, list[np.ndarray]] = {sp: [] for sp in plans}
-
     it: Iterable[int] = range(len(fams))
     bar = None
     if progress:
@@ -406,44 +437,29 @@ def generate_families(
                         f"{spec.source}: family[{i}] ({fam.name}{'' if fam.id is None else f', id {fam.id}'}), "
                         f"split {sp}, env {e}, trajectory {j}"
                     )
-                    x[e, j, :, : fam.dims] = _integrate(fam, plan.params[e], plan.ics[j], plan.t, proto.clean, where)
+                    x[e, j, :, : fam.dims] = _integrate(
+                        fam, plan.params[e], plan.ics[j], plan.t, spec.protocol.clean, where
+                    )
             arrays[sp].append(x)
     if bar is not None:
         bar.close()
+    return arrays
 
-    out: dict[str, EnvData] = {}
-    env_params_meta: dict[str, list[list[float]]] = {}
-    ics_meta: dict[str, list[list[list[float]]]] = {}
-    for sp, plan_list in plans.items():
-        x = np.concatenate(arrays[sp], axis=0).astype(dtype)
-        t = np.concatenate([np.repeat(p.t[None, :], p.params.shape[0], axis=0) for p in plan_list]).astype(dtype)
-        fam_idx = np.concatenate([np.full(p.params.shape[0], p.family, dtype=np.int64) for p in plan_list])
-        params = [tuple(float(v) for v in row) for p in plan_list for row in p.params]
-        names = [f"{fams[p.family].label}/e{e}" for p in plan_list for e in range(p.params.shape[0])]
-        out[sp] = EnvData(
-            x,
-            t,
-            fam_idx,
-            params=tuple(params),
-            env_names=tuple(names),
-            family_names=tuple(f.name for f in fams),
-            source=spec.name,
-            split=sp,
-        )
-        env_params_meta[sp] = [list(p) for p in params]
-        ics_meta[sp] = [p.ics.tolist() for p in plan_list]
 
-    meta = {
-        "name": spec.name,
-        "description": spec.description,
-        "generator": "mixerdsr.families",
-        "seed": seed,
-        "protocol": {**proto.to_dict(), "seed": seed},
-        "families": [f.to_dict() for f in fams],
-        "family_names": [f.name for f in fams],
-        "dims": [f.dims for f in fams],
-        "param_counts": [f.n_params for f in fams],
-        "env_params": env_params_meta,
-        "initial_conditions": ics_meta,
-    }
-    return out, meta
+def _split_data(spec: FamilySpec, sp: str, plan_list: list[FamilyPlan], x: np.ndarray, dtype: Any) -> EnvData:
+    """One split's :class:`EnvData` from its plans and states ``x``."""
+    fams = spec.families
+    t = np.concatenate([np.repeat(p.t[None, :], p.params.shape[0], axis=0) for p in plan_list]).astype(dtype)
+    fam_idx = np.concatenate([np.full(p.params.shape[0], p.family, dtype=np.int64) for p in plan_list])
+    params = [tuple(float(v) for v in row) for p in plan_list for row in p.params]
+    names = [f"{fams[p.family].label}/e{e}" for p in plan_list for e in range(p.params.shape[0])]
+    return EnvData(
+        x,
+        t,
+        fam_idx,
+        params=tuple(params),
+        env_names=tuple(names),
+        family_names=tuple(f.name for f in fams),
+        source=spec.name,
+        split=sp,
+    )

@@ -180,19 +180,7 @@ def resolve_dataset(
     suffix = Path(s).suffix
     exists = os.path.exists(s)
     is_ts = (key == "epilepsy2" and not exists) or suffix == ".ts"
-    if test_file is not None and not is_ts:
-        raise DataError(
-            f"test_file is only used with Epilepsy2-style data (data = 'epilepsy2' or a .ts file), not with {s!r}"
-        )
-    if generate and (suffix in (".npz", ".ts", ".data") or key == "epilepsy2"):
-        raise DataError(
-            f"{s}: is recorded data, not a generator; use it directly (mixerdsr run --data {s}, "
-            "load_dataset for .npz files)"
-        )
-    if _looks_like_path(s) and not exists:
-        raise FileNotFoundError(f"{s}: no such file")
-    if clean is not None and not ((key in builtin_family_files() and not exists) or suffix == ".toml"):
-        raise DataError(f"data.clean applies to ODE family datasets (odebench-*, .toml files), not to {s!r}")
+    _refuse_misuse(s, exists, is_ts, test_file, generate, clean)
     if suffix == ".npz":
         return load_dataset(s), read_meta(s)
     if (key == "sccts" and not exists) or suffix == ".data":
@@ -201,19 +189,9 @@ def resolve_dataset(
             return load_sccts(path, standardize=standardize)
         return generate_sccts(0 if seed is None else int(seed), standardize=standardize)
     if is_ts:
-        if key == "epilepsy2":
-            path, dirs = find_data_file(EPILEPSY2_FILE)
-            if path is None:
-                raise DataError(
-                    f"epilepsy2: {EPILEPSY2_FILE} not found; looked in "
-                    f"{', '.join(str(d) for d in dirs)}. Set {SHARED_DATA_ENV}=DIR to the folder "
-                    f"holding it, or pass the file itself (--data PATH/{EPILEPSY2_FILE})"
-                )
-        else:
-            path = Path(s)
         if test_file is not None and not Path(test_file).is_file():
             raise FileNotFoundError(f"{test_file}: no such test file")
-        return load_epilepsy2(path, standardize=standardize, test_path=test_file)
+        return load_epilepsy2(_epilepsy2_path(s), standardize=standardize, test_path=test_file)
     if key in _CLASSIC and not exists:
         fn, _ = _CLASSIC[key]
         return fn(0 if seed is None else int(seed), progress=progress)
@@ -231,3 +209,36 @@ def resolve_dataset(
         f"unknown dataset {s!r} (built-in names: {', '.join(names)}, epilepsy2; or give a path to a "
         ".npz dataset, a .toml family file, a .ts or .data series file)"
     )
+
+
+def _refuse_misuse(s: str, exists: bool, is_ts: bool, test_file: Any, generate: bool, clean: bool | None) -> None:
+    """:func:`resolve_dataset`'s refusals of options that do not apply to the source ``s``."""
+    key, suffix = s.lower(), Path(s).suffix
+    if test_file is not None and not is_ts:
+        raise DataError(
+            f"test_file is only used with Epilepsy2-style data (data = 'epilepsy2' or a .ts file), not with {s!r}"
+        )
+    if generate and (suffix in (".npz", ".ts", ".data") or key == "epilepsy2"):
+        raise DataError(
+            f"{s}: is recorded data, not a generator; use it directly (mixerdsr run --data {s}, "
+            "load_dataset for .npz files)"
+        )
+    if _looks_like_path(s) and not exists:
+        raise FileNotFoundError(f"{s}: no such file")
+    if clean is not None and not ((key in builtin_family_files() and not exists) or suffix == ".toml"):
+        raise DataError(f"data.clean applies to ODE family datasets (odebench-*, .toml files), not to {s!r}")
+
+
+def _epilepsy2_path(s: str) -> Path:
+    """The ``.ts`` file ``s`` names: the path itself, or for ``"epilepsy2"`` the training file
+    found in the shared data folders (DataError naming the folders searched)."""
+    if s.lower() != "epilepsy2":
+        return Path(s)
+    path, dirs = find_data_file(EPILEPSY2_FILE)
+    if path is None:
+        raise DataError(
+            f"epilepsy2: {EPILEPSY2_FILE} not found; looked in "
+            f"{', '.join(str(d) for d in dirs)}. Set {SHARED_DATA_ENV}=DIR to the folder "
+            f"holding it, or pass the file itself (--data PATH/{EPILEPSY2_FILE})"
+        )
+    return path

@@ -55,12 +55,13 @@ def _mean_std(vals: list[float | None], fmt: str, scale: float) -> str:
 def _setting(rec: dict[str, Any], key: str) -> Any:
     """A cell's setting by its dotted name: from its settings on top of the preset, else its
     configuration (records written before a setting was renamed are read under the new name)."""
-    from .._config import _upgrade_changes, drop_retired, flatten_settings
+    from .._config import _apply, drop_retired, flatten_settings
 
-    settings = _upgrade_changes(rec.get("settings") or {})
+    source = rec.get("cell", "<record>")
+    settings = flatten_settings(drop_retired(_apply({}, rec.get("settings") or {}, source), source))
     if key in settings:
         return settings[key]
-    return flatten_settings(drop_retired(rec.get("config") or {}, rec.get("cell", "<record>"))).get(key)
+    return flatten_settings(drop_retired(rec.get("config") or {}, source)).get(key)
 
 
 def report(table: str, budget: str = "cpu", results: str | Path = "docs/results") -> str:

@@ -120,6 +120,7 @@ class _Loop:
         self.history: list[dict[str, Any]] = []
         self.times: list[float] = []
         self.steps: dict[Config, Callable] = {}
+        self.phase_cfg: dict[str, Config] = {}
         self.known_families = bool(np.all(inputs.family >= 0)) and cfg.model.num_experts > 1
         self.prev_route: np.ndarray | None = None
         self.stop_reason = "outer_steps"
@@ -157,11 +158,15 @@ class _Loop:
             save_checkpoint(self.ckpt, self.state, self.cfg.to_dict(), extra)
 
     def step_fn(self) -> Callable:
-        """The compiled outer step of the policy's current phase (compiled once per phase)."""
-        key = self.policy.step_config(self.cfg, self.inputs.n_envs)
-        if key not in self.steps:
-            self.steps[key] = make_outer_step(key, self.inputs.n_envs)
-        return self.steps[key]
+        """The compiled outer step of the policy's current phase: its settings are worked out
+        once per policy state, and phases with the same settings share one compiled step."""
+        phase = repr(self.policy.state_dict())
+        if phase not in self.phase_cfg:
+            self.phase_cfg[phase] = self.policy.step_config(self.cfg, self.inputs.n_envs)
+        cfg = self.phase_cfg[phase]
+        if cfg not in self.steps:
+            self.steps[cfg] = make_outer_step(cfg, self.inputs.n_envs)
+        return self.steps[cfg]
 
     def run(self, progress: bool) -> TrainResult:
         n_steps, start = self.cfg.train.outer_steps, int(self.state.step)
