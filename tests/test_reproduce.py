@@ -189,3 +189,32 @@ def test_shard_parts_are_disjoint_and_cover_the_table():
     for bad in ("0/3", "4/3", "3", "a/b", "2/"):
         with pytest.raises(argparse.ArgumentTypeError):
             _shard_arg(bad)
+
+
+def test_a_cell_that_cannot_resume_keeps_its_run(tmp_path, monkeypatch):
+    """An interrupted cell whose settings no longer match is moved aside, never deleted (hours of
+    training were once lost this way), and the message says where it went, at once."""
+    import mixerdsr._run as run_module
+
+    calls = []
+
+    def fake_run(cfg, rd, resume=False, **kw):
+        calls.append(resume)
+        if resume:
+            raise ValueError("cannot resume, the configuration differs (x: checkpoint 1, given 2)")
+        rd.mkdir(parents=True)
+        return "fresh"
+
+    monkeypatch.setattr(run_module, "run", fake_run)
+    monkeypatch.setattr(_runner, "cell_record", lambda cell, budget, over, res, secs: {"res": res})
+    cell = R.cells("table4", [0], ["lv-coda-single-s0"])[0]
+    rd = tmp_path / cell.name
+    rd.mkdir()
+    (rd / "checkpoint.npz").write_bytes(b"hours of training")
+    (tmp_path / f"{cell.name}.unresumed-1").mkdir()  # an earlier one is kept too
+    said = []
+    assert _runner.run_cell(cell, "smoke", tmp_path, log=said.append) == {"res": "fresh"}
+    assert calls == [True, False]
+    kept = tmp_path / f"{cell.name}.unresumed-2"
+    assert (kept / "checkpoint.npz").read_bytes() == b"hours of training"
+    assert len(said) == 1 and str(kept) in said[0] and "x: checkpoint 1, given 2" in said[0]

@@ -127,6 +127,18 @@ def test_resume_of_a_checkpoint_written_before_a_setting_existed(tmp_path):
     check_resume(ckpt, tiny_cfg({"train.clip_norm": 0.0}))
     with pytest.raises(ValueError, match="train.clip_norm: checkpoint 0.0, given 1.0"):
         check_resume(ckpt, tiny_cfg({"train.clip_norm": 1.0}))
+    # a setting only sequence backbones read: an ODE run written before it existed resumes with
+    # any value, a hier-shPLRNN run only with the old behaviour
+    for backbone, resumes in (("coda", True), ("shplrnn", False)):
+        old = load_config("lv", None, {"model.backbone": backbone}).to_dict()
+        del old["solver"]["sequence_start"]  # before solver.sequence_start existed ("zeros")
+        ckpt = save_checkpoint(tmp_path / f"{backbone}.npz", {"w": np.zeros(2)}, old)
+        given = load_config("lv", None, {"model.backbone": backbone, "solver.sequence_start": "data"})
+        if resumes:
+            check_resume(ckpt, given)
+        else:
+            with pytest.raises(ValueError, match="solver.sequence_start: checkpoint 'zeros', given 'data'"):
+                check_resume(ckpt, given)
 
 
 def test_two_runs_on_one_directory_are_refused(tmp_path, capsys):

@@ -156,12 +156,10 @@ def run_table(
                 bar.set_postfix_str(cell.name, refresh=True)
             # a finished cell run again (--force) starts afresh; an interrupted one resumes
             redo = force and (out_dir / f"{cell.name}.json").exists()
-            if isolate:
-                record, note = _in_fresh_process(run_cell, cell, budget, run_root, redo, time_budget)
+            if isolate:  # the fresh process says what it has to say itself
+                record = _in_fresh_process(run_cell, cell, budget, run_root, redo, time_budget)
             else:
-                record, note = run_cell(cell, budget, run_root, redo, time_budget)
-            if note:
-                log(note)
+                record = run_cell(cell, budget, run_root, redo, time_budget, log)
             out_dir.mkdir(parents=True, exist_ok=True)
             path = out_dir / f"{cell.name}.json"
             tmp = path.with_suffix(".json.tmp")
@@ -185,11 +183,19 @@ def run_table(
 
 
 def run_cell(
-    cell: Cell, budget: str, run_root: Path, redo: bool = False, time_budget: float = 0.0
-) -> tuple[dict[str, Any], str | None]:
-    """Train and evaluate one cell in ``run_root/<cell>`` (resuming an interrupted run there
-    unless ``redo``; ``time_budget``: seconds of training, 0 = none). Returns ``(its JSON
-    record, a message or None)``."""
+    cell: Cell,
+    budget: str,
+    run_root: Path,
+    redo: bool = False,
+    time_budget: float = 0.0,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Train and evaluate one cell in ``run_root/<cell>``; return its JSON record.
+
+    An interrupted run there resumes unless ``redo``. One that cannot resume (its settings
+    differ from the cell's) is never deleted: it is moved to ``<cell>.unresumed-<n>`` beside it,
+    ``log`` says so at once with the reason, and the cell starts again. ``time_budget``: seconds
+    of training, 0 = none."""
     from .._config import load_config
     from .._run import run
 
@@ -200,16 +206,24 @@ def run_cell(
     if not resume:
         shutil.rmtree(rd, ignore_errors=True)
     t0 = time.perf_counter()
-    note = None
     try:
         res = run(cfg, rd, resume=resume, progress=False, log=lambda s: None, plots=budget != "smoke")
     except ValueError as err:
         if not resume:
             raise
-        note = f"{cell.name}: could not resume ({err}); starting again"
-        shutil.rmtree(rd, ignore_errors=True)
+        kept = _set_aside(rd)
+        log(f"{cell.name}: could not resume ({err}); that run is kept in {kept}, the cell starts again")
         res = run(cfg, rd, progress=False, log=lambda s: None, plots=budget != "smoke")
-    return cell_record(cell, budget, over, res, time.perf_counter() - t0), note
+    return cell_record(cell, budget, over, res, time.perf_counter() - t0)
+
+
+def _set_aside(rd: Path) -> Path:
+    """Move the run directory ``rd`` to the first free ``<rd>.unresumed-<n>``; return it."""
+    n = 1
+    while (kept := rd.with_name(f"{rd.name}.unresumed-{n}")).exists():
+        n += 1
+    rd.rename(kept)
+    return kept
 
 
 def _in_fresh_process(fn: Callable[..., Any], *args: Any) -> Any:

@@ -67,7 +67,6 @@ def _snapshot_steps(n: int) -> set[int]:
     return {0, max(0, round(0.1 * n) - 1), max(0, round(0.5 * n) - 1), n - 1}
 
 
-#: settings that may differ when a run is resumed (they do not change training)
 #: settings a run may resume with changed (a longer time budget continues the same run)
 _RESUMABLE = ("adapt.", "evaluation.", "train.checkpoint_every", "train.low_memory_compile", "train.time_budget")
 
@@ -89,6 +88,19 @@ _INTRODUCED = {
     "solver.sequence_start": "zeros",
 }
 
+#: settings that change training only for sequence backbones (one-step maps); a run of an ODE
+#: backbone resumes whatever they say
+_SEQUENCE_ONLY = ("solver.sequence_start",)
+
+
+def _inert(cfg: Config) -> tuple[str, ...]:
+    """The settings that cannot change this configuration's training."""
+    from ..experts import BACKBONES, AbstractSequenceExpert
+
+    cls = BACKBONES.get(cfg.model.backbone)
+    sequence = cls is not None and issubclass(cls, AbstractSequenceExpert)
+    return () if sequence else _SEQUENCE_ONLY
+
 
 def check_resume(ckpt: Path, cfg: Config) -> None:
     """Refuse to resume ``ckpt`` with a configuration that would not continue the same run.
@@ -108,7 +120,8 @@ def check_resume(ckpt: Path, cfg: Config) -> None:
     given = cfg.flat()
     defaults = {k: v for k, v in Config().flat().items() if k in given}  # not another backbone's
     stored = defaults | _INTRODUCED | flatten_settings(drop_retired(raw, str(ckpt)))
-    keys = [k for k in {**stored, **given} if not k.startswith(_RESUMABLE) and k != "train.outer_steps"]
+    skip = _RESUMABLE + _inert(cfg)
+    keys = [k for k in {**stored, **given} if not k.startswith(skip) and k != "train.outer_steps"]
     mismatch = {k: (stored.get(k), given.get(k)) for k in keys if stored.get(k) != given.get(k)}
     if mismatch:
         diff = ", ".join(f"{k}: checkpoint {a!r}, given {b!r}" for k, (a, b) in mismatch.items())
