@@ -195,13 +195,14 @@ def test_a_cell_that_cannot_resume_keeps_its_run(tmp_path, monkeypatch):
     """An interrupted cell whose settings no longer match is moved aside, never deleted (hours of
     training were once lost this way), and the message says where it went, at once."""
     import mixerdsr._run as run_module
+    from mixerdsr.training import ResumeError
 
     calls = []
 
     def fake_run(cfg, rd, resume=False, **kw):
         calls.append(resume)
         if resume:
-            raise ValueError("cannot resume, the configuration differs (x: checkpoint 1, given 2)")
+            raise ResumeError("cannot resume, the configuration differs (x: checkpoint 1, given 2)")
         rd.mkdir(parents=True)
         return "fresh"
 
@@ -218,3 +219,55 @@ def test_a_cell_that_cannot_resume_keeps_its_run(tmp_path, monkeypatch):
     kept = tmp_path / f"{cell.name}.unresumed-2"
     assert (kept / "checkpoint.npz").read_bytes() == b"hours of training"
     assert len(said) == 1 and str(kept) in said[0] and "x: checkpoint 1, given 2" in said[0]
+    # any other refusal (another process holds the directory, ...) leaves the run where it is
+    def busy(cfg, rd, resume=False, **kw):
+        raise ValueError("another mixerdsr run (process 1) is using this directory")
+
+    monkeypatch.setattr(run_module, "run", busy)
+    (rd / "checkpoint.npz").write_bytes(b"more training")
+    with pytest.raises(ValueError, match="another mixerdsr run"):
+        _runner.run_cell(cell, "smoke", tmp_path, log=said.append)
+    assert (rd / "checkpoint.npz").read_bytes() == b"more training"
+    assert not (tmp_path / f"{cell.name}.unresumed-3").exists() and len(said) == 1
+
+
+def test_a_killed_command_leaves_no_cell_running(tmp_path):
+    """The fresh process of a cell ends with the command that started it, even when that one is
+    killed outright (an orphaned cell once trained on and wrote into a directory a new run used)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    pids = tmp_path / "pids"
+    script = (
+        "import subprocess\n"
+        "from mixerdsr.reproduce._runner import _in_fresh_process\n"
+        f"_in_fresh_process(subprocess.call, ['sh', '-c', 'echo $PPID $$ > {pids}; exec sleep 60'])\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", script])
+    try:
+        for _ in range(600):
+            if pids.exists() and len(pids.read_text().split()) == 2:
+                break
+            time.sleep(0.1)
+        child, sleeper = map(int, pids.read_text().split())
+        os.kill(parent.pid, signal.SIGKILL)
+        parent.wait()
+
+        def gone(pid):
+            try:
+                return Path(f"/proc/{pid}/status").read_text().split("State:")[1].split()[0] in ("Z", "X")
+            except (FileNotFoundError, IndexError):
+                return True
+
+        deadline = time.time() + 15
+        while not gone(child) and time.time() < deadline:
+            time.sleep(0.2)
+        assert gone(child), "the cell's process outlived the command"
+    finally:
+        parent.kill()
+        if pids.exists() and len(pids.read_text().split()) == 2:
+            os.kill(int(pids.read_text().split()[1]), signal.SIGKILL)

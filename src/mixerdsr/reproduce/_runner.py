@@ -193,9 +193,9 @@ def run_cell(
     """Train and evaluate one cell in ``run_root/<cell>``; return its JSON record.
 
     An interrupted run there resumes unless ``redo``. One that cannot resume (its settings
-    differ from the cell's) is never deleted: it is moved to ``<cell>.unresumed-<n>`` beside it,
-    ``log`` says so at once with the reason, and the cell starts again. ``time_budget``: seconds
-    of training, 0 = none."""
+    differ from the cell's: :class:`~mixerdsr.training.ResumeError`) is never deleted: it is
+    moved to ``<cell>.unresumed-<n>`` beside it, ``log`` says so at once with the reason, and
+    the cell starts again. ``time_budget``: seconds of training, 0 = none."""
     from .._config import load_config
     from .._run import run
 
@@ -205,12 +205,12 @@ def run_cell(
     resume = (rd / "checkpoint.npz").exists() and not redo
     if not resume:
         shutil.rmtree(rd, ignore_errors=True)
+    from ..training import ResumeError
+
     t0 = time.perf_counter()
     try:
         res = run(cfg, rd, resume=resume, progress=False, log=lambda s: None, plots=budget != "smoke")
-    except ValueError as err:
-        if not resume:
-            raise
+    except ResumeError as err:  # another process in the directory, bad data, ...: raised as they are
         kept = _set_aside(rd)
         log(f"{cell.name}: could not resume ({err}); that run is kept in {kept}, the cell starts again")
         res = run(cfg, rd, progress=False, log=lambda s: None, plots=budget != "smoke")
@@ -228,10 +228,27 @@ def _set_aside(rd: Path) -> Path:
 
 def _in_fresh_process(fn: Callable[..., Any], *args: Any) -> Any:
     """``fn(*args)`` in a new Python process (spawned, not forked: JAX's threads do not survive
-    a fork); its exceptions are raised here."""
+    a fork); its exceptions are raised here. The process ends when this one does, however
+    this one ends (a killed command must not leave a cell training on in the background)."""
     import concurrent.futures
     import multiprocessing
+    import os
 
     ctx = multiprocessing.get_context("spawn")
     with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
-        return pool.submit(fn, *args).result()
+        return pool.submit(_as_child_of, os.getpid(), fn, *args).result()
+
+
+def _as_child_of(parent: int, fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(*args)``, leaving at once when process ``parent`` is gone."""
+    import os
+    import threading
+
+    def watch() -> None:
+        while True:
+            time.sleep(1.0)
+            if os.getppid() != parent:  # the parent ended: this process was handed to another
+                os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
+    return fn(*args)

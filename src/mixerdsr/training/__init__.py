@@ -15,6 +15,7 @@ from ._jit import LOW_MEMORY_OPTIONS as LOW_MEMORY_OPTIONS
 from ._loop import TrainInputs as TrainInputs
 from ._loop import prepare_training as prepare_training
 from ._loop import train as train
+from ._records import ResumeError as ResumeError
 from ._records import TrainResult as TrainResult
 from ._records import check_resume as check_resume
 from ._records import env_weights as env_weights

@@ -18,7 +18,7 @@ from ..checkpoint import read_checkpoint_config
 from ..mixer import MixER
 from ._state import TrainData, TrainState
 
-__all__ = ["TrainResult", "split_validation", "check_resume", "read_history", "env_weights"]
+__all__ = ["TrainResult", "split_validation", "check_resume", "ResumeError", "read_history", "env_weights"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,7 +68,14 @@ def _snapshot_steps(n: int) -> set[int]:
 
 
 #: settings a run may resume with changed (a longer time budget continues the same run)
-_RESUMABLE = ("adapt.", "evaluation.", "train.checkpoint_every", "train.low_memory_compile", "train.time_budget")
+_RESUMABLE = (
+    "adapt.",
+    "evaluation.",
+    "train.checkpoint_every",
+    "train.low_memory_compile",
+    "train.time_budget",
+    "train.devices",
+)
 
 
 #: settings added after checkpoints were first written, with the value that gives the behaviour
@@ -102,15 +109,20 @@ def _inert(cfg: Config) -> tuple[str, ...]:
     return () if sequence else _SEQUENCE_ONLY
 
 
+class ResumeError(ValueError):
+    """A checkpoint that the given configuration would not continue (the message names every
+    setting that differs)."""
+
+
 def check_resume(ckpt: Path, cfg: Config) -> None:
     """Refuse to resume ``ckpt`` with a configuration that would not continue the same run.
 
     Raises:
-        ValueError: naming the checkpoint and every setting that differs (stored vs given).
+        ResumeError: naming the checkpoint and every setting that differs (stored vs given).
     """
     raw, _ = read_checkpoint_config(ckpt)
     if not isinstance(raw.get("train"), dict):
-        raise ValueError(
+        raise ResumeError(
             f"{ckpt}: cannot resume, the checkpoint's configuration has no [train] section "
             "(written by an older mixerdsr version); start a new run in another directory"
         )
@@ -125,10 +137,10 @@ def check_resume(ckpt: Path, cfg: Config) -> None:
     mismatch = {k: (stored.get(k), given.get(k)) for k in keys if stored.get(k) != given.get(k)}
     if mismatch:
         diff = ", ".join(f"{k}: checkpoint {a!r}, given {b!r}" for k, (a, b) in mismatch.items())
-        raise ValueError(f"{ckpt}: cannot resume, the configuration differs ({diff})")
+        raise ResumeError(f"{ckpt}: cannot resume, the configuration differs ({diff})")
     n = cfg.train.outer_steps
     if stored.get("train.outer_steps") != n:
-        raise ValueError(
+        raise ResumeError(
             f"{ckpt}: cannot resume with train.outer_steps={n} (checkpoint: "
             f"{stored.get('train.outer_steps')}; the learning-rate schedule depends on it)"
         )
