@@ -53,7 +53,9 @@ def call(name: str, fn: Callable[..., Any], key: str, args: tuple) -> list[jax.A
             source file defining ``fn`` is part of the key too.
         args: a tuple of pytrees of arrays.
     """
-    if _DIR is None:
+    from .sharding import env_shards
+
+    if _DIR is None or env_shards() > 1:  # exports are of the one-device computation
         return None
     leaves, treedef = jax.tree.flatten(args)
     sig = json.dumps(

@@ -192,8 +192,10 @@ def run(
             differs from the checkpoint's (with ``resume``), another process using ``out_dir``,
             or splits that do not fit together.
     """
+    from .sharding import using_devices
+
     out = Path(out_dir)
-    with run_lock(out):
+    with run_lock(out), using_devices(cfg.train.devices):
         return _run_locked(cfg, out, resume=resume, progress=progress, log=log, splits=splits, meta=meta, plots=plots)
 
 

@@ -173,6 +173,9 @@ class TrainSettings:
         low_memory_compile: compile the training step without XLA's CPU fusion emitters: a
             lower compilation peak for slower gradient steps (see ``docs/performance.md``);
             no effect on GPUs.
+        devices: devices the environments are spread over (0 = every device JAX sees;
+            :mod:`mixerdsr.sharding`). Results equal one device's up to the order of
+            floating-point sums, and a run resumes on any device count.
     """
 
     outer_steps: int = 300
@@ -199,6 +202,7 @@ class TrainSettings:
     checkpoint_every: int = 25
     seed: int = 0
     low_memory_compile: bool = False
+    devices: int = 0
 
     def __post_init__(self):
         validate(
@@ -225,6 +229,7 @@ class TrainSettings:
                 "env_weight_power": Range(0, 1),
                 "teacher_forcing": Range(0, 1),
                 "seed": SEED,
+                "devices": AT_LEAST_0,
             },
         )
         if self.outer_steps * self.inner_steps >= 2**31:  # optimiser step counts are int32

@@ -18,6 +18,7 @@ from . import _aot
 from .inference import routes
 from .mixer import MixER
 from .rollout import SolverSettings, env_losses, zero_nonfinite
+from .sharding import env_shards, env_vmap
 
 __all__ = ["adapt_contexts", "expert_starts", "adapt_new", "Adaptation"]
 
@@ -87,7 +88,7 @@ def _final_losses(model, c, x, t, solver, alpha=1.0, forced=None):
         ls, ok = env_losses(model, c, x, t, solver, alpha=alpha)
     else:
         one = lambda ci, xi, ti, mi: env_losses(model, ci[None], xi[None], ti[None], solver, mi, alpha=alpha)  # noqa: E731
-        ls, ok = jax.vmap(one)(c, x, t, forced)
+        ls, ok = env_vmap(one, c, x, t, forced)
         ls, ok = ls[:, 0], ok[:, 0]
     return jnp.where(ok & jnp.isfinite(ls), ls, jnp.inf)
 
@@ -377,9 +378,10 @@ def _forced_runner_up(model, x, t, starts, used, chosen, screen_steps, n_more, l
 
 def _threaded(fn, items: list, workers: int | None) -> list:
     """``[fn(i) for i in items]``, the first alone (it traces and compiles), the rest on
-    ``workers`` threads."""
+    ``workers`` threads. Over several devices one at a time (the devices are the parallelism,
+    and a thread would not see the device mesh)."""
     n = workers if workers is not None else min(4, os.cpu_count() or 1)
-    if n <= 1 or len(items) <= 1:
+    if n <= 1 or len(items) <= 1 or env_shards() > 1:
         return [fn(i) for i in items]
     first = fn(items[0])
     with ThreadPoolExecutor(n) as pool:
@@ -409,4 +411,4 @@ def _adapt_chunk(model, x, t, c0, state0, steps, lr, solver, alpha, forced=None)
         (c, s), hist = jax.lax.scan(body, (c, s), None, length=steps)
         return c, s, hist
 
-    return jax.vmap(fit_one)(c0, state0, x, t, ms)
+    return env_vmap(fit_one, c0, state0, x, t, ms)

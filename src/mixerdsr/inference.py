@@ -11,6 +11,7 @@ from jaxtyping import Array, ArrayLike, Float, Int
 
 from .mixer import MixER
 from .rollout import SolverSettings, env_rollout
+from .sharding import env_vmap
 
 __all__ = ["routes", "predict"]
 
@@ -22,7 +23,7 @@ def routes(model: MixER, contexts: Float[Array, "E d"]) -> Int[Array, " E"]:
 
 @eqx.filter_jit
 def _predict(model, contexts, x, t, solver, alpha):
-    return jax.vmap(lambda c, xe, te: env_rollout(model, c, xe, te, solver, alpha=alpha))(contexts, x, t)
+    return env_vmap(lambda c, xe, te: env_rollout(model, c, xe, te, solver, alpha=alpha), contexts, x, t)
 
 
 def predict(

@@ -17,6 +17,7 @@ from jaxtyping import Array, Bool, Float, Int
 from .experts._integrate import SolverSettings as SolverSettings
 from .experts._integrate import sequence_rollout as sequence_rollout
 from .experts._integrate import solve as solve
+from .sharding import env_vmap
 
 __all__ = ["SolverSettings", "solve", "sequence_rollout", "env_rollout", "env_loss", "env_losses", "zero_nonfinite"]
 
@@ -94,7 +95,7 @@ def env_losses(
     """Eq. 7 loss and success of every env ``[E]`` at contexts ``c`` ``[E, d]`` (routed expert,
     or expert ``m``), with teacher forcing ``alpha`` (ignored by vector-field experts) and
     interval forcing ``forcing`` (ignored by sequence experts)."""
-    return jax.vmap(lambda ci, xi, ti: env_loss(model, ci, xi, ti, solver, m=m, alpha=alpha, forcing=forcing))(c, x, t)
+    return env_vmap(lambda ci, xi, ti: env_loss(model, ci, xi, ti, solver, m=m, alpha=alpha, forcing=forcing), c, x, t)
 
 
 def zero_nonfinite(tree: Any) -> Any:

@@ -35,6 +35,11 @@ _RUN_FLAGS = {  # flag -> (setting, type, help)
         "best model reached by then",
     ),
     "--seed": ("train.seed", int, "training seed"),
+    "--devices": (
+        "train.devices",
+        int,
+        "devices to spread the environments over (default: every device JAX sees; results equal one device's)",
+    ),
     "--test-file": ("data.test_file", str, "Epilepsy2: the archive's full test .ts file, used as the held-out set"),
 }
 

@@ -13,6 +13,7 @@ from .._config import Config
 from ..experts import AbstractInnerLoopExpert
 from ..mixer import MixER, trained_spec
 from ..rollout import SolverSettings, env_loss, env_losses, zero_nonfinite
+from ..sharding import env_vmap
 from ._state import TrainData, TrainState, optimisers
 
 __all__ = ["inner_loop_contexts", "inner_loop_outer_step"]
@@ -32,7 +33,7 @@ def inner_loop_contexts(
     def one(xe, te):
         return expert.inner_loop(lambda ci: env_loss(model, ci, xe, te, solver)[0], model.context_size, xe.dtype)
 
-    return jax.vmap(one)(x, t)
+    return env_vmap(one, x, t)
 
 
 def inner_loop_outer_step(cfg: Config, n_envs: int):
@@ -79,7 +80,7 @@ def inner_loop_outer_step(cfg: Config, n_envs: int):
             weight_step, (flat, state.opt_weights), jax.random.split(kb, k_inner)
         )
         model = eqx.combine(unravel(theta), static)
-        contexts, _ = inner_loop_contexts(model, data.x, data.t, solver)
+        contexts, _ = inner_loop_contexts(model, data.x[:n_envs], data.t[:n_envs], solver)  # not a device's padding
         new = state._replace(model=model, contexts=contexts, opt_weights=opt_state, key=key, step=state.step + 1)
         losses = jnp.where(failed >= batch, jnp.nan, losses)
         none = jnp.full((k_inner,), -1, jnp.int32)

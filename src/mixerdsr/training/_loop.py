@@ -29,6 +29,7 @@ from ..data import EnvData
 from ..evaluation import val_env_rel_mse, val_scores
 from ..inference import routes
 from ..routing import STATUS_NAMES, RouteEvent, policy_of
+from ..sharding import place_envs, using_devices
 from ._records import TrainResult, _snapshot_steps, check_resume, env_weights, read_history, split_validation
 from ._state import TrainData, TrainState, init_state
 from ._step import make_outer_step
@@ -51,12 +52,14 @@ class TrainInputs:
             the first outer step with gate updates, the env weights).
         x_val: the validation trajectories ``[E, N_val, T, D]`` (the training ones when none
             are held out).
+        t: the time grids ``[E, T]`` (``data.t`` may be padded to a multiple of the device count).
         family: ``[E]`` family labels of the envs (-1: unknown).
         n_envs, n_dims: ``E`` and ``D``.
     """
 
     data: TrainData
     x_val: jax.Array
+    t: jax.Array
     family: np.ndarray
     n_envs: int
     n_dims: int
@@ -69,9 +72,16 @@ def prepare_training(cfg: Config, train_split: EnvData) -> TrainInputs:
     tr = train_split.stride_time(cfg.data.time_stride)
     x_np, xval_np = split_validation(tr.x.astype(np.float32), cfg.data.val_trajectories)
     gate_from = jnp.asarray(policy_of(cfg).gate_from(), jnp.int32)
-    data = TrainData(jnp.asarray(x_np), jnp.asarray(tr.t, jnp.float32), gate_from, env_weights(cfg, x_np))
+    weight = env_weights(cfg, x_np)
+    # over several devices the env axis of the data is split between them (and padded)
+    data = TrainData(
+        place_envs(x_np),
+        place_envs(np.asarray(tr.t, np.float32)),
+        gate_from,
+        None if weight is None else place_envs(weight),
+    )
     x_val = jnp.asarray(xval_np if xval_np is not None else x_np)
-    return TrainInputs(data, x_val, np.asarray(tr.family), tr.n_envs, tr.n_dims)
+    return TrainInputs(data, x_val, jnp.asarray(tr.t, jnp.float32), np.asarray(tr.family), tr.n_envs, tr.n_dims)
 
 
 def train(
@@ -97,11 +107,12 @@ def train(
     Returns:
         :class:`TrainResult`.
     """
-    loop = _Loop(cfg, prepare_training(cfg, train_split), out_dir, log)
-    if resume:
-        loop.resume()
-    loop.start_history()
-    return loop.run(progress)
+    with using_devices(cfg.train.devices):
+        loop = _Loop(cfg, prepare_training(cfg, train_split), out_dir, log)
+        if resume:
+            loop.resume()
+        loop.start_history()
+        return loop.run(progress)
 
 
 class _Loop:
@@ -198,7 +209,7 @@ class _Loop:
         model selection afresh (among the new structure's models)."""
 
         def env_fit(st: TrainState) -> np.ndarray:
-            return val_env_rel_mse(st.model, st.contexts, self.inputs.x_val, self.data.t, self.cfg)
+            return val_env_rel_mse(st.model, st.contexts, self.inputs.x_val, self.inputs.t, self.cfg)
 
         self.state, event = self.policy.before_step(s, self.state, env_fit)
         if event is None:
@@ -264,7 +275,7 @@ class _Loop:
         """Score the model on the validation trajectories, keep it when it is the best so far,
         and (``ask_rule``) ask the stopping rule (its answer: a stop reason or None)."""
         st = self.state
-        val, mse = val_scores(st.model, st.contexts, self.inputs.x_val, self.data.t, self.cfg)
+        val, mse = val_scores(st.model, st.contexts, self.inputs.x_val, self.inputs.t, self.cfg)
         stop = self.stopping.validated(val) if ask_rule else None
         self.data = self.data._replace(lr_scale=np.asarray(self.stopping.lr_scale, np.float32))
         rec["lr_scale"] = self.stopping.lr_scale

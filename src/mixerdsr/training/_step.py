@@ -30,6 +30,7 @@ from ..experts import BACKBONES, AbstractInnerLoopExpert
 from ..mixer import MixER, trained_spec, trained_vector
 from ..rollout import SolverSettings, env_loss, env_losses, zero_nonfinite
 from ..routing import GateUpdate, gate_update_of
+from ..sharding import env_vmap
 from ._inner_loop import inner_loop_outer_step
 from ._jit import LOW_MEMORY_OPTIONS, jit
 from ._state import LossCache, TrainData, TrainState, forcing_at, optimisers
@@ -67,7 +68,7 @@ def _batch_loss(model: MixER, contexts, idx, data: TrainData, cfg: Config, forci
             )(pl)
             return ls.mean(), jnp.all(oks)
 
-        losses, ok = jax.vmap(one)(cb, pools, xb, tb)
+        losses, ok = env_vmap(one, cb, pools, xb, tb)
     else:
         losses, ok = env_losses(model, cb, xb, tb, solver, alpha=alpha, forcing=forcing)
     if data.weight is not None:

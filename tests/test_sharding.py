@@ -1,0 +1,25 @@
+"""Environments over several devices (mixerdsr.sharding), on fake CPU devices."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+def test_training_over_devices_equals_one_device(tmp_path):
+    """1, 3 (padded) and 4 devices give the same routes, gate updates, losses and parameters,
+    and a checkpoint written on 3 devices resumes on 1 (tests/sharded_check.py, in a process
+    of its own: the device count is fixed when XLA starts)."""
+    script = Path(__file__).with_name("sharded_check.py")
+    done = subprocess.run([sys.executable, str(script), str(tmp_path)], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
+    assert "sharded training equals one device's" in done.stdout
+
+
+def test_more_devices_than_there_are_is_refused():
+    from mixerdsr.sharding import env_mesh, env_shards
+
+    assert env_mesh(1) is None and env_shards() == 1
+    with pytest.raises(ValueError, match="train.devices = 64: JAX sees 1 device.*xla_force_host_platform_device_count"):
+        env_mesh(64)
