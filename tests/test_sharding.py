@@ -23,3 +23,17 @@ def test_more_devices_than_there_are_is_refused():
     assert env_mesh(1) is None and env_shards() == 1
     with pytest.raises(ValueError, match="train.devices = 64: JAX sees 1 device.*xla_force_host_platform_device_count"):
         env_mesh(64)
+
+
+@pytest.mark.parametrize(
+    "flags, found",
+    [
+        (["--coordinator", "localhost:1234"], "needs --num-processes and --process-id"),
+        (["--coordinator", "localhost:1234", "--num-processes", "2", "--process-id", "2"], "expected 0 to 1"),
+    ],
+)
+def test_several_hosts_flags_are_checked(flags, found, capsys):
+    from mixerdsr.cli import main
+
+    assert main(["run", "--outer-steps", "1", *flags]) == 2
+    assert found in capsys.readouterr().err

@@ -192,11 +192,43 @@ def run(
             differs from the checkpoint's (with ``resume``), another process using ``out_dir``,
             or splits that do not fit together.
     """
-    from .sharding import using_devices
+    from .sharding import is_primary, using_devices
 
     out = Path(out_dir)
+    if not is_primary():  # several hosts: process 0 writes out_dir, the others a scratch copy
+        import shutil
+
+        scratch = _scratch_copy(out, resume)
+        try:
+            with using_devices(cfg.train.devices):
+                return _run_locked(
+                    cfg,
+                    scratch,
+                    resume=resume,
+                    progress=False,
+                    log=lambda s: None,
+                    splits=splits,
+                    meta=meta,
+                    plots=False,
+                )
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
     with run_lock(out), using_devices(cfg.train.devices):
         return _run_locked(cfg, out, resume=resume, progress=progress, log=log, splits=splits, meta=meta, plots=plots)
+
+
+def _scratch_copy(out: Path, resume: bool) -> Path:
+    """A private directory for a process other than 0 of a run over several hosts, holding
+    what it reads to resume (``out``'s checkpoint, history, configuration and data)."""
+    import shutil
+    import tempfile
+
+    scratch = Path(tempfile.mkdtemp(prefix=f"mixerdsr-{out.name}-"))
+    if resume:
+        for name in ("checkpoint.npz", "history.jsonl", "config.toml", "data.npz"):
+            if (out / name).exists():
+                shutil.copy2(out / name, scratch / name)
+    return scratch
 
 
 def _run_locked(

@@ -19,6 +19,7 @@ then spans every host's devices.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -28,10 +29,23 @@ import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-__all__ = ["ENV_AXIS", "env_mesh", "using_devices", "env_shards", "env_vmap", "place_envs"]
+__all__ = [
+    "ENV_AXIS",
+    "env_mesh",
+    "using_devices",
+    "env_shards",
+    "env_vmap",
+    "place_envs",
+    "replicated",
+    "join_processes",
+    "is_primary",
+]
 
 #: the mesh axis environments are laid along
 ENV_AXIS = "envs"
+
+#: True while a split map traces its function
+_INSIDE: contextvars.ContextVar[bool] = contextvars.ContextVar("mixerdsr_env_vmap", default=False)
 
 
 def env_mesh(devices: int = 0) -> Mesh | None:
@@ -86,11 +100,48 @@ def env_vmap(fn: Callable[..., Any], *args: Any) -> Any:
     split over the active mesh's devices (see the module's text). Results are the vmap's,
     up to the order of floating-point sums."""
     n = env_shards()
-    if n == 1:
+    if n == 1 or _INSIDE.get():  # a map inside a split map: its envs are already on one device
         return jax.vmap(fn)(*args)
     size = jax.tree.leaves(args)[0].shape[0]
     laid = jax.tree.map(lambda a: jax.lax.with_sharding_constraint(_pad(a, n), P(ENV_AXIS)), args)
-    return jax.tree.map(lambda o: o[:size], jax.vmap(fn)(*laid))
+    token = _INSIDE.set(True)
+    try:
+        out = jax.vmap(fn)(*laid)
+    finally:
+        _INSIDE.reset(token)
+    return replicated(jax.tree.map(lambda o: o[:size], out))
+
+
+def replicated(tree: Any) -> Any:
+    """``tree`` (inside jit) with every array on every device of the active mesh: what the
+    host reads back (states, losses, predictions) must be whole on each process."""
+    if env_shards() == 1:
+        return tree
+    return jax.tree.map(lambda a: jax.lax.with_sharding_constraint(a, P()) if isinstance(a, jax.Array) else a, tree)
+
+
+def join_processes(coordinator: str, num_processes: int | None = None, process_id: int | None = None) -> None:
+    """Join a run over several hosts (``jax.distributed.initialize``), before anything else
+    uses JAX. Every host runs the same command with its own ``process_id``; the mesh then
+    spans every host's devices, and only process 0 writes files (:func:`is_primary`).
+
+    Args:
+        coordinator: ``host:port`` of process 0, or ``"auto"``: JAX reads the cluster's
+            environment (SLURM, Open MPI, Kubernetes, Cloud TPU).
+        num_processes, process_id: this run's process count and this process's index
+            (None with ``"auto"``).
+    """
+    # CPU devices of different processes talk over TCP (gloo); other backends ignore this
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    if coordinator == "auto":
+        jax.distributed.initialize()
+    else:
+        jax.distributed.initialize(coordinator, num_processes=num_processes, process_id=process_id)
+
+
+def is_primary() -> bool:
+    """Whether this process writes files (process 0; always, on one host)."""
+    return jax.process_index() == 0
 
 
 def place_envs(a: Any) -> jax.Array:

@@ -117,10 +117,24 @@ def _context_for_experts(args: argparse.Namespace, overrides: dict[str, Any]) ->
     return per_expert * m
 
 
+def _join(args: argparse.Namespace) -> None:
+    """``--coordinator``: join the other hosts' processes before JAX starts."""
+    from ..sharding import join_processes
+
+    explicit = args.coordinator != "auto"
+    if explicit and (args.num_processes is None or args.process_id is None):
+        raise CLIError("--coordinator HOST:PORT needs --num-processes and --process-id (or use --coordinator auto)")
+    if explicit and not 0 <= args.process_id < args.num_processes:
+        raise CLIError(f"--process-id {args.process_id}: expected 0 to {args.num_processes - 1}")
+    join_processes(args.coordinator, args.num_processes, args.process_id)
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from .._config import load_config
     from .._run import run
 
+    if args.coordinator:
+        _join(args)
     overrides = _run_overrides(args)
     try:
         preset = args.preset or (None if args.config else "odebench-2")
@@ -143,6 +157,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
         return 130
     except ValueError as err:
         raise CLIError(str(err)) from None
+    from ..sharding import is_primary
+
+    if not is_primary():  # process 0 of a run over several hosts reports
+        return 0
     for split in ("test", "adapt_test"):
         if split in m:
             ms = m[split]
@@ -226,6 +244,18 @@ def _add_run_commands(sub: Any) -> None:
         help="compile the training step without XLA's CPU fusion emitters: a lower memory peak while "
         "compiling, slower gradient steps (figures in docs/performance.md)",
     )
+    hosts = p.add_argument_group(
+        "several hosts", "one process per host, the same command on each (README: several devices or hosts)"
+    )
+    hosts.add_argument(
+        "--coordinator",
+        metavar="HOST:PORT",
+        default=None,
+        help="join a run over several hosts: process 0's address, or auto (read from the cluster's environment: "
+        "SLURM, Open MPI, ...)",
+    )
+    hosts.add_argument("--num-processes", type=int, default=None, help="processes (hosts) in the run")
+    hosts.add_argument("--process-id", type=int, default=None, help="this process's index, 0 to N-1")
     p.set_defaults(func=_cmd_run)
     q = sub.add_parser("presets", help="list the built-in run configurations")
     q.set_defaults(func=_cmd_presets)

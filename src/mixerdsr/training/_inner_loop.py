@@ -13,7 +13,7 @@ from .._config import Config
 from ..experts import AbstractInnerLoopExpert
 from ..mixer import MixER, trained_spec
 from ..rollout import SolverSettings, env_loss, env_losses, zero_nonfinite
-from ..sharding import env_vmap
+from ..sharding import env_vmap, replicated
 from ._state import TrainData, TrainState, optimisers
 
 __all__ = ["inner_loop_contexts", "inner_loop_outer_step"]
@@ -90,6 +90,6 @@ def inner_loop_outer_step(cfg: Config, n_envs: int):
             failed=jnp.concatenate([jnp.zeros_like(failed), failed]),
             gate_status=jnp.concatenate([none, none]),
         )
-        return new, info
+        return replicated((new, info))  # whole on every device: the host reads it
 
     return outer_step

@@ -30,7 +30,7 @@ from ..experts import BACKBONES, AbstractInnerLoopExpert
 from ..mixer import MixER, trained_spec, trained_vector
 from ..rollout import SolverSettings, env_loss, env_losses, zero_nonfinite
 from ..routing import GateUpdate, gate_update_of
-from ..sharding import env_vmap
+from ..sharding import env_vmap, replicated
 from ._inner_loop import inner_loop_outer_step
 from ._jit import LOW_MEMORY_OPTIONS, jit
 from ._state import LossCache, TrainData, TrainState, forcing_at, optimisers
@@ -236,7 +236,8 @@ def make_outer_step(cfg: Config, n_envs: int):
             step=state.step + 1,
         )
         losses = jnp.where(failed >= batch, jnp.nan, losses)  # every solve of the batch failed: no loss to report
-        return new, dict(ctx_loss=losses[:k_inner], weight_loss=losses[k_inner:], failed=failed, gate_status=status)
+        info = dict(ctx_loss=losses[:k_inner], weight_loss=losses[k_inner:], failed=failed, gate_status=status)
+        return replicated((new, info))  # whole on every device: the host reads it
 
     return jit(outer_step, options)
 
