@@ -34,7 +34,8 @@ class TrainResult:
         timing: ``compile_seconds`` (None when resumed), ``seconds_per_outer_step``,
             ``total_seconds``.
         best_step: the outer step of the selected model.
-        data: the training arrays on device (after the time stride and the validation hold-out).
+        data: the training arrays on device (after the time stride and the validation hold-out;
+            over several devices the env axis is padded to a multiple of the device count).
         stop_reason: why training ended: ``"outer_steps"`` (all ran), ``"converged"`` (the
             plateau rule of ``train.schedule = "plateau"``) or ``"time_budget"``.
         converged: the plateau rule ended training, or the last ``train.patience`` validation
