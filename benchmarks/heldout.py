@@ -1,0 +1,166 @@
+"""Routing recipes on data no preset was tuned for: the held-out ODEBench sets (issue 34).
+
+Cells: a held-out family set (``benchmarks/heldout/*.toml``) x a recipe x a seed, each run as a
+user would, ``mixerdsr run --data SET.npz --experts M --seed S`` plus the recipe's ``--set``
+settings, in ``runs/heldout/<cell>/`` (an interrupted cell resumes there); its figures go to one
+JSON per cell in ``docs/results/heldout/``. Cells run seed by seed, so the first seed of every
+recipe is done first. ``--report`` prints the table from the JSONs alone.
+
+Recipes:
+
+- ``mixer-1``: one expert (the baseline MixER must beat);
+- ``paper``: Algorithm 1 as published (centroids start uniform in +-1e-3, an empty cluster
+  skips the update; routes from the first step, greedy pairing, no override);
+- ``defaults``: today's global defaults (what a user's file gets);
+- ``warm``: a warm start (the automatic warm-up) seeded by spectral grouping, overlap pairing;
+- ``auto``: ``--experts auto:10`` (the count chosen after the warm-up).
+
+    python benchmarks/heldout.py [--sets heldout-5 heldout-8] [--recipes ...] [--seeds 0 1 2]
+    python benchmarks/heldout.py --report
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+FAMILIES = Path(__file__).resolve().parent / "heldout"
+RESULTS = ROOT / "docs" / "results" / "heldout"
+RUNS = ROOT / "runs" / "heldout"
+
+WARM = ["gate.router=warm_start", "gate.pairing=overlap", "gate.warm_start.method=spectral"]
+RECIPES: dict[str, tuple[str | None, list[str]]] = {  # name -> (--experts, --set items)
+    "mixer-1": ("1", []),
+    "paper": (None, ["gate.centroid_init=uniform", "gate.empty_cluster=skip"]),
+    "defaults": (None, []),
+    "warm": (None, WARM),
+    "auto": ("auto:10", []),
+}
+
+
+def families(name: str) -> int:
+    import tomllib
+
+    return len(tomllib.loads((FAMILIES / f"{name}.toml").read_text())["family"])
+
+
+def data_file(name: str) -> Path:
+    out = RUNS / f"{name}.npz"
+    if not out.exists():
+        RUNS.mkdir(parents=True, exist_ok=True)
+        cmd = ["mixerdsr", "data", "generate", "--families", str(FAMILIES / f"{name}.toml"), "--out", str(out)]
+        subprocess.run([*cmd, "--quiet"], check=True)
+    return out
+
+
+def command(data: str, recipe: str, seed: int) -> list[str]:
+    experts, sets = RECIPES[recipe]
+    cmd = ["mixerdsr", "run", "--data", str(data_file(data)), "--experts", experts or str(families(data))]
+    cmd += ["--seed", str(seed)]
+    for s in sets:
+        cmd += ["--set", s]
+    return cmd
+
+
+def family_share(data: Path, metrics: dict) -> float | None:
+    """Share of the new environments whose expert is the one holding most training
+    environments of their family."""
+    with np.load(data, allow_pickle=False) as z:
+        fam_train, fam_new = z["train/family"], z["adapt_train/family"]
+    r = metrics["routing"]
+    if "adapt_experts" not in r:
+        return None
+    ex, new = np.asarray(r["experts"]), np.asarray(r["adapt_experts"])
+    home = {f: np.bincount(ex[fam_train == f]).argmax() for f in np.unique(fam_train)}
+    return float(np.mean([new[i] == home.get(f, -1) for i, f in enumerate(fam_new)]))
+
+
+def record(cell: str, cmd: list[str], run: Path, data: Path, seconds: float) -> dict:
+    m = json.loads((run / "metrics.json").read_text())
+    te, ad, r = m["test"], m.get("adapt_test", {}), m["routing"]
+    return {
+        "cell": cell,
+        "command": " ".join(cmd[:3] + [Path(cmd[3]).name] + cmd[4:]),
+        "purity": r.get("purity"),
+        "experts_used": int(np.count_nonzero(r.get("counts", []))),
+        "chosen_experts": r.get("chosen_experts"),
+        "test_mse": te["mse"],
+        "test_rel_mse": te["rel_mse"],
+        "test_traj_rel_l2": te.get("traj_rel_l2"),
+        "adapt_mse": ad.get("mse"),
+        "adapt_rel_mse": ad.get("rel_mse"),
+        "adapt_traj_rel_l2": ad.get("traj_rel_l2"),
+        "adapt_n_diverged": ad.get("n_diverged", 0),
+        "adapt_family_share": family_share(data, m),
+        "warnings": len(m.get("warnings", [])),
+        "seconds": seconds,
+        "date": time.strftime("%Y-%m-%d"),
+    }
+
+
+def run_cells(sets: list[str], recipes: list[str], seeds: list[int]) -> None:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    for seed in seeds:
+        for data in sets:
+            for recipe in recipes:
+                cell = f"{data}-{recipe}-s{seed}"
+                if (RESULTS / f"{cell}.json").exists():
+                    continue
+                run = RUNS / cell
+                cmd = command(data, recipe, seed) + ["--out", str(run), "--quiet"]
+                if (run / "checkpoint.npz").exists():
+                    cmd.append("--resume")
+                print(f"{cell}: {' '.join(cmd)}", flush=True)
+                t0 = time.perf_counter()
+                done = subprocess.run(cmd, capture_output=True, text=True)
+                if done.returncode != 0:
+                    print(f"{cell}: failed\n{done.stderr[-2000:]}", flush=True)
+                    continue
+                rec = record(cell, cmd, run, data_file(data), time.perf_counter() - t0)
+                (RESULTS / f"{cell}.json").write_text(json.dumps(rec, indent=1))
+                print(f"{cell}: purity {rec['purity']} test traj_rel_l2 {rec['test_traj_rel_l2']:.3f}", flush=True)
+
+
+def report() -> None:
+    rows: dict[tuple[str, str], list[dict]] = {}
+    for p in sorted(RESULTS.glob("*.json")):
+        rec = json.loads(p.read_text())
+        data, rest = rec["cell"].split("-", 2)[:2], rec["cell"].split("-", 2)[2]
+        recipe = rest.rsplit("-s", 1)[0]
+        rows.setdefault(("-".join(data), recipe), []).append(rec)
+    keys = ["purity", "test_mse", "test_rel_mse", "test_traj_rel_l2", "adapt_rel_mse", "adapt_family_share"]
+    print("| set | recipe | seeds | " + " | ".join(keys) + " | experts used |")
+    print("|---" * (len(keys) + 4) + "|")
+    order = list(RECIPES)
+    for (data, recipe), recs in sorted(rows.items(), key=lambda kv: (kv[0][0], order.index(kv[0][1]))):
+
+        def cell(k: str) -> str:
+            v = [r[k] for r in recs if r.get(k) is not None]
+            return "-" if not v else f"{np.mean(v):.3g} ± {np.std(v):.2g}"
+
+        used = ",".join(str(r["experts_used"]) for r in recs)
+        print(f"| {data} | {recipe} | {len(recs)} | " + " | ".join(cell(k) for k in keys) + f" | {used} |")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--sets", nargs="+", default=["heldout-5", "heldout-8"])
+    ap.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=list(RECIPES))
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--report", action="store_true")
+    args = ap.parse_args()
+    if args.report:
+        report()
+    else:
+        run_cells(args.sets, args.recipes, args.seeds)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
