@@ -18,12 +18,12 @@ import mixerdsr.training._loop as loop  # noqa: E402
 from mixerdsr.sharding import env_vmap, place_envs, using_devices  # noqa: E402
 
 out = Path(sys.argv[1])
-split = tiny_ode_split(3, seed=0)  # 4 envs: 3 devices pad them to 6
+data = tiny_ode_split(3, seed=0)  # 4 envs: 3 devices pad them to 6
 
 
 def run(devices, name, resume=False):
     cfg = tiny_cfg({"train.devices": devices})
-    return trainer.train(cfg, split, out_dir=out / name, resume=resume, progress=False, log=lambda s: None)
+    return trainer.train(cfg, data, out_dir=out / name, resume=resume, progress=False, log=lambda s: None)
 
 
 def assert_same(a, b, what):
@@ -43,6 +43,10 @@ assert sum(sum(h["gate_updates"].values()) for h in one.history) > 0  # K-means 
 four = run(4, "four")
 assert four.data.x.shape[0] == 4 and len(four.data.x.sharding.device_set) == 4  # one env per device
 assert_same(one, four, "4 devices")
+# the gate's loss pass split by experts (M = 2 padded to 3 devices) instead of by envs
+by_expert = trainer.train(tiny_cfg({"train.devices": 3, "train.split_experts": True}), data, progress=False,
+                          log=lambda s: None)
+assert_same(one, by_expert, "experts over 3 devices")
 
 # 3 devices (the 4 envs padded to 6), interrupted after 2 outer steps, resumed on 1 device
 real = loop.make_outer_step

@@ -176,6 +176,9 @@ class TrainSettings:
         devices: devices the environments are spread over (0 = every device JAX sees;
             :mod:`mixerdsr.sharding`). Results equal one device's up to the order of
             floating-point sums, and a run resumes on any device count.
+        split_experts: over several devices, the gate's all-expert loss pass gives each device
+            a share of the experts (each solving every environment) instead of a share of
+            every batch of environments: for many experts and small batches.
     """
 
     outer_steps: int = 300
@@ -203,6 +206,7 @@ class TrainSettings:
     seed: int = 0
     low_memory_compile: bool = False
     devices: int = 0
+    split_experts: bool = False
 
     def __post_init__(self):
         validate(

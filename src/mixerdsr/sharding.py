@@ -35,6 +35,7 @@ __all__ = [
     "using_devices",
     "env_shards",
     "env_vmap",
+    "expert_map",
     "place_envs",
     "replicated",
     "join_processes",
@@ -110,6 +111,29 @@ def env_vmap(fn: Callable[..., Any], *args: Any) -> Any:
     finally:
         _INSIDE.reset(token)
     return replicated(jax.tree.map(lambda o: o[:size], out))
+
+
+def expert_map(fn: Callable[[Any], Any], xs: Any, split: bool = False) -> Any:
+    """``jax.lax.map(fn, xs)`` over a leading expert axis; with ``split`` and several devices
+    each device maps its own share of the experts (padded with copies of the first, dropped
+    from the result), and the environment maps inside run whole on that device. For the
+    gate's all-expert loss pass when experts are many and the batches of environments small
+    (``train.split_experts``)."""
+    n = env_shards()
+    if n == 1 or not split or _INSIDE.get():
+        return jax.lax.map(fn, xs)
+    size = jax.tree.leaves(xs)[0].shape[0]
+
+    def parts(a: jax.Array) -> jax.Array:
+        a = _pad(a, n)
+        return jax.lax.with_sharding_constraint(a.reshape(n, a.shape[0] // n, *a.shape[1:]), P(ENV_AXIS))
+
+    token = _INSIDE.set(True)
+    try:
+        out = jax.vmap(lambda part: jax.lax.map(fn, part))(jax.tree.map(parts, xs))
+    finally:
+        _INSIDE.reset(token)
+    return replicated(jax.tree.map(lambda o: o.reshape(-1, *o.shape[2:])[:size], out))
 
 
 def replicated(tree: Any) -> Any:

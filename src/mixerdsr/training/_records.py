@@ -76,6 +76,7 @@ _RESUMABLE = (
     "train.low_memory_compile",
     "train.time_budget",
     "train.devices",
+    "train.split_experts",
 )
 
 

@@ -30,7 +30,7 @@ from ..experts import BACKBONES, AbstractInnerLoopExpert
 from ..mixer import MixER, trained_spec, trained_vector
 from ..rollout import SolverSettings, env_loss, env_losses, zero_nonfinite
 from ..routing import GateUpdate, gate_update_of
-from ..sharding import env_vmap, replicated
+from ..sharding import env_vmap, expert_map, replicated
 from ._inner_loop import inner_loop_outer_step
 from ._jit import LOW_MEMORY_OPTIONS, jit
 from ._state import LossCache, TrainData, TrainState, forcing_at, optimisers
@@ -109,7 +109,14 @@ def expert_losses(
 
 
 def _expert_losses(
-    model: MixER, contexts, data: TrainData, solver: SolverSettings, chunk: int, cache: LossCache | None, alpha: float
+    model: MixER,
+    contexts,
+    data: TrainData,
+    solver: SolverSettings,
+    chunk: int,
+    cache: LossCache | None,
+    alpha: float,
+    split_experts: bool = False,
 ) -> Float[Array, "M E"]:
     """:func:`expert_losses`, recomputing only the pairs a valid ``cache`` does not hold.
 
@@ -140,7 +147,7 @@ def _expert_losses(
 
         return jax.lax.fori_loop(0, (n_need + size - 1) // size, batch, losses)
 
-    return jax.lax.map(one, (jnp.arange(n_exp), old))
+    return expert_map(one, (jnp.arange(n_exp), old), split_experts)
 
 
 def _gate_chunk(cfg: Config, batch: int) -> int:
@@ -257,7 +264,7 @@ def _gate_step(cfg: Config, update: GateUpdate, chunk: int):
             return skip(model, gstate, cache)
 
         def losses():
-            ls = _expert_losses(model, contexts, data, solver, chunk, cache, alpha)
+            ls = _expert_losses(model, contexts, data, solver, chunk, cache, alpha, cfg.train.split_experts)
             return ls, LossCache(ls, contexts, jnp.ones((), bool))
 
         def do(_):
