@@ -1,6 +1,7 @@
 """Run by tests/test_sharding.py in a process of its own with 4 fake CPU devices (XLA reads
-the device count once, at start-up): training over 1, 3 and 4 devices, and a resume across
-device counts. Exits non-zero with the failed assertion."""
+the device count once, at start-up): training over 1 and 4 devices, the gate's loss pass split
+by experts over 3 (envs and experts padded), and a 4-device checkpoint resumed on 1 device.
+Exits non-zero with the failed assertion."""
 
 import os
 import sys
@@ -48,7 +49,7 @@ by_expert = trainer.train(tiny_cfg({"train.devices": 3, "train.split_experts": T
                           log=lambda s: None)
 assert_same(one, by_expert, "experts over 3 devices")
 
-# 3 devices (the 4 envs padded to 6), interrupted after 2 outer steps, resumed on 1 device
+# 4 devices, interrupted after 2 outer steps, resumed on 1 device
 real = loop.make_outer_step
 
 
@@ -66,12 +67,12 @@ def interrupting(*a, **k):
 
 loop.make_outer_step = interrupting
 try:
-    run(3, "cut")
+    run(4, "cut")
     raise AssertionError("not interrupted")
 except KeyboardInterrupt:
     pass
 loop.make_outer_step = real
-assert_same(one, run(1, "cut", resume=True), "3 devices resumed on 1")
+assert_same(one, run(1, "cut", resume=True), "4 devices resumed on 1")
 
 # the layout: padded with copies of the first env, one part per device; the map drops the padding
 with using_devices(3):

@@ -8,9 +8,10 @@ import pytest
 
 
 def test_training_over_devices_equals_one_device(tmp_path):
-    """1, 3 (padded) and 4 devices give the same routes, gate updates, losses and parameters,
-    and a checkpoint written on 3 devices resumes on 1 (tests/sharded_check.py, in a process
-    of its own: the device count is fixed when XLA starts)."""
+    """1 and 4 devices, and the gate's loss pass split by experts over 3 (envs and experts
+    padded), give the same routes, gate updates, losses, parameters and gate, and a checkpoint
+    written on 4 devices resumes on 1 (tests/sharded_check.py, in a process of its own: the
+    device count is fixed when XLA starts)."""
     script = Path(__file__).with_name("sharded_check.py")
     done = subprocess.run([sys.executable, str(script), str(tmp_path)], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
