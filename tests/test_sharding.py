@@ -12,6 +12,11 @@ def test_training_over_devices_equals_one_device(tmp_path):
     padded), give the same routes, gate updates, losses, parameters and gate, and a checkpoint
     written on 4 devices resumes on 1 (tests/sharded_check.py, in a process of its own: the
     device count is fixed when XLA starts)."""
+    import jax
+    from conftest import _release_memory
+
+    jax.clear_caches()  # this worker's compiled functions, while the child process runs
+    _release_memory()
     script = Path(__file__).with_name("sharded_check.py")
     done = subprocess.run([sys.executable, str(script), str(tmp_path)], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
