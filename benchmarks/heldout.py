@@ -13,7 +13,8 @@ Recipes:
   skips the update; routes from the first step, greedy pairing, no override);
 - ``defaults``: today's global defaults (what a user's file gets);
 - ``warm``: a warm start (the automatic warm-up) seeded by spectral grouping, overlap pairing;
-- ``auto``: ``--experts auto:10`` (the count chosen after the warm-up).
+- ``auto``: ``--experts auto:10`` (the count chosen after the warm-up);
+- ``auto-warm``: ``auto`` with the ``warm`` recipe's grouping and pairing.
 
     python benchmarks/heldout.py [--sets heldout-5 heldout-8] [--recipes ...] [--seeds 0 1 2]
     python benchmarks/heldout.py --report
@@ -42,6 +43,7 @@ RECIPES: dict[str, tuple[str | None, list[str]]] = {  # name -> (--experts, --se
     "defaults": (None, []),
     "warm": (None, WARM),
     "auto": ("auto:10", []),
+    "auto-warm": ("auto:10", WARM[1:]),  # the count chosen on the spectral grouping, overlap pairing
 }
 
 
