@@ -522,7 +522,7 @@ def test_many_parameters_do_not_build_the_full_grid():
 @pytest.mark.parametrize("p, n", [(1, 7), (2, 5), (2, 9), (3, 5), (3, 27), (4, 20)])
 @pytest.mark.parametrize("clean", [False, True])
 def test_grid_rows_equal_the_meshgrid_protocol(p, n, clean):
-    from mixerdsr.data._families import _train_grid
+    from mixerdsr.data._plans import _train_grid
 
     ref = np.array([1.0, 0.0, 0.07, 2.0][:p])  # a zero parameter: its grid collapses to one value
     k = math.ceil(n ** (1 / p))

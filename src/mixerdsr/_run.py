@@ -12,14 +12,12 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import json
-import os
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +29,7 @@ from . import metrics as M
 from ._config import Config, DataSettings
 from ._diagnostics import diagnose, reading_notes
 from ._jsonio import jsonable
+from ._rundir import RunLockedError, run_directory, run_lock
 from .adaptation import adapt_contexts, adapt_new
 from .data import EnvData, check_splits, load_dataset, read_meta, resolve_dataset, save_dataset
 from .downstream import run_downstream
@@ -120,45 +119,6 @@ class RunResult:
         return list(self.metrics.get("warnings", []))
 
 
-class RunLockedError(ValueError):
-    """Another process holds the run directory."""
-
-
-@contextlib.contextmanager
-def run_lock(out: Path) -> Iterator[None]:
-    """Hold an exclusive lock on ``out/.lock`` for the duration of a run, so that two runs
-    never write into one directory at once. The operating system releases it when the process
-    ends, however it ends (no stale locks).
-
-    Raises:
-        RunLockedError: another process holds the lock.
-    """
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - not a POSIX system: no locking
-        yield
-        return
-    out.mkdir(parents=True, exist_ok=True)
-    fh = (out / ".lock").open("a+")
-    try:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            fh.seek(0)
-            holder = fh.read().strip() or "unknown"
-            raise RunLockedError(
-                f"{out}: another mixerdsr run (process {holder}) is using this directory; wait "
-                f"for it to finish or choose another --out"
-            ) from None
-        fh.seek(0)
-        fh.truncate()
-        fh.write(str(os.getpid()))
-        fh.flush()
-        yield
-    finally:
-        fh.close()
-
-
 def run(
     cfg: Config,
     out_dir: str | Path,
@@ -194,41 +154,18 @@ def run(
     """
     from .sharding import is_primary, using_devices
 
-    out = Path(out_dir)
-    if not is_primary():  # several hosts: process 0 writes out_dir, the others a scratch copy
-        import shutil
-
-        scratch = _scratch_copy(out, resume)
-        try:
-            with using_devices(cfg.train.devices):
-                return _run_locked(
-                    cfg,
-                    scratch,
-                    resume=resume,
-                    progress=False,
-                    log=lambda s: None,
-                    splits=splits,
-                    meta=meta,
-                    plots=False,
-                )
-        finally:
-            shutil.rmtree(scratch, ignore_errors=True)
-    with run_lock(out), using_devices(cfg.train.devices):
-        return _run_locked(cfg, out, resume=resume, progress=progress, log=log, splits=splits, meta=meta, plots=plots)
-
-
-def _scratch_copy(out: Path, resume: bool) -> Path:
-    """A private directory for a process other than 0 of a run over several hosts, holding
-    what it reads to resume (``out``'s checkpoint, history, configuration and data)."""
-    import shutil
-    import tempfile
-
-    scratch = Path(tempfile.mkdtemp(prefix=f"mixerdsr-{out.name}-"))
-    if resume:
-        for name in ("checkpoint.npz", "history.jsonl", "config.toml", "data.npz"):
-            if (out / name).exists():
-                shutil.copy2(out / name, scratch / name)
-    return scratch
+    primary = is_primary()  # several hosts: only process 0 writes out_dir, says and draws
+    with run_directory(Path(out_dir), resume) as where, using_devices(cfg.train.devices):
+        return _run_locked(
+            cfg,
+            where,
+            resume=resume,
+            progress=progress and primary,
+            log=log if primary else (lambda s: None),
+            splits=splits,
+            meta=meta,
+            plots=plots and primary,
+        )
 
 
 def _run_locked(

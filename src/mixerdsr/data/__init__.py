@@ -15,13 +15,13 @@ from ._epilepsy2 import read_ts as read_ts
 from ._expr import CompiledRHS as CompiledRHS
 from ._expr import compile_rhs as compile_rhs
 from ._families import FamilySpec as FamilySpec
-from ._families import env_parameters as env_parameters
 from ._families import generate_families as generate_families
-from ._families import initial_conditions as initial_conditions
 from ._families import load_family_spec as load_family_spec
 from ._families import padded_params as padded_params
 from ._families import parse_family_spec as parse_family_spec
-from ._families import plan_families as plan_families
+from ._plans import env_parameters as env_parameters
+from ._plans import initial_conditions as initial_conditions
+from ._plans import plan_families as plan_families
 from ._registry import generate_dataset as generate_dataset
 from ._registry import list_datasets as list_datasets
 from ._registry import resolve_dataset as resolve_dataset
