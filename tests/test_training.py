@@ -522,6 +522,19 @@ def test_time_budget_stops_at_the_best_model_reached(tiny_splits, tmp_path):
     assert extra["step"] == 1 and extra["stopping"]["seconds"] > 0
 
 
+@pytest.mark.parametrize("score", ["mse", "traj_rel_l2"])
+def test_select_on_picks_the_model_by_that_validation_score(tiny_splits, score):
+    res = trainer.train(cfg({"train.select_on": score, "train.val_every": 1}), tiny_splits["train"],
+                        progress=False, log=lambda s: None)
+    checks = [h for h in res.history if "val_score" in h]
+    assert len(checks) >= 3
+    for h in checks:  # every score is recorded; the chosen one is the selection score
+        assert h["val_score"] == h[f"val_{score}"] and {"val_rel_mse", "val_mse", "val_traj_rel_l2"} <= set(h)
+    assert res.best_step == min(checks, key=lambda h: h[f"val_{score}"])["step"]
+    with pytest.raises(ValueError, match="train.select_on.: expected one of"):
+        cfg({"train.select_on": "r2"})
+
+
 def test_lr_scale_zero_leaves_the_weights_unchanged(tiny_splits):
 
     c = cfg()

@@ -149,7 +149,7 @@ class TrainSettings:
             training, ``outer_steps`` is then a maximum). See ``mixerdsr._stopping``.
         patience: validation checks without a relative improvement of ``min_improvement``
             that make a plateau (also what ``converged`` in ``metrics.json`` means).
-        min_improvement: relative improvement of the best validation relMSE that counts.
+        min_improvement: relative improvement of the best validation score that counts.
         lr_drops: ``"plateau"``: plateaus that lower the rate before the next one stops.
         val_smoothing: the plateau rule judges an exponential moving average of the
             validation score with this weight on the newest one (1 = the raw score; model
@@ -167,6 +167,10 @@ class TrainSettings:
             teacher-forced error.
         self_modulation_pool: experts with contextual self-modulation (NCF): contexts per env
             that its loss expands around (itself and its nearest batch members).
+        select_on: the validation score that selects the model and drives the plateau rule:
+            ``"rel_mse"`` (Eq. 9, the paper's), ``"mse"`` or ``"traj_rel_l2"`` (the mean over
+            trajectories of ``||pred - true|| / ||true||``: a state near zero cannot dominate
+            it, as it can Eq. 9). Every score is recorded in the history either way.
         val_every: validation (model selection) every this many outer steps.
         checkpoint_every: checkpoint every this many outer steps.
         seed: training seed.
@@ -201,6 +205,7 @@ class TrainSettings:
     env_weight_power: float = 0.0
     teacher_forcing: float = 0.5
     self_modulation_pool: int = 2
+    select_on: str = "rel_mse"
     val_every: int = 10
     checkpoint_every: int = 25
     seed: int = 0
@@ -212,7 +217,11 @@ class TrainSettings:
         validate(
             self,
             "train",
-            choices={"optimizer": ("adabelief", "adam"), "schedule": ("steps", "plateau")},
+            choices={
+                "optimizer": ("adabelief", "adam"),
+                "schedule": ("steps", "plateau"),
+                "select_on": ("rel_mse", "mse", "traj_rel_l2"),
+            },
             ranges={
                 **dict.fromkeys(
                     ("outer_steps", "inner_steps", "self_modulation_pool", "val_every", "checkpoint_every"), AT_LEAST_1

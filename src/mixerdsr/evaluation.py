@@ -19,17 +19,19 @@ from .inference import predict
 __all__ = ["evaluate_split", "val_scores", "val_rel_mse", "val_env_rel_mse", "active_parameters", "total_parameters"]
 
 
-def val_scores(model, contexts, x_val, t, cfg: Config) -> tuple[float, float]:
-    """``(relMSE (Eq. 9), MSE)`` of the free-running predictions of ``x_val [E, N, T, D]``."""
+def val_scores(model, contexts, x_val, t, cfg: Config) -> dict[str, float]:
+    """The validation scores of the free-running predictions of ``x_val [E, N, T, D]``:
+    ``{"rel_mse": Eq. 9, "mse": ..., "traj_rel_l2": ...}`` (``train.select_on`` picks the one
+    that selects the model). A failed solve predicts zeros, so it scores badly, never well."""
     pred, ok = predict(model, contexts, x_val, t, cfg.solver)
     s = model.expert_type.scored_from
     p, y = jnp.asarray(pred[:, :, s:]), jnp.asarray(x_val[:, :, s:])
-    return float(M.rel_mse(p, y)), float(M.mse(p, y))
+    return {"rel_mse": float(M.rel_mse(p, y)), "mse": float(M.mse(p, y)), "traj_rel_l2": float(M.traj_rel_l2(p, y))}
 
 
 def val_rel_mse(model, contexts, x_val, t, cfg: Config) -> float:
-    """relMSE (Eq. 9) of the free-running predictions of ``x_val [E, N, T, D]`` (model selection)."""
-    return val_scores(model, contexts, x_val, t, cfg)[0]
+    """relMSE (Eq. 9) of the free-running predictions of ``x_val [E, N, T, D]``."""
+    return val_scores(model, contexts, x_val, t, cfg)["rel_mse"]
 
 
 def val_env_rel_mse(model, contexts, x_val, t, cfg: Config) -> np.ndarray:

@@ -33,9 +33,14 @@ __all__ = [
 
 # ---------------------------------------------------------------------------------------
 # losses
+#: validation score (``train.select_on``; ``val_<score>`` in a history line) -> its name
+VALIDATION_SCORES = {"rel_mse": "relMSE (Eq. 9)", "mse": "MSE", "traj_rel_l2": "traj_rel_l2"}
+
+
 # ---------------------------------------------------------------------------------------
-def losses_figure(history: Sequence[Mapping[str, Any]], *, best_step: int | None = None):
-    """Training losses per phase (left) and validation relMSE (right) against outer step."""
+def losses_figure(history: Sequence[Mapping[str, Any]], *, best_step: int | None = None, select_on: str = "rel_mse"):
+    """Training losses per phase (left) and the validation score ``select_on`` (right: a key
+    of :data:`VALIDATION_SCORES`, ``train.select_on``) against outer step."""
     from matplotlib.ticker import MaxNLocator
 
     fig = new_figure(10, 3.6, layout="constrained")
@@ -58,10 +63,12 @@ def losses_figure(history: Sequence[Mapping[str, Any]], *, best_step: int | None
         ax1.legend(fontsize=8, title="phase", title_fontsize=8)
     else:
         ax1.text(0.5, 0.5, "no losses recorded", ha="center", va="center", transform=ax1.transAxes)
-    vs = [(h.get("step", i), h["val_rel_mse"]) for i, h in enumerate(history) if h.get("val_rel_mse") is not None]
+    key = f"val_{select_on}"
+    name = VALIDATION_SCORES[select_on]
+    vs = [(h.get("step", i), h[key]) for i, h in enumerate(history) if h.get(key) is not None]
     if vs:
         s, v = (np.asarray(a, float) for a in zip(*vs))
-        ax2.plot(s, v, "o-", ms=3, color="C2", label="validation relMSE")
+        ax2.plot(s, v, "o-", ms=3, color="C2", label=f"validation {name}")
         if np.all(v[np.isfinite(v)] > 0) and np.isfinite(v).any():
             ax2.set_yscale("log")
         if best_step is not None and best_step in s:
@@ -72,14 +79,17 @@ def losses_figure(history: Sequence[Mapping[str, Any]], *, best_step: int | None
         ax2.text(0.5, 0.5, "no validation recorded", ha="center", va="center", transform=ax2.transAxes)
     ax2.set_xlabel("outer step")
     ax2.tick_params(labelbottom=True)
-    ax2.set_ylabel("validation relMSE (Eq. 9)")
-    ax2.set_title("validation relative MSE (lower is better)", fontsize=10)
+    ax2.set_ylabel(f"validation {name}")
+    ax2.set_title(f"validation {name}, the model-selection score (lower is better)", fontsize=10)
     return fig
 
 
-def plot_losses(history: Sequence[Mapping[str, Any]], path: str | Path, *, best_step: int | None = None) -> Path:
-    """Training losses (context and weight phases) and validation relMSE against outer step."""
-    return _canvas.save_figure(losses_figure(history, best_step=best_step), Path(path))
+def plot_losses(
+    history: Sequence[Mapping[str, Any]], path: str | Path, *, best_step: int | None = None, select_on: str = "rel_mse"
+) -> Path:
+    """Training losses (context and weight phases) and the validation score that selects the
+    model (``train.select_on``) against outer step."""
+    return _canvas.save_figure(losses_figure(history, best_step=best_step, select_on=select_on), Path(path))
 
 
 # ---------------------------------------------------------------------------------------
@@ -297,9 +307,14 @@ def plot_run(
     out = Path(out)
     figs: list[tuple[str, str]] = []
     cfg = metrics.get("config") or {}
-    plot_losses(history, out / "loss.png", best_step=metrics.get("best_step"))
+    select_on = (cfg.get("train") or {}).get("select_on", "rel_mse")
+    plot_losses(history, out / "loss.png", best_step=metrics.get("best_step"), select_on=select_on)
     figs.append(
-        ("Training loss per phase and validation relative MSE (Eq. 9); the star marks the selected model", "loss.png")
+        (
+            f"Training loss per phase and validation {VALIDATION_SCORES[select_on]}, the model-selection score; "
+            "the star marks the selected model",
+            "loss.png",
+        )
     )
     tr = splits["train"]
     if plot_gate_heatmaps(history, out / "gate_heatmaps.png", tr.family, tr.family_names) is not None:

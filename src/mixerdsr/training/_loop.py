@@ -275,12 +275,13 @@ class _Loop:
         """Score the model on the validation trajectories, keep it when it is the best so far,
         and (``ask_rule``) ask the stopping rule (its answer: a stop reason or None)."""
         st = self.state
-        val, mse = val_scores(st.model, st.contexts, self.inputs.x_val, self.inputs.t, self.cfg)
+        scores = val_scores(st.model, st.contexts, self.inputs.x_val, self.inputs.t, self.cfg)
+        val = scores[self.cfg.train.select_on]
         stop = self.stopping.validated(val) if ask_rule else None
         self.data = self.data._replace(lr_scale=np.asarray(self.stopping.lr_scale, np.float32))
         rec["lr_scale"] = self.stopping.lr_scale
-        rec["val_rel_mse"] = val
-        rec["val_mse"] = mse
+        rec.update({f"val_{k}": v for k, v in scores.items()})
+        rec["val_score"] = val
         if math.isfinite(val) and val < float(st.best_val):
             self.state = st._replace(
                 best_model=st.model,
@@ -293,7 +294,9 @@ class _Loop:
     def show(self, rec: dict[str, Any]) -> None:
         if self.bar is None:
             return
-        last_val = next((h["val_rel_mse"] for h in reversed(self.history) if "val_rel_mse" in h), None)
+        last_val = next(
+            (h.get("val_score", h["val_rel_mse"]) for h in reversed(self.history) if "val_rel_mse" in h), None
+        )
         post = {"loss": f"{rec['weight_loss']:.3g}"}
         if last_val is not None:
             post["val"] = f"{last_val:.3g}"

@@ -94,6 +94,7 @@ _INTRODUCED = {
     "train.lr_drops": 2,
     "train.val_smoothing": 1.0,
     "train.time_budget": 0.0,
+    "train.select_on": "rel_mse",
     "solver.sequence_start": "zeros",
 }
 
