@@ -1,10 +1,13 @@
 """Controlled runs: one harness cell with one named change of settings, one JSON per run.
 
     python benchmarks/controlled.py lv-coda-single --change beta0 --seed 0
+    python benchmarks/controlled.py lv-coda-single --change force0 --budget converged --time-budget 20m
     python benchmarks/controlled.py --list
 
-Each run trains the cell at the ``cpu`` budget (the harness's sizes and outer steps) with the
-change's settings on top, and writes ``docs/results/controlled/<cell>-<change>-s<seed>.json``:
+Each run trains the cell at the ``cpu`` budget (the harness's sizes and outer steps; or
+``--budget converged``: the paper's sizes with the plateau schedule, JSONs in
+``docs/results/controlled-converged/``) with the change's settings on top, and writes
+``<out>/<cell>-<change>-s<seed>.json``:
 the cell JSON of the reproduction harness (metrics, curve of training loss and validation MSE,
 seconds) plus ``change`` and its ``description``. A run whose JSON exists is skipped, so a list
 of runs can be restarted after an interruption. ``--report`` prints the table of all JSONs
@@ -22,6 +25,7 @@ import numpy as np
 
 import mixerdsr as mx
 from mixerdsr import reproduce as R
+from mixerdsr.cli._common import _duration_arg
 
 FULLSIZE = "<fullsize>"
 #: name -> (what it changes, settings on top of the cell's cpu-budget settings)
@@ -54,6 +58,10 @@ CHANGES: dict[str, tuple[str, dict]] = {
         "interval forcing from 0 to free running over the first quarter (train.forcing = 0, forcing_steps = 0.25)",
         {"train.forcing": 0.0, "train.forcing_steps": 0.25},
     ),
+    "force0-200": (
+        "interval forcing from 0 to free running over the first 200 of 5000 outer steps (the converged budget)",
+        {"train.forcing": 0.0, "train.forcing_steps": 0.04},
+    ),
     "fullsize": ("the published parameter count (no cpu-budget scaling of the width)", {FULLSIZE: True}),
 }
 
@@ -71,19 +79,22 @@ def find_cell(cell_name: str, seed: int) -> R.Cell:
     raise SystemExit(f"no harness cell is named {cell_name}-s{seed}")
 
 
-def run_one(cell_name: str, change: str, seed: int, out: Path, budget: str = "cpu") -> dict:
+def run_one(cell_name: str, change: str, seed: int, out: Path, budget: str = "cpu", time_budget: float = 0.0) -> dict:
     cell = find_cell(cell_name, seed)
     data, backbone = cell.data, cell.backbone
     extra = {}
     for part in change.split("+"):
         extra |= CHANGES[part][1]
-    over = R.settings(cell, budget) | extra
+    over = R.settings(cell, budget) | extra | ({"train.time_budget": time_budget} if time_budget else {})
     if over.pop(FULLSIZE, False):
         over[f"model.{backbone}.width"] = R.matched_width(data, over, R.paper_active_parameters(cell))
     cfg = mx.load_config(R.preset_of(cell.data), None, over)
     name = _name(cell_name, change, seed)
+    rd = Path("runs/controlled" if budget == "cpu" else f"runs/controlled-{budget}") / name
     t0 = time.perf_counter()
-    res = mx.run(cfg, Path("runs/controlled") / name, progress=False, plots=False, log=lambda s: None)
+    # an interrupted run resumes from its checkpoint (the settings are the same by construction)
+    resume = (rd / "checkpoint.npz").exists()
+    res = mx.run(cfg, rd, resume=resume, progress=False, plots=False, log=lambda s: None)
     rec = R.cell_record(cell, budget, over, res, time.perf_counter() - t0)
     rec["change"] = change
     rec["description"] = " + ".join(CHANGES[p][0] for p in change.split("+"))
@@ -133,11 +144,14 @@ def main() -> None:
     p.add_argument("cell", nargs="?", help="a Table 4 cell without its seed, e.g. lv-coda-single")
     p.add_argument("--change", nargs="+", default=["baseline"], help="names of CHANGES; a+b combines two")
     p.add_argument("--seed", type=int, nargs="+", default=[0])
-    p.add_argument("--out", default="docs/results/controlled")
+    p.add_argument("--out", help="where the JSONs go (default docs/results/controlled[-BUDGET])")
+    p.add_argument("--budget", default="cpu", choices=["cpu", "converged"])
+    p.add_argument("--time-budget", default="0", help="training time per run (e.g. 20m), 0 = none")
     p.add_argument("--list", action="store_true", help="list the changes")
     p.add_argument("--report", action="store_true", help="print the table of the JSONs in --out")
     a = p.parse_args()
-    out = Path(a.out)
+    out = Path(a.out or ("docs/results/controlled" if a.budget == "cpu" else f"docs/results/controlled-{a.budget}"))
+    time_budget = 0.0 if a.time_budget == "0" else _duration_arg(a.time_budget)
     if a.list:
         for k, (d, s) in CHANGES.items():
             print(f"{k:16s} {d}  {s}")
@@ -149,7 +163,7 @@ def main() -> None:
         for change in a.change:
             if (out / f"{_name(a.cell, change, seed)}.json").exists():
                 continue
-            rec = run_one(a.cell, change, seed, out)
+            rec = run_one(a.cell, change, seed, out, a.budget, time_budget)
             m = rec["metrics"]
             print(
                 f"{rec['cell']} {change}: test MSE {m['test_mse']:.3g}, adapt MSE {m['adapt_mse']:.3g}, "
