@@ -90,6 +90,7 @@ def test_warm_start_policy_phases_seeding_and_its_state():
     seeded, event = policy.before_step(2, st, lambda _: 1 / 0)  # a fixed count needs no fit
     assert set(event.assign[:4].tolist()) != set(event.assign[4:].tolist())
     assert "routes seeded" in event.message and event.record == {}
+    np.testing.assert_allclose(event.contexts, np.asarray(st.contexts)[:, :2])  # expert 0's part, grouped
     assert policy.phase() == "routed" and policy.step_config(c, 8) == c
     assert policy.state_dict() == {"seeded": True, "n_active": 2}
     assert policy.before_step(3, seeded, None)[1] is None  # seeded once

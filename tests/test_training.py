@@ -398,6 +398,9 @@ def test_number_of_experts_chosen_after_the_warmup(tiny_splits, tmp_path, monkey
     # the routing policy's state is in the checkpoint: a resumed run knows its phase
     _, _, extra = load_checkpoint(tmp_path / "checkpoint.npz", res.state)
     assert extra["routing"] == {"seeded": True, "n_active": chosen}
+    seeding = np.load(tmp_path / "seeding-1.npz")  # what the grouping saw: expert 0's part of the contexts
+    assert seeding["contexts"].shape == (n_env, c.model.context_size // 2) and len(seeding["assign"]) == n_env
+    np.testing.assert_array_equal(seeding["family"], tiny_splits["train"].family)
     (rec,) = [h for h in res.history if "experts_chosen" in h]
     assert rec["step"] == 1 and rec["experts_chosen"]["experts"] == chosen
     assert set(rec["experts_chosen"]["silhouette"]) == {"2"}

@@ -63,11 +63,14 @@ class RouteEvent:
         message: one line for the log.
         assign: ``[E]`` the new expert of every env.
         record: entries for that step's history record (e.g. ``experts_chosen``).
+        contexts: the contexts the grouping saw ``[E, c]`` (a warm start's seeding: the shared
+            expert's part), or None.
     """
 
     message: str
     assign: np.ndarray
     record: dict[str, Any]
+    contexts: np.ndarray | None = None
 
 
 class RoutingPolicy:
@@ -244,6 +247,7 @@ class WarmStart(RoutingPolicy):
     def before_step(self, step, state, env_fit):
         if self.seeded or step != self.warmup:
             return state, None
+        own = np.asarray(own_contexts(state.model, state.contexts, jnp.zeros(state.contexts.shape[0], jnp.int32)))
         state, assign, choice = self.seed_routes(state, env_fit(state) if self.grouping.needs_fit else None)
         n_exp = state.model.n_experts
         counts = np.bincount(np.asarray(assign), minlength=n_exp).tolist()
@@ -253,7 +257,7 @@ class WarmStart(RoutingPolicy):
             counts = counts[: choice["experts"]]
             record["experts_chosen"] = choice
         lines.append(f"routes seeded from the contexts after {self.warmup} warm-up steps: envs per expert {counts}")
-        return state, RouteEvent("\n".join(lines), np.asarray(assign), record)
+        return state, RouteEvent("\n".join(lines), np.asarray(assign), record, own)
 
     def seed_routes(self, state: TrainState, env_fit: Any = None) -> tuple[TrainState, Any, dict[str, Any] | None]:
         """Seed the routes now: ``(state, assign [E], choice)`` (``choice``: None unless the

@@ -218,6 +218,13 @@ class _Loop:
             best_val=jnp.asarray(jnp.inf, jnp.float32), best_step=jnp.asarray(-1, jnp.int32)
         )
         msg = event.message
+        if event.contexts is not None and self.hist_path is not None:  # what the grouping saw, to study it
+            np.savez(
+                self.hist_path.with_name(f"seeding-{s}.npz"),
+                contexts=event.contexts,
+                assign=np.asarray(event.assign),
+                family=np.asarray(self.inputs.family),
+            )
         if self.known_families:
             msg += f", purity {M.purity(event.assign, self.inputs.family):.3g}"
         for line in msg.split("\n"):
