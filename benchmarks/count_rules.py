@@ -1,0 +1,91 @@
+"""Rules for the number of experts (``--experts auto``), judged offline on the contexts a warm
+start grouped (``seeding-S.npz``, written by every warm-start run).
+
+    python benchmarks/count_rules.py runs/seeding/*/seeding-*.npz [--max 10]
+
+For every file: the number of families (the truth), and per rule the count chosen and the
+purity of the groups it forms against the families. Rules:
+
+- ``silhouette``: the library's (:func:`mixerdsr.routing.choose_count`: the highest mean
+  silhouette of L1 K-means on the standardised contexts, at least 0.5, the largest count within
+  0.1 of the best);
+- ``silhouette-spectral``: the same score of the groups the spectral method forms;
+- ``eigengap``: the largest gap between consecutive eigenvalues of the normalised Laplacian of
+  the nearest-neighbour graph (the classic spectral rule: ``k`` clean groups give ``k``
+  eigenvalues near 0); neighbours as :func:`mixerdsr.routing.auto_neighbours` for a guess of
+  ``E / 5`` envs per group.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mixerdsr import metrics as M
+from mixerdsr.routing import auto_neighbours, choose_count, compact_labels, seed_routes, silhouette
+
+
+def laplacian_spectrum(x: np.ndarray, neighbours: int) -> np.ndarray:
+    """Eigenvalues (ascending) of the normalised Laplacian of the symmetrised kNN graph of the
+    standardised points ``x``, as :func:`mixerdsr.routing.spectral_embedding` builds it."""
+    z = (x - x.mean(0)) / np.maximum(x.std(0), 1e-12)
+    n = len(z)
+    d2 = ((z[:, None] - z[None]) ** 2).sum(-1) + np.diag(np.full(n, np.inf))
+    idx = np.argsort(d2, axis=1)[:, :neighbours]
+    a = np.zeros((n, n))
+    a[np.arange(n)[:, None], idx] = 1.0
+    w = 0.5 * (a + a.T)
+    dm = 1.0 / np.sqrt(np.maximum(w.sum(1), 1e-12))
+    return np.linalg.eigvalsh(np.eye(n) - dm[:, None] * w * dm[None, :])
+
+
+def rules(x: np.ndarray, max_count: int, key: jax.Array) -> dict[str, tuple[int, np.ndarray]]:
+    out = {}
+    k, assign, _ = choose_count(key, jnp.asarray(x), max_count, 0.5, 10, 0.1)
+    out["silhouette"] = (k, np.asarray(assign))
+    best, best_k, best_a = -np.inf, 1, np.zeros(len(x), int)
+    for k in range(2, min(max_count, len(x) - 1) + 1):
+        a, _ = seed_routes(key, jnp.asarray(x), k, 10, method="spectral", neighbours=auto_neighbours(len(x), k))
+        s = silhouette(x, np.asarray(a))
+        if s > best:
+            best, best_k, best_a = s, k, np.asarray(a)
+    out["silhouette-spectral"] = (best_k, best_a) if best >= 0.5 else (1, np.zeros(len(x), int))
+    lam = laplacian_spectrum(x, auto_neighbours(len(x), max(2, len(x) // 5)))
+    gaps = np.diff(lam[: max_count + 1])
+    k = int(np.argmax(gaps)) + 1
+    a, _ = (
+        seed_routes(key, jnp.asarray(x), k, 10, method="spectral", neighbours=auto_neighbours(len(x), k))
+        if k > 1
+        else (np.zeros(len(x), int), None)
+    )
+    out["eigengap"] = (k, np.asarray(compact_labels(a)[1]))
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("files", nargs="+")
+    ap.add_argument("--max", type=int, default=10, help="the most experts a rule may choose")
+    a = ap.parse_args()
+    key = jax.random.PRNGKey(0)
+    print(
+        "| seeding file | families | "
+        + " | ".join(f"{r} (count, purity)" for r in ("silhouette", "silhouette-spectral", "eigengap"))
+        + " |"
+    )
+    print("|---|---|---|---|---|")
+    for f in a.files:
+        d = np.load(f)
+        x, fam = np.asarray(d["contexts"], np.float64), np.asarray(d["family"])
+        n_fam = len(np.unique(fam[fam >= 0]))
+        res = rules(x, a.max, key)
+        cells = [f"{k}, {M.purity(np.asarray(assign), fam):.2f}" for k, assign in res.values()]
+        print(f"| {Path(f).parent.name}/{Path(f).name} | {n_fam} | " + " | ".join(cells) + " |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
