@@ -62,6 +62,18 @@ CHANGES: dict[str, tuple[str, dict]] = {
         "interval forcing from 0 to free running over the first 200 of 5000 outer steps (the converged budget)",
         {"train.forcing": 0.0, "train.forcing_steps": 0.04},
     ),
+    "batch9": (
+        "every training env in every batch (train.batch_envs = 9: full batch for LV's 9 envs, as MixER-1 trains)",
+        {"train.batch_envs": 9},
+    ),
+    "selmse": (
+        "model selection and the plateau rule on validation MSE (train.select_on = mse)",
+        {"train.select_on": "mse"},
+    ),
+    "seltraj": (
+        "model selection and the plateau rule on validation traj_rel_l2 (train.select_on = traj_rel_l2)",
+        {"train.select_on": "traj_rel_l2"},
+    ),
     "fullsize": ("the published parameter count (no cpu-budget scaling of the width)", {FULLSIZE: True}),
 }
 
