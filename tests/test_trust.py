@@ -521,6 +521,12 @@ def test_cli_set_and_experts_auto_parse():
         assert (c.model.num_experts, c.model.context_size) == (m, d), argv
     c = settings("--experts", "4", "--set", "model.split_context=false", preset="odebench-2")
     assert c.model.context_size == 40  # unsplit: every expert sees the whole context already
+    # a one-step map on a vector-field preset's strided grid: trained on every point unless the
+    # stride is given; vector-field backbones and presets without a stride are untouched
+    assert settings("--backbone", "shplrnn", preset="odebench-2").data.time_stride == 1
+    assert settings("--backbone", "shplrnn", "--set", "data.time_stride=5", preset="odebench-2").data.time_stride == 5
+    assert settings("--backbone", "coda", preset="odebench-2").data.time_stride == 5
+    assert settings(preset="odebench-2").data.time_stride == 5
     for bad in ("0", "auto:0", "many", "auto:x"):
         with pytest.raises(argparse.ArgumentTypeError, match="auto"):
             _experts_arg(bad)
