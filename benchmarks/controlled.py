@@ -62,6 +62,11 @@ CHANGES: dict[str, tuple[str, dict]] = {
         "interval forcing from 0 to free running over the first 200 of 5000 outer steps (the converged budget)",
         {"train.forcing": 0.0, "train.forcing_steps": 0.04},
     ),
+    "depth4-224": (
+        "the CoDA authors' LV network shape: 3 hidden layers of 224 (model.coda.depth = 4, width = 224; "
+        "the same parameter count as the converged budget's 2 x 316)",
+        {"model.coda.depth": 4, "model.coda.width": 224},
+    ),
     "batch9": (
         "every training env in every batch (train.batch_envs = 9: full batch for LV's 9 envs, as MixER-1 trains)",
         {"train.batch_envs": 9},
