@@ -62,6 +62,10 @@ CHANGES: dict[str, tuple[str, dict]] = {
         "interval forcing from 0 to free running over the first 200 of 5000 outer steps (the converged budget)",
         {"train.forcing": 0.0, "train.forcing_steps": 0.04},
     ),
+    "rk4-1": (
+        "fixed-step RK4, one step per interval of the time grid (solver.method = rk4, substeps = 1)",
+        {"solver.method": "rk4", "solver.substeps": 1},
+    ),
     "depth4-224": (
         "the CoDA authors' LV network shape: 3 hidden layers of 224 (model.coda.depth = 4, width = 224; "
         "the same parameter count as the converged budget's 2 x 316)",
