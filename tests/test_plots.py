@@ -46,7 +46,7 @@ def history(n_envs: int = 12, n_exp: int = 3, family: np.ndarray | None = None):
     for s in range(4):
         rec = {"step": s, "weight_loss": 1.0 / (s + 1), "ctx_loss": 2.0 / (s + 1), "gate_updates": {"ok": 12}}
         if s % 2 == 1:
-            rec["val_rel_mse"] = 0.5 / s
+            rec["val_rel_mse"], rec["val_traj_rel_l2"] = 0.5 / s, 0.2 / s
         if s in (0, 3):
             g = np.full((n_envs, n_exp), 1.0 / n_exp)
             if family is not None and s == 3:
@@ -218,10 +218,14 @@ def test_gate_heatmap_family_ticks_and_colorbar(tmp_path):
 
 
 def test_losses_and_routes(tmp_path):
-    fig = P.losses_figure(history(), best_step=3)
+    fig = P.losses_figure(history(), best_step=3)  # the selecting score: traj_rel_l2 by default
     _all_labelled(fig)
-    assert "Eq. 9" in fig.axes[1].get_ylabel()
+    assert "traj_rel_l2" in fig.axes[1].get_ylabel()
     assert any("selected" in t.get_text() for t in fig.axes[1].get_legend().get_texts())
+    np.testing.assert_allclose(fig.axes[1].get_lines()[0].get_ydata(), [0.2, 0.2 / 3])
+    fig = P.losses_figure(history(), best_step=3, select_on="rel_mse")
+    assert "Eq. 9" in fig.axes[1].get_ylabel()
+    np.testing.assert_allclose(fig.axes[1].get_lines()[0].get_ydata(), [0.5, 0.5 / 3])
     assert P.plot_losses([], tmp_path / "empty.png").read_bytes()[:4] == PNG
     fam = np.array([0, 0, 1, 1, 1])
     fig = P.routes_figure(np.array([0, 0, 1, 1, 0]), fam, 3, ("lv", "go"))

@@ -168,9 +168,10 @@ class TrainSettings:
         self_modulation_pool: experts with contextual self-modulation (NCF): contexts per env
             that its loss expands around (itself and its nearest batch members).
         select_on: the validation score that selects the model and drives the plateau rule:
-            ``"rel_mse"`` (Eq. 9, the paper's), ``"mse"`` or ``"traj_rel_l2"`` (the mean over
-            trajectories of ``||pred - true|| / ||true||``: a state near zero cannot dominate
-            it, as it can Eq. 9). Every score is recorded in the history either way.
+            ``"traj_rel_l2"`` (the mean over trajectories of ``||pred - true|| / ||true||``: a
+            state near zero cannot dominate it, as it can Eq. 9; the default, measured in
+            ``docs/training.md``), ``"rel_mse"`` (Eq. 9, the paper's) or ``"mse"``. Every score
+            is recorded in the history either way.
         val_every: validation (model selection) every this many outer steps.
         checkpoint_every: checkpoint every this many outer steps.
         seed: training seed.
@@ -205,7 +206,7 @@ class TrainSettings:
     env_weight_power: float = 0.0
     teacher_forcing: float = 0.5
     self_modulation_pool: int = 2
-    select_on: str = "rel_mse"
+    select_on: str = "traj_rel_l2"
     val_every: int = 10
     checkpoint_every: int = 25
     seed: int = 0

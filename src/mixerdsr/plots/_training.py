@@ -38,7 +38,9 @@ VALIDATION_SCORES = {"rel_mse": "relMSE (Eq. 9)", "mse": "MSE", "traj_rel_l2": "
 
 
 # ---------------------------------------------------------------------------------------
-def losses_figure(history: Sequence[Mapping[str, Any]], *, best_step: int | None = None, select_on: str = "rel_mse"):
+def losses_figure(
+    history: Sequence[Mapping[str, Any]], *, best_step: int | None = None, select_on: str = "traj_rel_l2"
+):
     """Training losses per phase (left) and the validation score ``select_on`` (right: a key
     of :data:`VALIDATION_SCORES`, ``train.select_on``) against outer step."""
     from matplotlib.ticker import MaxNLocator
@@ -85,7 +87,11 @@ def losses_figure(history: Sequence[Mapping[str, Any]], *, best_step: int | None
 
 
 def plot_losses(
-    history: Sequence[Mapping[str, Any]], path: str | Path, *, best_step: int | None = None, select_on: str = "rel_mse"
+    history: Sequence[Mapping[str, Any]],
+    path: str | Path,
+    *,
+    best_step: int | None = None,
+    select_on: str = "traj_rel_l2",
 ) -> Path:
     """Training losses (context and weight phases) and the validation score that selects the
     model (``train.select_on``) against outer step."""
@@ -307,7 +313,7 @@ def plot_run(
     out = Path(out)
     figs: list[tuple[str, str]] = []
     cfg = metrics.get("config") or {}
-    select_on = (cfg.get("train") or {}).get("select_on", "rel_mse")
+    select_on = (cfg.get("train") or {}).get("select_on", "rel_mse")  # a run from before the setting: Eq. 9
     plot_losses(history, out / "loss.png", best_step=metrics.get("best_step"), select_on=select_on)
     figs.append(
         (
