@@ -10,10 +10,9 @@ purity of the groups it forms against the families. Rules:
   silhouette of L1 K-means on the standardised contexts, at least 0.5, the largest count within
   0.1 of the best);
 - ``silhouette-spectral``: the same score of the groups the spectral method forms;
-- ``eigengap``: the largest gap between consecutive eigenvalues of the normalised Laplacian of
-  the nearest-neighbour graph (the classic spectral rule: ``k`` clean groups give ``k``
-  eigenvalues near 0); neighbours as :func:`mixerdsr.routing.auto_neighbours` for a guess of
-  ``E / 5`` envs per group.
+- ``eigengap``: :func:`mixerdsr.routing.eigengap_count` (the largest gap between consecutive
+  eigenvalues of the normalised Laplacian of the nearest-neighbour graph: ``k`` clean groups
+  give ``k`` eigenvalues near 0), the groups formed by the spectral method.
 """
 
 from __future__ import annotations
@@ -26,21 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mixerdsr import metrics as M
-from mixerdsr.routing import auto_neighbours, choose_count, compact_labels, seed_routes, silhouette
-
-
-def laplacian_spectrum(x: np.ndarray, neighbours: int) -> np.ndarray:
-    """Eigenvalues (ascending) of the normalised Laplacian of the symmetrised kNN graph of the
-    standardised points ``x``, as :func:`mixerdsr.routing.spectral_embedding` builds it."""
-    z = (x - x.mean(0)) / np.maximum(x.std(0), 1e-12)
-    n = len(z)
-    d2 = ((z[:, None] - z[None]) ** 2).sum(-1) + np.diag(np.full(n, np.inf))
-    idx = np.argsort(d2, axis=1)[:, :neighbours]
-    a = np.zeros((n, n))
-    a[np.arange(n)[:, None], idx] = 1.0
-    w = 0.5 * (a + a.T)
-    dm = 1.0 / np.sqrt(np.maximum(w.sum(1), 1e-12))
-    return np.linalg.eigvalsh(np.eye(n) - dm[:, None] * w * dm[None, :])
+from mixerdsr.routing import auto_neighbours, choose_count, compact_labels, eigengap_count, seed_routes, silhouette
 
 
 def rules(x: np.ndarray, max_count: int, key: jax.Array) -> dict[str, tuple[int, np.ndarray]]:
@@ -54,13 +39,11 @@ def rules(x: np.ndarray, max_count: int, key: jax.Array) -> dict[str, tuple[int,
         if s > best:
             best, best_k, best_a = s, k, np.asarray(a)
     out["silhouette-spectral"] = (best_k, best_a) if best >= 0.5 else (1, np.zeros(len(x), int))
-    lam = laplacian_spectrum(x, auto_neighbours(len(x), max(2, len(x) // 5)))
-    gaps = np.diff(lam[: max_count + 1])
-    k = int(np.argmax(gaps)) + 1
-    a, _ = (
-        seed_routes(key, jnp.asarray(x), k, 10, method="spectral", neighbours=auto_neighbours(len(x), k))
+    k, _ = eigengap_count(x, max_count)
+    a = (
+        seed_routes(key, jnp.asarray(x), k, 10, method="spectral", neighbours=auto_neighbours(len(x), k))[0]
         if k > 1
-        else (np.zeros(len(x), int), None)
+        else np.zeros(len(x), int)
     )
     out["eigengap"] = (k, np.asarray(compact_labels(a)[1]))
     return out

@@ -116,6 +116,31 @@ def test_chosen_count_groups_unless_one_expert_fits():
     assert choice["experts"] == 1 and active.tolist() == [True, False] and not np.any(np.asarray(assign))
 
 
+def test_eigengap_counts_separated_groups():
+    from mixerdsr.routing import eigengap_count, laplacian_spectrum
+
+    rng = np.random.default_rng(0)
+    centres = np.array([[0.0, 0.0, 0.0], [6.0, 0.0, 0.0], [0.0, 6.0, 0.0], [0.0, 0.0, 6.0]])
+    pts = np.concatenate([c + 0.3 * rng.standard_normal((6, 3)) for c in centres])  # 4 groups of 6
+    lam = laplacian_spectrum(pts, 5)
+    assert np.allclose(lam[:4], 0.0, atol=1e-8) and lam[4] > 0.1  # one zero eigenvalue per connected group
+    k, first = eigengap_count(pts, 10)
+    assert k == 4 and len(first) == 11
+    assert eigengap_count(pts, 3)[0] <= 3  # never more than the cap
+    assert eigengap_count(pts[:2], 10)[0] == 1  # too few points to group
+    # the policy: grouping = "eigengap" forms that many groups and records the spectrum
+    c = tiny_cfg({"gate.router": "warm_start", "gate.warm_start.grouping": "eigengap", "model.num_experts": 4,
+                  "model.context_size": 12, "gate.warm_start.single_fit": 0.0})
+    policy = policy_of(c)
+    assert isinstance(policy.grouping, ChosenCount) and policy.grouping.rule == "eigengap"
+    assign, active, choice = policy.grouping.groups(jax.random.PRNGKey(0), jnp.asarray(pts, jnp.float32), 4,
+                                                    np.ones(len(pts)))
+    assert choice["experts"] == 4 and active.tolist() == [True] * 4 and len(choice["eigenvalues"]) == 5
+    labels = np.asarray(assign).reshape(4, 6)
+    assert all(len(set(row)) == 1 for row in labels) and len({row[0] for row in labels}) == 4
+    assert "largest eigengap" in policy.grouping.describe(choice, 4)
+
+
 def test_from_start_policy_never_changes_the_routing():
     c = tiny_cfg()
     policy = policy_of(c)

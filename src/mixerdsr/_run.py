@@ -350,6 +350,8 @@ def _routing_metrics(cfg: Config, model, r: np.ndarray, ar, family: np.ndarray, 
     if choice is not None:  # how the number of experts was chosen after the warm-up
         out["silhouette"] = choice["silhouette"]
         out["shared_fit"] = choice["shared_fit"]
+        if "eigenvalues" in choice:
+            out["eigenvalues"] = choice["eigenvalues"]
     return out
 
 

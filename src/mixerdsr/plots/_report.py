@@ -285,13 +285,18 @@ def _routing(m: Mapping[str, Any]) -> list[str]:
         return lines + ["No routing recorded.", ""]
     lines.append(f"- Training envs per expert: {_counts(r.get('counts'))}.")
     if r.get("chosen_experts") is not None:
-        how = "from the warm-up's contexts (highest mean silhouette)"
         sil = r.get("silhouette") or {}
-        detail = (
-            f"; mean silhouette by number of groups: {', '.join(f'{k}: {num(v)}' for k, v in sil.items())}"
-            if sil
-            else ""
-        )
+        if r.get("chosen_by") == "eigengap":
+            how = "from the warm-up's contexts (largest eigengap of their neighbour graph)"
+            lam = r.get("eigenvalues") or []
+            detail = f"; smallest Laplacian eigenvalues: {', '.join(num(v) for v in lam)}" if lam else ""
+        else:
+            how = "from the warm-up's contexts (highest mean silhouette)"
+            detail = (
+                f"; mean silhouette by number of groups: {', '.join(f'{k}: {num(v)}' for k, v in sil.items())}"
+                if sil
+                else ""
+            )
         lines.append(
             f"- Number of experts: {r['chosen_experts']} of {len(r.get('counts') or [])} chosen {how}{detail}."
         )

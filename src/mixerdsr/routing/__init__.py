@@ -31,6 +31,8 @@ from ._algorithm1 import reassign_targets as reassign_targets
 from ._grouping import auto_neighbours as auto_neighbours
 from ._grouping import choose_count as choose_count
 from ._grouping import compact_labels as compact_labels
+from ._grouping import eigengap_count as eigengap_count
+from ._grouping import laplacian_spectrum as laplacian_spectrum
 from ._grouping import seed_routes as seed_routes
 from ._grouping import silhouette as silhouette
 from ._grouping import spectral_embedding as spectral_embedding

@@ -16,7 +16,16 @@ from jaxtyping import Array, ArrayLike, Float, Int, PRNGKeyArray
 
 from ._algorithm1 import init_centroids, kmeans
 
-__all__ = ["seed_routes", "auto_neighbours", "spectral_embedding", "compact_labels", "silhouette", "choose_count"]
+__all__ = [
+    "seed_routes",
+    "auto_neighbours",
+    "spectral_embedding",
+    "compact_labels",
+    "silhouette",
+    "choose_count",
+    "laplacian_spectrum",
+    "eigengap_count",
+]
 
 
 @functools.partial(jax.jit, static_argnames=("n_clusters", "restarts", "max_iters", "method", "neighbours"))
@@ -157,3 +166,46 @@ def choose_count(
         return 1, jnp.zeros((n,), jnp.int32), scores
     best = max(k for k, v in scores.items() if v >= max(scores[best] - slack, threshold))
     return (*compact_labels(found[best]), scores)
+
+
+#: environments per group the eigengap rule's graph assumes (its neighbours per point, 3 to 15)
+EIGENGAP_GROUP_SIZE = 5
+
+
+def laplacian_spectrum(x: np.ndarray, neighbours: int) -> np.ndarray:
+    """Eigenvalues (ascending) of the normalised Laplacian of the points' nearest-neighbour graph,
+    built as :func:`spectral_embedding` builds it (standardised coordinates, ``neighbours``
+    nearest others, symmetrised). ``k`` well separated groups give ``k`` eigenvalues near 0."""
+    x = np.asarray(x, np.float64)
+    z = (x - x.mean(0)) / np.maximum(x.std(0), 1e-12)
+    n = len(z)
+    k = int(min(max(neighbours, 1), n - 1))
+    d2 = ((z[:, None, :] - z[None, :, :]) ** 2).sum(-1) + np.diag(np.full(n, np.inf))
+    idx = np.argsort(d2, axis=1)[:, :k]
+    a = np.zeros((n, n))
+    a[np.arange(n)[:, None], idx] = 1.0
+    w = 0.5 * (a + a.T)
+    dm = 1.0 / np.sqrt(np.maximum(w.sum(1), 1e-12))
+    return np.linalg.eigvalsh(np.eye(n) - dm[:, None] * w * dm[None, :])
+
+
+def eigengap_count(x: np.ndarray, max_count: int, neighbours: int = 0) -> tuple[int, np.ndarray]:
+    """The number of groups of the points ``x [E, d]`` by the largest eigengap (von Luxburg, 2007,
+    Sec. 8.3): ``k`` (1 to ``max_count``) with the largest gap between the ``k``-th and
+    ``(k+1)``-th eigenvalue of :func:`laplacian_spectrum`.
+
+    Args:
+        x: contexts ``[E, d]``.
+        max_count: the most groups.
+        neighbours: per point in the graph (0: :func:`auto_neighbours` for groups of
+            :data:`EIGENGAP_GROUP_SIZE`, a guess that does not depend on the count being chosen).
+
+    Returns:
+        ``(k, eigenvalues)``: the count and the smallest ``max_count + 1`` eigenvalues.
+    """
+    n = len(x)
+    if n < 3 or max_count < 2:
+        return 1, np.zeros(0)
+    nb = neighbours or auto_neighbours(n, max(1, n // EIGENGAP_GROUP_SIZE))
+    lam = laplacian_spectrum(x, nb)[: min(max_count, n - 1) + 1]
+    return int(np.argmax(np.diff(lam))) + 1, lam

@@ -33,7 +33,7 @@ from jaxtyping import Array, Int
 from ..metrics import geometric_mean
 from ..mixer import MixER
 from ._algorithm1 import active_from_gate
-from ._grouping import choose_count, compact_labels, seed_routes
+from ._grouping import choose_count, compact_labels, eigengap_count, seed_routes, silhouette
 from ._surgery import own_contexts, reroute, restart_experts
 from ._updates import GateUpdate, gate_update_of
 
@@ -163,11 +163,23 @@ class ChosenCount(Grouping):
     silhouette_min: float = 0.5
     slack: float = 0.1
     single_fit: float = 0.5
+    rule: str = "silhouette"
     needs_fit: bool = dataclasses.field(default=True, init=False)
 
     def groups(self, key, own, n_experts, env_fit):
-        k, assign, scores = choose_count(key, own, n_experts, self.silhouette_min, self.restarts, self.slack)
-        if k > 1 and self.method != "kmeans":  # the chosen number of groups, formed by the method
+        extra: dict[str, Any] = {}
+        if self.rule == "eigengap":
+            k, lam = eigengap_count(np.asarray(own), n_experts, self.neighbours)
+            extra["eigenvalues"] = [round(float(v), 4) for v in lam]
+            assign = jnp.zeros((own.shape[0],), jnp.int32)
+            scores: dict[int, float] = {}
+            if k > 1:
+                assign, _ = seed_routes(key, own, k, self.restarts, method=self.method, neighbours=self.neighbours)
+                k, assign = compact_labels(assign)
+                scores = {k: silhouette(np.asarray(own), np.asarray(assign))}
+        else:
+            k, assign, scores = choose_count(key, own, n_experts, self.silhouette_min, self.restarts, self.slack)
+        if self.rule == "silhouette" and k > 1 and self.method != "kmeans":  # the chosen count, formed by the method
             grouped, _ = seed_routes(key, own, k, self.restarts, method=self.method, neighbours=self.neighbours)
             k, assign = compact_labels(grouped)
         fits = None
@@ -176,17 +188,27 @@ class ChosenCount(Grouping):
             fits = [geometric_mean(fit[a == j]) for j in range(k)]
             if max(fits) < self.single_fit:  # one expert already fits every group
                 k, assign = 1, jnp.zeros((own.shape[0],), jnp.int32)
-        choice = {"experts": k, "silhouette": {str(j): round(v, 4) for j, v in scores.items()}, "shared_fit": fits}
+        choice = {
+            "experts": k,
+            "silhouette": {str(j): round(v, 4) for j, v in scores.items()},
+            "shared_fit": fits,
+            **extra,
+        }
         return assign, np.arange(n_experts) < k, choice
 
     def describe(self, choice: dict[str, Any], n_experts: int) -> str:
         """One line on the choice."""
         k = choice["experts"]
-        best = max(choice["silhouette"].values(), default=float("nan"))
         worst = max(choice["shared_fit"] or [float("nan")])
+        if self.rule == "eigengap":
+            how = f"largest eigengap of the shared expert's context graph, eigenvalues {choice['eigenvalues']}"
+        else:
+            best = max(choice["silhouette"].values(), default=float("nan"))
+            how = (
+                f"best mean silhouette of the shared expert's context groups {best:.3g}, needed {self.silhouette_min:g}"
+            )
         return (
-            f"{k} expert(s) chosen after the warm-up (best mean silhouette of the shared expert's context "
-            f"groups {best:.3g}, needed {self.silhouette_min:g}; its typical validation relMSE on the "
+            f"{k} expert(s) chosen after the warm-up ({how}; its typical validation relMSE on the "
             f"worst-fitted group {worst:.3g}, one expert below {self.single_fit:g}; {n_experts - k} switched off)"
         )
 
@@ -317,9 +339,9 @@ def policy_of(cfg: Config, state_size: int | None = None) -> RoutingPolicy:
         return FromStart(update)
     ws = g.warm_start
     grouping: Grouping = FixedCount(ws.method, ws.restarts, ws.neighbours)
-    if ws.grouping == "silhouette":
+    if ws.grouping != "fixed":
         grouping = ChosenCount(
-            ws.method, ws.restarts, ws.neighbours, ws.silhouette_min, ws.silhouette_slack, ws.single_fit
+            ws.method, ws.restarts, ws.neighbours, ws.silhouette_min, ws.silhouette_slack, ws.single_fit, ws.grouping
         )
     initial = None
     if ws.seed_from == "init" and state_size is not None:

@@ -40,7 +40,10 @@ class WarmStartSettings:
             up to ``model.num_experts``: the number of groups the shared expert's contexts fall
             into most clearly (mean silhouette, :func:`~mixerdsr.routing.choose_count`; see
             ``silhouette_slack``), or one expert when no grouping reaches ``silhouette_min``; the
-            other experts are switched off (never routed to, left out of every gate update).
+            other experts are switched off (never routed to, left out of every gate update); or
+            ``"eigengap"``: the count is the largest eigengap of the normalised Laplacian of the
+            contexts' nearest-neighbour graph (:func:`~mixerdsr.routing.eigengap_count`),
+            ``silhouette_min`` and ``silhouette_slack`` unused.
         method: how the contexts are grouped: ``"kmeans"`` (L1 K-means, the best of
             ``restarts``) or ``"spectral"`` (the same K-means on a spectral embedding of the
             contexts' nearest-neighbour graph, :func:`~mixerdsr.routing.spectral_embedding`).
@@ -84,7 +87,7 @@ class WarmStartSettings:
             "gate.warm_start",
             choices={
                 "seed_from": ("shared", "init"),
-                "grouping": ("fixed", "silhouette"),
+                "grouping": ("fixed", "silhouette", "eigengap"),
                 "method": ("kmeans", "spectral"),
             },
             ranges={
