@@ -39,10 +39,10 @@ def test_variant_settings():
     alg1 = s["mixer-M-alg1"]
     assert (alg1["gate.pairing"], alg1["gate.router"], alg1["train.proximal_beta"]) == ("greedy", "from_start", 10.0)
     assert "model.num_experts" not in s["mixer-M"] and s["mixer-M"]["gate.every"] == 12
-    assert s["mixer-auto"]["gate.warm_start.grouping"] == "silhouette"
+    assert s["mixer-auto"]["gate.warm_start.grouping"] == "eigengap"
     assert s["mixer-auto"]["gate.warm_start.warmup"] == 100  # the budget's
     auto4 = R.settings(R.Cell("table4", "go", "geps", "mixer-auto", 0), "cpu")
-    assert auto4["gate.warm_start.grouping"] == "silhouette" and auto4["gate.warm_start.warmup"] == 50
+    assert auto4["gate.warm_start.grouping"] == "eigengap" and auto4["gate.warm_start.warmup"] == 50
     assert auto4["gate.router"] == "warm_start" and auto4["model.context_size"] == 6
     m20 = R.settings(R.Cell("table3", "odebench-10b", "coda", "mixer-20", 0), "cpu")
     assert m20["model.num_experts"] == 20

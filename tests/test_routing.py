@@ -126,7 +126,8 @@ def test_eigengap_counts_separated_groups():
     assert np.allclose(lam[:4], 0.0, atol=1e-8) and lam[4] > 0.1  # one zero eigenvalue per connected group
     k, first = eigengap_count(pts, 10)
     assert k == 4 and len(first) == 11
-    assert eigengap_count(pts, 3)[0] <= 3  # never more than the cap
+    assert eigengap_count(pts, 3)[0] == 3  # more pieces than the cap: the cap
+    assert eigengap_count(pts, 2, neighbours=3)[0] == 2
     assert eigengap_count(pts[:2], 10)[0] == 1  # too few points to group
     # the policy: grouping = "eigengap" forms that many groups and records the spectrum
     c = tiny_cfg({"gate.router": "warm_start", "gate.warm_start.grouping": "eigengap", "model.num_experts": 4,

@@ -502,15 +502,15 @@ def test_cli_set_and_experts_auto_parse():
         return load_config(preset, None, _run_overrides(args))
 
     c = settings("--experts", "auto:4", "--time-budget", "1.5h")
-    assert c.model.num_experts == 4 and c.gate.warm_start.grouping == "silhouette" and c.train.time_budget == 5400.0
+    assert c.model.num_experts == 4 and c.gate.warm_start.grouping == "eigengap" and c.train.time_budget == 5400.0
     assert settings("--time-budget", "90").train.time_budget == 90.0
     for bad in ("0", "-3m", "soon", "infh"):
         with pytest.raises(SystemExit):
             settings("--time-budget", bad)
     c = settings("--experts", "auto")  # the configuration's M is the cap, its warm-up (100) is kept
-    assert c.gate.warm_start.grouping == "silhouette" and c.model.num_experts == 10 and c.gate.warm_start.warmup == 100
+    assert c.gate.warm_start.grouping == "eigengap" and c.model.num_experts == 10 and c.gate.warm_start.warmup == 100
     c = settings("--experts", "auto:3", "--outer-steps", "200", preset="lv")  # a preset without warm-up
-    assert c.gate.warm_start.grouping == "silhouette" and c.model.num_experts == 3 and c.gate.router == "warm_start"
+    assert c.gate.warm_start.grouping == "eigengap" and c.model.num_experts == 3 and c.gate.router == "warm_start"
     assert policy_of(c).warmup == 40  # no warm-up configured: a fifth of the 200 outer steps
     c = settings("--experts", "5", "--set", "gate.pairing=greedy")
     assert c.model.num_experts == 5 and c.gate.pairing == "greedy"

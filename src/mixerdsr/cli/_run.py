@@ -87,7 +87,7 @@ def _run_overrides(args: argparse.Namespace) -> dict[str, Any]:
     overrides.update(parse_sets(args.settings))
     if auto:  # a warm start with the configuration's warm-up (0: automatic), the count chosen
         overrides.setdefault("gate.router", "warm_start")
-        overrides.setdefault("gate.warm_start.grouping", "silhouette")
+        overrides.setdefault("gate.warm_start.grouping", "eigengap")
     if (experts is not None or auto) and overrides.get("model.context_size") is None:
         overrides["model.context_size"] = _context_for_experts(args, overrides)
     args.strided_grid = _sequence_on_strided_grid(args, overrides)

@@ -68,7 +68,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     },
     "mixer-20": {"model.num_experts": 20},
     # this project's: the number of experts chosen after a warm-up
-    "mixer-auto": {"gate.router": "warm_start", "gate.warm_start.grouping": "silhouette"},
+    "mixer-auto": {"gate.router": "warm_start", "gate.warm_start.grouping": "eigengap"},
 }
 #: ``mixer-auto``'s warm-up where neither the preset nor the budget sets one (outer steps)
 _AUTO_WARMUP = {"paper": 100, "cpu": 50, "converged": 50, "smoke": 50}

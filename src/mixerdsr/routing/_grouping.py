@@ -201,11 +201,16 @@ def eigengap_count(x: np.ndarray, max_count: int, neighbours: int = 0) -> tuple[
             :data:`EIGENGAP_GROUP_SIZE`, a guess that does not depend on the count being chosen).
 
     Returns:
-        ``(k, eigenvalues)``: the count and the smallest ``max_count + 1`` eigenvalues.
+        ``(k, eigenvalues)``: the count and the smallest ``max_count + 1`` eigenvalues. A graph
+        in more than ``max_count`` pieces (more than ``max_count`` zero eigenvalues, no gap
+        among the first) gives ``max_count``.
     """
     n = len(x)
     if n < 3 or max_count < 2:
         return 1, np.zeros(0)
+    cap = min(max_count, n - 1)
     nb = neighbours or auto_neighbours(n, max(1, n // EIGENGAP_GROUP_SIZE))
-    lam = laplacian_spectrum(x, nb)[: min(max_count, n - 1) + 1]
+    lam = laplacian_spectrum(x, nb)[: cap + 1]
+    if np.sum(lam < 1e-8) > cap:  # more connected pieces than the cap
+        return cap, lam
     return int(np.argmax(np.diff(lam))) + 1, lam
