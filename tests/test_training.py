@@ -525,7 +525,7 @@ def test_time_budget_stops_at_the_best_model_reached(tiny_splits, tmp_path):
     assert extra["step"] == 1 and extra["stopping"]["seconds"] > 0
 
 
-@pytest.mark.parametrize("score", ["mse", "traj_rel_l2"])
+@pytest.mark.parametrize("score", ["mse", "traj_rel_l2", "d_stsp"])
 def test_select_on_picks_the_model_by_that_validation_score(tiny_splits, score):
     res = trainer.train(cfg({"train.select_on": score, "train.val_every": 1}), tiny_splits["train"],
                         progress=False, log=lambda s: None)

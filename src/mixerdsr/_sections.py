@@ -170,8 +170,11 @@ class TrainSettings:
         select_on: the validation score that selects the model and drives the plateau rule:
             ``"traj_rel_l2"`` (the mean over trajectories of ``||pred - true|| / ||true||``: a
             state near zero cannot dominate it, as it can Eq. 9; the default, measured in
-            ``docs/training.md``), ``"rel_mse"`` (Eq. 9, the paper's) or ``"mse"``. Every score
-            is recorded in the history either way.
+            ``docs/training.md``), ``"rel_mse"`` (Eq. 9, the paper's), ``"mse"``, or
+            ``"d_stsp"`` (the validation trajectories' state-space divergence, for chaotic data,
+            where any forecast leaves its trajectory after a few Lyapunov times and trajectory
+            errors say little about the attractor; needs long validation trajectories). Every
+            score is recorded in the history either way.
         val_every: validation (model selection) every this many outer steps.
         checkpoint_every: checkpoint every this many outer steps.
         seed: training seed.
@@ -221,7 +224,7 @@ class TrainSettings:
             choices={
                 "optimizer": ("adabelief", "adam"),
                 "schedule": ("steps", "plateau"),
-                "select_on": ("rel_mse", "mse", "traj_rel_l2"),
+                "select_on": ("rel_mse", "mse", "traj_rel_l2", "d_stsp"),
             },
             ranges={
                 **dict.fromkeys(

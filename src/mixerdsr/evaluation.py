@@ -21,12 +21,19 @@ __all__ = ["evaluate_split", "val_scores", "val_rel_mse", "val_env_rel_mse", "ac
 
 def val_scores(model, contexts, x_val, t, cfg: Config) -> dict[str, float]:
     """The validation scores of the free-running predictions of ``x_val [E, N, T, D]``:
-    ``{"rel_mse": Eq. 9, "mse": ..., "traj_rel_l2": ...}`` (``train.select_on`` picks the one
-    that selects the model). A failed solve predicts zeros, so it scores badly, never well."""
+    ``{"rel_mse": Eq. 9, "mse": ..., "traj_rel_l2": ...}``, and with ``train.select_on =
+    "d_stsp"`` also ``"d_stsp"`` (the mean over environments of the state-space divergence of
+    their validation trajectories; inf where a forecast is not finite). ``train.select_on``
+    picks the one that selects the model. A failed solve predicts zeros, so it scores badly,
+    never well."""
     pred, ok = predict(model, contexts, x_val, t, cfg.solver)
     s = model.expert_type.scored_from
     p, y = jnp.asarray(pred[:, :, s:]), jnp.asarray(x_val[:, :, s:])
-    return {"rel_mse": float(M.rel_mse(p, y)), "mse": float(M.mse(p, y)), "traj_rel_l2": float(M.traj_rel_l2(p, y))}
+    out = {"rel_mse": float(M.rel_mse(p, y)), "mse": float(M.mse(p, y)), "traj_rel_l2": float(M.traj_rel_l2(p, y))}
+    if cfg.train.select_on == "d_stsp":
+        pn, yn = np.asarray(p), np.asarray(y)
+        out["d_stsp"] = float(np.mean([M.state_space_divergence(yn[e], pn[e]) for e in range(len(yn))]))
+    return out
 
 
 def val_rel_mse(model, contexts, x_val, t, cfg: Config) -> float:

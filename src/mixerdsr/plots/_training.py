@@ -34,7 +34,7 @@ __all__ = [
 # ---------------------------------------------------------------------------------------
 # losses
 #: validation score (``train.select_on``; ``val_<score>`` in a history line) -> its name
-VALIDATION_SCORES = {"rel_mse": "relMSE (Eq. 9)", "mse": "MSE", "traj_rel_l2": "traj_rel_l2"}
+VALIDATION_SCORES = {"rel_mse": "relMSE (Eq. 9)", "mse": "MSE", "traj_rel_l2": "traj_rel_l2", "d_stsp": "D_stsp"}
 
 
 # ---------------------------------------------------------------------------------------

@@ -77,7 +77,11 @@ def cell_record(cell: Cell, budget: str, over: dict[str, Any], res: Any, seconds
         "test_per_env_rel_mse": test.get("per_env_rel_mse"),
         "adapt_per_env_rel_mse": ad.get("per_env_rel_mse"),
         "curve": [
-            {k: h[k] for k in ("step", "weight_loss", "val_rel_mse", "val_mse", "val_traj_rel_l2", "purity") if k in h}
+            {
+                k: h[k]
+                for k in ("step", "weight_loss", "val_rel_mse", "val_mse", "val_traj_rel_l2", "val_d_stsp", "purity")
+                if k in h
+            }
             for h in hist
         ],
         "warnings": m.get("warnings", []),
