@@ -62,6 +62,10 @@ def test_variant_settings():
     conv = R.settings(R.Cell("table4", "lv", "coda", "single", 0), "converged")
     assert conv["train.schedule"] == "plateau" and conv["train.outer_steps"] == 5000
     assert conv["model.coda.width"] == R.settings(R.Cell("table4", "lv", "coda", "single", 0), "paper")["model.coda.width"]
+    # the published LV CoDA shape (3 hidden layers) at the paper's sizes only; the width follows the count
+    assert conv["model.coda.depth"] == 4 and conv["model.coda.width"] == 224
+    assert "model.coda.depth" not in R.settings(R.Cell("table4", "lv", "coda", "single", 0), "cpu")
+    assert "model.coda.depth" not in R.settings(R.Cell("table4", "go", "coda", "single", 0), "converged")
     assert R.results_dir("docs/results", "table4", "converged").as_posix() == "docs/results/converged/table4"
 
 
