@@ -71,6 +71,11 @@ CHANGES: dict[str, tuple[str, dict]] = {
         "the same parameter count as the converged budget's 2 x 316)",
         {"model.coda.depth": 4, "model.coda.width": 224},
     ),
+    "depth3": (
+        "2 hidden layers (model.coda.depth = 3; the width follows the parameter count): the shape before "
+        "the converged budget took the CoDA authors' on LV",
+        {"model.coda.depth": 3},
+    ),
     "batch9": (
         "every training env in every batch (train.batch_envs = 9: full batch for LV's 9 envs, as MixER-1 trains)",
         {"train.batch_envs": 9},
