@@ -26,6 +26,7 @@ import numpy as np
 import mixerdsr as mx
 from mixerdsr import reproduce as R
 from mixerdsr.cli._common import _duration_arg
+from mixerdsr.reproduce import _budgets
 
 FULLSIZE = "<fullsize>"
 #: name -> (what it changes, settings on top of the cell's cpu-budget settings)
@@ -72,8 +73,8 @@ CHANGES: dict[str, tuple[str, dict]] = {
         {"model.coda.depth": 4, "model.coda.width": 224},
     ),
     "depth3": (
-        "2 hidden layers (model.coda.depth = 3; the width follows the parameter count): the shape before "
-        "the converged budget took the CoDA authors' on LV",
+        "2 hidden layers (model.coda.depth = 3; the width matched to the cell's parameter count): the shape "
+        "before the converged budget took the CoDA authors' on LV",
         {"model.coda.depth": 3},
     ),
     "batch9": (
@@ -114,6 +115,10 @@ def run_one(cell_name: str, change: str, seed: int, out: Path, budget: str = "cp
     over = R.settings(cell, budget) | extra | ({"train.time_budget": time_budget} if time_budget else {})
     if over.pop(FULLSIZE, False):
         over[f"model.{backbone}.width"] = R.matched_width(data, over, R.paper_active_parameters(cell))
+    elif cell.table == "table4" and f"model.{backbone}.depth" in extra and f"model.{backbone}.width" not in extra:
+        # a change of depth keeps the cell's parameter count: the width is matched again
+        scale = _budgets._T4_CPU_SCALE[data] if budget == "cpu" else 1
+        over[f"model.{backbone}.width"] = R.matched_width(data, over, R.paper_active_parameters(cell) // scale)
     cfg = mx.load_config(R.preset_of(cell.data), None, over)
     name = _name(cell_name, change, seed)
     rd = Path("runs/controlled" if budget == "cpu" else f"runs/controlled-{budget}") / name
