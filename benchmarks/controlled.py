@@ -81,6 +81,10 @@ CHANGES: dict[str, tuple[str, dict]] = {
         "every training env in every batch (train.batch_envs = 9: full batch for LV's 9 envs, as MixER-1 trains)",
         {"train.batch_envs": 9},
     ),
+    "batch9-shape": (
+        "full batches (train.batch_envs = 9) in the budget's network shape (converged: LV CoDA's 3 hidden layers)",
+        {"train.batch_envs": 9},
+    ),
     "selmse": (
         "model selection and the plateau rule on validation MSE (train.select_on = mse)",
         {"train.select_on": "mse"},
