@@ -33,11 +33,11 @@ __all__ = [
 
 # ---------------------------------------------------------------------------------------
 # losses
+# ---------------------------------------------------------------------------------------
 #: validation score (``train.select_on``; ``val_<score>`` in a history line) -> its name
 VALIDATION_SCORES = {"rel_mse": "relMSE (Eq. 9)", "mse": "MSE", "traj_rel_l2": "traj_rel_l2", "d_stsp": "D_stsp"}
 
 
-# ---------------------------------------------------------------------------------------
 def losses_figure(
     history: Sequence[Mapping[str, Any]], *, best_step: int | None = None, select_on: str = "traj_rel_l2"
 ):

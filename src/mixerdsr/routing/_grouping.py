@@ -91,16 +91,23 @@ def spectral_embedding(z: Float[Array, "E d"], n_clusters: int, neighbours: int)
         ``[E, n_clusters]``.
     """
     n = z.shape[0]
-    k = int(min(max(neighbours, 1), n - 1))
-    d2 = jnp.sum((z[:, None, :] - z[None, :, :]) ** 2, -1) + jnp.diag(jnp.full((n,), jnp.inf, z.dtype))
-    _, idx = jax.lax.top_k(-d2, k)
-    a = jnp.zeros((n, n), z.dtype).at[jnp.arange(n)[:, None], idx].set(1.0)
-    w = 0.5 * (a + a.T)
-    dm = 1.0 / jnp.sqrt(jnp.maximum(w.sum(1), 1e-12))
-    lap = jnp.eye(n, dtype=z.dtype) - dm[:, None] * w * dm[None, :]
-    _, vecs = jnp.linalg.eigh(lap)
+    _, vecs = jnp.linalg.eigh(_normalised_laplacian(z, neighbours, jnp))
     u = vecs[:, : min(n_clusters, n)]
     return u / jnp.maximum(jnp.linalg.norm(u, axis=1, keepdims=True), 1e-12)
+
+
+def _normalised_laplacian(z, neighbours: int, xp: Any):
+    """``I - D^-1/2 W D^-1/2`` of the graph joining every point of ``z [E, d]`` to its
+    ``neighbours`` nearest others (Euclidean; at most ``E - 1``), symmetrised
+    (``W = (A + A^T) / 2``). ``xp``: ``jax.numpy`` (in compiled code) or ``numpy`` (float64)."""
+    n = z.shape[0]
+    k = int(min(max(neighbours, 1), n - 1))
+    d2 = xp.sum((z[:, None, :] - z[None, :, :]) ** 2, -1) + xp.diag(xp.full((n,), xp.inf, z.dtype))
+    idx = xp.argsort(d2, axis=1)[:, :k]
+    a = xp.any(idx[:, :, None] == xp.arange(n)[None, None, :], axis=1).astype(z.dtype)
+    w = 0.5 * (a + a.T)
+    dm = 1.0 / xp.sqrt(xp.maximum(w.sum(1), 1e-12))
+    return xp.eye(n, dtype=z.dtype) - dm[:, None] * w * dm[None, :]
 
 
 def compact_labels(assign: ArrayLike) -> tuple[int, Int[Array, " E"]]:
@@ -173,20 +180,12 @@ EIGENGAP_GROUP_SIZE = 5
 
 
 def laplacian_spectrum(x: np.ndarray, neighbours: int) -> np.ndarray:
-    """Eigenvalues (ascending) of the normalised Laplacian of the points' nearest-neighbour graph,
-    built as :func:`spectral_embedding` builds it (standardised coordinates, ``neighbours``
-    nearest others, symmetrised). ``k`` well separated groups give ``k`` eigenvalues near 0."""
+    """Eigenvalues (ascending, float64) of the normalised Laplacian of the standardised points'
+    nearest-neighbour graph, the graph :func:`spectral_embedding` embeds. ``k`` well separated
+    groups give ``k`` eigenvalues near 0."""
     x = np.asarray(x, np.float64)
     z = (x - x.mean(0)) / np.maximum(x.std(0), 1e-12)
-    n = len(z)
-    k = int(min(max(neighbours, 1), n - 1))
-    d2 = ((z[:, None, :] - z[None, :, :]) ** 2).sum(-1) + np.diag(np.full(n, np.inf))
-    idx = np.argsort(d2, axis=1)[:, :k]
-    a = np.zeros((n, n))
-    a[np.arange(n)[:, None], idx] = 1.0
-    w = 0.5 * (a + a.T)
-    dm = 1.0 / np.sqrt(np.maximum(w.sum(1), 1e-12))
-    return np.linalg.eigvalsh(np.eye(n) - dm[:, None] * w * dm[None, :])
+    return np.linalg.eigvalsh(_normalised_laplacian(z, neighbours, np))
 
 
 def eigengap_count(x: np.ndarray, max_count: int, neighbours: int = 0) -> tuple[int, np.ndarray]:

@@ -33,7 +33,7 @@ from jaxtyping import Array, Int
 from ..metrics import geometric_mean
 from ..mixer import MixER
 from ._algorithm1 import active_from_gate
-from ._grouping import choose_count, compact_labels, eigengap_count, seed_routes, silhouette
+from ._grouping import choose_count, compact_labels, eigengap_count, seed_routes
 from ._surgery import own_contexts, reroute, restart_experts
 from ._updates import GateUpdate, gate_update_of
 
@@ -171,15 +171,10 @@ class ChosenCount(Grouping):
         if self.rule == "eigengap":
             k, lam = eigengap_count(np.asarray(own), n_experts, self.neighbours)
             extra["eigenvalues"] = [round(float(v), 4) for v in lam]
-            assign = jnp.zeros((own.shape[0],), jnp.int32)
-            scores: dict[int, float] = {}
-            if k > 1:
-                assign, _ = seed_routes(key, own, k, self.restarts, method=self.method, neighbours=self.neighbours)
-                k, assign = compact_labels(assign)
-                scores = {k: silhouette(np.asarray(own), np.asarray(assign))}
-        else:
+            assign, scores = jnp.zeros((own.shape[0],), jnp.int32), {}
+        else:  # K-means groups come with the count
             k, assign, scores = choose_count(key, own, n_experts, self.silhouette_min, self.restarts, self.slack)
-        if self.rule == "silhouette" and k > 1 and self.method != "kmeans":  # the chosen count, formed by the method
+        if k > 1 and (self.rule == "eigengap" or self.method != "kmeans"):  # the chosen count, formed by the method
             grouped, _ = seed_routes(key, own, k, self.restarts, method=self.method, neighbours=self.neighbours)
             k, assign = compact_labels(grouped)
         fits = None
