@@ -30,6 +30,8 @@ CHANGES: dict[str, tuple[str, list[str]]] = {
     "h64": ("hidden width 64 (model.shplrnn.hidden)", ["model.shplrnn.hidden=64"]),
     "tf08": ("teacher forcing alpha 0.8: 20 % of each state from the data", ["train.teacher_forcing=0.8"]),
     "tf09": ("teacher forcing alpha 0.9: 10 % of each state from the data", ["train.teacher_forcing=0.9"]),
+    "seltraj": ("model selection on the trajectory error (the default since 2026-12-06)", ["train.select_on=traj_rel_l2"]),
+    "seldstsp": ("model selection on the state-space divergence D_stsp", ["train.select_on=d_stsp"]),
 }
 
 

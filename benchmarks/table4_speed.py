@@ -20,6 +20,10 @@ beside the data's own integration error (the data are RK45 at scipy's default to
 compared with a 1e-10 solve).
 
     python benchmarks/table4_speed.py [--steps 6] [--only lv-coda go-ncf ...] [--substeps 1 2 4]
+        [--shape published ours] [--solvers tsit5 rk4-1]
+
+``--shape``: the published runs' network shapes where the harness knows them (``published``,
+the ``converged`` cells'), or this project's shapes at the same parameter counts (``ours``).
 
 Measured figures: docs/performance.md.
 """
@@ -38,13 +42,13 @@ CELLS = ("lv-coda", "lv-ncf", "go-coda", "go-ncf", "sm-coda", "sm-ncf")
 SUBSTEPS = {"lv": (1, 2), "go": (4, 8), "sm": (16, 32)}
 
 
-def _config(cell: str, solver: str):
+def _config(cell: str, solver: str, shape: str = "published"):
     import mixerdsr as mx
     from mixerdsr import reproduce as R
 
     data, backbone = cell.split("-")
     (c,) = [c for c in R.cells("table4", [0]) if c.name == f"{data}-{backbone}-single-s0"]
-    over = R.settings(c, "converged")
+    over = R.settings(c, "converged", published_shape=shape == "published")
     if solver != "tsit5":
         over |= {"solver.method": "rk4", "solver.substeps": int(solver.split("-")[1])}
     return mx.load_config(R.preset_of(c.data), None, over)
@@ -87,7 +91,7 @@ def _one(spec: dict) -> dict:
     from mixerdsr.evaluation import active_parameters
     from mixerdsr.training import TrainData, init_state, make_outer_step
 
-    cfg = _config(spec["cell"], spec["solver"])
+    cfg = _config(spec["cell"], spec["solver"], spec["shape"])
     train = mx.generate_dataset(cfg.data.source)[0]["train"]
     keep = train.x.shape[1] - cfg.data.val_trajectories
     x = jnp.asarray(np.asarray(train.x, np.float32)[:, :keep])
@@ -176,6 +180,14 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=6, help="outer steps per configuration (step 0 = compile)")
     ap.add_argument("--only", nargs="+", choices=CELLS, default=list(CELLS))
     ap.add_argument("--substeps", type=int, nargs="+", help="RK4 steps per interval to time (default per dataset)")
+    ap.add_argument(
+        "--shape",
+        nargs="+",
+        choices=["published", "ours"],
+        default=["published"],
+        help="network shapes: the published runs' where the harness knows them, or this project's",
+    )
+    ap.add_argument("--solvers", nargs="+", help="tsit5 and/or rk4-S (default: tsit5 and the dataset's RK4 steps)")
     args = ap.parse_args()
     if args.one:
         print(json.dumps(_one(json.loads(args.one))))
@@ -183,15 +195,16 @@ def main() -> None:
     for name in dict.fromkeys(c.split("-")[0] for c in args.only):
         print(_data_rk4_error(name, sorted({1, 2, 4, *(args.substeps or SUBSTEPS[name])})), flush=True)
     print(
-        f"\n{'cell':8s} {'solver':7s} {'params':>8s} {'compile s':>9s} {'s/outer step':>14s} "
+        f"\n{'cell':8s} {'shape':9s} {'solver':7s} {'params':>8s} {'compile s':>9s} {'s/outer step':>14s} "
         f"{'Tsit5 steps/solve first':>24s} {'last':>10s}"
     )
-    for cell in args.only:
-        for solver in ["tsit5", *(f"rk4-{s}" for s in args.substeps or SUBSTEPS[cell.split("-")[0]])]:
-            r = _spawn({"cell": cell, "solver": solver, "steps": args.steps})
+    for cell, shape in [(c, s) for c in args.only for s in args.shape]:
+        default = ["tsit5", *(f"rk4-{s}" for s in args.substeps or SUBSTEPS[cell.split("-")[0]])]
+        for solver in args.solvers or default:
+            r = _spawn({"cell": cell, "solver": solver, "steps": args.steps, "shape": shape})
             f, last = r["steps_first"], r["steps_last"]
             print(
-                f"{cell:8s} {solver:7s} {r['active_parameters']:8,d} {r['compile_seconds']:9.1f} "
+                f"{cell:8s} {shape:9s} {solver:7s} {r['active_parameters']:8,d} {r['compile_seconds']:9.1f} "
                 f"{r['seconds_per_outer_step']:8.2f}±{r['std']:.2f} {f[0]:15.1f} (max {f[1]:3d}) "
                 f"{last[0]:5.1f} ({last[1]})",
                 flush=True,

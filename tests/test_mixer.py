@@ -24,7 +24,9 @@ def test_mixer_with_one_expert_is_the_bare_backbone(cls):
     x, c = jnp.array([0.3, -0.2]), jnp.array([0.1, 0.2, -0.3, 0.4])
     np.testing.assert_allclose(layer(0.0, x, c), bare(0.0, x, c), rtol=1e-6)
     # parameters are the same arrays (with a leading expert axis of 1)
-    for a, b in zip(jax.tree.leaves(eqx.filter(layer.experts, eqx.is_array)), jax.tree.leaves(eqx.filter(bare, eqx.is_array))):
+    for a, b in zip(
+        jax.tree.leaves(eqx.filter(layer.experts, eqx.is_array)), jax.tree.leaves(eqx.filter(bare, eqx.is_array))
+    ):
         np.testing.assert_array_equal(a[0], b)
 
 
@@ -78,6 +80,22 @@ def test_ncf_taylor_expansion():
     assert float(err2) < 0.05 * float(err0)
 
 
+@pytest.mark.parametrize("order", [0, 1, 2])
+def test_ncf_expansion_equals_the_full_fields_taylor_polynomial(order):
+    # the context network's jet is taken once per field; the result must be the Taylor
+    # polynomial of the whole field f(x, c_j + s (c - c_j)) in s, with deep branches too
+    e = NCF(2, 8, width=8, depth=3, embed=6, branch_depth=3, context_hidden=4, taylor_order=order, key=KEY)
+    assert [w.shape for w in e.context_net[::2]] == [(4, 8), (6, 4), (6, 6)]
+    x = jnp.array([0.2, -0.4])
+    c, cj = normal(jax.random.PRNGKey(1), (8,)), normal(jax.random.PRNGKey(2), (8,))
+    g = lambda s: e.field(x, cj + s * (c - cj))  # noqa: E731
+    f0, d1 = jax.jvp(g, (0.0,), (1.0,))
+    d2 = jax.jvp(lambda s: jax.jvp(g, (s,), (1.0,))[1], (0.0,), (1.0,))[1]
+    expected = [f0, f0 + d1, f0 + d1 + 0.5 * d2][order]
+    np.testing.assert_allclose(e.specialise(c, cj)(0, x), expected, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(e.specialise(c)(0, x), e.field(x, c), rtol=1e-6)
+
+
 def test_routed_env_output_equals_its_expert_output():
     layer = make_mixer("geps", 2, 6, 3, same_init=False, key=KEY, **SMALL)
     x = jnp.array([0.4, -0.3])
@@ -106,7 +124,9 @@ def test_gradient_gate_scales_output_and_gets_gradient_frozen_does_not():
     grad_layer = make_mixer("geps", 2, 4, 2, gate_mode="gradient", key=KEY, **SMALL)
     frozen = make_mixer("geps", 2, 4, 2, gate_mode="frozen", key=KEY, **SMALL)
     m = int(frozen.route(c))
-    np.testing.assert_allclose(grad_layer(0.0, x, c), jax.nn.softmax(jnp.r_[c, 1.0] @ frozen.gate)[m] * frozen(0.0, x, c), rtol=1e-5)
+    np.testing.assert_allclose(
+        grad_layer(0.0, x, c), jax.nn.softmax(jnp.r_[c, 1.0] @ frozen.gate)[m] * frozen(0.0, x, c), rtol=1e-5
+    )
     g_grad = jax.grad(lambda L: jnp.sum(L(0.0, x, c) ** 2))(grad_layer).gate
     g_frozen = jax.grad(lambda L: jnp.sum(L(0.0, x, c) ** 2))(frozen).gate
     assert float(jnp.abs(g_grad).max()) > 0
@@ -145,7 +165,7 @@ def test_rollout_follows_a_known_field_and_reports_failures():
 
     class Blowup(eqx.Module):
         def __call__(self, t, x, args=None):
-            return x ** 2
+            return x**2
 
     ys, ok = solve(Blowup(), jnp.array([1.0, 1.0]), ts, SolverSettings(max_steps=64))
     assert not bool(ok)
@@ -209,6 +229,6 @@ def test_box_muller_normal_moments():
     z = normal(KEY, (100_001,))
     assert z.shape == (100_001,) and bool(jnp.all(jnp.isfinite(z)))
     assert abs(float(z.mean())) < 0.01 and abs(float(z.std()) - 1.0) < 0.01
-    assert abs(float(jnp.mean(z ** 4)) - 3.0) < 0.1  # Gaussian kurtosis
+    assert abs(float(jnp.mean(z**4)) - 3.0) < 0.1  # Gaussian kurtosis
     assert abs(float(jnp.mean(jnp.abs(z) < 1.0)) - 0.6827) < 0.01
     assert normal(KEY, (3, 5)).shape == (3, 5)

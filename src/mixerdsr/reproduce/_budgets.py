@@ -49,10 +49,20 @@ _SMOKE = {
 #: on 2 CPU cores; CAVIA more). Not below ~25k: NCF's context network (512 -> 32) alone has 16k.
 _T4_CPU_SCALE = {"lv": 10, "go": 5, "sm": 2}
 #: Table 4 at the paper's sizes (``converged``, ``paper``): network shapes of the published runs
-#: where they are known and differ from ours, the width then matched to the parameter count. LV
-#: CoDA: the CoDA authors' 3 hidden layers (of 224) instead of 2 (of 316) at the same count;
-#: converged, seed 0: test MSE 2.41e-5 instead of 6.76e-5 (results.md, Converged)
-_T4_SHAPE = {("lv", "coda"): {"model.coda.depth": 4}}
+#: where they are known and differ from ours, the width then matched to the parameter count;
+#: keyed by ``(data, backbone)`` for every variant or ``(data, backbone, variant)`` for one.
+#: LV CoDA: the CoDA authors' 3 hidden layers (of 224) instead of 2 (of 316) at the same count;
+#: converged, seed 0: test MSE 2.41e-5 instead of 6.76e-5 (results.md, Converged).
+#: Single NCF (the NCF authors' runs behind the NCF* row): data and context networks of 3
+#: layers (context r -> r/4 -> 64 -> 64, data D -> 64 -> 64 -> 64), a main network of 4 layers
+#: of 64, contexts of 1024 (LV: 308,226 parameters, published 308,240 with learnable Swish
+#: slopes) and 256 (SM: 49,986 for 50,000). MixER-NCF keeps the MixER paper's shallow branches.
+_NCF_AUTHORS = {"model.ncf.embed": 64, "model.ncf.branch_depth": 3, "model.ncf.depth": 4}
+_T4_SHAPE: dict[tuple[str, ...], dict[str, Any]] = {
+    ("lv", "coda"): {"model.coda.depth": 4},
+    ("lv", "ncf", "single"): _NCF_AUTHORS | {"model.context_size": 1024, "model.ncf.context_hidden": 256},
+    ("sm", "ncf", "single"): _NCF_AUTHORS | {"model.context_size": 256, "model.ncf.context_hidden": 64},
+}
 #: Table 4: context size per expert (Section 4.2; CAVIA: the two physical parameters varied)
 _T4_CONTEXT = {"ncf": 512, "coda": 2, "geps": 2, "cavia": 2}
 
@@ -104,8 +114,10 @@ BACKBONE_CHOICES: dict[tuple[str, str, str], BackboneChoice] = {
 }
 
 
-def settings(cell: Cell, budget: str) -> dict[str, Any]:
-    """The settings (dotted names, on top of the dataset's preset) of ``cell`` at ``budget``."""
+def settings(cell: Cell, budget: str, published_shape: bool = True) -> dict[str, Any]:
+    """The settings (dotted names, on top of the dataset's preset) of ``cell`` at ``budget``
+    (``published_shape=False``: Table 4 at the paper's sizes in this project's network shapes,
+    without ``_T4_SHAPE``)."""
     from .._config import load_config
 
     if budget not in BUDGETS:
@@ -129,8 +141,8 @@ def settings(cell: Cell, budget: str) -> dict[str, Any]:
     over |= choice.settings
     if choice.batch_divisor:
         over["train.batch_envs"] = max(1, _n_train_envs(cell.data) // choice.batch_divisor)
-    if cell.table == "table4" and budget in ("converged", "paper"):
-        over |= _T4_SHAPE.get((cell.data, cell.backbone), {})
+    if cell.table == "table4" and budget in ("converged", "paper") and published_shape:
+        over |= _T4_SHAPE.get((cell.data, cell.backbone, cell.variant), _T4_SHAPE.get((cell.data, cell.backbone), {}))
     if cell.table == "table4" and budget != "smoke":
         target = paper_active_parameters(cell) // (_T4_CPU_SCALE[cell.data] if budget == "cpu" else 1)
         over[f"model.{cell.backbone}.width"] = matched_width(cell.data, over, target)
