@@ -66,6 +66,15 @@ def test_variant_settings():
     assert conv["model.coda.depth"] == 4 and conv["model.coda.width"] == 224
     assert "model.coda.depth" not in R.settings(R.Cell("table4", "lv", "coda", "single", 0), "cpu")
     assert "model.coda.depth" not in R.settings(R.Cell("table4", "go", "coda", "single", 0), "converged")
+    # single NCF in the NCF authors' shape (deep branches, contexts of 1024), MixER-NCF not
+    ncf = R.settings(R.Cell("table4", "lv", "ncf", "single", 0), "converged")
+    assert (ncf["model.ncf.branch_depth"], ncf["model.context_size"], ncf["model.ncf.width"]) == (3, 1024, 64)
+    ours = R.settings(R.Cell("table4", "lv", "ncf", "single", 0), "converged", published_shape=False)
+    assert "model.ncf.branch_depth" not in ours and ours["model.context_size"] == 512
+    assert "model.ncf.branch_depth" not in R.settings(R.Cell("table4", "lv", "ncf", "mixer-M", 0), "converged")
+    # full batches for the converged MixER cells, E / M at the paper budget
+    assert R.settings(R.Cell("table4", "lv", "coda", "mixer-M", 0), "converged")["train.batch_envs"] == 9
+    assert "train.batch_envs" not in R.settings(R.Cell("table4", "lv", "coda", "mixer-M", 0), "paper")
     assert R.results_dir("docs/results", "table4", "converged").as_posix() == "docs/results/converged/table4"
 
 
