@@ -30,7 +30,7 @@ CHANGES: dict[str, tuple[str, list[str]]] = {
     "h64": ("hidden width 64 (model.shplrnn.hidden)", ["model.shplrnn.hidden=64"]),
     "tf08": ("teacher forcing alpha 0.8: 20 % of each state from the data", ["train.teacher_forcing=0.8"]),
     "tf09": ("teacher forcing alpha 0.9: 10 % of each state from the data", ["train.teacher_forcing=0.9"]),
-    "seltraj": ("model selection on the trajectory error (the default since 2026-12-06)", ["train.select_on=traj_rel_l2"]),
+    "seltraj": ("model selection on the trajectory error (the default)", ["train.select_on=traj_rel_l2"]),
     "seldstsp": ("model selection on the state-space divergence D_stsp", ["train.select_on=d_stsp"]),
 }
 
@@ -61,6 +61,7 @@ def run_one(change: str, experts: int, seed: int) -> dict:
         "n_envs": len(te["per_env_rel_mse"]),
         **{k: te.get(k) for k in ("d_stsp", "d_h", "vpt", "smape", "n_diverged", "mse", "traj_rel_l2")},
         "teacher_forced_mse": te.get("teacher_forced_mse"),
+        "adapt": {k: m.get("adapt_test", {}).get(k) for k in ("d_stsp", "d_h", "vpt", "n_diverged", "mse")},
         "purity": (m.get("routing") or {}).get("purity"),
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -74,12 +75,13 @@ def report() -> str:
         r = json.loads(f.read_text())
         rows.setdefault((r["experts"], r["change"]), []).append(r)
     lines = [
-        "| M | change | seeds | diverged envs | D_stsp | D_H | VPT | sMAPE | purity |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| M | change | seeds | diverged envs | D_stsp | D_H | VPT | sMAPE | purity | new envs: diverged "
+        "| D_stsp | D_H |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
 
     def ms(rs: list[dict], k: str, fmt: str = ".3g") -> str:
-        v = np.array([np.nan if r[k] is None else r[k] for r in rs], float)
+        v = np.array([np.nan if r.get(k) is None else r[k] for r in rs], float)
         return f"{np.nanmean(v):{fmt}}" + (f" ± {np.nanstd(v):.2g}" if len(v) > 1 else "")
 
     for (m, change), rs in sorted(rows.items()):
@@ -88,7 +90,9 @@ def report() -> str:
         pur = ", ".join("-" if r["purity"] is None else f"{r['purity']:.2f}" for r in rs)
         lines.append(
             f"| {m} | `{change}` | {','.join(str(r['seed']) for r in rs)} | {div} | {ms(rs, 'd_stsp')} | "
-            f"{ms(rs, 'd_h')} | {ms(rs, 'vpt')} | {ms(rs, 'smape', '.0f')} | {pur} |"
+            f"{ms(rs, 'd_h')} | {ms(rs, 'vpt')} | {ms(rs, 'smape', '.0f')} | {pur} | "
+            f"{', '.join(str((r.get('adapt') or {}).get('n_diverged', '-')) for r in rs)} | "
+            f"{ms([r.get('adapt') or {} for r in rs], 'd_stsp')} | {ms([r.get('adapt') or {} for r in rs], 'd_h')} |"
         )
     return "\n".join(lines)
 
