@@ -42,6 +42,7 @@ RECIPES: dict[str, tuple[str | None, list[str]]] = {  # name -> (--experts, --se
     "paper": (None, ["gate.centroid_init=uniform", "gate.empty_cluster=skip"]),
     "defaults": (None, []),
     "warm": (None, WARM),
+    "warm-r0": (None, [*WARM, "gate.reassign=0"]),  # without the per-env override (routes flap with it)
     "auto": ("auto:10", []),  # the eigengap count (the default of --experts auto since 2026-12-06)
     "auto-silhouette": ("auto:10", ["gate.warm_start.grouping=silhouette"]),  # the count before
     "auto-warm": ("auto:10", WARM[1:]),  # the count chosen on the spectral grouping, overlap pairing
