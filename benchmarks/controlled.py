@@ -93,6 +93,10 @@ CHANGES: dict[str, tuple[str, dict]] = {
         "model selection and the plateau rule on validation traj_rel_l2 (train.select_on = traj_rel_l2)",
         {"train.select_on": "traj_rel_l2"},
     ),
+    "patience10": (
+        "the plateau rule waits 10 validation checks instead of 5 before each rate drop (train.patience = 10)",
+        {"train.patience": 10},
+    ),
     "fullsize": ("the published parameter count (no cpu-budget scaling of the width)", {FULLSIZE: True}),
 }
 
