@@ -389,11 +389,11 @@ def test_number_of_experts_chosen_after_the_warmup(tiny_splits, tmp_path, monkey
     monkeypatch.setattr(loop, "make_outer_step", recording)
     c = cfg({"gate.router": "warm_start", "gate.warm_start.grouping": "silhouette", "gate.warm_start.warmup": 1,
              "gate.warm_start.silhouette_min": -1.0, "gate.warm_start.single_fit": single_fit,
-             "gate.warm_start.batch": -1})
+             "gate.warm_start.batch": -1, "train.batch_envs": 0})
     res = trainer.train(c, tiny_splits["train"], out_dir=tmp_path, progress=False, log=msgs.append)
     n_env = tiny_splits["train"].n_envs
-    # each phase's step built when it starts: the warm-up on all envs; then E / M (2 chosen)
-    # or, one chosen, all envs again
+    # each phase's step built when it starts: the warm-up on all envs; then the default (0: a
+    # set this small trains on all envs) with 2 chosen, or all envs set explicitly with 1
     assert batches == [n_env, 0 if chosen == 2 else n_env]
     # the routing policy's state is in the checkpoint: a resumed run knows its phase
     _, _, extra = load_checkpoint(tmp_path / "checkpoint.npz", res.state)
@@ -418,13 +418,25 @@ def test_number_of_experts_chosen_after_the_warmup(tiny_splits, tmp_path, monkey
 def test_settings_once_fewer_experts_are_chosen():
     # E / M envs per batch becomes E / K for the K experts chosen; one chosen: no more gate updates
     c = cfg({"model.num_experts": 4, "train.batch_envs": 0})
-    assert settings_for_active(c, 12, 4) == c
-    two = settings_for_active(c, 12, 2)
-    assert two.train.batch_envs == 6 and two.gate.mode == "lstsq"
-    one = settings_for_active(c, 12, 1)
-    assert one.train.batch_envs == 12 and one.gate.mode == "frozen"
+    assert settings_for_active(c, 40, 4) == c
+    two = settings_for_active(c, 40, 2)
+    assert two.train.batch_envs == 20 and two.gate.mode == "lstsq"
+    one = settings_for_active(c, 40, 1)
+    assert one.train.batch_envs == 40 and one.gate.mode == "frozen"
+    assert settings_for_active(c, 12, 2).train.batch_envs == 12  # a small set: all envs
     fixed = cfg({"model.num_experts": 4, "train.batch_envs": 5})  # a batch set by the user stays
     assert settings_for_active(fixed, 12, 2) == fixed
+
+
+def test_default_batch_is_all_envs_of_a_small_set_else_e_over_m():
+    from mixerdsr._sections import FULL_BATCH_UP_TO
+
+    t = cfg({"train.batch_envs": 0}).train
+    assert t.batch(10, 2) == 10 and t.batch(FULL_BATCH_UP_TO, 4) == FULL_BATCH_UP_TO
+    assert t.batch(FULL_BATCH_UP_TO + 1, 4) == (FULL_BATCH_UP_TO + 1) // 4 and t.batch(160, 10) == 16
+    assert t.batch(3, 10) == 3 and cfg({"train.batch_envs": 0}).train.batch(100, 200) == 1
+    assert cfg({"train.batch_envs": 4}).train.batch(10, 2) == 4
+    assert cfg({"train.batch_envs": 40}).train.batch(10, 2) == 10
 
 
 def test_choose_count_by_silhouette():

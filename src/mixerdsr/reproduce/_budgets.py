@@ -141,6 +141,9 @@ def settings(cell: Cell, budget: str, published_shape: bool = True) -> dict[str,
     over |= choice.settings
     if choice.batch_divisor:
         over["train.batch_envs"] = max(1, _n_train_envs(cell.data) // choice.batch_divisor)
+    if (budget == "paper" or cell.variant == "mixer-M-alg1") and cell.variant != "mixer-auto":
+        # the paper's E / M envs per batch, also where the default trains small sets on all
+        over.setdefault("train.batch_envs", max(1, _n_train_envs(cell.data) // n_exp))
     if cell.table == "table4" and budget == "converged":
         # every training env in every step, as the published single meta-learners train (the
         # paper's MixER: E / M); LV CoDA MixER-3, converged, seed 0: test MSE 3.32e-5 against

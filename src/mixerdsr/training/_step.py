@@ -174,7 +174,7 @@ def make_outer_step(cfg: Config, n_envs: int):
     if issubclass(BACKBONES[cfg.model.backbone], AbstractInnerLoopExpert):
         return jit(inner_loop_outer_step(cfg, n_envs), options)
     opt_w, opt_c = optimisers(cfg.train)
-    batch = min(cfg.train.batch_envs or max(1, n_envs // cfg.model.num_experts), n_envs)
+    batch = cfg.train.batch(n_envs, cfg.model.num_experts)
     beta, k_inner = cfg.train.proximal_beta, cfg.train.inner_steps
     gate_step = _gate_step(cfg, gate_update_of(cfg.gate), _gate_chunk(cfg, batch))
 
