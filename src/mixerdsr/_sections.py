@@ -266,13 +266,9 @@ class TrainSettings:
         ``batch_envs`` when set, else all envs up to ``FULL_BATCH_UP_TO``, else E / M.
 
         With E / M (the paper's), each expert of a small MixER sees about one of its own
-        environments per weight step, and its updates are noisy. Every environment in every
-        step instead, at the same training time, measured 2026-12-07 on the two built-in sets
-        with few environments: ODEBench-2 (E = 10, M = 2; seeds 0-2, 600 outer steps of E / M
-        against 300 of full batches, ~85 s each) test traj_rel_l2 0.024 against 0.054, relMSE
-        0.006 against 0.10; LV (E = 9, CoDA MixER-3, cpu budget, seeds 0-2) test MSE 8.9e-5
-        against 6.6e-4 (docs/training.md, "Batches"). With many environments a full batch
-        costs M times the solves per step and is not measured: E / M stays there.
+        environments per weight step and its updates are noisy; a full batch costs M times the
+        solves per step, which is measured to pay on small sets only (docs/training.md,
+        "Batches").
         """
         if self.batch_envs:
             return min(self.batch_envs, n_envs)

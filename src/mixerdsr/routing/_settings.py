@@ -27,11 +27,11 @@ class WarmStartSettings:
         warmup: outer steps of the warm-up (0: 100, or a fifth of a shorter run,
             :func:`~mixerdsr.routing.auto_warmup`).
         batch: envs per training batch during the warm-up: 0 = the training batch
-            (``train.batch_envs``; by default all envs of a set of at most 16, else E / M), -1 = all
-            envs, else that many. The warm-up
-            trains one expert; with E / M envs it sees a tenth of the data per step that a single
-            meta-learner would with M = 10 (on LV, `--experts auto` choosing one expert ended at
-            2.4x the single meta-learner's test MSE with E / 3, the same with all envs).
+            (``train.batch_envs``; by default all envs of a set of at most 16, else E / M),
+            -1 = all envs, else that many. The warm-up trains one expert; with E / M envs it
+            sees a tenth of the data per step that a single meta-learner would with M = 10 (on
+            LV, `--experts auto` choosing one expert ended at 2.4x the single meta-learner's
+            test MSE with E / 3, the same with all envs).
         seed_from: the experts' weights when the routes are seeded: ``"shared"`` (copies of the
             warm-up's shared expert) or ``"init"`` (every expert back to its initial weights and
             its optimiser moments to zero; the routes and contexts the warm-up found are kept).
