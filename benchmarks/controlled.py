@@ -97,6 +97,11 @@ CHANGES: dict[str, tuple[str, dict]] = {
         "the plateau rule waits 10 validation checks instead of 5 before each rate drop (train.patience = 10)",
         {"train.patience": 10},
     ),
+    "ctxl1": (
+        "an L1 prior on the contexts, 1e-3 * mean|c| per env, in training and adaptation, as the NCF authors "
+        "train (train.context_penalty = adapt.context_penalty = 1e-3)",
+        {"train.context_penalty": 1e-3, "adapt.context_penalty": 1e-3},
+    ),
     "fullsize": ("the published parameter count (no cpu-budget scaling of the width)", {FULLSIZE: True}),
 }
 

@@ -111,6 +111,12 @@ def test_cli_adapt_round_trip(trained, tiny_splits, tmp_path, capsys):
                  "--quiet"]) == 0
     printed = capsys.readouterr().out
     assert "forecast of adapt_test: relMSE" in printed and "resembles" in printed
+    # --set changes adaptation settings only, each checked like a configuration's
+    for bad, words in ((["--set", "train.lr_weights=1"], "only adaptation settings"),
+                       (["--set", "adapt.context_penalty=-1"], "adapt.context_penalty")):
+        assert main(["adapt", "--model", str(run_dir), "--data", str(data), "--out", str(tmp_path / "no"),
+                     *bad, "--quiet"]) == 2
+        assert words in capsys.readouterr().err
     m = json.loads((out / "metrics.json").read_text())
     assert m["fitted_split"] == "adapt_train" and len(m["environments"]) == 4
     for r in m["environments"]:

@@ -166,6 +166,15 @@ def test_outer_step_cache_and_low_memory_compile(tiny_splits, monkeypatch):
         for u, v in zip(jax.tree.leaves((a.model, a.contexts, a.loss_cache)), jax.tree.leaves((b.model, b.contexts, b.loss_cache))):
             np.testing.assert_allclose(np.asarray(u, float), np.asarray(v, float), rtol=1e-4, atol=1e-6)
 
+    # the contexts' L1 prior in the context steps: from entries of +-1, a strong prior moves every
+    # entry it trains towards zero, where the data alone move some away from it
+    signs = np.where(np.random.default_rng(0).random(s0.contexts.shape) < 0.5, -1.0, 1.0).astype(np.float32)
+    s1 = s0._replace(contexts=jnp.asarray(signs))
+    pen, _ = make_outer_step(c.override({"train.context_penalty": 1e3}), 4)(s1, data)
+    free, _ = step(s1, data)
+    assert np.all(np.abs(np.asarray(pen.contexts)) <= 1.0) and np.any(np.abs(np.asarray(pen.contexts)) < 1.0)
+    assert np.any(np.abs(np.asarray(free.contexts)) > 1.0)
+
     # the low-memory build passes its options to XLA: an option this jaxlib does not know is
     # refused by it, which gives a warning and the default compilation (the same numbers)
     monkeypatch.setattr(training, "LOW_MEMORY_OPTIONS", {"xla_cpu_no_such_option_here": True})
@@ -207,6 +216,10 @@ def test_adaptation_is_per_environment(tiny_splits, lstsq_run):
     assert ctx_j.shape == ctx_all.shape and hist_j.shape == (4, n)
     np.testing.assert_allclose(hist_j[:, 0], hist[:, 0], rtol=1e-5)  # same start (zero contexts)
     assert bool(jnp.all(hist_j[:, -1] < hist_j[:, 0]))
+    # an L1 prior on the contexts keeps them nearer zero, and its history counts the prior
+    ctx_p, hist_p = adapt_contexts(res.model, ad.x, ad.t, steps=n, lr=1e-2, context_penalty=10.0)
+    assert float(jnp.abs(ctx_p).mean()) < 0.5 * float(jnp.abs(ctx_all).mean())
+    assert bool(jnp.all(hist_p[:, -1] >= 10.0 * jnp.abs(ctx_p).mean(1) * (1 - 1e-4)))
 
 
 def test_expert_starts_route_to_their_experts(lstsq_run):

@@ -239,6 +239,7 @@ def _fit(tm: TrainedModel, ad: EnvData, n_steps: int, progress: bool) -> Adaptat
         lr=cfg.adapt.lr,
         solver=solver,
         alpha=cfg.train.teacher_forcing,
+        context_penalty=cfg.adapt.context_penalty,
         progress=advance,
     )
     if bar is not None:

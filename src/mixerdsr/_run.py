@@ -295,6 +295,7 @@ def _adapt_and_evaluate(cfg: Config, model, contexts, splits: dict[str, EnvData]
             lr=a.lr,
             solver=cfg.solver,
             alpha=cfg.train.teacher_forcing,
+            context_penalty=a.context_penalty,
         )
         adapted = fit.contexts
         chosen = {
@@ -318,6 +319,7 @@ def _adapt_and_evaluate(cfg: Config, model, contexts, splits: dict[str, EnvData]
             solver=cfg.solver,
             joint=a.joint,
             alpha=cfg.train.teacher_forcing,
+            context_penalty=a.context_penalty,
         )
     adapt_seconds = time.perf_counter() - t0
     target = splits.get("adapt_test", splits["adapt_train"])

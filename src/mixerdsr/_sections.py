@@ -172,6 +172,9 @@ class TrainSettings:
             teacher-forced error.
         self_modulation_pool: experts with contextual self-modulation (NCF): contexts per env
             that its loss expands around (itself and its nearest batch members).
+        context_penalty: ``lambda``: the context steps minimise each env's loss plus
+            ``lambda * mean|c_e|`` (an L1 prior on the contexts, as the NCF authors train;
+            0: none). Adaptation has its own, ``adapt.context_penalty``.
         select_on: the validation score that selects the model and drives the plateau rule:
             ``"traj_rel_l2"`` (the mean over trajectories of ``||pred - true|| / ||true||``: a
             state near zero cannot dominate it, as it can Eq. 9; the default, measured in
@@ -214,6 +217,7 @@ class TrainSettings:
     env_weight_power: float = 0.0
     teacher_forcing: float = 0.5
     self_modulation_pool: int = 2
+    context_penalty: float = 0.0
     select_on: str = "traj_rel_l2"
     val_every: int = 10
     checkpoint_every: int = 25
@@ -236,6 +240,7 @@ class TrainSettings:
                     ("outer_steps", "inner_steps", "self_modulation_pool", "val_every", "checkpoint_every"), AT_LEAST_1
                 ),
                 "proximal_beta": AT_LEAST_0,
+                "context_penalty": AT_LEAST_0,
                 "lr_contexts": POSITIVE,
                 "lr_weights": POSITIVE,
                 "lr_decay": Range(0, 1, open_low=True),
@@ -290,6 +295,8 @@ class AdaptSettings:
             ``keep`` experts' fits of every env continue to ``steps``.
         keep: experts refined per environment.
         joint: one optimiser for all new environments instead of one each (``init`` zeros/mean).
+        context_penalty: ``lambda * mean|c|`` added to every fit's loss (an L1 prior on the
+            contexts; 0: none).
     """
 
     steps: int = 500
@@ -298,13 +305,20 @@ class AdaptSettings:
     screen_steps: int = 25
     keep: int = 2
     joint: bool = False
+    context_penalty: float = 0.0
 
     def __post_init__(self):
         validate(
             self,
             "adapt",
             choices={"init": ("zeros", "mean", "experts")},
-            ranges={"steps": AT_LEAST_1, "lr": POSITIVE, "screen_steps": AT_LEAST_1, "keep": AT_LEAST_1},
+            ranges={
+                "steps": AT_LEAST_1,
+                "lr": POSITIVE,
+                "screen_steps": AT_LEAST_1,
+                "keep": AT_LEAST_1,
+                "context_penalty": AT_LEAST_0,
+            },
         )
 
 

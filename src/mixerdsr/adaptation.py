@@ -34,6 +34,7 @@ def adapt_contexts(
     solver: SolverSettings = SolverSettings(),
     joint: bool = False,
     alpha: float = 1.0,
+    context_penalty: float = 0.0,
 ) -> tuple[Float[Array, "E d"], Float[Array, "E steps"]]:
     """Fit a fresh context for each new environment from one start, everything else frozen.
 
@@ -53,14 +54,16 @@ def adapt_contexts(
         joint: one optimiser for all environments instead of one each.
         alpha: teacher forcing of the loss (sequence experts; a run passes its training
             ``teacher_forcing``); vector-field experts ignore it.
+        context_penalty: ``lambda``: ``lambda * mean|c|`` is added to each environment's
+            fitting loss (an L1 prior pulling unused context dimensions to zero).
 
     Returns:
-        ``(contexts [E, d], loss_history [E, steps])``.
+        ``(contexts [E, d], loss_history [E, steps])`` (the history includes the penalty).
     """
     x, t = jnp.asarray(x), jnp.asarray(t)
     if init is None:
         init = jnp.zeros((x.shape[0], model.context_size), x.dtype)
-    return _adapt(model, x, t, jnp.asarray(init), steps, lr, solver, joint, alpha)
+    return _adapt(model, x, t, jnp.asarray(init), steps, lr, solver, joint, alpha, context_penalty)
 
 
 def expert_starts(model: MixER, contexts: Float[Array, "E d"]) -> Float[Array, "S1 d"]:
@@ -94,11 +97,11 @@ def _final_losses(model, c, x, t, solver, alpha=1.0, forced=None):
 
 
 @eqx.filter_jit
-def _adapt(model, x, t, init, steps, lr, solver, joint, alpha):
+def _adapt(model, x, t, init, steps, lr, solver, joint, alpha, penalty=0.0):
     opt = optax.adabelief(lr)
 
     def losses_at(c, xe, te):
-        return env_losses(model, c, xe, te, solver, alpha=alpha)[0]
+        return env_losses(model, c, xe, te, solver, alpha=alpha)[0] + penalty * jnp.mean(jnp.abs(c), axis=-1)
 
     if joint:
 
@@ -113,7 +116,7 @@ def _adapt(model, x, t, init, steps, lr, solver, joint, alpha):
         (c, _), hist = jax.lax.scan(body_joint, (init, opt.init(init)), None, length=steps)
         return c, hist.T
 
-    c, _, hist = _adapt_chunk(model, x, t, init, jax.vmap(opt.init)(init), steps, lr, solver, alpha)
+    c, _, hist = _adapt_chunk(model, x, t, init, jax.vmap(opt.init)(init), steps, lr, solver, alpha, penalty=penalty)
     return c, hist
 
 
@@ -161,6 +164,7 @@ def adapt_new(
     lr: float = 1e-2,
     solver: SolverSettings = SolverSettings(),
     alpha: float = 1.0,
+    context_penalty: float = 0.0,
     workers: int | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> Adaptation:
@@ -187,6 +191,8 @@ def adapt_new(
         lr: learning rate.
         solver: solver settings.
         alpha: teacher forcing of the loss (sequence experts).
+        context_penalty: ``lambda * mean|c|`` added to every fit's loss (an L1 prior on the
+            contexts); the scores and losses reported are the data's alone.
         workers: threads running fits at once (default: the CPU count, at most 4; results do not
             depend on it).
         progress: called as ``progress(done, total)`` after every chunk of fits (e.g. to move a
@@ -204,7 +210,7 @@ def adapt_new(
     starts = list(expert_starts(model, jnp.asarray(train_contexts)))
     n_more = max(0, -(-steps // screen_steps) - 1)
     total = len(starts) + min(keep, model.n_experts) * n_more
-    fits = _Fits(model, x, t, screen_steps, lr, solver, alpha, total, progress)
+    fits = _Fits(model, x, t, screen_steps, lr, solver, alpha, total, progress, context_penalty)
     # 1. screen from every start (fits run on `workers` threads: XLA runs one small computation
     # per core, and JAX releases the GIL while it runs)
     screened = _threaded(fits.start, starts, workers)
@@ -226,7 +232,20 @@ def adapt_new(
     ctx = jnp.stack([c for c, _, _ in refined_fits])[jnp.asarray(pick), jnp.asarray(env)]
     best = cand[pick, env]
     second, conf, forced = _runner_up(
-        model, x, t, train_contexts, starts, scores, chosen, best, screen_steps, n_more, lr, solver, alpha
+        model,
+        x,
+        t,
+        train_contexts,
+        starts,
+        scores,
+        chosen,
+        best,
+        screen_steps,
+        n_more,
+        lr,
+        solver,
+        alpha,
+        context_penalty,
     )
     s0 = model.expert_type.scored_from
     scale = np.asarray(jnp.mean(jnp.sum(x[:, :, s0:] ** 2, -1), axis=(1, 2)))
@@ -247,26 +266,31 @@ class _Fits:
     (one compiled function, kept across processes by :mod:`mixerdsr._aot`), optimiser states
     carried between chunks; ``progress(done, total)`` after every chunk."""
 
-    def __init__(self, model, x, t, screen_steps, lr, solver, alpha, total, progress):
+    def __init__(self, model, x, t, screen_steps, lr, solver, alpha, total, progress, penalty=0.0):
         self.model, self.x, self.t = model, x, t
         self.screen_steps, self.lr, self.solver, self.alpha = screen_steps, lr, solver, alpha
+        self.penalty = penalty
         self.opt = optax.adabelief(lr)
         self.dyn, self.static = eqx.partition(model, eqx.is_array)
-        self.aot_key = repr((str(jax.tree.structure(self.static)), type(model.experts).__module__, solver, lr, alpha))
+        self.aot_key = repr(
+            (str(jax.tree.structure(self.static)), type(model.experts).__module__, solver, lr, alpha, penalty)
+        )
         self.total, self.done, self.progress = total, 0, progress
 
     def run_chunks(self, c, state, n_chunks):
         m, x, t, k, static = self.model, self.x, self.t, self.screen_steps, self.static
-        lr, solver, alpha = self.lr, self.solver, self.alpha
+        lr, solver, alpha, pen = self.lr, self.solver, self.alpha, self.penalty
         for _ in range(n_chunks):
             out = _aot.call(
                 "adapt_chunk",
-                lambda d, x_, t_, c_, s_: _adapt_chunk(eqx.combine(d, static), x_, t_, c_, s_, k, lr, solver, alpha),
+                lambda d, x_, t_, c_, s_: _adapt_chunk(
+                    eqx.combine(d, static), x_, t_, c_, s_, k, lr, solver, alpha, penalty=pen
+                ),
                 self.aot_key + str(k),
                 (self.dyn, x, t, c, state),
             )
             if out is None:
-                c, state, _ = _adapt_chunk(m, x, t, c, state, k, lr, solver, alpha)
+                c, state, _ = _adapt_chunk(m, x, t, c, state, k, lr, solver, alpha, penalty=pen)
             else:  # the leaves of (contexts, state, losses)
                 c, state = out[0], jax.tree.unflatten(jax.tree.structure(state), out[1:-1])
             self.done += 1
@@ -321,7 +345,9 @@ def _count_refined(scores: np.ndarray, order: np.ndarray, refined_fits: list) ->
                 refined[e, r[e]] = True
 
 
-def _runner_up(model, x, t, train_contexts, starts, scores, chosen, best, screen_steps, n_more, lr, solver, alpha):
+def _runner_up(
+    model, x, t, train_contexts, starts, scores, chosen, best, screen_steps, n_more, lr, solver, alpha, penalty=0.0
+):
     """Each env's runner-up expert (-1: none fits), the confidence ``1 - best / runner-up``
     and where the runner-up was fitted with its route forced: envs whose every fit ended with
     the chosen expert get the best other expert fitted with its route forced (only they)."""
@@ -337,7 +363,7 @@ def _runner_up(model, x, t, train_contexts, starts, scores, chosen, best, screen
         # every fit ended with the chosen expert, which says nothing about how well another
         # would do: fit each other expert with the route forced, from its own start
         m_other, loss_other = _forced_runner_up(
-            model, x[lonely], t[lonely], starts, used, chosen[lonely], screen_steps, n_more, lr, solver, alpha
+            model, x[lonely], t[lonely], starts, used, chosen[lonely], screen_steps, n_more, lr, solver, alpha, penalty
         )
         ok = np.isfinite(loss_other)
         forced[lonely[ok]] = True
@@ -349,7 +375,7 @@ def _runner_up(model, x, t, train_contexts, starts, scores, chosen, best, screen
     return np.where(has_runner, second, -1), conf, forced
 
 
-def _forced_runner_up(model, x, t, starts, used, chosen, screen_steps, n_more, lr, solver, alpha):
+def _forced_runner_up(model, x, t, starts, used, chosen, screen_steps, n_more, lr, solver, alpha, penalty=0.0):
     """For every env, the best expert of ``used`` other than ``chosen[e]`` when the route is
     forced to it: each such expert is fitted from its own start for ``screen_steps`` steps,
     the best one continues for ``n_more`` chunks. Returns ``(expert [E], its loss [E])``
@@ -360,7 +386,8 @@ def _forced_runner_up(model, x, t, starts, used, chosen, screen_steps, n_more, l
     for k, m in enumerate(used):
         m_all = jnp.full((n_env,), m, jnp.int32)
         c0 = jnp.broadcast_to(starts[k + 1], (n_env, model.context_size))
-        c, st, _ = _adapt_chunk(model, x, t, c0, jax.vmap(opt.init)(c0), screen_steps, lr, solver, alpha, m_all)
+        st0 = jax.vmap(opt.init)(c0)
+        c, st, _ = _adapt_chunk(model, x, t, c0, st0, screen_steps, lr, solver, alpha, m_all, penalty)
         losses[:, m] = np.asarray(_final_losses(model, c, x, t, solver, alpha, m_all))
         fits.append((c, st))
     losses[env, chosen] = np.inf
@@ -371,7 +398,7 @@ def _forced_runner_up(model, x, t, starts, used, chosen, screen_steps, n_more, l
     st = jax.tree.map(lambda *leaves: jnp.stack(leaves)[src, jnp.asarray(env)], *[f[1] for f in fits])
     m_env = jnp.asarray(best_m, jnp.int32)
     for _ in range(n_more):
-        c, st, _ = _adapt_chunk(model, x, t, c, st, screen_steps, lr, solver, alpha, m_env)
+        c, st, _ = _adapt_chunk(model, x, t, c, st, screen_steps, lr, solver, alpha, m_env, penalty)
     final = np.asarray(_final_losses(model, c, x, t, solver, alpha, m_env))
     return best_m, np.where(np.isfinite(losses[env, best_m]), final, np.inf)
 
@@ -389,10 +416,10 @@ def _threaded(fn, items: list, workers: int | None) -> list:
 
 
 @eqx.filter_jit
-def _adapt_chunk(model, x, t, c0, state0, steps, lr, solver, alpha, forced=None):
+def _adapt_chunk(model, x, t, c0, state0, steps, lr, solver, alpha, forced=None, penalty=0.0):
     """``steps`` AdaBelief steps of every environment's own fit from ``(c0, state0)``:
     ``(contexts [E, d], optimiser states, losses [E, steps])``; ``forced [E]``: each env's fit
-    uses that expert whatever the gate says."""
+    uses that expert whatever the gate says; ``penalty * mean|c|`` is added to each loss."""
     opt = optax.adabelief(lr)
     use_forced = forced is not None
     ms = forced if use_forced else jnp.zeros((x.shape[0],), jnp.int32)
@@ -400,7 +427,8 @@ def _adapt_chunk(model, x, t, c0, state0, steps, lr, solver, alpha, forced=None)
     def fit_one(c, s, xe, te, me):
         def loss_fn(cc):
             m = me if use_forced else None
-            return env_losses(model, cc[None], xe[None], te[None], solver, m, alpha=alpha)[0][0]
+            data_loss = env_losses(model, cc[None], xe[None], te[None], solver, m, alpha=alpha)[0][0]
+            return data_loss + penalty * jnp.mean(jnp.abs(cc))
 
         def body(carry, _):
             c, s = carry

@@ -216,6 +216,7 @@ def card_check(tm: TrainedModel) -> tuple[list[float], list[float]]:
         keep=int(chk["keep"]),
         lr=cfg.adapt.lr,
         solver=cfg.solver,
+        context_penalty=cfg.adapt.context_penalty,
     )
     x_test = np.asarray(chk["x_test"], np.float32)
     pred, _ = predict(tm.model, a.contexts, x_test, np.asarray(chk["t_test"], np.float32), cfg.solver)

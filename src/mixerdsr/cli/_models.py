@@ -93,7 +93,7 @@ def _cmd_adapt(args: argparse.Namespace) -> int:
             f"--out {out} is the model's own run directory; its metrics.json and contexts.npz would be overwritten "
             "(name another folder)"
         )
-    tm = resolve_model(args.model)
+    tm = _with_adapt_settings(resolve_model(args.model), args.settings)
     splits = load_dataset(args.data)
     log = (lambda s: None) if args.quiet else print
     try:
@@ -133,6 +133,30 @@ def _cmd_adapt(args: argparse.Namespace) -> int:
     return 0
 
 
+def _with_adapt_settings(tm: Any, items: list[str]) -> Any:
+    """``tm`` with its ``[adapt]`` settings changed by ``--set adapt.KEY=VALUE`` items (the
+    weights were trained with the rest, so only adaptation settings can change)."""
+    import dataclasses
+
+    from .._settings import SettingError
+    from ._run import parse_sets
+
+    changes = parse_sets(items)
+    fields = {f.name for f in dataclasses.fields(tm.config.adapt)}
+    for key in changes:
+        section, _, name = key.partition(".")
+        if section != "adapt" or name not in fields:
+            names = ", ".join(f"adapt.{f}" for f in sorted(fields))
+            raise CLIError(f"--set {key}: only adaptation settings can change here; choose one of {names}")
+    if not changes:
+        return tm
+    try:
+        adapt = dataclasses.replace(tm.config.adapt, **{k.partition(".")[2]: v for k, v in changes.items()})
+    except SettingError as err:
+        raise CLIError(f"--set: {err}") from None
+    return dataclasses.replace(tm, config=dataclasses.replace(tm.config, adapt=adapt))
+
+
 def _cmd_pretrained_list(args: argparse.Namespace) -> int:
     from ..models import list_pretrained
 
@@ -166,6 +190,14 @@ def _add_model_commands(sub: Any) -> None:
         type=_pos_int,
         default=None,
         help="keep every n-th time point (default: the model's training stride)",
+    )
+    p.add_argument(
+        "--set",
+        dest="settings",
+        action="append",
+        default=[],
+        metavar="adapt.KEY=VALUE",
+        help="an adaptation setting, e.g. --set adapt.lr=3e-3 --set adapt.context_penalty=1e-3 (repeatable)",
     )
     p.add_argument("--quiet", action="store_true", help="only the summary table")
     p.set_defaults(func=_cmd_adapt)

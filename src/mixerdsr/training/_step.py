@@ -175,7 +175,7 @@ def make_outer_step(cfg: Config, n_envs: int):
         return jit(inner_loop_outer_step(cfg, n_envs), options)
     opt_w, opt_c = optimisers(cfg.train)
     batch = cfg.train.batch(n_envs, cfg.model.num_experts)
-    beta, k_inner = cfg.train.proximal_beta, cfg.train.inner_steps
+    beta, k_inner, lam = cfg.train.proximal_beta, cfg.train.inner_steps, cfg.train.context_penalty
     gate_step = _gate_step(cfg, gate_update_of(cfg.gate), _gate_chunk(cfg, batch))
 
     def outer_step(state: TrainState, data: TrainData):
@@ -190,7 +190,8 @@ def make_outer_step(cfg: Config, n_envs: int):
 
             def objective(c):
                 loss, failed = _batch_loss(model, c, idx, data, cfg, forcing)
-                return loss + 0.5 * beta * jnp.sum((c - ctx_prev) ** 2), (loss, failed)
+                prior = lam * jnp.mean(jnp.abs(c[idx])) if lam else 0.0
+                return loss + prior + 0.5 * beta * jnp.sum((c - ctx_prev) ** 2), (loss, failed)
 
             (_, (loss, failed)), g = jax.value_and_grad(objective, has_aux=True)(contexts)
             updates, opt_state = opt_c.update(zero_nonfinite(g), opt_state, contexts)
