@@ -71,6 +71,9 @@ def test_variant_settings():
     assert (ncf["model.ncf.branch_depth"], ncf["model.context_size"], ncf["model.ncf.width"]) == (3, 1024, 64)
     ours = R.settings(R.Cell("table4", "lv", "ncf", "single", 0), "converged", published_shape=False)
     assert "model.ncf.branch_depth" not in ours and ours["model.context_size"] == 512
+    go = R.settings(R.Cell("table4", "go", "ncf", "single", 0), "converged")  # GO: layers of 122, contexts of 256
+    assert (go["model.ncf.embed"], go["model.ncf.width"], go["model.context_size"]) == (122, 122, 256)
+    assert abs(_budgets._active_count("go", go) - 131149) < 20  # the published count, less 13 Swish slopes
     assert "model.ncf.branch_depth" not in R.settings(R.Cell("table4", "lv", "ncf", "mixer-M", 0), "converged")
     # full batches for the converged MixER cells, E / M at the paper budget
     assert R.settings(R.Cell("table4", "lv", "coda", "mixer-M", 0), "converged")["train.batch_envs"] == 9

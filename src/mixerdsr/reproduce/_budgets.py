@@ -56,12 +56,15 @@ _T4_CPU_SCALE = {"lv": 10, "go": 5, "sm": 2}
 #: Single NCF (the NCF authors' runs behind the NCF* row): data and context networks of 3
 #: layers (context r -> r/4 -> 64 -> 64, data D -> 64 -> 64 -> 64), a main network of 4 layers
 #: of 64, contexts of 1024 (LV: 308,226 parameters, published 308,240 with learnable Swish
-#: slopes) and 256 (SM: 49,986 for 50,000). MixER-NCF keeps the MixER paper's shallow branches.
+#: slopes) and 256 (SM: 49,986 for 50,000); GO: the same with layers of 122 and contexts of 256
+#: (context 256 -> 64 -> 122 -> 122). MixER-NCF keeps the MixER paper's shallow branches.
 _NCF_AUTHORS = {"model.ncf.embed": 64, "model.ncf.branch_depth": 3, "model.ncf.depth": 4}
 _T4_SHAPE: dict[tuple[str, ...], dict[str, Any]] = {
     ("lv", "coda"): {"model.coda.depth": 4},
     ("lv", "ncf", "single"): _NCF_AUTHORS | {"model.context_size": 1024, "model.ncf.context_hidden": 256},
     ("sm", "ncf", "single"): _NCF_AUTHORS | {"model.context_size": 256, "model.ncf.context_hidden": 64},
+    ("go", "ncf", "single"): _NCF_AUTHORS
+    | {"model.context_size": 256, "model.ncf.context_hidden": 64, "model.ncf.embed": 122},
 }
 #: Table 4: context size per expert (Section 4.2; CAVIA: the two physical parameters varied)
 _T4_CONTEXT = {"ncf": 512, "coda": 2, "geps": 2, "cavia": 2}
