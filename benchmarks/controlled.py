@@ -97,6 +97,10 @@ CHANGES: dict[str, tuple[str, dict]] = {
         "the plateau rule waits 10 validation checks instead of 5 before each rate drop (train.patience = 10)",
         {"train.patience": 10},
     ),
+    "steps1500": (
+        "1500 outer steps with the rate dropped at 1/3 and 2/3 (train.schedule = steps), as the shipped odebench-10b model",
+        {"train.schedule": "steps", "train.outer_steps": 1500},
+    ),
     "ctxl1": (
         "an L1 prior on the contexts, 1e-3 * mean|c| per env, in training and adaptation, as the NCF authors "
         "train (train.context_penalty = adapt.context_penalty = 1e-3)",
