@@ -35,6 +35,7 @@ TINY = {
     # changed to proximal_beta 0, lr_weights 3e-3, clip_norm 1 since; the smoke tables run those)
     "train.proximal_beta": 10.0, "train.lr_weights": 1e-3, "train.clip_norm": 0.0,
     "train.batch_envs": 2,  # E / M of the tiny sets (the default trains small sets on all envs since)
+    "adapt.lr": 1e-2,  # the adaptation rate of the pinned figures (the default is 3e-3 since 2026-12-07)
 }
 
 

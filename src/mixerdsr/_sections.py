@@ -286,7 +286,8 @@ class AdaptSettings:
     """Adaptation to new environments, weights and gate frozen (``[adapt]``).
 
     Attributes:
-        steps, lr: AdaBelief steps and learning rate per context.
+        steps, lr: AdaBelief steps and learning rate per context (3e-3: measured against 1e-2
+            and 1e-3 on finished runs of six datasets, ``docs/adaptation.md``).
         init: ``"experts"``: fit from the zero context and from each expert's mean training
             context and keep per env the best expert's fit (:func:`~mixerdsr.adapt_new`: each
             env's expert, runner-up and confidence are reported); ``"zeros"``: the paper's
@@ -300,7 +301,7 @@ class AdaptSettings:
     """
 
     steps: int = 500
-    lr: float = 1e-2
+    lr: float = 3e-3
     init: str = "experts"
     screen_steps: int = 25
     keep: int = 2
