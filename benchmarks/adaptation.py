@@ -140,6 +140,8 @@ def main() -> None:
                     screen_steps=args.screen_steps,
                     keep=args.keep,
                     solver=cfg.solver,
+                    alpha=cfg.train.teacher_forcing,
+                    context_penalty=cfg.adapt.context_penalty,
                 )
                 ctx, ex = a.contexts, a.experts
                 extra = {

@@ -98,7 +98,8 @@ CHANGES: dict[str, tuple[str, dict]] = {
         {"train.patience": 10},
     ),
     "steps1500": (
-        "1500 outer steps with the rate dropped at 1/3 and 2/3 (train.schedule = steps), as the shipped odebench-10b model",
+        "1500 outer steps with the rate dropped at 1/3 and 2/3 (train.schedule = steps), "
+        "the shipped odebench-10b model's schedule",
         {"train.schedule": "steps", "train.outer_steps": 1500},
     ),
     "ctxl1": (

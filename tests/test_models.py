@@ -97,7 +97,7 @@ def test_adaptation_keeps_each_envs_best_expert_and_says_how_clear_it_is(trained
     np.testing.assert_allclose(a.loss, a.scores[e, a.experts], rtol=1e-5)
     np.testing.assert_array_equal(a.experts, routes(tm.model, a.contexts))
     # refining the runner-up too can only lower the kept loss (the best one's fit is the same)
-    one = adapt_new(tm.model, tm.contexts, ad.x, ad.t, steps=STEPS, screen_steps=SCREEN, keep=1)
+    one = adapt_new(tm.model, tm.contexts, ad.x, ad.t, steps=STEPS, screen_steps=SCREEN, keep=1, lr=1e-2)
     assert np.all(a.loss <= one.loss * (1 + 1e-6))
     with pytest.raises(ValueError, match="keep must be"):
         adapt_new(tm.model, tm.contexts, ad.x, ad.t, keep=0)

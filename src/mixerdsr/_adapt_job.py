@@ -178,6 +178,12 @@ def adapt_job(
         "fitted_split": fit_name,
         "time_stride": stride,
         "steps": n_steps,
+        "adapt": {
+            "lr": cfg.adapt.lr,
+            "screen_steps": cfg.adapt.screen_steps,
+            "keep": cfg.adapt.keep,
+            "context_penalty": cfg.adapt.context_penalty,
+        },
         "environments": envs,
     }
     target = splits.get(target_name) if target_name is not None else None
@@ -236,6 +242,8 @@ def _fit(tm: TrainedModel, ad: EnvData, n_steps: int, progress: bool) -> Adaptat
         ad.x.astype(np.float32),
         ad.t.astype(np.float32),
         steps=n_steps,
+        screen_steps=cfg.adapt.screen_steps,
+        keep=cfg.adapt.keep,
         lr=cfg.adapt.lr,
         solver=solver,
         alpha=cfg.train.teacher_forcing,

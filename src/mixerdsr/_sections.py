@@ -174,7 +174,10 @@ class TrainSettings:
             that its loss expands around (itself and its nearest batch members).
         context_penalty: ``lambda``: the context steps minimise each env's loss plus
             ``lambda * mean|c_e|`` (an L1 prior on the contexts, as the NCF authors train;
-            0: none). Adaptation has its own, ``adapt.context_penalty``.
+            0: none). The mean runs over all ``context_size`` dimensions, so with a split
+            context each expert's slice feels ``lambda / M``. Experts trained by an inner loop
+            (CAVIA) have no context steps and ignore it. Adaptation has its own,
+            ``adapt.context_penalty``.
         select_on: the validation score that selects the model and drives the plateau rule:
             ``"traj_rel_l2"`` (the mean over trajectories of ``||pred - true|| / ||true||``: a
             state near zero cannot dominate it, as it can Eq. 9; the default, measured in

@@ -135,14 +135,16 @@ def _cmd_adapt(args: argparse.Namespace) -> int:
 
 def _with_adapt_settings(tm: Any, items: list[str]) -> Any:
     """``tm`` with its ``[adapt]`` settings changed by ``--set adapt.KEY=VALUE`` items (the
-    weights were trained with the rest, so only adaptation settings can change)."""
+    weights were trained with the rest, so only adaptation settings can change; ``init`` and
+    ``joint`` belong to a run's own adaptation, this command always fits from every expert's
+    start)."""
     import dataclasses
 
     from .._settings import SettingError
     from ._run import parse_sets
 
     changes = parse_sets(items)
-    fields = {f.name for f in dataclasses.fields(tm.config.adapt)}
+    fields = {f.name for f in dataclasses.fields(tm.config.adapt)} - {"init", "joint"}
     for key in changes:
         section, _, name = key.partition(".")
         if section != "adapt" or name not in fields:

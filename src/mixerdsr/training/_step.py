@@ -3,7 +3,8 @@
 One outer step (Eq. 7 minimised by proximal alternating minimisation):
 
 1. ``K`` steps on the contexts ``Xi`` of mini-batches of related environments, each minimising
-   the batch loss + ``beta/2 ||Xi - Xi_prev||^2``;
+   the batch loss + ``beta/2 ||Xi - Xi_prev||^2`` (+ ``lambda * mean|Xi_batch|``,
+   ``train.context_penalty``);
 2. ``K`` steps on the expert weights ``Theta`` (+ ``beta/2 ||Theta - Theta_prev||^2``);
 3. the gate's update (:class:`~mixerdsr.routing.GateUpdate`; MixER's is Algorithm 1) after
    every ``gate.every``-th of these 2K steps. Its all-expert loss pass is exact but skips work
