@@ -178,12 +178,7 @@ def adapt_job(
         "fitted_split": fit_name,
         "time_stride": stride,
         "steps": n_steps,
-        "adapt": {
-            "lr": cfg.adapt.lr,
-            "screen_steps": cfg.adapt.screen_steps,
-            "keep": cfg.adapt.keep,
-            "context_penalty": cfg.adapt.context_penalty,
-        },
+        "adapt": {k: getattr(cfg.adapt, k) for k in ("lr", "screen_steps", "keep", "context_penalty")},
         "environments": envs,
     }
     target = splits.get(target_name) if target_name is not None else None

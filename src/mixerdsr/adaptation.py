@@ -231,22 +231,7 @@ def adapt_new(
     chosen = np.stack([r for _, r, _ in refined_fits])[pick, env]
     ctx = jnp.stack([c for c, _, _ in refined_fits])[jnp.asarray(pick), jnp.asarray(env)]
     best = cand[pick, env]
-    second, conf, forced = _runner_up(
-        model,
-        x,
-        t,
-        train_contexts,
-        starts,
-        scores,
-        chosen,
-        best,
-        screen_steps,
-        n_more,
-        lr,
-        solver,
-        alpha,
-        context_penalty,
-    )
+    second, conf, forced = _runner_up(fits, train_contexts, starts, scores, chosen, best, n_more)
     s0 = model.expert_type.scored_from
     scale = np.asarray(jnp.mean(jnp.sum(x[:, :, s0:] ** 2, -1), axis=(1, 2)))
     return Adaptation(
@@ -345,12 +330,12 @@ def _count_refined(scores: np.ndarray, order: np.ndarray, refined_fits: list) ->
                 refined[e, r[e]] = True
 
 
-def _runner_up(
-    model, x, t, train_contexts, starts, scores, chosen, best, screen_steps, n_more, lr, solver, alpha, penalty=0.0
-):
+def _runner_up(fits: _Fits, train_contexts, starts, scores, chosen, best, n_more):
     """Each env's runner-up expert (-1: none fits), the confidence ``1 - best / runner-up``
     and where the runner-up was fitted with its route forced: envs whose every fit ended with
-    the chosen expert get the best other expert fitted with its route forced (only they)."""
+    the chosen expert get the best other expert fitted with its route forced (only they); the
+    fits use ``fits``' model, data and fitting settings."""
+    model, x, t = fits.model, fits.x, fits.t
     env = np.arange(len(chosen))
     masked = scores.copy()
     masked[env, chosen] = np.inf
@@ -362,9 +347,8 @@ def _runner_up(
     if lonely.size and len(used) > 1:
         # every fit ended with the chosen expert, which says nothing about how well another
         # would do: fit each other expert with the route forced, from its own start
-        m_other, loss_other = _forced_runner_up(
-            model, x[lonely], t[lonely], starts, used, chosen[lonely], screen_steps, n_more, lr, solver, alpha, penalty
-        )
+        fit_args = (fits.screen_steps, n_more, fits.lr, fits.solver, fits.alpha, fits.penalty)
+        m_other, loss_other = _forced_runner_up(model, x[lonely], t[lonely], starts, used, chosen[lonely], *fit_args)
         ok = np.isfinite(loss_other)
         forced[lonely[ok]] = True
         second[lonely[ok]], runner[lonely[ok]] = m_other[ok], loss_other[ok]
