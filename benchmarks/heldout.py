@@ -87,6 +87,22 @@ def family_share(data: Path, metrics: dict) -> float | None:
     return float(np.mean([new[i] == home.get(f, -1) for i, f in enumerate(fam_new)]))
 
 
+def _history(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines() if line.strip()]
+
+
+def guard_returns(run: Path) -> int:
+    """Outer steps the divergence guard took back (``train.divergence_guard``)."""
+    return sum(1 for h in _history(run) if str(h.get("diverged", "")).startswith("taken back"))
+
+
+def last_weight_loss(run: Path) -> float | None:
+    """The last outer step's weight loss: a run whose losses blew up and stayed up ends far above
+    its data's scale (runs before the guard: up to 1e35)."""
+    hist = _history(run)
+    return hist[-1]["weight_loss"] if hist else None
+
+
 def record(cell: str, cmd: list[str], run: Path, data: Path, seconds: float) -> dict:
     m = json.loads((run / "metrics.json").read_text())
     te, ad, r = m["test"], m.get("adapt_test", {}), m["routing"]
@@ -105,20 +121,28 @@ def record(cell: str, cmd: list[str], run: Path, data: Path, seconds: float) -> 
         "adapt_n_diverged": ad.get("n_diverged", 0),
         "adapt_family_share": family_share(data, m),
         "warnings": len(m.get("warnings", [])),
+        "stop_reason": m.get("training", {}).get("stop_reason"),
+        "guard_returns": guard_returns(run),
+        "final_weight_loss": last_weight_loss(run),
         "seconds": seconds,
         "date": time.strftime("%Y-%m-%d"),
     }
 
 
-def run_cells(sets: list[str], recipes: list[str], seeds: list[int]) -> None:
+def run_cells(sets: list[str], recipes: list[str], seeds: list[int], force: bool = False) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     for seed in seeds:
         for data in sets:
             for recipe in recipes:
                 cell = f"{data}-{recipe}-s{seed}"
-                if (RESULTS / f"{cell}.json").exists():
-                    continue
                 run = RUNS / cell
+                if (RESULTS / f"{cell}.json").exists():
+                    if not force:
+                        continue
+                    if run.exists():  # the earlier run is set aside, never deleted
+                        old = RUNS / "earlier" / f"{cell}-{time.strftime('%Y%m%d-%H%M%S')}"
+                        old.parent.mkdir(parents=True, exist_ok=True)
+                        run.rename(old)
                 cmd = command(data, recipe, seed) + ["--out", str(run), "--quiet"]
                 if (run / "checkpoint.npz").exists():
                     cmd.append("--resume")
@@ -160,11 +184,12 @@ def main() -> None:
     ap.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=list(RECIPES))
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--report", action="store_true")
+    ap.add_argument("--force", action="store_true", help="run cells whose JSON exists again (the old run set aside)")
     args = ap.parse_args()
     if args.report:
         report()
     else:
-        run_cells(args.sets, args.recipes, args.seeds)
+        run_cells(args.sets, args.recipes, args.seeds, args.force)
 
 
 if __name__ == "__main__":

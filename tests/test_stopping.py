@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from mixerdsr._config import Config
-from mixerdsr._stopping import Stopping
+from mixerdsr._stopping import DivergenceGuard, Stopping
 from mixerdsr.experts._integrate import SolverSettings, forced_solve, solve
 from mixerdsr.training import forcing_at
 
@@ -46,6 +46,24 @@ def test_time_budget_and_state_roundtrip():
     fresh = _rule()
     fresh.load_state_dict({})  # a checkpoint written before the rule existed
     assert fresh.best == math.inf and fresh.seconds == 0.0
+
+
+def test_divergence_guard_judges_each_loss_against_its_recent_median():
+    g = DivergenceGuard(factor=100.0, window=3, max_returns=2)
+    assert g.diverged({"w": float("inf")})  # non-finite: diverged, even with no history
+    for v in (1.0, 4.0, 2.0, 3.0):  # sound steps fill the window (the last 3: median 3)
+        assert not g.diverged({"w": v, "c": 1.0})
+    assert g.recent["w"] == [4.0, 2.0, 3.0]
+    assert not g.diverged({"w": 290.0, "c": 1.0})  # below 100 x 3
+    assert g.diverged({"w": 1.0, "c": 101.0})  # either loss counts
+    assert g.recent["c"] == [1.0, 1.0, 1.0]  # a diverged step's losses stay out of the window
+    assert g.scale == 1.0 and g.took_back() is None and g.scale == 0.5
+    assert g.took_back() == "diverged" and g.scale == 0.25
+    again = DivergenceGuard(factor=100.0)
+    again.load_state_dict(g.state_dict())
+    assert again.returns == 2 and again.recent == g.recent
+    off = DivergenceGuard(factor=0.0)
+    assert not off.diverged({"w": float("nan")})
 
 
 def test_forcing_schedule_rises_linearly_to_free_running():

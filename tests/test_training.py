@@ -573,3 +573,39 @@ def test_lr_scale_zero_leaves_the_weights_unchanged(tiny_splits):
     np.testing.assert_array_equal(trained_vector(frozen.model), trained_vector(state.model))
     assert not np.array_equal(trained_vector(moved.model), trained_vector(state.model))
     assert not np.array_equal(frozen.contexts, state.contexts)  # the contexts still train
+
+
+@pytest.mark.parametrize("guard", [1000.0, 0.0])
+def test_divergence_guard_takes_back_the_update_that_blew_up(tiny_splits, monkeypatch, guard):
+    real, kept = loop.make_outer_step, {}
+
+    def poisoning(*a, **k):
+        step, calls = real(*a, **k), {"n": 0}
+
+        def wrapped(state, data):
+            calls["n"] += 1
+            new, info = step(state, data)
+            if calls["n"] == 2:
+                kept["sound"] = new  # the state the guard should return to
+            if calls["n"] == 3:  # this update throws the weights far off
+                new = new._replace(model=jax.tree.map(lambda w: w * 30.0 if eqx.is_inexact_array(w) else w, new.model))
+            return new, info
+
+        return wrapped
+
+    monkeypatch.setattr(loop, "make_outer_step", poisoning)
+    res = trainer.train(cfg({"train.divergence_guard": guard}), tiny_splits["train"], progress=False,
+                        log=lambda s: None)
+    last = res.history[-1]
+    blown = not (last["weight_loss"] < 1000 * np.median([h["weight_loss"] for h in res.history[:3]]))
+    assert blown  # the thrown-off weights blow the losses up, guard or not
+    if guard == 0:  # unguarded, training goes on from them
+        ratio = np.linalg.norm(trained_vector(res.state.model)) / np.linalg.norm(trained_vector(kept["sound"].model))
+        assert "diverged" not in last and ratio > 10 and float(res.data.lr_scale) == 1.0
+        return
+    # the last step's losses blew up: the state is the one after the second step, at half the rate
+    assert last["diverged"].startswith("taken back to the state before outer step 2")
+    np.testing.assert_array_equal(trained_vector(res.state.model), trained_vector(kept["sound"].model))
+    np.testing.assert_array_equal(res.state.contexts, kept["sound"].contexts)
+    assert int(res.state.step) == 4 and float(res.data.lr_scale) == 0.5 and last["lr_scale"] == 0.5
+    assert all("diverged" not in h for h in res.history[:3])

@@ -160,6 +160,13 @@ class TrainSettings:
             selection always uses the raw score).
         time_budget: seconds of training, all sittings together (0 = no limit): the run stops
             at the best model reached when the budget is spent (``--time-budget 20m``).
+        divergence_guard: an outer step whose mean context or weight loss is non-finite or
+            above this many times the median of the last 20 sound steps' is taken back: the
+            state returns to where it was before the previous outer step (whose update threw
+            the model off), and the weights' rate is halved for the rest of the run; the tenth
+            return stops training (``"diverged"``) at the best model so far. 0 = no guard.
+            Without it one bad update after the routing's seeding left whole runs with losses
+            of 1e30 (``docs/training.md``, "Divergence guard").
         batch_envs: environments per training batch; 0: all of them when there are at most
             ``FULL_BATCH_UP_TO`` (16), else E / M, the paper's (:meth:`batch`).
         env_weight_power: ``p``: each environment's loss is multiplied by ``s_e^-p``, where
@@ -216,6 +223,7 @@ class TrainSettings:
     lr_drops: int = 2
     val_smoothing: float = 1.0
     time_budget: float = 0.0
+    divergence_guard: float = 1000.0
     batch_envs: int = 0
     env_weight_power: float = 0.0
     teacher_forcing: float = 0.5
@@ -255,6 +263,7 @@ class TrainSettings:
                 "lr_drops": AT_LEAST_0,
                 "val_smoothing": Range(0, 1, open_low=True),
                 "time_budget": AT_LEAST_0,
+                "divergence_guard": AT_LEAST_0,
                 "batch_envs": AT_LEAST_0,
                 "env_weight_power": Range(0, 1),
                 "teacher_forcing": Range(0, 1),

@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import statistics
 from typing import Any
 
-__all__ = ["Stopping", "STOP_REASONS"]
+__all__ = ["Stopping", "DivergenceGuard", "STOP_REASONS"]
 
-#: why training ended: every outer step ran, the plateau rule, the time budget
-STOP_REASONS = ("outer_steps", "converged", "time_budget")
+#: why training ended: every outer step ran, the plateau rule, the time budget, the losses kept
+#: diverging (:class:`DivergenceGuard`)
+STOP_REASONS = ("outer_steps", "converged", "time_budget", "diverged")
 
 
 @dataclasses.dataclass
@@ -115,3 +117,62 @@ class Stopping:
         self.level = math.nan if d.get("level") is None else float(d["level"])
         self.since, self.drops = int(d.get("since", 0)), int(d.get("drops", 0))
         self.seconds = float(d.get("seconds", 0.0))
+
+
+@dataclasses.dataclass
+class DivergenceGuard:
+    """Takes back outer steps whose losses blow up (``train.divergence_guard``).
+
+    One update can throw a model's rollouts far off (a stiff field, a fresh expert right after
+    the routing's seeding); the next outer step's losses are then astronomical, their gradients
+    fill the optimiser's moment estimates, and training never recovers. The guard compares each
+    step's mean context and weight losses with the median of the last ``window`` sound steps';
+    a non-finite loss, or one above ``factor`` times that median, marks the step as diverged:
+    the loop returns to the state before the previous step (whose update caused it) and the
+    weights' rate is halved (:attr:`scale`) for the rest of the run.
+
+    Args:
+        factor: how many times the recent median a loss may reach (0 = no guard).
+        window: sound steps the median runs over.
+        max_returns: returns after which training stops as ``"diverged"``.
+    """
+
+    factor: float
+    window: int = 20
+    max_returns: int = 10
+    returns: int = 0
+    recent: dict[str, list[float]] = dataclasses.field(default_factory=dict)
+
+    @property
+    def scale(self) -> float:
+        """The guard's factor on the weights' learning rate now."""
+        return 0.5**self.returns
+
+    def diverged(self, losses: dict[str, float]) -> bool:
+        """Whether the step with these losses (by name) diverged; a sound step's losses join
+        the window."""
+        if self.factor <= 0:
+            return False
+        bad = any(
+            not math.isfinite(v)
+            or (len(self.recent.get(k, ())) >= 3 and v > self.factor * statistics.median(self.recent[k]))
+            for k, v in losses.items()
+        )
+        if not bad:
+            for k, v in losses.items():
+                self.recent[k] = ([*self.recent.get(k, ()), v])[-self.window :]
+        return bad
+
+    def took_back(self) -> str | None:
+        """Count one return; ``"diverged"`` once there were ``max_returns``."""
+        self.returns += 1
+        return "diverged" if self.returns >= self.max_returns else None
+
+    def state_dict(self) -> dict[str, Any]:
+        """What the checkpoint keeps (JSON-able)."""
+        return {"returns": self.returns, "recent": self.recent}
+
+    def load_state_dict(self, d: dict[str, Any]) -> None:
+        """Continue from :meth:`state_dict` (missing keys: a fresh start)."""
+        self.returns = int(d.get("returns", 0))
+        self.recent = {k: [float(x) for x in v] for k, v in d.get("recent", {}).items()}

@@ -196,7 +196,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
     tr = m.get("training") or {}
     if tr:
         state = "converged" if tr["converged"] else "still improving"
-        why = {"outer_steps": "all outer steps ran", "converged": "stopped on a plateau", "time_budget": "time budget"}
+        why = {
+            "outer_steps": "all outer steps ran",
+            "converged": "stopped on a plateau",
+            "time_budget": "time budget",
+            "diverged": "the losses kept blowing up",
+        }
         print(f"  training: {tr['outer_steps_run']} outer steps ({why[tr['stop_reason']]}), {state}")
     r = m["routing"]
     print(f"   routing: counts {r['counts']}  purity {_num(r['purity'], '.3g')}  ARI {_num(r['ari'], '.3g')}")

@@ -1,8 +1,10 @@
 """The training loop on the host.
 
 Every outer step: the routing policy acts (:meth:`~mixerdsr.routing.RoutingPolicy.before_step`)
--> the compiled step of the policy's phase -> record, validate and select, stop or go on,
-checkpoint, progress. The policy's and the stopping rule's states go in the checkpoint.
+-> the compiled step of the policy's phase -> record, take the step back if its losses blew up
+(:class:`~mixerdsr._stopping.DivergenceGuard`) -> validate and select, stop or go on,
+checkpoint, progress. The policy's, the stopping rule's and the guard's states go in the
+checkpoint.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import dataclasses
 import json
 import math
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,7 +25,7 @@ import numpy as np
 from .. import metrics as M
 from .._config import Config
 from .._jsonio import jsonable
-from .._stopping import Stopping
+from .._stopping import DivergenceGuard, Stopping
 from ..checkpoint import load_checkpoint, save_checkpoint
 from ..data import EnvData
 from ..evaluation import val_env_rel_mse, val_scores
@@ -40,6 +42,7 @@ __all__ = ["train", "prepare_training", "TrainInputs"]
 _STOP_TEXT = {
     "converged": "the validation score stopped improving (train.schedule = plateau)",
     "time_budget": "the time budget (train.time_budget) is spent; the best model so far is kept",
+    "diverged": "the losses kept blowing up (train.divergence_guard); the best model so far is kept",
 }
 
 
@@ -125,6 +128,10 @@ class _Loop:
         self.state = init_state(cfg, inputs.n_envs, inputs.n_dims)
         self.policy = policy_of(cfg, inputs.n_dims)
         self.stopping = Stopping.from_settings(cfg.train)
+        self.guard = DivergenceGuard(cfg.train.divergence_guard)
+        # the states before the last two outer steps (since the last routing change): where the
+        # guard returns to (JAX arrays are immutable, so keeping them copies nothing)
+        self.before: deque[TrainState] = deque(maxlen=2)
         out = Path(out_dir) if out_dir is not None else None
         self.ckpt = out / "checkpoint.npz" if out is not None else None
         self.hist_path = out / "history.jsonl" if out is not None else None
@@ -145,8 +152,9 @@ class _Loop:
         self.state, _, extra = load_checkpoint(self.ckpt, self.state)
         done = int(self.state.step)
         self.stopping.load_state_dict(extra.get("stopping", {}))
+        self.guard.load_state_dict(extra.get("guard", {}))
         self.policy.load_state_dict(extra.get("routing", {}), done, self.state.model)
-        self.data = self.data._replace(lr_scale=np.asarray(self.stopping.lr_scale, np.float32))
+        self.set_lr_scale()
         if self.hist_path is not None and self.hist_path.exists():
             self.history = [h for h in read_history(self.hist_path, self.log) if h["step"] < done]
         if self.history and "route" in self.history[-1]:
@@ -164,6 +172,7 @@ class _Loop:
             extra = {
                 "step": int(self.state.step),
                 "stopping": self.stopping.state_dict(),
+                "guard": self.guard.state_dict(),
                 "routing": self.policy.state_dict(),
             }
             save_checkpoint(self.ckpt, self.state, self.cfg.to_dict(), extra)
@@ -190,10 +199,13 @@ class _Loop:
         try:
             for s in range(start, n_steps):
                 event = self.route(s)
+                if event is not None:
+                    self.before.clear()  # no return across a routing change
+                self.before.append(self.state)
                 rec = self.advance(s)
                 if event is not None:
                     rec |= event.record
-                if self.finish(rec):
+                if self.finish(rec, self.take_back(rec)):
                     break
         except KeyboardInterrupt:
             self.save()
@@ -256,11 +268,43 @@ class _Loop:
         self.prev_route = r
         return rec
 
-    def finish(self, rec: dict[str, Any]) -> bool:
+    def take_back(self, rec: dict[str, Any]) -> str | None:
+        """When the guard finds the losses of ``rec``'s step blown up, return to the state
+        before the previous outer step (the one whose update caused it; the step counter and
+        the best model so far stay) with the weights' rate halved. Returns ``"diverged"`` when
+        the guard gives up."""
+        if not self.guard.diverged({"ctx": rec["ctx_loss"], "weight": rec["weight_loss"]}):
+            return None
+        if len(self.before) < 2:  # the first step, or the first after a routing change: nothing sound before it
+            rec["diverged"] = "not taken back (no earlier state since the last routing change)"
+            return None
+        st, back = self.state, self.before[0]
+        self.state = back._replace(
+            step=st.step, best_model=st.best_model, best_contexts=st.best_contexts, best_val=st.best_val,
+            best_step=st.best_step,
+        )  # fmt: skip
+        self.before.clear()
+        stop = self.guard.took_back()
+        self.set_lr_scale()
+        rec["diverged"] = (
+            f"taken back to the state before outer step {rec['step'] - 1}, weights' rate x{self.guard.scale:g}"
+        )
+        self.log(
+            f"outer step {rec['step']}: the losses blew up (weight loss {rec['weight_loss']:.3g}); {rec['diverged']}"
+        )
+        return stop
+
+    def set_lr_scale(self) -> None:
+        """The weights' rate factor: the plateau rule's times the divergence guard's."""
+        scale = self.stopping.lr_scale * self.guard.scale
+        self.data = self.data._replace(lr_scale=np.asarray(scale, np.float32))
+
+    def finish(self, rec: dict[str, Any], stop: str | None = None) -> bool:
         """Validation and model selection, the stopping rule, the history line, checkpoint and
-        progress bar after the outer step of ``rec``. Returns whether training stops here."""
+        progress bar after the outer step of ``rec`` (``stop``: a reason to stop already
+        found). Returns whether training stops here."""
         s, n_steps = rec["step"], self.cfg.train.outer_steps
-        stop = self.stopping.spent(rec["seconds"])
+        stop = self.stopping.spent(rec["seconds"]) or stop
         if (s + 1) % self.cfg.train.val_every == 0 or s == n_steps - 1 or stop:
             stop = stop or self.validate(rec, ask_rule=True)
             if stop and "val_rel_mse" not in rec:  # the time budget ended it: validated, no rule
@@ -285,8 +329,8 @@ class _Loop:
         scores = val_scores(st.model, st.contexts, self.inputs.x_val, self.inputs.t, self.cfg)
         val = scores[self.cfg.train.select_on]
         stop = self.stopping.validated(val) if ask_rule else None
-        self.data = self.data._replace(lr_scale=np.asarray(self.stopping.lr_scale, np.float32))
-        rec["lr_scale"] = self.stopping.lr_scale
+        self.set_lr_scale()
+        rec["lr_scale"] = float(self.data.lr_scale)
         rec.update({f"val_{k}": v for k, v in scores.items()})
         rec["val_score"] = val
         if math.isfinite(val) and val < float(st.best_val):
