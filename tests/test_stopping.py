@@ -49,7 +49,7 @@ def test_time_budget_and_state_roundtrip():
 
 
 def test_divergence_guard_judges_each_loss_against_its_recent_median():
-    g = DivergenceGuard(factor=100.0, window=3, max_returns=2)
+    g = DivergenceGuard(factor=100.0, window=3, max_level=2)
     assert g.diverged({"w": float("inf")})  # non-finite: diverged, even with no history
     for v in (1.0, 4.0, 2.0, 3.0):  # sound steps fill the window (the last 3: median 3)
         assert not g.diverged({"w": v, "c": 1.0})
@@ -58,10 +58,15 @@ def test_divergence_guard_judges_each_loss_against_its_recent_median():
     assert g.diverged({"w": 1.0, "c": 101.0})  # either loss counts
     assert g.recent["c"] == [1.0, 1.0, 1.0]  # a diverged step's losses stay out of the window
     assert g.scale == 1.0 and g.took_back() is None and g.scale == 0.5
-    assert g.took_back() == "diverged" and g.scale == 0.25
-    again = DivergenceGuard(factor=100.0)
+    for _ in range(2):  # two sound steps: the halving stays
+        assert not g.diverged({"w": 1.0, "c": 1.0})
+    assert g.scale == 0.5 and g.took_back() == "diverged" and g.scale == 0.25  # two in force: give up
+    again = DivergenceGuard(factor=100.0, window=3)
     again.load_state_dict(g.state_dict())
-    assert again.returns == 2 and again.recent == g.recent
+    assert (again.returns, again.level, again.sound, again.recent) == (2, 2, 0, g.recent)
+    for _ in range(3):  # each `window` sound steps in a row lift one halving
+        assert not again.diverged({"w": 1.0, "c": 1.0})
+    assert again.scale == 0.5 and again.returns == 2
     off = DivergenceGuard(factor=0.0)
     assert not off.diverged({"w": float("nan")})
 

@@ -123,34 +123,37 @@ class Stopping:
 class DivergenceGuard:
     """Takes back outer steps whose losses blow up (``train.divergence_guard``).
 
-    One update can throw a model's rollouts far off (a stiff field, a fresh expert right after
-    the routing's seeding); the next outer step's losses are then astronomical, their gradients
-    fill the optimiser's moment estimates, and training never recovers. The guard compares each
-    step's mean context and weight losses with the median of the last ``window`` sound steps';
-    a non-finite loss, or one above ``factor`` times that median, marks the step as diverged:
-    the loop returns to the state before the previous step (whose update caused it) and the
-    weights' rate is halved (:attr:`scale`) for the rest of the run.
+    One update can throw a model's rollouts far off (a learned field that grows fast, a fresh
+    expert right after the routing's seeding); the next losses are then astronomical, their
+    gradients fill the optimiser's moment estimates, and training never recovers. The guard
+    compares each step's mean context and weight losses with the median of the last ``window``
+    sound steps'; a non-finite loss, or one above ``factor`` times that median, marks the step
+    as diverged: the loop returns to the state before the previous step and the weights' rate
+    is halved (:attr:`scale`). The rate doubles back after every ``window`` sound steps in a
+    row, up to its own; at ``max_level`` halvings in force training stops as ``"diverged"``.
 
     Args:
         factor: how many times the recent median a loss may reach (0 = no guard).
-        window: sound steps the median runs over.
-        max_returns: returns after which training stops as ``"diverged"``.
+        window: sound steps the median runs over, and that restore one halving.
+        max_level: halvings in force at which the guard gives up.
     """
 
     factor: float
     window: int = 20
-    max_returns: int = 10
-    returns: int = 0
+    max_level: int = 10
+    returns: int = 0  # steps taken back, all told
+    level: int = 0  # halvings of the rate in force
+    sound: int = 0  # sound steps since the last return or restored halving
     recent: dict[str, list[float]] = dataclasses.field(default_factory=dict)
 
     @property
     def scale(self) -> float:
         """The guard's factor on the weights' learning rate now."""
-        return 0.5**self.returns
+        return 0.5**self.level
 
     def diverged(self, losses: dict[str, float]) -> bool:
         """Whether the step with these losses (by name) diverged; a sound step's losses join
-        the window."""
+        the window, and after ``window`` sound steps in a row one halving is lifted."""
         if self.factor <= 0:
             return False
         bad = any(
@@ -161,18 +164,23 @@ class DivergenceGuard:
         if not bad:
             for k, v in losses.items():
                 self.recent[k] = ([*self.recent.get(k, ()), v])[-self.window :]
+            self.sound += 1
+            if self.level and self.sound >= self.window:
+                self.level, self.sound = self.level - 1, 0
         return bad
 
     def took_back(self) -> str | None:
-        """Count one return; ``"diverged"`` once there were ``max_returns``."""
+        """Count one return (the rate halved); ``"diverged"`` at ``max_level`` halvings."""
         self.returns += 1
-        return "diverged" if self.returns >= self.max_returns else None
+        self.level += 1
+        self.sound = 0
+        return "diverged" if self.level >= self.max_level else None
 
     def state_dict(self) -> dict[str, Any]:
         """What the checkpoint keeps (JSON-able)."""
-        return {"returns": self.returns, "recent": self.recent}
+        return {"returns": self.returns, "level": self.level, "sound": self.sound, "recent": self.recent}
 
     def load_state_dict(self, d: dict[str, Any]) -> None:
         """Continue from :meth:`state_dict` (missing keys: a fresh start)."""
-        self.returns = int(d.get("returns", 0))
+        self.returns, self.level, self.sound = int(d.get("returns", 0)), int(d.get("level", 0)), int(d.get("sound", 0))
         self.recent = {k: [float(x) for x in v] for k, v in d.get("recent", {}).items()}
