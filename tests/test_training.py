@@ -573,6 +573,9 @@ def test_lr_scale_zero_leaves_the_weights_unchanged(tiny_splits):
     np.testing.assert_array_equal(trained_vector(frozen.model), trained_vector(state.model))
     assert not np.array_equal(trained_vector(moved.model), trained_vector(state.model))
     assert not np.array_equal(frozen.contexts, state.contexts)  # the contexts still train
+    still, _ = step(state, _train_data(tiny_splits["train"])._replace(ctx_scale=jnp.zeros((), jnp.float32)))
+    np.testing.assert_array_equal(still.contexts, state.contexts)  # the guard's factor on the contexts
+    assert not np.array_equal(trained_vector(still.model), trained_vector(state.model))
 
 
 @pytest.mark.parametrize("guard", [1000.0, 0.0])
@@ -607,5 +610,5 @@ def test_divergence_guard_takes_back_the_update_that_blew_up(tiny_splits, monkey
     assert last["diverged"].startswith("taken back to the state before outer step 2")
     np.testing.assert_array_equal(trained_vector(res.state.model), trained_vector(kept["sound"].model))
     np.testing.assert_array_equal(res.state.contexts, kept["sound"].contexts)
-    assert int(res.state.step) == 4 and float(res.data.lr_scale) == 0.5 and last["lr_scale"] == 0.5
+    assert int(res.state.step) == 4 and float(res.data.lr_scale) == 0.5 == float(res.data.ctx_scale) and last["lr_scale"] == 0.5
     assert all("diverged" not in h for h in res.history[:3])

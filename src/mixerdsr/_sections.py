@@ -163,8 +163,8 @@ class TrainSettings:
         divergence_guard: an outer step whose mean context or weight loss is non-finite or
             above this many times the median of the last 20 sound steps' is taken back: the
             state returns to where it was before the previous outer step (whose update threw
-            the model off), and the weights' rate is halved; it doubles back after every 20
-            sound steps in a row, and ten halvings in force stop training (``"diverged"``) at
+            the model off), and the rates of contexts and weights are halved; they double back
+            after every 20 sound steps in a row, and ten halvings in force stop training (``"diverged"``) at
             the best model so far. 0 = no guard.
             Without it one bad update after the routing's seeding left whole runs with losses
             of 1e30 (``docs/training.md``, "Divergence guard").

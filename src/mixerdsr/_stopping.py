@@ -2,8 +2,9 @@
 
 A host-side policy in the shape of the routers: :class:`Stopping` is built from the training
 settings, sees every validation score and the seconds spent, and answers whether to stop and
-by which factor the weights' learning rate is scaled now. Its state is a small dict that goes
-in the checkpoint (:meth:`Stopping.state_dict`), so a resumed run continues the same rule.
+by which factor the weights' learning rate is scaled now (the guard below scales both rates).
+Its state is a small dict that goes in the checkpoint (:meth:`Stopping.state_dict`), so a
+resumed run continues the same rule.
 
 ``train.schedule = "steps"`` (the paper's): the rate falls by ``lr_decay`` at 1/3 and 2/3 of
 ``outer_steps`` (compiled in the optimiser) and every outer step runs. ``"plateau"``: no fixed
@@ -128,9 +129,10 @@ class DivergenceGuard:
     gradients fill the optimiser's moment estimates, and training never recovers. The guard
     compares each step's mean context and weight losses with the median of the last ``window``
     sound steps'; a non-finite loss, or one above ``factor`` times that median, marks the step
-    as diverged: the loop returns to the state before the previous step and the weights' rate
-    is halved (:attr:`scale`). The rate doubles back after every ``window`` sound steps in a
-    row, up to its own; at ``max_level`` halvings in force training stops as ``"diverged"``.
+    as diverged: the loop returns to the state before the previous step and the learning rates
+    of the contexts and the weights are halved (:attr:`scale`). They double back after every
+    ``window`` sound steps in a row, up to their own; at ``max_level`` halvings in force
+    training stops as ``"diverged"``.
 
     Args:
         factor: how many times the recent median a loss may reach (0 = no guard).
@@ -148,7 +150,7 @@ class DivergenceGuard:
 
     @property
     def scale(self) -> float:
-        """The guard's factor on the weights' learning rate now."""
+        """The guard's factor on the learning rates (contexts and weights) now."""
         return 0.5**self.level
 
     def diverged(self, losses: dict[str, float]) -> bool:
@@ -170,7 +172,7 @@ class DivergenceGuard:
         return bad
 
     def took_back(self) -> str | None:
-        """Count one return (the rate halved); ``"diverged"`` at ``max_level`` halvings."""
+        """Count one return (the rates halved); ``"diverged"`` at ``max_level`` halvings."""
         self.returns += 1
         self.level += 1
         self.sound = 0

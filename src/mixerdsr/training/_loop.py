@@ -271,7 +271,7 @@ class _Loop:
     def take_back(self, rec: dict[str, Any]) -> str | None:
         """When the guard finds the losses of ``rec``'s step blown up, return to the state
         before the previous outer step (the one whose update caused it; the step counter and
-        the best model so far stay) with the weights' rate halved. Returns ``"diverged"`` when
+        the best model so far stay) with the rates of contexts and weights halved. Returns ``"diverged"`` when
         the guard gives up."""
         if not self.guard.diverged({"ctx": rec["ctx_loss"], "weight": rec["weight_loss"]}):
             return None
@@ -286,18 +286,19 @@ class _Loop:
         self.before.clear()
         stop = self.guard.took_back()
         self.set_lr_scale()
-        rec["diverged"] = (
-            f"taken back to the state before outer step {rec['step'] - 1}, weights' rate x{self.guard.scale:g}"
-        )
+        rec["diverged"] = f"taken back to the state before outer step {rec['step'] - 1}, rates x{self.guard.scale:g}"
         self.log(
             f"outer step {rec['step']}: the losses blew up (weight loss {rec['weight_loss']:.3g}); {rec['diverged']}"
         )
         return stop
 
     def set_lr_scale(self) -> None:
-        """The weights' rate factor: the plateau rule's times the divergence guard's."""
+        """The rates' factors: the weights' is the plateau rule's times the divergence guard's,
+        the contexts' the guard's."""
         scale = self.stopping.lr_scale * self.guard.scale
-        self.data = self.data._replace(lr_scale=np.asarray(scale, np.float32))
+        self.data = self.data._replace(
+            lr_scale=np.asarray(scale, np.float32), ctx_scale=np.asarray(self.guard.scale, np.float32)
+        )
 
     def finish(self, rec: dict[str, Any], stop: str | None = None) -> bool:
         """Validation and model selection, the stopping rule, the history line, checkpoint and

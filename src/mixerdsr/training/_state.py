@@ -30,8 +30,11 @@ class TrainData(NamedTuple):
     # compiled step, and steps built with and without it would not share their compilation
     gate_from: Any = np.zeros((), np.int32)
     weight: Any = None
-    # the factor on the weights' learning rate set by the host (``train.schedule = "plateau"``)
+    # the factor on the weights' learning rate set by the host (``train.schedule = "plateau"``
+    # and the divergence guard)
     lr_scale: Any = np.ones((), np.float32)
+    # the factor on the contexts' learning rate set by the host (the divergence guard)
+    ctx_scale: Any = np.ones((), np.float32)
 
 
 class LossCache(NamedTuple):

@@ -196,7 +196,8 @@ def make_outer_step(cfg: Config, n_envs: int):
 
             (_, (loss, failed)), g = jax.value_and_grad(objective, has_aux=True)(contexts)
             updates, opt_state = opt_c.update(zero_nonfinite(g), opt_state, contexts)
-            return (optax.apply_updates(contexts, updates), opt_state, model, opt_w_state, cache), (loss, failed)
+            contexts = optax.apply_updates(contexts, updates * data.ctx_scale)
+            return (contexts, opt_state, model, opt_w_state, cache), (loss, failed)
 
         def weight_step(steps, idx):
             contexts, opt_c_state, model, opt_state, cache = steps
