@@ -160,14 +160,14 @@ class TrainSettings:
             selection always uses the raw score).
         time_budget: seconds of training, all sittings together (0 = no limit): the run stops
             at the best model reached when the budget is spent (``--time-budget 20m``).
-        divergence_guard: an outer step whose mean context or weight loss is non-finite or
-            above this many times the median of the last 20 sound steps' is taken back: the
-            state returns to where it was before the previous outer step (whose update threw
-            the model off), and the rates of contexts and weights are halved; they double back
-            after every 20 sound steps in a row, and ten halvings in force stop training (``"diverged"``) at
-            the best model so far. 0 = no guard.
-            Without it one bad update after the routing's seeding left whole runs with losses
-            of 1e30 (``docs/training.md``, "Divergence guard").
+        divergence_guard: two outer steps in a row whose mean context or weight loss is
+            non-finite or above this many times the median of the last 20 sound steps' are
+            taken back: the state returns to where it was before the step preceding them, and
+            the rates of contexts and weights are halved (one such step alone is left to
+            recover, as most do); they double back after every 20 sound steps in a row, and ten
+            halvings in force stop training (``"diverged"``) at the best model so far. 0 = no
+            guard. Without it, blown-up losses left whole runs at losses of 1e30
+            (``docs/training.md``, "Divergence guard").
         batch_envs: environments per training batch; 0: all of them when there are at most
             ``FULL_BATCH_UP_TO`` (16), else E / M, the paper's (:meth:`batch`).
         env_weight_power: ``p``: each environment's loss is multiplied by ``s_e^-p``, where

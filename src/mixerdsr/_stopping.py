@@ -129,7 +129,8 @@ class DivergenceGuard:
     gradients fill the optimiser's moment estimates, and training never recovers. The guard
     compares each step's mean context and weight losses with the median of the last ``window``
     sound steps'; a non-finite loss, or one above ``factor`` times that median, marks the step
-    as diverged: the loop returns to the state before the previous step and the learning rates
+    as diverged. Two such steps in a row make the loop return to the state before the step
+    that preceded them (:meth:`mixerdsr.training._loop._Loop.take_back`), and the learning rates
     of the contexts and the weights are halved (:attr:`scale`). They double back after every
     ``window`` sound steps in a row, up to their own; at ``max_level`` halvings in force
     training stops as ``"diverged"``.

@@ -129,9 +129,10 @@ class _Loop:
         self.policy = policy_of(cfg, inputs.n_dims)
         self.stopping = Stopping.from_settings(cfg.train)
         self.guard = DivergenceGuard(cfg.train.divergence_guard)
-        # the states before the last two outer steps (since the last routing change): where the
+        # the states before the last three outer steps (since the last routing change): where the
         # guard returns to (JAX arrays are immutable, so keeping them copies nothing)
-        self.before: deque[TrainState] = deque(maxlen=2)
+        self.before: deque[TrainState] = deque(maxlen=3)
+        self.blown = False  # whether the last outer step's losses blew up (the guard's)
         out = Path(out_dir) if out_dir is not None else None
         self.ckpt = out / "checkpoint.npz" if out is not None else None
         self.hist_path = out / "history.jsonl" if out is not None else None
@@ -269,14 +270,19 @@ class _Loop:
         return rec
 
     def take_back(self, rec: dict[str, Any]) -> str | None:
-        """When the guard finds the losses of ``rec``'s step blown up, return to the state
-        before the previous outer step (the one whose update caused it; the step counter and
-        the best model so far stay) with the rates of contexts and weights halved. Returns ``"diverged"`` when
-        the guard gives up."""
-        if not self.guard.diverged({"ctx": rec["ctx_loss"], "weight": rec["weight_loss"]}):
+        """When the guard finds the losses of ``rec``'s step and of the one before blown up,
+        return to the state before the step preceding both (the step counter and the best model
+        so far stay) with the rates of contexts and weights halved; one blown-up step alone is
+        watched (training recovers from most). Returns ``"diverged"`` when the guard gives up."""
+        blown_before = self.blown
+        self.blown = self.guard.diverged({"ctx": rec["ctx_loss"], "weight": rec["weight_loss"]})
+        if not self.blown:
             return None
-        if len(self.before) < 2:  # the first step, or the first after a routing change: nothing sound before it
-            rec["diverged"] = "not taken back (no earlier state since the last routing change)"
+        if not blown_before:
+            rec["diverged"] = "blown up once: watched"
+            return None
+        if len(self.before) < 3:
+            rec["diverged"] = "blown up again, not taken back (no sound state since the last routing change)"
             return None
         st, back = self.state, self.before[0]
         self.state = back._replace(
@@ -284,11 +290,13 @@ class _Loop:
             best_step=st.best_step,
         )  # fmt: skip
         self.before.clear()
+        self.blown = False
         stop = self.guard.took_back()
         self.set_lr_scale()
-        rec["diverged"] = f"taken back to the state before outer step {rec['step'] - 1}, rates x{self.guard.scale:g}"
+        rec["diverged"] = f"taken back to the state before outer step {rec['step'] - 2}, rates x{self.guard.scale:g}"
         self.log(
-            f"outer step {rec['step']}: the losses blew up (weight loss {rec['weight_loss']:.3g}); {rec['diverged']}"
+            f"outer step {rec['step']}: the losses blew up twice in a row (weight loss {rec['weight_loss']:.3g}); "
+            + rec["diverged"]
         )
         return stop
 
