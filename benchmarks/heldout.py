@@ -13,10 +13,12 @@ Recipes:
   skips the update; routes from the first step, greedy pairing, no override);
 - ``defaults``: today's global defaults (what a user's file gets);
 - ``warm``: a warm start (the automatic warm-up) seeded by spectral grouping, overlap pairing;
+- ``warm-r0``: ``warm`` without the per-environment override (``gate.reassign = 0``);
+- ``warm-r0-shared``: ``warm-r0`` with the experts seeded as copies of the warm-up's expert;
 - ``auto``: ``--experts auto:10`` (the count chosen after the warm-up);
 - ``auto-warm``: ``auto`` with the ``warm`` recipe's grouping and pairing.
 
-    python benchmarks/heldout.py [--sets heldout-5 heldout-8] [--recipes ...] [--seeds 0 1 2]
+    python benchmarks/heldout.py [--sets heldout-5 heldout-8] [--recipes ...] [--seeds 0 1 2] [--force]
     python benchmarks/heldout.py --report
 """
 
@@ -43,6 +45,9 @@ RECIPES: dict[str, tuple[str | None, list[str]]] = {  # name -> (--experts, --se
     "defaults": (None, []),
     "warm": (None, WARM),
     "warm-r0": (None, [*WARM, "gate.reassign=0"]),  # without the per-env override (routes flap with it)
+    # warm-r0 with the experts seeded as copies of the warm-up's shared expert instead of restarting
+    # from their initial weights (the odebench-2 preset's "init", which a user's file inherits)
+    "warm-r0-shared": (None, [*WARM, "gate.reassign=0", "gate.warm_start.seed_from=shared"]),
     "auto": ("auto:10", []),  # the eigengap count (the default of --experts auto since 2026-12-06)
     "auto-silhouette": ("auto:10", ["gate.warm_start.grouping=silhouette"]),  # the count before
     "auto-warm": ("auto:10", WARM[1:]),  # the count chosen on the spectral grouping, overlap pairing
