@@ -381,7 +381,7 @@ class _Loop:
             self.log(f"training stopped after {int(st.step)} outer steps: {_STOP_TEXT[self.stop_reason]}")
         return TrainResult(
             stop_reason=self.stop_reason,
-            converged=self.stop_reason == "converged" or self.stopping.converged,
+            converged=self.stop_reason == "converged" or (self.stop_reason != "diverged" and self.stopping.converged),
             state=st,
             model=st.best_model if use_best else st.model,
             contexts=st.best_contexts if use_best else st.contexts,
