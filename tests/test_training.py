@@ -245,6 +245,8 @@ def test_run_writes_metrics_plots_and_report(tiny_splits, tmp_path):
     assert any(f"nothing to resume in {out}" in x for x in msgs)
     saved = json.loads((out / "metrics.json").read_text())
     assert saved == json.loads(json.dumps(m))
+    assert saved["training"] == {"outer_steps_run": 4, "stop_reason": "outer_steps", "converged": False,
+                                 "steps_taken_back": 0}
     for split in ("test", "adapt_test"):
         assert set(saved[split]) >= {"mse", "rel_mse", "tprmse", "per_env_rel_mse"}
         assert len(saved[split]["per_env_rel_mse"]) == 4

@@ -193,6 +193,8 @@ def _run_locked(
             "outer_steps_run": int(res.state.step),
             "stop_reason": res.stop_reason,
             "converged": res.converged,
+            # outer steps the divergence guard took back (train.divergence_guard)
+            "steps_taken_back": sum(str(h.get("diverged", "")).startswith("taken back") for h in res.history),
         },
     }
     preds: dict[str, np.ndarray] = {}

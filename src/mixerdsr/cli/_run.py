@@ -202,7 +202,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
             "time_budget": "time budget",
             "diverged": "the losses kept blowing up",
         }
-        print(f"  training: {tr['outer_steps_run']} outer steps ({why[tr['stop_reason']]}), {state}")
+        back = f"; {tr['steps_taken_back']} taken back by the divergence guard" if tr.get("steps_taken_back") else ""
+        print(f"  training: {tr['outer_steps_run']} outer steps ({why[tr['stop_reason']]}), {state}{back}")
     r = m["routing"]
     print(f"   routing: counts {r['counts']}  purity {_num(r['purity'], '.3g')}  ARI {_num(r['ari'], '.3g')}")
     if "chosen_experts" in r:
