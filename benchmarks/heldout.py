@@ -92,20 +92,11 @@ def family_share(data: Path, metrics: dict) -> float | None:
     return float(np.mean([new[i] == home.get(f, -1) for i, f in enumerate(fam_new)]))
 
 
-def _history(run: Path) -> list[dict]:
-    return [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines() if line.strip()]
-
-
-def guard_returns(run: Path) -> int:
-    """Outer steps the divergence guard took back (``train.divergence_guard``)."""
-    return sum(1 for h in _history(run) if str(h.get("diverged", "")).startswith("taken back"))
-
-
 def last_weight_loss(run: Path) -> float | None:
     """The last outer step's weight loss: a run whose losses blew up and stayed up ends far above
     its data's scale (runs before the guard: up to 1e35)."""
-    hist = _history(run)
-    return hist[-1]["weight_loss"] if hist else None
+    lines = [line for line in (run / "history.jsonl").read_text().splitlines() if line.strip()]
+    return json.loads(lines[-1])["weight_loss"] if lines else None
 
 
 def record(cell: str, cmd: list[str], run: Path, data: Path, seconds: float) -> dict:
@@ -127,7 +118,7 @@ def record(cell: str, cmd: list[str], run: Path, data: Path, seconds: float) -> 
         "adapt_family_share": family_share(data, m),
         "warnings": len(m.get("warnings", [])),
         "stop_reason": m.get("training", {}).get("stop_reason"),
-        "guard_returns": guard_returns(run),
+        "guard_returns": m.get("training", {}).get("steps_taken_back", 0),
         "final_weight_loss": last_weight_loss(run),
         "seconds": seconds,
         "date": time.strftime("%Y-%m-%d"),

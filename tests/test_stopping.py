@@ -69,6 +69,10 @@ def test_divergence_guard_judges_each_loss_against_its_recent_median():
     assert again.scale == 0.5 and again.returns == 2
     off = DivergenceGuard(factor=0.0)
     assert not off.diverged({"w": float("nan")})
+    v = DivergenceGuard(factor=100.0)  # one diverged step is watched, the second in a row returns
+    assert [v.verdict({"w": x}) for x in (1.0, float("nan"), 1.0, float("nan"), float("inf"))] == [
+        None, "watch", None, "watch", "back"]
+    assert v.took_back() is None and not v.blown and v.verdict({"w": float("nan")}) == "watch"
 
 
 def test_forcing_schedule_rises_linearly_to_free_running():

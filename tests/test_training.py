@@ -606,6 +606,7 @@ def test_divergence_guard_takes_back_the_update_that_blew_up(tiny_splits, monkey
     if guard == 0:  # unguarded, training goes on from the thrown-off weights
         ratio = np.linalg.norm(trained_vector(res.state.model)) / np.linalg.norm(trained_vector(kept["sound"].model))
         assert all("diverged" not in h for h in res.history) and ratio > 10 and float(res.data.lr_scale) == 1.0
+        assert res.steps_taken_back == 0
         return
     # one blown-up step is watched; the second in a row returns to the state after the first step
     assert [h.get("diverged", "")[:20] for h in res.history] == ["", "", "blown up once: watch", "taken back to the st"]
@@ -613,4 +614,4 @@ def test_divergence_guard_takes_back_the_update_that_blew_up(tiny_splits, monkey
     np.testing.assert_array_equal(trained_vector(res.state.model), trained_vector(kept["sound"].model))
     np.testing.assert_array_equal(res.state.contexts, kept["sound"].contexts)
     assert int(res.state.step) == 4 and float(res.data.lr_scale) == 0.5 == float(res.data.ctx_scale)
-    assert res.history[3]["lr_scale"] == 0.5
+    assert res.history[3]["lr_scale"] == 0.5 and res.steps_taken_back == 1

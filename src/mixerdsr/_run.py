@@ -193,8 +193,7 @@ def _run_locked(
             "outer_steps_run": int(res.state.step),
             "stop_reason": res.stop_reason,
             "converged": res.converged,
-            # outer steps the divergence guard took back (train.divergence_guard)
-            "steps_taken_back": sum(str(h.get("diverged", "")).startswith("taken back") for h in res.history),
+            "steps_taken_back": res.steps_taken_back,
         },
     }
     preds: dict[str, np.ndarray] = {}

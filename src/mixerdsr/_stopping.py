@@ -147,6 +147,7 @@ class DivergenceGuard:
     returns: int = 0  # steps taken back, all told
     level: int = 0  # halvings of the rate in force
     sound: int = 0  # sound steps since the last return or restored halving
+    blown: bool = False  # whether the last step diverged
     recent: dict[str, list[float]] = dataclasses.field(default_factory=dict)
 
     @property
@@ -172,18 +173,31 @@ class DivergenceGuard:
                 self.level, self.sound = self.level - 1, 0
         return bad
 
+    def verdict(self, losses: dict[str, float]) -> str | None:
+        """What to do after a step with these losses: None (sound), ``"watch"`` (the first
+        diverged step in a row: most recover) or ``"back"`` (the second in a row: return)."""
+        blown_before, self.blown = self.blown, self.diverged(losses)
+        return None if not self.blown else "back" if blown_before else "watch"
+
     def took_back(self) -> str | None:
         """Count one return (the rates halved); ``"diverged"`` at ``max_level`` halvings."""
         self.returns += 1
         self.level += 1
-        self.sound = 0
+        self.sound, self.blown = 0, False
         return "diverged" if self.level >= self.max_level else None
 
     def state_dict(self) -> dict[str, Any]:
         """What the checkpoint keeps (JSON-able)."""
-        return {"returns": self.returns, "level": self.level, "sound": self.sound, "recent": self.recent}
+        return {
+            "returns": self.returns,
+            "level": self.level,
+            "sound": self.sound,
+            "blown": self.blown,
+            "recent": self.recent,
+        }
 
     def load_state_dict(self, d: dict[str, Any]) -> None:
         """Continue from :meth:`state_dict` (missing keys: a fresh start)."""
         self.returns, self.level, self.sound = int(d.get("returns", 0)), int(d.get("level", 0)), int(d.get("sound", 0))
+        self.blown = bool(d.get("blown", False))
         self.recent = {k: [float(x) for x in v] for k, v in d.get("recent", {}).items()}

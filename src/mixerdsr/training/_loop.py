@@ -132,7 +132,6 @@ class _Loop:
         # the states before the last three outer steps (since the last routing change): where the
         # guard returns to (JAX arrays are immutable, so keeping them copies nothing)
         self.before: deque[TrainState] = deque(maxlen=3)
-        self.blown = False  # whether the last outer step's losses blew up (the guard's)
         out = Path(out_dir) if out_dir is not None else None
         self.ckpt = out / "checkpoint.npz" if out is not None else None
         self.hist_path = out / "history.jsonl" if out is not None else None
@@ -274,11 +273,10 @@ class _Loop:
         return to the state before the step preceding both (the step counter and the best model
         so far stay) with the rates of contexts and weights halved; one blown-up step alone is
         watched (training recovers from most). Returns ``"diverged"`` when the guard gives up."""
-        blown_before = self.blown
-        self.blown = self.guard.diverged({"ctx": rec["ctx_loss"], "weight": rec["weight_loss"]})
-        if not self.blown:
+        verdict = self.guard.verdict({"ctx": rec["ctx_loss"], "weight": rec["weight_loss"]})
+        if verdict is None:
             return None
-        if not blown_before:
+        if verdict == "watch":
             rec["diverged"] = "blown up once: watched"
             return None
         if len(self.before) < 3:
@@ -290,7 +288,6 @@ class _Loop:
             best_step=st.best_step,
         )  # fmt: skip
         self.before.clear()
-        self.blown = False
         stop = self.guard.took_back()
         self.set_lr_scale()
         rec["diverged"] = f"taken back to the state before outer step {rec['step'] - 2}, rates x{self.guard.scale:g}"
@@ -389,4 +386,5 @@ class _Loop:
             timing=timing,
             best_step=int(st.best_step),
             data=self.data,
+            steps_taken_back=self.guard.returns,
         )

@@ -37,9 +37,11 @@ class TrainResult:
         data: the training arrays on device (after the time stride and the validation hold-out;
             over several devices the env axis is padded to a multiple of the device count).
         stop_reason: why training ended: ``"outer_steps"`` (all ran), ``"converged"`` (the
-            plateau rule of ``train.schedule = "plateau"``) or ``"time_budget"``.
+            plateau rule of ``train.schedule = "plateau"``), ``"time_budget"`` or ``"diverged"``
+            (the divergence guard gave up).
         converged: the plateau rule ended training, or the last ``train.patience`` validation
             checks brought no relative improvement of ``train.min_improvement``.
+        steps_taken_back: outer steps the divergence guard took back (``train.divergence_guard``).
     """
 
     state: TrainState
@@ -51,6 +53,7 @@ class TrainResult:
     data: TrainData
     stop_reason: str = "outer_steps"
     converged: bool = False
+    steps_taken_back: int = 0
 
 
 def split_validation(x: np.ndarray, n_val: int) -> tuple[np.ndarray, np.ndarray | None]:
