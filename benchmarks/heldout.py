@@ -4,7 +4,10 @@ Cells: a held-out family set (``benchmarks/heldout/*.toml``) x a recipe x a seed
 user would, ``mixerdsr run --data SET.npz --experts M --seed S`` plus the recipe's ``--set``
 settings, in ``runs/heldout/<cell>/`` (an interrupted cell resumes there); its figures go to one
 JSON per cell in ``docs/results/heldout/``. Cells run seed by seed, so the first seed of every
-recipe is done first. ``--report`` prints the table from the JSONs alone.
+recipe is done first. ``--report`` prints the table from the JSONs alone. A set that names a
+built-in dataset (``odebench-2``, ...) runs as ``mixerdsr run --preset NAME --seed S`` plus the
+recipe's settings (the preset's number of experts unless the recipe names one), so a candidate
+default is measured on the built-in sets with the same code.
 
 Recipes:
 
@@ -15,6 +18,7 @@ Recipes:
 - ``warm``: a warm start (the automatic warm-up) seeded by spectral grouping, overlap pairing;
 - ``warm-r0``: ``warm`` without the per-environment override (``gate.reassign = 0``);
 - ``warm-r0-shared``: ``warm-r0`` with the experts seeded as copies of the warm-up's expert;
+- ``warm-r0-shared-w5``: ``warm-r0-shared`` with the loss weighting ``train.env_weight_power = 0.5``;
 - ``auto``: ``--experts auto:10`` (the count chosen after the warm-up);
 - ``auto-warm``: ``auto`` with the ``warm`` recipe's grouping and pairing.
 
@@ -39,6 +43,8 @@ RESULTS = ROOT / "docs" / "results" / "heldout"
 RUNS = ROOT / "runs" / "heldout"
 
 WARM = ["gate.router=warm_start", "gate.pairing=overlap", "gate.warm_start.method=spectral"]
+W5 = [*WARM, "gate.reassign=0", "gate.warm_start.seed_from=shared", "train.env_weight_power=0.5"]
+
 RECIPES: dict[str, tuple[str | None, list[str]]] = {  # name -> (--experts, --set items)
     "mixer-1": ("1", []),
     "paper": (None, ["gate.centroid_init=uniform", "gate.empty_cluster=skip"]),
@@ -48,11 +54,26 @@ RECIPES: dict[str, tuple[str | None, list[str]]] = {  # name -> (--experts, --se
     # warm-r0 with the experts seeded as copies of the warm-up's shared expert instead of restarting
     # from their initial weights (the odebench-2 preset's "init", which a user's file inherits)
     "warm-r0-shared": (None, [*WARM, "gate.reassign=0", "gate.warm_start.seed_from=shared"]),
+    # warm-r0-shared with each env's loss scaled by its states' mean squared norm^-0.5 (the
+    # odebench-10b preset's loss weighting): a small-scale family counts as in Eq. 9's relMSE
+    "warm-r0-shared-w5": (None, W5),
+    # warm-r0-shared on full batches (every env in every step, as MixER-1 trains on sets this size)
+    "warm-r0-shared-full": (None, [*WARM, "gate.reassign=0", "gate.warm_start.seed_from=shared", "train.batch_envs=1000"]),
+    # the same on every time point of the data (a user's file no longer inherits ODEBench-2's stride 5)
+    "warm-r0-shared-t1": (None, [*WARM, "gate.reassign=0", "gate.warm_start.seed_from=shared", "data.time_stride=1"]),
+    "mixer-1-t1": ("1", ["data.time_stride=1"]),
     "auto": ("auto:10", []),  # the eigengap count (the default of --experts auto since 2026-12-06)
     "auto-silhouette": ("auto:10", ["gate.warm_start.grouping=silhouette"]),  # the count before
     "auto-warm": ("auto:10", WARM[1:]),  # the count chosen on the spectral grouping, overlap pairing
     "auto-warm-silhouette": ("auto:10", [*WARM[1:], "gate.warm_start.grouping=silhouette"]),
+    # the eigengap count with warm-r0-shared-t1's settings: `--experts auto` on a user's file
+    "auto-t1": ("auto:10", [*WARM[1:], "gate.reassign=0", "gate.warm_start.seed_from=shared", "data.time_stride=1"]),
 }
+
+
+def builtin(name: str) -> bool:
+    """A built-in dataset (run through its preset) rather than a held-out family file."""
+    return not (FAMILIES / f"{name}.toml").exists()
 
 
 def families(name: str) -> int:
@@ -65,14 +86,18 @@ def data_file(name: str) -> Path:
     out = RUNS / f"{name}.npz"
     if not out.exists():
         RUNS.mkdir(parents=True, exist_ok=True)
-        cmd = ["mixerdsr", "data", "generate", "--families", str(FAMILIES / f"{name}.toml"), "--out", str(out)]
+        what = [name] if builtin(name) else ["--families", str(FAMILIES / f"{name}.toml")]
+        cmd = ["mixerdsr", "data", "generate", *what, "--out", str(out)]
         subprocess.run([*cmd, "--quiet"], check=True)
     return out
 
 
 def command(data: str, recipe: str, seed: int) -> list[str]:
     experts, sets = RECIPES[recipe]
-    cmd = ["mixerdsr", "run", "--data", str(data_file(data)), "--experts", experts or str(families(data))]
+    if builtin(data):  # the preset's data facts and number of experts, as `mixerdsr run --preset`
+        cmd = ["mixerdsr", "run", "--preset", data] + (["--experts", experts] if experts else [])
+    else:
+        cmd = ["mixerdsr", "run", "--data", str(data_file(data)), "--experts", experts or str(families(data))]
     cmd += ["--seed", str(seed)]
     for s in sets:
         cmd += ["--set", s]
@@ -104,7 +129,7 @@ def record(cell: str, cmd: list[str], run: Path, data: Path, seconds: float) -> 
     te, ad, r = m["test"], m.get("adapt_test", {}), m["routing"]
     return {
         "cell": cell,
-        "command": " ".join(cmd[:3] + [Path(cmd[3]).name] + cmd[4:]),
+        "command": " ".join(Path(c).name if c.endswith(".npz") else c for c in cmd),
         "purity": r.get("purity"),
         "experts_used": int(np.count_nonzero(r.get("counts", []))),
         "chosen_experts": r.get("chosen_experts"),
