@@ -36,6 +36,9 @@ TINY = {
     "train.proximal_beta": 10.0, "train.lr_weights": 1e-3, "train.clip_norm": 0.0,
     "train.batch_envs": 2,  # E / M of the tiny sets (the default trains small sets on all envs since)
     "adapt.lr": 1e-2,  # the adaptation rate of the pinned figures (the default is 3e-3 since 2026-12-07)
+    # the routing of the pinned figures (the defaults are the warm start, overlap pairing and
+    # spectral seeding since 2026-12-07)
+    "gate.router": "from_start", "gate.pairing": "greedy", "gate.warm_start.method": "kmeans",
 }
 
 

@@ -106,13 +106,19 @@ def test_resume_of_a_checkpoint_written_before_a_setting_existed(tmp_path):
     from mixerdsr.training import check_resume
     from mixerdsr.checkpoint import save_checkpoint
 
-    cfg = tiny_cfg()
+    cfg = tiny_cfg({"gate.router": "warm_start"})
     old = cfg.to_dict()
     del old["gate"]["warm_start"]["method"]  # as written before gate.warm_start.method existed
     ckpt = save_checkpoint(tmp_path / "checkpoint.npz", {"w": np.zeros(2)}, old)
     check_resume(ckpt, cfg)
     with pytest.raises(ValueError, match="gate.warm_start.method"):
-        check_resume(ckpt, tiny_cfg({"gate.warm_start.method": "spectral"}))
+        check_resume(ckpt, tiny_cfg({"gate.router": "warm_start", "gate.warm_start.method": "spectral"}))
+    # routed from the start, the warm start's table cannot change training
+    old = tiny_cfg().to_dict()
+    ckpt = save_checkpoint(tmp_path / "from_start.npz", {"w": np.zeros(2)}, old)
+    check_resume(ckpt, tiny_cfg({"gate.warm_start.method": "spectral", "gate.warm_start.warmup": 9}))
+    with pytest.raises(ValueError, match="gate.router"):
+        check_resume(ckpt, tiny_cfg({"gate.router": "warm_start"}))
     # another backbone than the default's: the defaults of the default backbone do not count
     from mixerdsr._config import load_config
 
@@ -530,3 +536,26 @@ def test_cli_set_and_experts_auto_parse():
     for bad in ("0", "auto:0", "many", "auto:x"):
         with pytest.raises(argparse.ArgumentTypeError, match="auto"):
             _experts_arg(bad)
+
+
+def test_run_starts_a_users_file_from_the_defaults_and_a_builtin_name_from_its_preset(tmp_path):
+    from mixerdsr._config import load_config
+    from mixerdsr.cli import build_parser
+    from mixerdsr.cli._run import _preset_of, _run_overrides
+
+    def config(*argv):
+        args = build_parser().parse_args(["run", *argv])
+        return _preset_of(args), load_config(_preset_of(args), args.config, _run_overrides(args))
+
+    preset, c = config("--data", "mine.npz", "--experts", "6")  # no benchmark's tuning or time stride
+    assert preset is None and c.data.time_stride == 1 and c.data.source == "mine.npz"
+    assert (c.gate.router, c.gate.pairing, c.gate.warm_start.method) == ("warm_start", "overlap", "spectral")
+    assert c.gate.reassign == 0 and c.gate.warm_start.seed_from == "shared"
+    assert (c.model.num_experts, c.model.context_size) == (6, 120)  # the defaults' slice of 20 per expert
+    preset, c = config()  # the default job: ODEBench-2 with the routing its preset measured
+    assert preset == "odebench-2" and c.data.time_stride == 5 and c.gate.router == "from_start"
+    assert c.gate.pairing == "greedy" and c.gate.reassign == 0.5
+    assert config("--data", "lv")[0] == "lv" and config("--preset", "go", "--data", "lv")[0] == "go"
+    conf = tmp_path / "c.toml"
+    conf.write_text("[train]\nouter_steps = 3\n")
+    assert config("--config", str(conf), "--data", "lv")[0] is None  # the file is the whole configuration

@@ -112,13 +112,28 @@ def _sequence_on_strided_grid(args: argparse.Namespace, overrides: dict[str, Any
     return base.data.time_stride if base is not None and base.data.time_stride > 1 else 0
 
 
+def _preset_of(args: argparse.Namespace) -> str | None:
+    """The preset a ``mixerdsr run`` starts from: ``--preset``; else, without ``--config``, the
+    built-in dataset ``--data`` names (its data facts), the default job's ``odebench-2`` when
+    ``--data`` is not given, and none for a user's file: it gets the global defaults, not a
+    benchmark's tuning or time stride."""
+    from .._config import list_presets
+
+    if args.preset or args.config:
+        return args.preset
+    data = getattr(args, _dest("--data"))
+    if data is None:
+        return "odebench-2"
+    return data if data in list_presets() else None
+
+
 def _base_config(args: argparse.Namespace, overrides: dict[str, Any]) -> Any:
     """The configuration of the preset / file with ``overrides`` (None when it is invalid: the
     full load reports the error)."""
     from .._config import load_config
 
     try:
-        return load_config(args.preset or (None if args.config else "odebench-2"), args.config, overrides)
+        return load_config(_preset_of(args), args.config, overrides)
     except ValueError:
         return None
 
@@ -156,8 +171,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         _join(args)
     overrides = _run_overrides(args)
     try:
-        preset = args.preset or (None if args.config else "odebench-2")
-        cfg = load_config(preset, args.config, overrides)
+        cfg = load_config(_preset_of(args), args.config, overrides)
     except ValueError as err:
         raise CLIError(str(err)) from None
     src, mod = os.path.basename(cfg.data.source).removesuffix(".npz"), cfg.model
@@ -249,7 +263,8 @@ def _add_run_commands(sub: Any) -> None:
     p.add_argument(
         "--preset",
         default=None,
-        help="built-in configuration (see `mixerdsr presets`; default odebench-2 unless --config is given)",
+        help="built-in configuration (see `mixerdsr presets`; default: the one of the built-in dataset --data names, "
+        "odebench-2 without --data, none for a user's file or with --config)",
     )
     p.add_argument("--config", metavar="FILE.toml", default=None, help="configuration file (overrides the preset)")
     for flag, (key, typ, hlp) in _RUN_FLAGS.items():

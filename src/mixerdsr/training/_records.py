@@ -99,6 +99,10 @@ _INTRODUCED = {
     "train.time_budget": 0.0,
     "train.select_on": "rel_mse",
     "solver.sequence_start": "zeros",
+    # the routing defaults before 2026-12-07 (the defaults are the warm start since)
+    "gate.router": "from_start",
+    "gate.pairing": "greedy",
+    "gate.warm_start.method": "kmeans",
 }
 
 #: settings that change training only for sequence backbones (one-step maps); a run of an ODE
@@ -112,7 +116,9 @@ def _inert(cfg: Config) -> tuple[str, ...]:
 
     cls = BACKBONES.get(cfg.model.backbone)
     sequence = cls is not None and issubclass(cls, AbstractSequenceExpert)
-    return () if sequence else _SEQUENCE_ONLY
+    g = cfg.gate
+    warm = g.router == "warm_start" and g.mode == "lstsq" and cfg.model.num_experts > 1
+    return (() if sequence else _SEQUENCE_ONLY) + (() if warm else ("gate.warm_start.",))
 
 
 class ResumeError(ValueError):
