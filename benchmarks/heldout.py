@@ -9,12 +9,18 @@ built-in dataset (``odebench-2``, ...) runs as ``mixerdsr run --preset NAME --se
 recipe's settings (the preset's number of experts unless the recipe names one), so a candidate
 default is measured on the built-in sets with the same code.
 
-Recipes:
+Recipes (until 2026-12-07 a user's file built on the ``odebench-2`` preset; the recipes measured
+then carry that base, ``OLD_BASE``, explicitly on the held-out sets, so that they run as they
+ran; the ``-t1`` recipes and ``mixer-1-t1`` set everything they depend on):
 
 - ``mixer-1``: one expert (the baseline MixER must beat);
 - ``paper``: Algorithm 1 as published (centroids start uniform in +-1e-3, an empty cluster
-  skips the update; routes from the first step, greedy pairing, no override);
-- ``defaults``: today's global defaults (what a user's file gets);
+  skips the update; routes from the first step, greedy pairing; with ``OLD_BASE``'s override
+  ``gate.reassign = 0.5``, as it ran);
+- ``defaults``: what a user's file got before 2026-12-07 (``OLD_BASE``: the ``odebench-2``
+  preset's settings); on a built-in set, its preset;
+- ``warm-r0-shared-t1``: what a user's file gets since 2026-12-07 (the global defaults: the warm
+  start with copies of the shared expert, spectral seeding, overlap pairing, every time point);
 - ``warm``: a warm start (the automatic warm-up) seeded by spectral grouping, overlap pairing;
 - ``warm-r0``: ``warm`` without the per-environment override (``gate.reassign = 0``);
 - ``warm-r0-shared``: ``warm-r0`` with the experts seeded as copies of the warm-up's expert;
@@ -43,6 +49,13 @@ RESULTS = ROOT / "docs" / "results" / "heldout"
 RUNS = ROOT / "runs" / "heldout"
 
 WARM = ["gate.router=warm_start", "gate.pairing=overlap", "gate.warm_start.method=spectral"]
+#: what a user's file got before 2026-12-07: the odebench-2 preset's settings beyond the defaults
+#: then (time stride 5, the per-env override, experts restarted at a seeding, routes from the
+#: first step with greedy pairing and K-means seeding)
+OLD_BASE = [
+    "data.time_stride=5", "gate.reassign=0.5", "gate.warm_start.seed_from=init", "gate.router=from_start",
+    "gate.pairing=greedy", "gate.warm_start.method=kmeans",
+]
 W5 = [*WARM, "gate.reassign=0", "gate.warm_start.seed_from=shared", "train.env_weight_power=0.5"]
 
 RECIPES: dict[str, tuple[str | None, list[str]]] = {  # name -> (--experts, --set items)
@@ -94,6 +107,9 @@ def data_file(name: str) -> Path:
 
 def command(data: str, recipe: str, seed: int) -> list[str]:
     experts, sets = RECIPES[recipe]
+    if not builtin(data) and not any(recipe.endswith(t) for t in ("-t1",)):
+        base = [b for b in OLD_BASE if not (experts or "").startswith("auto") or not b.startswith("gate.router")]
+        sets = [*base, *sets]  # as the recipe ran (later items win; --experts auto turns the warm start on)
     if builtin(data):  # the preset's data facts and number of experts, as `mixerdsr run --preset`
         cmd = ["mixerdsr", "run", "--preset", data] + (["--experts", experts] if experts else [])
     else:
