@@ -556,6 +556,7 @@ def test_run_starts_a_users_file_from_the_defaults_and_a_builtin_name_from_its_p
     assert preset == "odebench-2" and c.data.time_stride == 5 and c.gate.router == "from_start"
     assert c.gate.pairing == "greedy" and c.gate.reassign == 0.5
     assert config("--data", "lv")[0] == "lv" and config("--preset", "go", "--data", "lv")[0] == "go"
+    assert config("--data", "x/Epilepsy2_TRAIN.ts")[0] == "epilepsy2" and config("--data", "s.data")[0] == "sccts"
     conf = tmp_path / "c.toml"
     conf.write_text("[train]\nouter_steps = 3\n")
     assert config("--config", str(conf), "--data", "lv")[0] is None  # the file is the whole configuration

@@ -115,8 +115,9 @@ def _sequence_on_strided_grid(args: argparse.Namespace, overrides: dict[str, Any
 def _preset_of(args: argparse.Namespace) -> str | None:
     """The preset a ``mixerdsr run`` starts from: ``--preset``; else, without ``--config``, the
     built-in dataset ``--data`` names (its data facts), the default job's ``odebench-2`` when
-    ``--data`` is not given, and none for a user's file: it gets the global defaults, not a
-    benchmark's tuning or time stride."""
+    ``--data`` is not given, the series presets for the series formats (an Epilepsy2-style
+    ``.ts`` file: ``epilepsy2``; an SCCTS-style ``.data`` file: ``sccts``), and none for a
+    user's ``.npz``: it gets the global defaults, not a benchmark's tuning or time stride."""
     from .._config import list_presets
 
     if args.preset or args.config:
@@ -124,7 +125,8 @@ def _preset_of(args: argparse.Namespace) -> str | None:
     data = getattr(args, _dest("--data"))
     if data is None:
         return "odebench-2"
-    return data if data in list_presets() else None
+    series = {".ts": "epilepsy2", ".data": "sccts"}.get(os.path.splitext(data)[1].lower())
+    return data if data in list_presets() else series
 
 
 def _base_config(args: argparse.Namespace, overrides: dict[str, Any]) -> Any:
