@@ -193,8 +193,9 @@ def test_gate_update_skips_and_keeps_gate_when_degenerate():
     assert len(out) == 4 and int(out[2]) == DEGENERATE
     np.testing.assert_array_equal(out[3], 0.0)
     x, _ = _blobs(n=8, centers=((2.0, 0, 0), (-2.0, 0, 0)))
+    # greedy pairing computes the losses (the default overlap pairing needs none)
     out = gate_update(gate, gate_init(2, 3), x, lambda: (jnp.ones((2, len(x))), jnp.ones(3)), jax.random.PRNGKey(0),
-                      GateSettings(), aux_default=jnp.zeros(3))
+                      GateSettings(pairing="greedy"), aux_default=jnp.zeros(3))
     assert int(out[2]) in (OK, RESEEDED)
     np.testing.assert_array_equal(out[3], 1.0)
 
