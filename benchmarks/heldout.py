@@ -52,11 +52,12 @@ WARM = ["gate.router=warm_start", "gate.pairing=overlap", "gate.warm_start.metho
 #: what a user's file got before 2026-12-07: the odebench-2 preset's settings beyond the defaults
 #: then (time stride 5, the per-env override, experts restarted at a seeding, routes from the
 #: first step with greedy pairing and K-means seeding)
+#: (the router only without --experts auto, which turns the warm start on)
 OLD_BASE = [
-    "data.time_stride=5", "gate.reassign=0.5", "gate.warm_start.seed_from=init", "gate.router=from_start",
-    "gate.pairing=greedy", "gate.warm_start.method=kmeans",
+    "data.time_stride=5", "gate.reassign=0.5", "gate.warm_start.seed_from=init", "gate.pairing=greedy",
+    "gate.warm_start.method=kmeans",
 ]
-W5 = [*WARM, "gate.reassign=0", "gate.warm_start.seed_from=shared", "train.env_weight_power=0.5"]
+SHARED = [*WARM, "gate.reassign=0", "gate.warm_start.seed_from=shared"]  # warm-r0-shared's settings
 
 RECIPES: dict[str, tuple[str | None, list[str]]] = {  # name -> (--experts, --set items)
     "mixer-1": ("1", []),
@@ -66,25 +67,26 @@ RECIPES: dict[str, tuple[str | None, list[str]]] = {  # name -> (--experts, --se
     "warm-r0": (None, [*WARM, "gate.reassign=0"]),  # without the per-env override (routes flap with it)
     # warm-r0 with the experts seeded as copies of the warm-up's shared expert instead of restarting
     # from their initial weights (the odebench-2 preset's "init", which a user's file inherits)
-    "warm-r0-shared": (None, [*WARM, "gate.reassign=0", "gate.warm_start.seed_from=shared"]),
+    "warm-r0-shared": (None, SHARED),
     # warm-r0-shared with each env's loss scaled by its states' mean squared norm^-0.5 (the
     # odebench-10b preset's loss weighting): a small-scale family counts as in Eq. 9's relMSE
-    "warm-r0-shared-w5": (None, W5),
+    "warm-r0-shared-w5": (None, [*SHARED, "train.env_weight_power=0.5"]),
     # warm-r0-shared on full batches (every env in every step, as MixER-1 trains on sets this size)
-    "warm-r0-shared-full": (None, [*WARM, "gate.reassign=0", "gate.warm_start.seed_from=shared", "train.batch_envs=1000"]),
+    "warm-r0-shared-full": (None, [*SHARED, "train.batch_envs=1000"]),
     # the same on every time point of the data (a user's file no longer inherits ODEBench-2's stride 5)
-    "warm-r0-shared-t1": (None, [*WARM, "gate.reassign=0", "gate.warm_start.seed_from=shared", "data.time_stride=1"]),
+    "warm-r0-shared-t1": (None, [*SHARED, "data.time_stride=1"]),
     "mixer-1-t1": ("1", ["data.time_stride=1"]),
     # twice the outer steps: a MixER-M step costs a fraction of a MixER-1 step on these sets
-    "warm-r0-shared-t1-o600": (None, [*WARM, "gate.reassign=0", "gate.warm_start.seed_from=shared",
-                                      "data.time_stride=1", "train.outer_steps=600"]),
+    "warm-r0-shared-t1-o600": (None, [*SHARED, "data.time_stride=1", "train.outer_steps=600"]),
     "auto": ("auto:10", []),  # the eigengap count (the default of --experts auto since 2026-12-06)
     "auto-silhouette": ("auto:10", ["gate.warm_start.grouping=silhouette"]),  # the count before
     "auto-warm": ("auto:10", WARM[1:]),  # the count chosen on the spectral grouping, overlap pairing
     "auto-warm-silhouette": ("auto:10", [*WARM[1:], "gate.warm_start.grouping=silhouette"]),
     # the eigengap count with warm-r0-shared-t1's settings: `--experts auto` on a user's file
-    "auto-t1": ("auto:10", [*WARM[1:], "gate.reassign=0", "gate.warm_start.seed_from=shared", "data.time_stride=1"]),
+    "auto-t1": ("auto:10", [*SHARED[1:], "data.time_stride=1"]),
 }
+#: recipes measured since a user's file gets the global defaults (they set all they depend on)
+SINCE_NEW_DEFAULTS = {"warm-r0-shared-t1", "mixer-1-t1", "warm-r0-shared-t1-o600", "auto-t1"}
 
 
 def builtin(name: str) -> bool:
@@ -110,13 +112,13 @@ def data_file(name: str) -> Path:
 
 def command(data: str, recipe: str, seed: int) -> list[str]:
     experts, sets = RECIPES[recipe]
-    if not builtin(data) and "-t1" not in recipe:
-        base = [b for b in OLD_BASE if not (experts or "").startswith("auto") or not b.startswith("gate.router")]
-        sets = [*base, *sets]  # as the recipe ran (later items win; --experts auto turns the warm start on)
     if builtin(data):  # the preset's data facts and number of experts, as `mixerdsr run --preset`
         cmd = ["mixerdsr", "run", "--preset", data] + (["--experts", experts] if experts else [])
     else:
         cmd = ["mixerdsr", "run", "--data", str(data_file(data)), "--experts", experts or str(families(data))]
+        if recipe not in SINCE_NEW_DEFAULTS:  # as the recipe ran (later --set items win)
+            auto = (experts or "").startswith("auto")
+            sets = [*OLD_BASE, *([] if auto else ["gate.router=from_start"]), *sets]
     cmd += ["--seed", str(seed)]
     for s in sets:
         cmd += ["--set", s]
