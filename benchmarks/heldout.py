@@ -54,7 +54,10 @@ WARM = ["gate.router=warm_start", "gate.pairing=overlap", "gate.warm_start.metho
 #: first step with greedy pairing and K-means seeding)
 #: (the router only without --experts auto, which turns the warm start on)
 OLD_BASE = [
-    "data.time_stride=5", "gate.reassign=0.5", "gate.warm_start.seed_from=init", "gate.pairing=greedy",
+    "data.time_stride=5",
+    "gate.reassign=0.5",
+    "gate.warm_start.seed_from=init",
+    "gate.pairing=greedy",
     "gate.warm_start.method=kmeans",
 ]
 SHARED = [*WARM, "gate.reassign=0", "gate.warm_start.seed_from=shared"]  # warm-r0-shared's settings
@@ -78,6 +81,8 @@ RECIPES: dict[str, tuple[str | None, list[str]]] = {  # name -> (--experts, --se
     "mixer-1-t1": ("1", ["data.time_stride=1"]),
     # twice the outer steps: a MixER-M step costs a fraction of a MixER-1 step on these sets
     "warm-r0-shared-t1-o600": (None, [*SHARED, "data.time_stride=1", "train.outer_steps=600"]),
+    # at least 16 envs per step (the default batch E / M gives each of 8 experts about one)
+    "warm-r0-shared-t1-b16": (None, [*SHARED, "data.time_stride=1", "train.batch_envs=16"]),
     "auto": ("auto:10", []),  # the eigengap count (the default of --experts auto since 2026-12-06)
     "auto-silhouette": ("auto:10", ["gate.warm_start.grouping=silhouette"]),  # the count before
     "auto-warm": ("auto:10", WARM[1:]),  # the count chosen on the spectral grouping, overlap pairing
@@ -86,7 +91,7 @@ RECIPES: dict[str, tuple[str | None, list[str]]] = {  # name -> (--experts, --se
     "auto-t1": ("auto:10", [*SHARED[1:], "data.time_stride=1"]),
 }
 #: recipes measured since a user's file gets the global defaults (they set all they depend on)
-SINCE_NEW_DEFAULTS = {"warm-r0-shared-t1", "mixer-1-t1", "warm-r0-shared-t1-o600", "auto-t1"}
+SINCE_NEW_DEFAULTS = {"warm-r0-shared-t1", "mixer-1-t1", "warm-r0-shared-t1-o600", "warm-r0-shared-t1-b16", "auto-t1"}
 
 
 def builtin(name: str) -> bool:

@@ -129,6 +129,12 @@ def test_eigengap_counts_separated_groups():
     assert eigengap_count(pts, 3)[0] == 3  # more pieces than the cap: the cap
     assert eigengap_count(pts, 2, neighbours=3)[0] == 2
     assert eigengap_count(pts[:2], 10)[0] == 1  # too few points to group
+    # five overlapping groups of five: a graph of 5 neighbours joins every point to another group
+    # and finds 3; 3 neighbours (the default, fewer than a group's other members) find all 5
+    rng = np.random.default_rng(0)
+    ring = np.stack([np.cos(np.arange(5) * 2 * np.pi / 5), np.sin(np.arange(5) * 2 * np.pi / 5)], 1)
+    five = np.concatenate([c + 0.4 * rng.standard_normal((5, 2)) for c in ring])
+    assert eigengap_count(five, 10, neighbours=5)[0] == 3 and eigengap_count(five, 10)[0] == 5
     # the policy: grouping = "eigengap" forms that many groups and records the spectrum
     c = tiny_cfg({"gate.router": "warm_start", "gate.warm_start.grouping": "eigengap", "model.num_experts": 4,
                   "model.context_size": 12, "gate.warm_start.single_fit": 0.0})
@@ -140,6 +146,12 @@ def test_eigengap_counts_separated_groups():
     labels = np.asarray(assign).reshape(4, 6)
     assert all(len(set(row)) == 1 for row in labels) and len({row[0] for row in labels}) == 4
     assert "largest eigengap" in policy.grouping.describe(choice, 4)
+    # a warm-up that chooses the count runs 100 steps (a third of a shorter run), a fixed one a fifth
+    assert policy_of(c.override({"train.outer_steps": 300})).warmup == 100
+    assert policy_of(c.override({"train.outer_steps": 90})).warmup == 30
+    fixed = c.override({"train.outer_steps": 300, "gate.warm_start.grouping": "fixed"})
+    assert policy_of(fixed).warmup == 60
+    assert policy_of(c.override({"train.outer_steps": 300, "gate.warm_start.warmup": 7})).warmup == 7
 
 
 def test_from_start_policy_never_changes_the_routing():

@@ -175,8 +175,12 @@ def choose_count(
     return (*compact_labels(found[best]), scores)
 
 
-#: environments per group the eigengap rule's graph assumes (its neighbours per point, 3 to 15)
+#: environments per group the eigengap rule's graph assumes
 EIGENGAP_GROUP_SIZE = 5
+#: neighbours per point of the eigengap rule's graph: fewer than the other members of a group of
+#: :data:`EIGENGAP_GROUP_SIZE`, so that such a group can stand apart (with 5 neighbours every point
+#: of a group of 5 is joined to another group; ``docs/defaults.md``, "The count of --experts auto")
+EIGENGAP_NEIGHBOURS = EIGENGAP_GROUP_SIZE - 2
 
 
 def laplacian_spectrum(x: np.ndarray, neighbours: int) -> np.ndarray:
@@ -196,8 +200,9 @@ def eigengap_count(x: np.ndarray, max_count: int, neighbours: int = 0) -> tuple[
     Args:
         x: contexts ``[E, d]``.
         max_count: the most groups.
-        neighbours: per point in the graph (0: :func:`auto_neighbours` for groups of
-            :data:`EIGENGAP_GROUP_SIZE`, a guess that does not depend on the count being chosen).
+        neighbours: per point in the graph (0: :data:`EIGENGAP_NEIGHBOURS`, 3: fewer than the
+            other members of a group of :data:`EIGENGAP_GROUP_SIZE`, a guess that does not
+            depend on the count being chosen).
 
     Returns:
         ``(k, eigenvalues)``: the count and the smallest ``max_count + 1`` eigenvalues. A graph
@@ -208,7 +213,7 @@ def eigengap_count(x: np.ndarray, max_count: int, neighbours: int = 0) -> tuple[
     if n < 3 or max_count < 2:
         return 1, np.zeros(0)
     cap = min(max_count, n - 1)
-    nb = neighbours or auto_neighbours(n, max(1, n // EIGENGAP_GROUP_SIZE))
+    nb = neighbours or EIGENGAP_NEIGHBOURS
     lam = laplacian_spectrum(x, nb)[: cap + 1]
     if np.sum(lam < 1e-8) > cap:  # more connected pieces than the cap
         return cap, lam

@@ -24,8 +24,8 @@ class WarmStartSettings:
     contexts learned by one shared expert separate the families instead.
 
     Attributes:
-        warmup: outer steps of the warm-up (0: 100, or a fifth of a shorter run,
-            :func:`~mixerdsr.routing.auto_warmup`).
+        warmup: outer steps of the warm-up (0: 100, or a fifth of a shorter run; a third when
+            the warm-up chooses the number of experts; :func:`~mixerdsr.routing.auto_warmup`).
         batch: envs per training batch during the warm-up: 0 = the training batch
             (``train.batch_envs``; by default all envs of a set of at most 16, else E / M),
             -1 = all envs, else that many. The warm-up trains one expert; with E / M envs it
@@ -55,7 +55,8 @@ class WarmStartSettings:
             chosen number of groups is then formed by this method.
         restarts: K-means restarts (k-means++ starts, the lowest L1 inertia kept).
         neighbours: ``method = "spectral"``: neighbours per environment in the graph (0: the mean
-            group size, 3 to 15, :func:`~mixerdsr.routing.auto_neighbours`).
+            group size, 3 to 15, :func:`~mixerdsr.routing.auto_neighbours`); ``grouping =
+            "eigengap"``: also the count's graph (0: 3, :func:`~mixerdsr.routing.eigengap_count`).
         silhouette_min: ``grouping = "silhouette"``: the mean silhouette a grouping needs to be
             used (0.5: at least "reasonable structure" in Kaufman and Rousseeuw's scale).
         silhouette_slack: ``grouping = "silhouette"``: the largest number of groups whose mean
