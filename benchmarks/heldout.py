@@ -208,9 +208,9 @@ def report() -> None:
     rows: dict[tuple[str, str], list[dict]] = {}
     for p in sorted(RESULTS.glob("*.json")):
         rec = json.loads(p.read_text())
-        data, rest = rec["cell"].split("-", 2)[:2], rec["cell"].split("-", 2)[2]
-        recipe = rest.rsplit("-s", 1)[0]
-        rows.setdefault(("-".join(data), recipe), []).append(rec)
+        stem = rec["cell"].rsplit("-s", 1)[0]  # SET-RECIPE (both may hold hyphens)
+        recipe = max((r for r in RECIPES if stem.endswith(f"-{r}")), key=len)
+        rows.setdefault((stem[: -len(recipe) - 1], recipe), []).append(rec)
     keys = ["purity", "test_mse", "test_rel_mse", "test_traj_rel_l2", "adapt_rel_mse", "adapt_family_share"]
     print("| set | recipe | seeds | " + " | ".join(keys) + " | experts used |")
     print("|---" * (len(keys) + 4) + "|")
