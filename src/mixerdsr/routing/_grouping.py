@@ -200,8 +200,8 @@ def eigengap_count(x: np.ndarray, max_count: int, neighbours: int = 0) -> tuple[
     Args:
         x: contexts ``[E, d]``.
         max_count: the most groups.
-        neighbours: per point in the graph (0: :data:`EIGENGAP_NEIGHBOURS`, 3: fewer than the
-            other members of a group of :data:`EIGENGAP_GROUP_SIZE`, a guess that does not
+        neighbours: per point in the graph (0: :data:`EIGENGAP_NEIGHBOURS`, i.e. 3, fewer than
+            the other members of a group of :data:`EIGENGAP_GROUP_SIZE`; a guess that does not
             depend on the count being chosen).
 
     Returns:
