@@ -17,6 +17,8 @@ ran; the ``-t1`` recipes and ``mixer-1-t1`` set everything they depend on):
 - ``paper``: Algorithm 1 as published (centroids start uniform in +-1e-3, an empty cluster
   skips the update; routes from the first step, greedy pairing; with ``OLD_BASE``'s override
   ``gate.reassign = 0.5``, as it ran);
+- ``alg1``: Algorithm 1's routing in full on any set, the per-environment override off too (on a
+  built-in set: its preset with the paper's routing; the data facts and batch stay the preset's);
 - ``defaults``: what a user's file got before 2026-12-07 (``OLD_BASE``: the ``odebench-2``
   preset's settings); on a built-in set, its preset;
 - ``warm-r0-shared-t1``: what a user's file gets since 2026-12-07 (the global defaults: the warm
@@ -61,10 +63,19 @@ OLD_BASE = [
     "gate.warm_start.method=kmeans",
 ]
 SHARED = [*WARM, "gate.reassign=0", "gate.warm_start.seed_from=shared"]  # warm-r0-shared's settings
+#: Algorithm 1's routing in full, on any set (a built-in preset's per-env override off too)
+ALG1 = [
+    "gate.router=from_start",
+    "gate.pairing=greedy",
+    "gate.centroid_init=uniform",
+    "gate.empty_cluster=skip",
+    "gate.reassign=0",
+]
 
 RECIPES: dict[str, tuple[str | None, list[str]]] = {  # name -> (--experts, --set items)
     "mixer-1": ("1", []),
     "paper": (None, ["gate.centroid_init=uniform", "gate.empty_cluster=skip"]),
+    "alg1": (None, ALG1),
     "defaults": (None, []),
     "warm": (None, WARM),
     "warm-r0": (None, [*WARM, "gate.reassign=0"]),  # without the per-env override (routes flap with it)
