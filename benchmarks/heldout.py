@@ -151,7 +151,8 @@ def family_share(data: Path, metrics: dict) -> float | None:
         return None
     ex, new = np.asarray(r["experts"]), np.asarray(r["adapt_experts"])
     home = {f: np.bincount(ex[fam_train == f]).argmax() for f in np.unique(fam_train)}
-    return float(np.mean([new[i] == home.get(f, -1) for i, f in enumerate(fam_new)]))
+    known = [i for i, f in enumerate(fam_new) if f in home]  # LV's new envs carry no family (-1)
+    return float(np.mean([new[i] == home[fam_new[i]] for i in known])) if known else None
 
 
 def last_weight_loss(run: Path) -> float | None:
