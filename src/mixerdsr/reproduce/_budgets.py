@@ -57,11 +57,15 @@ _T4_CPU_SCALE = {"lv": 10, "go": 5, "sm": 2}
 #: layers (context r -> r/4 -> 64 -> 64, data D -> 64 -> 64 -> 64), a main network of 4 layers
 #: of 64, contexts of 1024 (LV: 308,226 parameters, published 308,240 with learnable Swish
 #: slopes) and 256 (SM: 49,986 for 50,000); GO: the same with layers of 122 and contexts of 256
-#: (context 256 -> 64 -> 122 -> 122). MixER-NCF keeps the MixER paper's shallow branches.
+#: (context 256 -> 64 -> 122 -> 122). LV MixER-NCF: the same networks with each expert's 512
+#: contexts (512 -> 480 -> 64 -> 64, main network of 66: 307,189 for the published 307,245). The
+#: MixER paper's shallow branches hold the count in a main network of about 500, 18 s per outer
+#: step here against 0.9 (2026-12-07); GO and SM MixER-NCF keep them (they need a GPU either way).
 _NCF_AUTHORS = {"model.ncf.embed": 64, "model.ncf.branch_depth": 3, "model.ncf.depth": 4}
 _T4_SHAPE: dict[tuple[str, ...], dict[str, Any]] = {
     ("lv", "coda"): {"model.coda.depth": 4},
     ("lv", "ncf", "single"): _NCF_AUTHORS | {"model.context_size": 1024, "model.ncf.context_hidden": 256},
+    ("lv", "ncf", "mixer-M"): _NCF_AUTHORS | {"model.ncf.context_hidden": 480},
     ("sm", "ncf", "single"): _NCF_AUTHORS | {"model.context_size": 256, "model.ncf.context_hidden": 64},
     ("go", "ncf", "single"): _NCF_AUTHORS
     | {"model.context_size": 256, "model.ncf.context_hidden": 64, "model.ncf.embed": 122},
