@@ -74,11 +74,20 @@ def test_variant_settings():
     go = R.settings(R.Cell("table4", "go", "ncf", "single", 0), "converged")  # GO: layers of 122, contexts of 256
     assert (go["model.ncf.embed"], go["model.ncf.width"], go["model.context_size"]) == (122, 122, 256)
     assert abs(_budgets._active_count("go", go) - 131149) < 20  # the published count, less 13 Swish slopes
-    assert "model.ncf.branch_depth" not in R.settings(R.Cell("table4", "lv", "ncf", "mixer-M", 0), "converged")
+    # LV MixER-NCF in the same networks with 512 contexts per expert (the count in the context
+    # network, not a main network of ~500); GO MixER-NCF keeps the shallow branches
+    lv3 = R.settings(R.Cell("table4", "lv", "ncf", "mixer-M", 0), "converged")
+    assert (lv3["model.ncf.branch_depth"], lv3["model.ncf.context_hidden"], lv3["model.context_size"]) == (3, 480, 1536)
+    assert abs(_budgets._active_count("lv", lv3) - 307245) < 100 and lv3["model.ncf.width"] < 100
+    assert "model.ncf.branch_depth" not in R.settings(R.Cell("table4", "go", "ncf", "mixer-M", 0), "converged")
     # full batches for the converged MixER cells, E / M at the paper budget
     assert R.settings(R.Cell("table4", "lv", "coda", "mixer-M", 0), "converged")["train.batch_envs"] == 9
     assert R.settings(R.Cell("table4", "lv", "coda", "mixer-M", 0), "paper")["train.batch_envs"] == 3  # E / M
     assert R.results_dir("docs/results", "table4", "converged").as_posix() == "docs/results/converged/table4"
+    # E / M on sets of more than 16 envs, as the tables were made (the default is at least 16 since)
+    assert R.settings(R.Cell("table2", "odebench-10a", "geps", "mixer-M", 0), "cpu")["train.batch_envs"] == 5
+    assert R.settings(R.Cell("table4", "sm", "coda", "mixer-M", 0), "cpu")["train.batch_envs"] == 7
+    assert "train.batch_envs" not in R.settings(R.Cell("fig2", "odebench-2", "geps", "mixer-M", 0), "cpu")
 
 
 def test_table4_widths_match_the_papers_active_parameter_counts():
