@@ -21,8 +21,11 @@ ran; the ``-t1`` recipes and ``mixer-1-t1`` set everything they depend on):
   built-in set: its preset with the paper's routing; the data facts and batch stay the preset's);
 - ``defaults``: what a user's file got before 2026-12-07 (``OLD_BASE``: the ``odebench-2``
   preset's settings); on a built-in set, its preset;
-- ``warm-r0-shared-t1``: what a user's file gets since 2026-12-07 (the global defaults: the warm
-  start with copies of the shared expert, spectral seeding, overlap pairing, every time point);
+- ``warm-r0-shared-t1``: what a user's file got from 2026-12-07 (the global defaults: the warm
+  start with copies of the shared expert, spectral seeding, overlap pairing, every time point),
+  on batches of E / M (5 on both held-out sets);
+- ``warm-r0-shared-t1-b16``: the same on batches of 16, what a user's file gets since the
+  default batch became at least 16 environments (2026-12-07, later);
 - ``warm``: a warm start (the automatic warm-up) seeded by spectral grouping, overlap pairing;
 - ``warm-r0``: ``warm`` without the per-environment override (``gate.reassign = 0``);
 - ``warm-r0-shared``: ``warm-r0`` with the experts seeded as copies of the warm-up's expert;
@@ -87,18 +90,20 @@ RECIPES: dict[str, tuple[str | None, list[str]]] = {  # name -> (--experts, --se
     "warm-r0-shared-w5": (None, [*SHARED, "train.env_weight_power=0.5"]),
     # warm-r0-shared on full batches (every env in every step, as MixER-1 trains on sets this size)
     "warm-r0-shared-full": (None, [*SHARED, "train.batch_envs=1000"]),
-    # the same on every time point of the data (a user's file no longer inherits ODEBench-2's stride 5)
-    "warm-r0-shared-t1": (None, [*SHARED, "data.time_stride=1"]),
+    # the same on every time point of the data (a user's file no longer inherits ODEBench-2's stride 5),
+    # on batches of E / M = 5 (the default batch until it became at least 16 envs on 2026-12-07)
+    "warm-r0-shared-t1": (None, [*SHARED, "data.time_stride=1", "train.batch_envs=5"]),
     "mixer-1-t1": ("1", ["data.time_stride=1"]),
     # twice the outer steps: a MixER-M step costs a fraction of a MixER-1 step on these sets
-    "warm-r0-shared-t1-o600": (None, [*SHARED, "data.time_stride=1", "train.outer_steps=600"]),
-    # at least 16 envs per step (the default batch E / M gives each of 8 experts about one)
+    "warm-r0-shared-t1-o600": (None, [*SHARED, "data.time_stride=1", "train.outer_steps=600", "train.batch_envs=5"]),
+    # at least 16 envs per step (E / M gives each of 8 experts about one): the default since 2026-12-07
     "warm-r0-shared-t1-b16": (None, [*SHARED, "data.time_stride=1", "train.batch_envs=16"]),
     "auto": ("auto:10", []),  # the eigengap count (the default of --experts auto since 2026-12-06)
     "auto-silhouette": ("auto:10", ["gate.warm_start.grouping=silhouette"]),  # the count before
     "auto-warm": ("auto:10", WARM[1:]),  # the count chosen on the spectral grouping, overlap pairing
     "auto-warm-silhouette": ("auto:10", [*WARM[1:], "gate.warm_start.grouping=silhouette"]),
-    # the eigengap count with warm-r0-shared-t1's settings: `--experts auto` on a user's file
+    # the eigengap count with warm-r0-shared-t1's settings: `--experts auto` on a user's file (its
+    # JSONs were made on batches of E / K; it now runs with the default batch, at least 16)
     "auto-t1": ("auto:10", [*SHARED[1:], "data.time_stride=1"]),
 }
 #: recipes measured since a user's file gets the global defaults (they set all they depend on)

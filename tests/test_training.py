@@ -443,13 +443,14 @@ def test_settings_once_fewer_experts_are_chosen():
     assert settings_for_active(fixed, 12, 2) == fixed
 
 
-def test_default_batch_is_all_envs_of_a_small_set_else_e_over_m():
-    from mixerdsr._sections import FULL_BATCH_UP_TO
+def test_default_batch_is_e_over_m_but_at_least_16_envs():
+    from mixerdsr._sections import MIN_BATCH_ENVS
 
     t = cfg({"train.batch_envs": 0}).train
-    assert t.batch(10, 2) == 10 and t.batch(FULL_BATCH_UP_TO, 4) == FULL_BATCH_UP_TO
-    assert t.batch(FULL_BATCH_UP_TO + 1, 4) == (FULL_BATCH_UP_TO + 1) // 4 and t.batch(160, 10) == 16
-    assert t.batch(3, 10) == 3 and cfg({"train.batch_envs": 0}).train.batch(100, 200) == 1
+    assert t.batch(10, 2) == 10 and t.batch(MIN_BATCH_ENVS, 4) == MIN_BATCH_ENVS  # a small set: all
+    assert t.batch(40, 8) == MIN_BATCH_ENVS and t.batch(25, 5) == MIN_BATCH_ENVS  # E / M = 5 raised
+    assert t.batch(160, 10) == 16 and t.batch(600, 3) == 200  # E / M where it is larger
+    assert t.batch(3, 10) == 3 and t.batch(100, 200) == MIN_BATCH_ENVS and t.batch(40, 1) == 40
     assert cfg({"train.batch_envs": 4}).train.batch(10, 2) == 4
     assert cfg({"train.batch_envs": 40}).train.batch(10, 2) == 10
 

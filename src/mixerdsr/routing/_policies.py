@@ -306,8 +306,8 @@ class WarmStart(RoutingPolicy):
 def settings_for_active(cfg: Config, n_envs: int, n_active: int) -> Config:
     """The training settings once ``n_active`` of the ``M`` experts are active (the number
     chosen after the warm-up): with ``train.batch_envs = 0`` the batch becomes a
-    MixER-``n_active``'s (:meth:`~mixerdsr.TrainSettings.batch`: all envs of a small set, else
-    ``E / n_active``; with one expert, as many as a single meta-learner); with one active
+    MixER-``n_active``'s (:meth:`~mixerdsr.TrainSettings.batch`: ``E / n_active``, at least 16
+    and at most all envs; with one expert, as many as a single meta-learner); with one active
     expert the gate is no longer updated (every env is routed to it whatever the gate)."""
     if cfg.train.batch_envs == 0 and n_active < cfg.model.num_experts:
         cfg = cfg.override({"train.batch_envs": cfg.train.batch(n_envs, n_active)})

@@ -27,7 +27,7 @@ class WarmStartSettings:
         warmup: outer steps of the warm-up (0: 100, or a fifth of a shorter run; a third when
             the warm-up chooses the number of experts; :func:`~mixerdsr.routing.auto_warmup`).
         batch: envs per training batch during the warm-up: 0 = the training batch
-            (``train.batch_envs``; by default all envs of a set of at most 16, else E / M),
+            (``train.batch_envs``; by default E / M, but at least 16 and at most all envs),
             -1 = all envs, else that many. The warm-up trains one expert; with E / M envs it
             sees a tenth of the data per step that a single meta-learner would with M = 10 (on
             LV, `--experts auto` choosing one expert ended at 2.4x the single meta-learner's
