@@ -9,6 +9,7 @@ training contexts and scored on contexts adapted to the 20 held-out series.
 A finished run directory is reused, so an interrupted sweep continues where it stopped.
 
     python benchmarks/accept_series.py --out runs/accept-series [--seeds 0 1 2] [--only sccts|epilepsy2] [--results DIR]
+    python benchmarks/accept_series.py --runs runs/sccts-sweep [--results DIR]   # a table of SCCTS runs
 """
 
 from __future__ import annotations
@@ -40,6 +41,27 @@ def _ms(values) -> str:
     return f"{np.nanmean(v):.3f} ± {np.nanstd(v):.3f}"
 
 
+def sccts_runs(root: Path, results: str | None) -> None:
+    """One row per SCCTS run directory under ``root`` (``mixerdsr run --preset sccts ...``
+    with its changes): context K-means against the classes, routing against the directions."""
+    print("| run | context K-means ARI | accuracy | gt-init ARI | raw K-means ARI | routes vs directions | s |")
+    print("|---|---|---|---|---|---|---|")
+    for d in sorted(p.parent for p in root.glob("*/metrics.json")):
+        m = json.loads((d / "metrics.json").read_text())
+        ds = m["downstream"]
+        route = direction_purity(ds["routing_classes"]["table"])
+        print(
+            f"| {d.name} | {ds['context_kmeans_ari']:.3f} | {ds['context_kmeans_accuracy']:.3f} | "
+            f"{ds['context_kmeans_gtinit_ari']:.3f} | {ds['raw_kmeans_ari']:.3f} | {route:.3f} | "
+            f"{m['timing']['run_seconds']:.0f} |"
+        )
+        if results:
+            out = Path(results) / f"{d.name}.json"
+            out.parent.mkdir(parents=True, exist_ok=True)
+            keep = {k: m[k] for k in ("downstream", "routing", "train", "timing") if k in m}
+            out.write_text(json.dumps({"run": d.name, "config": (d / "config.toml").read_text(), **keep}, indent=1))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="runs/accept-series")
@@ -47,7 +69,11 @@ def main() -> None:
     ap.add_argument("--only", choices=sorted(GRID), default=None)
     ap.add_argument("--outer-steps", type=int, default=None)
     ap.add_argument("--results", default=None, help="also write one JSON per run here (downstream scores, timing)")
+    ap.add_argument("--runs", default=None, help="only tabulate the SCCTS run directories under this folder")
     args = ap.parse_args()
+    if args.runs:
+        sccts_runs(Path(args.runs), args.results)
+        return
     results: dict[tuple[str, int], list[dict]] = {}
     for preset, ms in GRID.items():
         if args.only and preset != args.only:
