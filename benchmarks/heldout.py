@@ -34,7 +34,7 @@ ran; the ``-t1`` recipes and ``mixer-1-t1`` set everything they depend on):
 - ``auto-warm``: ``auto`` with the ``warm`` recipe's grouping and pairing.
 
     python benchmarks/heldout.py [--sets heldout-5 heldout-8] [--recipes ...] [--seeds 0 1 2] [--force]
-    python benchmarks/heldout.py --report
+    python benchmarks/heldout.py --report [--sets ...] [--recipes ...]
 """
 
 from __future__ import annotations
@@ -221,13 +221,16 @@ def run_cells(sets: list[str], recipes: list[str], seeds: list[int], force: bool
                 print(f"{cell}: purity {rec['purity']} test traj_rel_l2 {rec['test_traj_rel_l2']:.3f}", flush=True)
 
 
-def report() -> None:
+def report(sets: list[str] | None = None, recipes: list[str] | None = None) -> None:
+    """The table of every cell's JSON (mean ± std over seeds), or of ``sets`` x ``recipes``."""
     rows: dict[tuple[str, str], list[dict]] = {}
     for p in sorted(RESULTS.glob("*.json")):
         rec = json.loads(p.read_text())
         stem = rec["cell"].rsplit("-s", 1)[0]  # SET-RECIPE (both may hold hyphens)
         recipe = max((r for r in RECIPES if stem.endswith(f"-{r}")), key=len)
-        rows.setdefault((stem[: -len(recipe) - 1], recipe), []).append(rec)
+        data = stem[: -len(recipe) - 1]
+        if (sets is None or data in sets) and (recipes is None or recipe in recipes):
+            rows.setdefault((data, recipe), []).append(rec)
     keys = ["purity", "test_mse", "test_rel_mse", "test_traj_rel_l2", "adapt_rel_mse", "adapt_family_share"]
     print("| set | recipe | seeds | " + " | ".join(keys) + " | experts used |")
     print("|---" * (len(keys) + 4) + "|")
@@ -244,16 +247,16 @@ def report() -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--sets", nargs="+", default=["heldout-5", "heldout-8"])
-    ap.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=list(RECIPES))
+    ap.add_argument("--sets", nargs="+", default=None, help="default: heldout-5 heldout-8 (--report: every set)")
+    ap.add_argument("--recipes", nargs="+", default=None, choices=list(RECIPES), help="default: every recipe")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--report", action="store_true")
     ap.add_argument("--force", action="store_true", help="run cells whose JSON exists again (the old run set aside)")
     args = ap.parse_args()
     if args.report:
-        report()
+        report(args.sets, args.recipes)
     else:
-        run_cells(args.sets, args.recipes, args.seeds, args.force)
+        run_cells(args.sets or ["heldout-5", "heldout-8"], args.recipes or list(RECIPES), args.seeds, args.force)
 
 
 if __name__ == "__main__":
