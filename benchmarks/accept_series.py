@@ -36,6 +36,14 @@ def direction_purity(table: list[list[int]]) -> float:
     return float(grouped.max(1).sum() / max(t.sum(), 1))
 
 
+def write_run(results: str, name: str, metrics: dict, **extra) -> None:
+    """One run's scores as ``results/name.json`` (downstream scores, routing, training, timing)."""
+    out = Path(results) / f"{name}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    keep = {k: metrics[k] for k in ("downstream", "routing", "train", "timing") if k in metrics}
+    out.write_text(json.dumps({"run": name, **extra, **keep}, indent=1, default=str))
+
+
 def _ms(values) -> str:
     v = np.asarray([np.nan if x is None else x for x in values], float)
     return f"{np.nanmean(v):.3f} ± {np.nanstd(v):.3f}"
@@ -56,10 +64,7 @@ def sccts_runs(root: Path, results: str | None) -> None:
             f"{m['timing']['run_seconds']:.0f} |"
         )
         if results:
-            out = Path(results) / f"{d.name}.json"
-            out.parent.mkdir(parents=True, exist_ok=True)
-            keep = {k: m[k] for k in ("downstream", "routing", "train", "timing") if k in m}
-            out.write_text(json.dumps({"run": d.name, "config": (d / "config.toml").read_text(), **keep}, indent=1))
+            write_run(results, d.name, m, config=(d / "config.toml").read_text())
 
 
 def main() -> None:
@@ -111,10 +116,7 @@ def main() -> None:
                         flush=True,
                     )
                 if args.results:
-                    out = Path(args.results) / f"{preset}-M{m_exp}-s{seed}.json"
-                    out.parent.mkdir(parents=True, exist_ok=True)
-                    keep = {k: m[k] for k in ("downstream", "routing", "train", "timing") if k in m}
-                    out.write_text(json.dumps({"run": f"{preset}-M{m_exp}-s{seed}", **keep}, indent=1, default=str))
+                    write_run(args.results, f"{preset}-M{m_exp}-s{seed}", m)
                 results.setdefault((preset, m_exp), []).append(m)
     if any(p == "sccts" for p, _ in results):
         print(f"\nSCCTS ({len(args.seeds)} seeds, mean ± std): K-means (6) vs the 6 classes; routes vs the 3 families")

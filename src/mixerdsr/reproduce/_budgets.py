@@ -150,11 +150,12 @@ def settings(cell: Cell, budget: str, published_shape: bool = True) -> dict[str,
     n_envs = _n_train_envs(cell.data)
     if choice.batch_divisor:
         over["train.batch_envs"] = max(1, n_envs // choice.batch_divisor)
-    if (budget == "paper" or cell.variant == "mixer-M-alg1") and cell.variant != "mixer-auto":
-        # the paper's E / M envs per batch, also where the default trains small sets on all
-        over.setdefault("train.batch_envs", max(1, n_envs // n_exp))
-    elif budget != "smoke" and n_envs > MIN_BATCH_ENVS and cell.variant != "mixer-auto":
-        # E / M as the tables in docs/ were made, before the default became at least 16 envs
+    # the paper's E / M envs per batch: at its budget and in Algorithm 1's variant (also where the
+    # default trains small sets on all), and on sets of more than 16 envs as the tables in docs/
+    # were made, before the default became at least 16 envs per step
+    papers = budget == "paper" or cell.variant == "mixer-M-alg1"
+    as_made = budget != "smoke" and n_envs > MIN_BATCH_ENVS
+    if (papers or as_made) and cell.variant != "mixer-auto":
         over.setdefault("train.batch_envs", max(1, n_envs // n_exp))
     if cell.table == "table4" and budget == "converged":
         # every training env in every step, as the published single meta-learners train (the
