@@ -9,7 +9,7 @@ training contexts and scored on contexts adapted to the 20 held-out series.
 A finished run directory is reused, so an interrupted sweep continues where it stopped.
 
     python benchmarks/accept_series.py --out runs/accept-series [--seeds 0 1 2] [--only sccts|epilepsy2] [--results DIR]
-    python benchmarks/accept_series.py --runs runs/sccts-sweep [--results DIR]   # a table of SCCTS runs
+    python benchmarks/accept_series.py --runs runs/sccts-sweep [--results DIR]   # a table of series runs
 """
 
 from __future__ import annotations
@@ -49,13 +49,19 @@ def _ms(values) -> str:
     return f"{np.nanmean(v):.3f} ± {np.nanstd(v):.3f}"
 
 
-def sccts_runs(root: Path, results: str | None) -> None:
-    """One row per SCCTS run directory under ``root`` (``mixerdsr run --preset sccts ...``
-    with its changes): context K-means against the classes, routing against the directions."""
-    print("| run | context K-means ARI | accuracy | gt-init ARI | raw K-means ARI | routes vs directions | s |")
-    print("|---|---|---|---|---|---|---|")
-    for d in sorted(p.parent for p in root.glob("*/metrics.json")):
-        m = json.loads((d / "metrics.json").read_text())
+def series_runs(root: Path, results: str | None) -> None:
+    """One row per series run directory under ``root`` (``mixerdsr run --preset sccts|epilepsy2
+    ...`` with its changes). SCCTS: context K-means against the classes, routing against the
+    directions; Epilepsy2: logistic regression on the contexts against the raw series'."""
+    runs = [
+        (d, json.loads((d / "metrics.json").read_text())) for d in sorted(p.parent for p in root.glob("*/metrics.json"))
+    ]
+    sccts = [(d, m) for d, m in runs if "context_kmeans_ari" in m["downstream"]]
+    other = [(d, m) for d, m in runs if "context_kmeans_ari" not in m["downstream"]]
+    if sccts:
+        print("| run | context K-means ARI | accuracy | gt-init ARI | raw K-means ARI | routes vs directions | s |")
+        print("|---|---|---|---|---|---|---|")
+    for d, m in sccts:
         ds = m["downstream"]
         route = direction_purity(ds["routing_classes"]["table"])
         print(
@@ -63,7 +69,17 @@ def sccts_runs(root: Path, results: str | None) -> None:
             f"{ds['context_kmeans_gtinit_ari']:.3f} | {ds['raw_kmeans_ari']:.3f} | {route:.3f} | "
             f"{m['timing']['run_seconds']:.0f} |"
         )
-        if results:
+    if other:
+        print("| run | held-out accuracy (contexts) | train accuracy | raw-series held-out accuracy | routes | s |")
+        print("|---|---|---|---|---|---|")
+    for d, m in other:
+        ds = m["downstream"]
+        print(
+            f"| {d.name} | {ds['logreg_accuracy']:.3f} | {ds['logreg_train_accuracy']:.3f} | "
+            f"{ds['raw_logreg_accuracy']:.3f} | {m['routing']['counts']} | {m['timing']['run_seconds']:.0f} |"
+        )
+    if results:
+        for d, m in runs:
             write_run(results, d.name, m, config=(d / "config.toml").read_text())
 
 
@@ -74,10 +90,10 @@ def main() -> None:
     ap.add_argument("--only", choices=sorted(GRID), default=None)
     ap.add_argument("--outer-steps", type=int, default=None)
     ap.add_argument("--results", default=None, help="also write one JSON per run here (downstream scores, timing)")
-    ap.add_argument("--runs", default=None, help="only tabulate the SCCTS run directories under this folder")
+    ap.add_argument("--runs", default=None, help="only tabulate the series runs (SCCTS or Epilepsy2) under this folder")
     args = ap.parse_args()
     if args.runs:
-        sccts_runs(Path(args.runs), args.results)
+        series_runs(Path(args.runs), args.results)
         return
     results: dict[tuple[str, int], list[dict]] = {}
     for preset, ms in GRID.items():

@@ -32,6 +32,15 @@ CHANGES: dict[str, tuple[str, list[str]]] = {
     "tf09": ("teacher forcing alpha 0.9: 10 % of each state from the data", ["train.teacher_forcing=0.9"]),
     "seltraj": ("model selection on the trajectory error (the default)", ["train.select_on=traj_rel_l2"]),
     "seldstsp": ("model selection on the state-space divergence D_stsp", ["train.select_on=d_stsp"]),
+    # the batch: E / M = 8 environments per step (how the runs above 2026-12-07's batch change ran)
+    # against the default since then, at least 16 (written out, so the run keeps its meaning)
+    "b8": ("batches of E / M = 8 environments (the default batch until 2026-12-07)", ["train.batch_envs=8"]),
+    "b16": ("batches of 16 environments (the default batch since 2026-12-07)", ["train.batch_envs=16"]),
+    # the global defaults' routing in place of the preset's (from the start, greedy, override 0.5)
+    "defroute": (
+        "the default routing (warm start, overlap pairing, no per-env override)",
+        ["gate.router=warm_start", "gate.pairing=overlap", "gate.reassign=0"],
+    ),
 }
 
 

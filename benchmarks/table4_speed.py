@@ -42,16 +42,18 @@ CELLS = ("lv-coda", "lv-ncf", "go-coda", "go-ncf", "sm-coda", "sm-ncf")
 SUBSTEPS = {"lv": (1, 2), "go": (4, 8), "sm": (16, 32)}
 
 
-def _config(cell: str, solver: str, shape: str = "published"):
+def _config(cell: str, solver: str, shape: str = "published", variant: str = "single", extra: dict | None = None):
+    """The ``converged`` budget's config of Table 4's ``DATA-BACKBONE-VARIANT-s0`` cell, with
+    ``solver`` (``tsit5`` or ``rk4-S``) and the ``extra`` settings on top."""
     import mixerdsr as mx
     from mixerdsr import reproduce as R
 
     data, backbone = cell.split("-")
-    (c,) = [c for c in R.cells("table4", [0]) if c.name == f"{data}-{backbone}-single-s0"]
+    (c,) = [c for c in R.cells("table4", [0]) if c.name == f"{data}-{backbone}-{variant}-s0"]
     over = R.settings(c, "converged", published_shape=shape == "published")
     if solver != "tsit5":
         over |= {"solver.method": "rk4", "solver.substeps": int(solver.split("-")[1])}
-    return mx.load_config(R.preset_of(c.data), None, over)
+    return mx.load_config(R.preset_of(c.data), None, over | (extra or {}))
 
 
 def _solver_steps(model, contexts, x, t, cfg) -> tuple[float, int]:
@@ -91,7 +93,7 @@ def _one(spec: dict) -> dict:
     from mixerdsr.evaluation import active_parameters
     from mixerdsr.training import TrainData, init_state, make_outer_step
 
-    cfg = _config(spec["cell"], spec["solver"], spec["shape"])
+    cfg = _config(spec["cell"], spec["solver"], spec["shape"], spec.get("variant", "single"), spec.get("extra"))
     train = mx.generate_dataset(cfg.data.source)[0]["train"]
     keep = train.x.shape[1] - cfg.data.val_trajectories
     x = jnp.asarray(np.asarray(train.x, np.float32)[:, :keep])
@@ -168,6 +170,7 @@ def _data_rk4_error(name: str, substeps: list[int]) -> str:
 
 
 def _spawn(spec: dict) -> dict:
+    """:func:`_one` in a fresh process (its compilation and memory its own)."""
     p = subprocess.run([sys.executable, __file__, "--one", json.dumps(spec)], capture_output=True, text=True)
     if p.returncode != 0:
         raise RuntimeError(f"configuration {spec} failed:\n{p.stderr[-3000:]}")
