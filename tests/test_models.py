@@ -12,7 +12,7 @@ from conftest import tiny_cfg, tiny_ode_split
 
 from mixerdsr import save_dataset
 from mixerdsr._adapt_job import adapt_job
-from mixerdsr.adaptation import _final_losses, adapt_new
+from mixerdsr.adaptation import _centres, _context_z, _final_losses, adapt_new
 from mixerdsr.checkpoint import CheckpointError, save_checkpoint
 from mixerdsr.cli import main
 from mixerdsr.inference import routes
@@ -101,6 +101,27 @@ def test_adaptation_keeps_each_envs_best_expert_and_says_how_clear_it_is(trained
     assert np.all(a.loss <= one.loss * (1 + 1e-6))
     with pytest.raises(ValueError, match="keep must be"):
         adapt_new(tm.model, tm.contexts, ad.x, ad.t, keep=0)
+    # a prior on contexts in the choice: among the same refined fits, a huge one keeps the fit
+    # nearest its expert's training contexts, so no env's kept context is farther than before
+    near = adapt_new(tm.model, tm.contexts, ad.x, ad.t, steps=STEPS, screen_steps=SCREEN, lr=1e-2, choice_prior=1e9)
+    z_near = _context_z(tm.model, np.asarray(tm.contexts), near.contexts, near.experts)
+    z_loss = _context_z(tm.model, np.asarray(tm.contexts), a.contexts, a.experts)
+    assert np.all(z_near <= z_loss + 1e-6) and np.any(z_near < z_loss - 0.1)  # here it changes the choice
+    np.testing.assert_array_equal(near.experts, routes(tm.model, near.contexts))
+    # more starts (every expert's K-means centres beside its mean): a valid fit whose reported
+    # loss is the kept context's
+    more = adapt_new(tm.model, tm.contexts, ad.x, ad.t, steps=STEPS, screen_steps=SCREEN, lr=1e-2, starts_per_expert=2)
+    np.testing.assert_array_equal(more.experts, routes(tm.model, more.contexts))
+    np.testing.assert_allclose(more.loss, _final_losses(tm.model, more.contexts, ad.x, ad.t, tm.config.solver), rtol=1e-5)
+
+
+def test_context_z_and_kmeans_centres():
+    # two groups: centres of a K-means into 2 land on the groups' means; into more than the
+    # rows, every row is its own centre
+    c = np.array([[0.0, 0.0], [0.2, 0.0], [0.0, 0.2], [5.0, 5.0], [5.2, 5.0], [5.0, 5.2]])
+    got = sorted(map(tuple, np.round(_centres(c, 2), 6)))
+    np.testing.assert_allclose(got, [c[:3].mean(0), c[3:].mean(0)], atol=1e-6)
+    assert len(_centres(c[:2], 5)) == 2 and _centres(c, 0) == []
 
 
 def test_cli_adapt_round_trip(trained, tiny_splits, tmp_path, capsys):

@@ -230,6 +230,14 @@ def test_expert_starts_route_to_their_experts(lstsq_run):
     np.testing.assert_array_equal(starts[0], 0.0)  # the paper's start is always tried
     # each expert's mean context is routed to that expert (its gate region is convex)
     np.testing.assert_array_equal(np.asarray(routes(model, starts[1:])), used)
+    # more starts per expert: the same first ones, then centres of each expert's own contexts,
+    # which its region holds as well
+    more = expert_starts(model, ctx, per_expert=3)
+    np.testing.assert_array_equal(more[: len(starts)], starts)
+    r = np.asarray(routes(model, ctx))
+    counts = [min(2, int(np.sum(r == m))) for m in used]
+    assert more.shape[0] == len(starts) + sum(counts)
+    np.testing.assert_array_equal(np.asarray(routes(model, more[len(starts):])), np.repeat(used, counts))
 
 
 PINNED = {"test.mse": 1.3574674129486084, "test.rel_mse": 4.846768856048584, "test.traj_rel_l2": 1.1058986186981201,

@@ -243,6 +243,8 @@ def _fit(tm: TrainedModel, ad: EnvData, n_steps: int, progress: bool) -> Adaptat
         solver=solver,
         alpha=cfg.train.teacher_forcing,
         context_penalty=cfg.adapt.context_penalty,
+        starts_per_expert=cfg.adapt.starts_per_expert,
+        choice_prior=cfg.adapt.choice_prior,
         progress=advance,
     )
     if bar is not None:

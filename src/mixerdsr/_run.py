@@ -297,6 +297,8 @@ def _adapt_and_evaluate(cfg: Config, model, contexts, splits: dict[str, EnvData]
             solver=cfg.solver,
             alpha=cfg.train.teacher_forcing,
             context_penalty=a.context_penalty,
+            starts_per_expert=a.starts_per_expert,
+            choice_prior=a.choice_prior,
         )
         adapted = fit.contexts
         chosen = {

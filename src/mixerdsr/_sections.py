@@ -313,6 +313,12 @@ class AdaptSettings:
         joint: one optimiser for all new environments instead of one each (``init`` zeros/mean).
         context_penalty: ``lambda * mean|c|`` added to every fit's loss (an L1 prior on the
             contexts; 0: none).
+        starts_per_expert: with ``init = "experts"``: starts per expert in use, its mean
+            training context and ``n - 1`` centres of a K-means of its training contexts
+            (:func:`~mixerdsr.expert_starts`).
+        choice_prior: with ``init = "experts"``: ``lambda`` of the choice between the refined
+            fits, which keeps the lowest ``relative loss + lambda * z^2`` (``z``: the fit's
+            standardised distance from its expert's training contexts; 0: the lowest loss).
     """
 
     steps: int = 500
@@ -322,6 +328,8 @@ class AdaptSettings:
     keep: int = 2
     joint: bool = False
     context_penalty: float = 0.0
+    starts_per_expert: int = 1
+    choice_prior: float = 0.0
 
     def __post_init__(self):
         validate(
@@ -334,6 +342,8 @@ class AdaptSettings:
                 "screen_steps": AT_LEAST_1,
                 "keep": AT_LEAST_1,
                 "context_penalty": AT_LEAST_0,
+                "starts_per_expert": AT_LEAST_1,
+                "choice_prior": AT_LEAST_0,
             },
         )
 

@@ -66,22 +66,68 @@ def adapt_contexts(
     return _adapt(model, x, t, jnp.asarray(init), steps, lr, solver, joint, alpha, context_penalty)
 
 
-def expert_starts(model: MixER, contexts: Float[Array, "E d"]) -> Float[Array, "S1 d"]:
+def expert_starts(model: MixER, contexts: Float[Array, "E d"], per_expert: int = 1) -> Float[Array, "S1 d"]:
     """Adaptation starts: the zero context (the paper's start), then, for every expert that has
     training environments, their mean context (which the linear gate routes to that expert:
-    each expert's region of context space is convex).
+    each expert's region of context space is convex), then, with ``per_expert > 1``, for every
+    such expert the centres of a K-means of its training contexts into ``per_expert - 1``
+    groups (also in its region; fewer where it has fewer environments).
 
     Args:
         model: trained MixER.
         contexts: its training contexts ``[E, d]``.
+        per_expert: starts per expert in use (1: its mean alone).
 
     Returns:
-        ``[1 + S, d]`` with ``S`` the number of experts in use.
+        ``[1 + S + extra, d]`` with ``S`` the number of experts in use: the zero context, the
+        ``S`` means (in the order of the experts' indices), then the extra centres.
     """
     r = np.asarray(routes(model, contexts))
     c = np.asarray(contexts)
-    means = [c[r == m].mean(0) for m in np.unique(r)]
-    return jnp.asarray(np.stack([np.zeros_like(c[0])] + means))
+    used = np.unique(r)
+    means = [c[r == m].mean(0) for m in used]
+    extra = [z for m in used for z in _centres(c[r == m], per_expert - 1)] if per_expert > 1 else []
+    return jnp.asarray(np.stack([np.zeros_like(c[0])] + means + extra))
+
+
+def _centres(c: np.ndarray, k: int, iters: int = 20) -> list[np.ndarray]:
+    """Centres of a K-means of the rows of ``c`` into ``min(k, len(c))`` groups (Euclidean, on
+    contexts standardised per dimension; deterministic: started by farthest-point traversal
+    from the row nearest the mean). One group of one row is that row."""
+    k = min(k, len(c))
+    if k < 1:
+        return []
+    sd = c.std(0)
+    z = (c - c.mean(0)) / np.where(sd > 0, sd, 1.0)
+    picks = [int(np.argmin((z**2).sum(1)))]
+    for _ in range(k - 1):
+        picks.append(int(np.argmax(np.min(((z[:, None] - z[picks][None]) ** 2).sum(-1), axis=1))))
+    centres = z[picks]
+    for _ in range(iters):
+        group = np.argmin(((z[:, None] - centres[None]) ** 2).sum(-1), axis=1)
+        centres = np.stack([z[group == j].mean(0) if np.any(group == j) else centres[j] for j in range(k)])
+    return list(centres * np.where(sd > 0, sd, 1.0) + c.mean(0))
+
+
+def _context_z(model: MixER, train_contexts: np.ndarray, ctx: Float[Array, "E d"], experts: np.ndarray) -> np.ndarray:
+    """Each env's standardised distance ``z [E]`` of the part of its context ``ctx`` its
+    expert sees from that expert's training contexts: the root mean square over dimensions of
+    ``(c - mean) / std`` of the expert's training environments (inf for an expert without any)."""
+    tr = np.asarray(train_contexts)
+    r = np.asarray(routes(model, jnp.asarray(tr)))
+    seen = jax.vmap(model.expert_context)
+    out = np.full(len(experts), np.inf)
+    for m in np.unique(experts):
+        own = r == m
+        if not np.any(own):
+            continue
+        ms = jnp.full((int(own.sum()),), int(m))
+        ref = np.asarray(seen(jnp.asarray(tr[own]), ms))
+        sd = ref.std(0)
+        at = experts == m
+        vis = np.asarray(seen(ctx[jnp.asarray(np.flatnonzero(at))], jnp.full((int(at.sum()),), int(m))))
+        out[at] = np.sqrt(np.mean(((vis - ref.mean(0)) / np.where(sd > 0, sd, 1.0)) ** 2, axis=1))
+    return out
 
 
 @eqx.filter_jit
@@ -165,6 +211,8 @@ def adapt_new(
     solver: SolverSettings = SolverSettings(),
     alpha: float = 1.0,
     context_penalty: float = 0.0,
+    starts_per_expert: int = 1,
+    choice_prior: float = 0.0,
     workers: int | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> Adaptation:
@@ -175,7 +223,9 @@ def adapt_new(
        fit ends in some expert's region; per expert its best fit counts.
     2. *Refine*: the ``keep`` best experts' fits of every environment continue to ``steps``
        steps in all.
-    3. *Choose*: the refined fit with the lowest loss; the next best expert is the runner-up.
+    3. *Choose*: the refined fit with the lowest loss (with ``choice_prior``: the lowest
+       relative loss + ``choice_prior * z^2``, ``z`` the fit's standardised distance from its
+       expert's training contexts); the next best expert is the runner-up.
 
     All fits run as chunks of ``screen_steps`` AdaBelief steps over the ``E`` environments (one
     compiled function, optimiser states carried between chunks), on ``workers`` threads.
@@ -193,6 +243,8 @@ def adapt_new(
         alpha: teacher forcing of the loss (sequence experts).
         context_penalty: ``lambda * mean|c|`` added to every fit's loss (an L1 prior on the
             contexts); the scores and losses reported are the data's alone.
+        starts_per_expert: starts per expert in use (:func:`expert_starts`).
+        choice_prior: ``lambda`` of the choice's prior on contexts (0: the lowest loss).
         workers: threads running fits at once (default: the CPU count, at most 4; results do not
             depend on it).
         progress: called as ``progress(done, total)`` after every chunk of fits (e.g. to move a
@@ -207,7 +259,7 @@ def adapt_new(
     n_env = x.shape[0]
     env = np.arange(n_env)
     screen_steps = min(screen_steps, steps)
-    starts = list(expert_starts(model, jnp.asarray(train_contexts)))
+    starts = list(expert_starts(model, jnp.asarray(train_contexts), starts_per_expert))
     n_more = max(0, -(-steps // screen_steps) - 1)
     total = len(starts) + min(keep, model.n_experts) * n_more
     fits = _Fits(model, x, t, screen_steps, lr, solver, alpha, total, progress, context_penalty)
@@ -227,13 +279,17 @@ def adapt_new(
     _count_refined(scores, order, refined_fits)
     # 3. choose the refined fit with the lowest loss
     cand = np.stack([sc for _, _, sc in refined_fits])  # [K, E]
-    pick = np.argmin(cand, axis=0)
+    s0 = model.expert_type.scored_from
+    scale = np.asarray(jnp.mean(jnp.sum(x[:, :, s0:] ** 2, -1), axis=(1, 2)))
+    if choice_prior > 0:  # MAP-like: a fit far from its expert's training contexts counts worse
+        z = np.stack([_context_z(model, np.asarray(train_contexts), c, r) for c, r, _ in refined_fits])
+        pick = np.argmin(cand / np.maximum(scale, 1e-12) + choice_prior * z**2, axis=0)
+    else:
+        pick = np.argmin(cand, axis=0)
     chosen = np.stack([r for _, r, _ in refined_fits])[pick, env]
     ctx = jnp.stack([c for c, _, _ in refined_fits])[jnp.asarray(pick), jnp.asarray(env)]
     best = cand[pick, env]
     second, conf, forced = _runner_up(fits, train_contexts, starts, scores, chosen, best, n_more)
-    s0 = model.expert_type.scored_from
-    scale = np.asarray(jnp.mean(jnp.sum(x[:, :, s0:] ** 2, -1), axis=(1, 2)))
     return Adaptation(
         contexts=ctx,
         experts=chosen,
