@@ -178,7 +178,10 @@ def adapt_job(
         "fitted_split": fit_name,
         "time_stride": stride,
         "steps": n_steps,
-        "adapt": {k: getattr(cfg.adapt, k) for k in ("lr", "screen_steps", "keep", "context_penalty")},
+        "adapt": {
+            k: getattr(cfg.adapt, k)
+            for k in ("lr", "screen_steps", "keep", "context_penalty", "starts_per_expert", "choice_prior")
+        },
         "environments": envs,
     }
     target = splits.get(target_name) if target_name is not None else None
