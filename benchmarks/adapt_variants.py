@@ -1,6 +1,7 @@
 """Adaptation's starts and choice rule, measured on finished runs (weights and gate frozen).
 
-For every run directory given, refits its new environments (``RUN/data.npz``'s ``adapt_train``,
+For every run directory given, refits its new environments (``adapt_train`` of ``RUN/data.npz``
+or of the file the run trained on,
 forecast on ``adapt_test``) under each named variant of the ``[adapt]`` settings, everything
 else as the run's configuration, and prints per cell the share of new environments on their
 family's expert (the expert most of the family's training environments use), the forecast MSE,
@@ -58,7 +59,8 @@ def one(run: Path, variant: str, out: Path) -> dict:
     ad = dataclasses.replace(tm.config.adapt, **VARIANTS[variant])
     tm = dataclasses.replace(tm, config=dataclasses.replace(tm.config, adapt=ad))
     t0 = time.perf_counter()
-    data = run / "data.npz"
+    # a built-in dataset's run keeps its data in RUN/data.npz; a user file's run names the file
+    data = run / "data.npz" if (run / "data.npz").exists() else Path(tm.config.data.source)
     m = adapt_job(tm, load_dataset(data), None, source=str(data), log=lambda s: None, plots=False)
     f = m["forecast"]
     rec = {
