@@ -1,9 +1,9 @@
 """Adaptation's starts and choice rule, measured on finished runs (weights and gate frozen).
 
 For every run directory given, refits its new environments (``adapt_train`` of ``RUN/data.npz``
-or of the file the run trained on,
-forecast on ``adapt_test``) under each named variant of the ``[adapt]`` settings, everything
-else as the run's configuration, and prints per cell the share of new environments on their
+or of the file the run trained on, forecast on ``adapt_test``) under each named variant of the
+``[adapt]`` settings, everything else as the run's configuration, and prints per cell the share
+of new environments on their
 family's expert (the expert most of the family's training environments use), the forecast MSE,
 traj_rel_l2 and the median new environment's relMSE. One JSON per (run, variant) under
 ``docs/results/adapt-variants/`` (an existing one is reused, so an interrupted sweep continues).
