@@ -78,11 +78,7 @@ def pytest_configure(config):
 #: modules that compile training steps, longest first: run first, so that pytest-xdist's workers
 #: (``--dist loadfile``: a module stays on one worker) finish together instead of one of them
 #: starting the longest module last
-#: (order by the durations of 2026-12-07: `python -m pytest --durations=60`)
-HEAVY_MODULES = (
-    "test_training", "test_training_runs", "test_reproduce", "test_sharding", "test_models", "test_reproduce_tables",
-    "test_custom_expert", "test_mixer", "test_shplrnn", "test_gating", "test_trust",
-)
+HEAVY_MODULES = ("test_reproduce", "test_reproduce_tables", "test_training", "test_custom_expert", "test_shplrnn", "test_trust", "test_mixer")
 
 
 def pytest_collection_modifyitems(config, items):
