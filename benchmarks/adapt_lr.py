@@ -32,35 +32,53 @@ def _family_share(m: dict) -> float | None:
     return float(np.mean([e["family_by_route"] == e["family"] for e in envs]))
 
 
-def one(run: Path, lr: float, steps: int, out: Path, data: Path | None = None) -> dict:
-    """The adaptation of ``run``'s new environments at this rate and step count (cached)."""
-    name = f"{run.name}-lr{lr:g}-steps{steps}"
-    path = out / f"{name}.json"
-    if path.exists():
-        return json.loads(path.read_text())
+def refit(run: Path, changes: dict, data: Path | None = None, steps: int | None = None) -> tuple[dict, float]:
+    """Refit ``run``'s new environments with its ``[adapt]`` settings changed by ``changes``:
+    ``(the adaptation's metrics, seconds)``. ``data``: default ``RUN/data.npz`` (a built-in
+    dataset's run), else the file the run trained on (a user file's run)."""
     from mixerdsr._adapt_job import adapt_job
     from mixerdsr.data import load_dataset
     from mixerdsr.models import resolve_model
 
     tm = resolve_model(str(run))
-    tm = dataclasses.replace(tm, config=dataclasses.replace(tm.config, adapt=dataclasses.replace(tm.config.adapt, lr=lr)))
+    ad = dataclasses.replace(tm.config.adapt, **changes)
+    tm = dataclasses.replace(tm, config=dataclasses.replace(tm.config, adapt=ad))
+    if data is None:
+        data = run / "data.npz" if (run / "data.npz").exists() else Path(tm.config.data.source)
     t0 = time.perf_counter()
-    data = data or run / "data.npz"
     m = adapt_job(tm, load_dataset(data), None, source=str(data), steps=steps, log=lambda s: None, plots=False)
-    f = m["forecast"]
-    rec = {
-        "run": str(run), "lr": lr, "steps": steps, "seconds": time.perf_counter() - t0,
-        "mse": f["mse"], "rel_mse": f["rel_mse"], "traj_rel_l2": f["traj_rel_l2"], "n_diverged": f["n_diverged"],
-        "family_share": _family_share(m),
-        "max_fit_rel_loss": max(e["fit_rel_loss"] for e in m["environments"]),
-        "fit_rel_loss": [e["fit_rel_loss"] for e in m["environments"]],
-        "forecast_rel_mse": [e["forecast_rel_mse"] for e in m["environments"]],
-        "warnings": len(m["warnings"]),
-        "date": time.strftime("%Y-%m-%d"),
-    }
-    out.mkdir(parents=True, exist_ok=True)
+    return m, time.perf_counter() - t0
+
+
+def per_env(m: dict, key: str) -> list:
+    """``key`` of every new environment of an adaptation's metrics ``m``."""
+    return [e[key] for e in m["environments"]]
+
+
+def save(path: Path, rec: dict) -> dict:
+    """Write ``rec`` with today's date to ``path`` (one JSON per cell); return it."""
+    rec = rec | {"date": time.strftime("%Y-%m-%d")}
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(rec, indent=1))
     return rec
+
+
+def one(run: Path, lr: float, steps: int, out: Path, data: Path | None = None) -> dict:
+    """The adaptation of ``run``'s new environments at this rate and step count (cached)."""
+    path = out / f"{run.name}-lr{lr:g}-steps{steps}.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    m, seconds = refit(run, {"lr": lr}, data, steps)
+    f = m["forecast"]
+    return save(path, {
+        "run": str(run), "lr": lr, "steps": steps, "seconds": seconds,
+        "mse": f["mse"], "rel_mse": f["rel_mse"], "traj_rel_l2": f["traj_rel_l2"], "n_diverged": f["n_diverged"],
+        "family_share": _family_share(m),
+        "max_fit_rel_loss": max(per_env(m, "fit_rel_loss")),
+        "fit_rel_loss": per_env(m, "fit_rel_loss"),
+        "forecast_rel_mse": per_env(m, "forecast_rel_mse"),
+        "warnings": len(m["warnings"]),
+    })
 
 
 def main() -> None:

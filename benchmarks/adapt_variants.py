@@ -25,16 +25,14 @@ Variants:
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from adapt_lr import _family_share  # noqa: E402
+from adapt_lr import _family_share, per_env, refit, save  # noqa: E402
 
 OUT = Path(__file__).resolve().parents[1] / "docs" / "results" / "adapt-variants"
 VARIANTS: dict[str, dict] = {
@@ -51,38 +49,24 @@ def one(run: Path, variant: str, out: Path) -> dict:
     path = out / f"{run.name}-{variant}.json"
     if path.exists():
         return json.loads(path.read_text())
-    from mixerdsr._adapt_job import adapt_job
-    from mixerdsr.data import load_dataset
-    from mixerdsr.models import resolve_model
-
-    tm = resolve_model(str(run))
-    ad = dataclasses.replace(tm.config.adapt, **VARIANTS[variant])
-    tm = dataclasses.replace(tm, config=dataclasses.replace(tm.config, adapt=ad))
-    t0 = time.perf_counter()
-    # a built-in dataset's run keeps its data in RUN/data.npz; a user file's run names the file
-    data = run / "data.npz" if (run / "data.npz").exists() else Path(tm.config.data.source)
-    m = adapt_job(tm, load_dataset(data), None, source=str(data), log=lambda s: None, plots=False)
+    m, seconds = refit(run, VARIANTS[variant])
     f = m["forecast"]
-    rec = {
+    return save(path, {
         "run": str(run),
         "variant": variant,
-        "adapt": dataclasses.asdict(ad),
-        "seconds": time.perf_counter() - t0,
+        "adapt": m["adapt"],
+        "seconds": seconds,
         "family_share": _family_share(m),
         "mse": f["mse"],
         "traj_rel_l2": f["traj_rel_l2"],
         "rel_mse": f["rel_mse"],
-        "median_rel_mse": float(np.median([e["forecast_rel_mse"] for e in m["environments"]])),
+        "median_rel_mse": float(np.median(per_env(m, "forecast_rel_mse"))),
         "n_diverged": f["n_diverged"],
-        "experts": [e["expert"] for e in m["environments"]],
+        "experts": per_env(m, "expert"),
         "families": [e.get("family", -1) for e in m["environments"]],
-        "forecast_rel_mse": [e["forecast_rel_mse"] for e in m["environments"]],
+        "forecast_rel_mse": per_env(m, "forecast_rel_mse"),
         "warnings": len(m["warnings"]),
-        "date": time.strftime("%Y-%m-%d"),
-    }
-    out.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(rec, indent=1))
-    return rec
+    })
 
 
 def report(out: Path) -> None:

@@ -12,7 +12,8 @@ from conftest import tiny_cfg, tiny_ode_split
 
 from mixerdsr import save_dataset
 from mixerdsr._adapt_job import adapt_job
-from mixerdsr.adaptation import _centres, _context_z, _final_losses, adapt_new
+from mixerdsr._starts import _centres, _context_z
+from mixerdsr.adaptation import _final_losses, adapt_new
 from mixerdsr.checkpoint import CheckpointError, save_checkpoint
 from mixerdsr.cli import main
 from mixerdsr.inference import routes
