@@ -26,6 +26,8 @@ ran; the ``-t1`` recipes and ``mixer-1-t1`` set everything they depend on):
   on batches of E / M (5 on both held-out sets);
 - ``warm-r0-shared-t1-b16``: the same on batches of 16, what a user's file gets since the
   default batch became at least 16 environments (2026-12-07, later);
+- ``warm-r0-shared-t1-b16-fresh`` and, on a built-in set, ``warm-r0-shared-fresh``: the same with
+  the weights' optimiser started afresh at the seeding (``gate.warm_start.fresh_moments``);
 - ``warm``: a warm start (the automatic warm-up) seeded by spectral grouping, overlap pairing;
 - ``warm-r0``: ``warm`` without the per-environment override (``gate.reassign = 0``);
 - ``warm-r0-shared``: ``warm-r0`` with the experts seeded as copies of the warm-up's expert;
@@ -98,6 +100,13 @@ RECIPES: dict[str, tuple[str | None, list[str]]] = {  # name -> (--experts, --se
     "warm-r0-shared-t1-o600": (None, [*SHARED, "data.time_stride=1", "train.outer_steps=600", "train.batch_envs=5"]),
     # at least 16 envs per step (E / M gives each of 8 experts about one): the default since 2026-12-07
     "warm-r0-shared-t1-b16": (None, [*SHARED, "data.time_stride=1", "train.batch_envs=16"]),
+    # the same with the weights' optimiser started afresh at the seeding (gate.warm_start.fresh_moments)
+    "warm-r0-shared-t1-b16-fresh": (
+        None,
+        [*SHARED, "data.time_stride=1", "train.batch_envs=16", "gate.warm_start.fresh_moments=true"],
+    ),
+    # warm-r0-shared with the fresh optimiser, on a built-in set
+    "warm-r0-shared-fresh": (None, [*SHARED, "gate.warm_start.fresh_moments=true"]),
     "auto": ("auto:10", []),  # the eigengap count (the default of --experts auto since 2026-12-06)
     "auto-silhouette": ("auto:10", ["gate.warm_start.grouping=silhouette"]),  # the count before
     "auto-warm": ("auto:10", WARM[1:]),  # the count chosen on the spectral grouping, overlap pairing
@@ -107,7 +116,14 @@ RECIPES: dict[str, tuple[str | None, list[str]]] = {  # name -> (--experts, --se
     "auto-t1": ("auto:10", [*SHARED[1:], "data.time_stride=1"]),
 }
 #: recipes measured since a user's file gets the global defaults (they set all they depend on)
-SINCE_NEW_DEFAULTS = {"warm-r0-shared-t1", "mixer-1-t1", "warm-r0-shared-t1-o600", "warm-r0-shared-t1-b16", "auto-t1"}
+SINCE_NEW_DEFAULTS = {
+    "warm-r0-shared-t1",
+    "mixer-1-t1",
+    "warm-r0-shared-t1-o600",
+    "warm-r0-shared-t1-b16",
+    "warm-r0-shared-t1-b16-fresh",
+    "auto-t1",
+}
 
 
 def builtin(name: str) -> bool:

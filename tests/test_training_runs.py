@@ -268,6 +268,35 @@ def test_restart_experts_returns_them_to_their_initial_weights():
                           zip(counts, [a for a in jax.tree.leaves(moved.opt_weights) if a.ndim == 0]))
 
 
+def test_fresh_moments_zero_the_adaptive_state_and_keep_the_schedule():
+    import optax
+
+    from mixerdsr.routing import fresh_moments
+    from mixerdsr.training._state import optimisers
+
+    def states(tree, kind):
+        return [s for s in jax.tree.leaves(tree, is_leaf=lambda s: isinstance(s, kind)) if isinstance(s, kind)]
+
+    c = cfg({"train.schedule": "plateau"})  # a constant rate: step sizes compare across counts
+    start = init_state(c, 4, 2)
+    moved = jax.tree.map(lambda a: a + 3000 if eqx.is_array(a) else a, start)  # as if trained
+    back = fresh_moments(moved)
+    assert all(int(s.count) == 3000 for s in states(back.opt_weights, optax.ScaleByScheduleState))
+    belief = states(back.opt_weights, optax.ScaleByBeliefState)
+    assert belief and all(int(s.count) == 0 and not np.any(s.mu) and not np.any(s.nu) for s in belief)
+    np.testing.assert_array_equal(states(back.opt_contexts, optax.ScaleByBeliefState)[0].mu,
+                                  states(moved.opt_contexts, optax.ScaleByBeliefState)[0].mu)  # contexts untouched
+    # its first step is an optimiser's first step, about the rate in size; moments zeroed under
+    # the old count (seed_from = "init" alone) step several times the rate
+    opt = optimisers(c.train)[0]
+    g = jnp.linspace(-1.0, 1.0, belief[0].mu.shape[0])
+    def size(state):
+        return float(jnp.max(jnp.abs(opt.update(g, state.opt_weights)[0])))
+    zeroed = moved._replace(opt_weights=jax.tree.map(
+        lambda a: jnp.zeros_like(a) if a.ndim == 1 else a, moved.opt_weights))
+    assert size(back) <= 1.2 * c.train.lr_weights < 3 * c.train.lr_weights <= size(zeroed)
+
+
 def test_time_budget_stops_at_the_best_model_reached(tiny_splits, tmp_path):
     out = tmp_path / "budget"
     res = trainer.train(cfg({"train.time_budget": 1e-6}), tiny_splits["train"], out_dir=out, progress=False,

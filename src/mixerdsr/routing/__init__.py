@@ -48,6 +48,7 @@ from ._policies import policy_of as policy_of
 from ._policies import settings_for_active as settings_for_active
 from ._settings import GateSettings as GateSettings
 from ._settings import WarmStartSettings as WarmStartSettings
+from ._surgery import fresh_moments as fresh_moments
 from ._surgery import own_contexts as own_contexts
 from ._surgery import reroute as reroute
 from ._surgery import restart_experts as restart_experts

@@ -34,7 +34,7 @@ from ..metrics import geometric_mean
 from ..mixer import MixER
 from ._algorithm1 import active_from_gate
 from ._grouping import choose_count, compact_labels, eigengap_count, seed_routes
-from ._surgery import own_contexts, reroute, restart_experts
+from ._surgery import fresh_moments, own_contexts, reroute, restart_experts
 from ._updates import GateUpdate, gate_update_of
 
 if TYPE_CHECKING:
@@ -227,6 +227,7 @@ class WarmStart(RoutingPolicy):
         noise: the seeding's least-squares noise (``gate.noise``).
         seed: the run's seed (``train.seed``; the seeding's keys).
         initial: the run's initial model (``seed_from = "init"`` returns the experts to it).
+        fresh: the weights' optimiser starts afresh at the seeding (:func:`fresh_moments`).
         seeded: the routes were seeded (the policy's state, with ``n_active``).
         n_active: experts in use after the seeding.
     """
@@ -239,6 +240,7 @@ class WarmStart(RoutingPolicy):
     noise: float = 1e-4
     seed: int = 0
     initial: Callable[[], MixER] | None = None
+    fresh: bool = False
     seeded: bool = False
     n_active: int | None = None
 
@@ -288,6 +290,8 @@ class WarmStart(RoutingPolicy):
         state = reroute(state, reroute_key, self.noise, np.zeros(n_exp, np.int32), zero, assign, active)
         if self.seed_from == "init" and self.initial is not None:
             state = restart_experts(state, self.initial())
+        if self.fresh:
+            state = fresh_moments(state)
         self.seeded = True
         self.n_active = n_exp if active is None else int(np.sum(active))
         return state, assign, choice
@@ -349,4 +353,6 @@ def policy_of(cfg: Config, state_size: int | None = None) -> RoutingPolicy:
             return initial_model(cfg, size)
 
     warmup = auto_warmup(ws.warmup, cfg.train.outer_steps, choose_count=isinstance(grouping, ChosenCount))
-    return WarmStart(update, warmup, grouping, ws.batch, ws.seed_from, g.noise, cfg.train.seed, initial)
+    return WarmStart(
+        update, warmup, grouping, ws.batch, ws.seed_from, g.noise, cfg.train.seed, initial, ws.fresh_moments
+    )

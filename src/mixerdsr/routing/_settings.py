@@ -36,6 +36,11 @@ class WarmStartSettings:
             warm-up's shared expert) or ``"init"`` (every expert back to its initial weights and
             its optimiser moments to zero; the routes and contexts the warm-up found are kept).
             Measured in ``docs/routing.md``.
+        fresh_moments: the weights' optimiser starts afresh at the seeding (its moments and
+            bias-correction count to zero, the learning-rate schedule kept), instead of each
+            expert keeping the moments of the shared expert it was copied from (or, with
+            ``seed_from = "init"``, zeroed moments under the old count, whose first steps are
+            several times the rate). Measured in ``docs/defaults.md``.
         grouping: ``"fixed"`` (``model.num_experts`` groups) or ``"silhouette"``
             (``mixerdsr run --experts auto``): the number of experts is chosen at the seeding,
             up to ``model.num_experts``: the number of groups the shared expert's contexts fall
@@ -75,6 +80,7 @@ class WarmStartSettings:
     warmup: int = 0
     batch: int = 0
     seed_from: str = "shared"
+    fresh_moments: bool = False
     grouping: str = "fixed"
     method: str = "spectral"
     restarts: int = 10

@@ -3,7 +3,7 @@
 These act on a training state (:class:`~mixerdsr.training.TrainState`, any NamedTuple with its
 fields) between compiled steps: the seeding after a warm-up re-arranges experts and routes in
 one call (:func:`reroute`) and may send the experts back to their initial weights
-(:func:`restart_experts`).
+(:func:`restart_experts`), and may start the weights' optimiser afresh (:func:`fresh_moments`).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import optax
 from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, ArrayLike, Bool, Float, Int, PRNGKeyArray
 
@@ -23,7 +24,7 @@ from ._algorithm1 import INACTIVE_BIAS, GateState, fit_gate
 if TYPE_CHECKING:
     from ..training import TrainState
 
-__all__ = ["reroute", "restart_experts", "own_contexts"]
+__all__ = ["reroute", "restart_experts", "fresh_moments", "own_contexts"]
 
 
 def reroute(
@@ -144,3 +145,26 @@ def own_contexts(model: MixER, contexts: Float[Array, "E d"], route: Int[Array, 
     if not model.split:
         return contexts
     return contexts.reshape(contexts.shape[0], model.n_experts, -1)[jnp.arange(contexts.shape[0]), route]
+
+
+def fresh_moments(state: TrainState) -> TrainState:
+    """The weights' optimiser started afresh: every adaptive transform's moments and step count
+    (so its bias correction) back to zero, the learning-rate schedule's count kept
+    (``gate.warm_start.fresh_moments``).
+
+    Copied moments describe the warm-up's shared expert, whose gradients came from every env:
+    an expert that now trains on one small-scale family alone keeps that family-wide second
+    moment for about ``1 / (1 - b2)`` steps and so steps far below its rate.
+    """
+
+    def fresh(s: Any) -> Any:
+        if isinstance(s, optax.ScaleByScheduleState):
+            return s
+        if hasattr(s, "_fields") and "count" in s._fields:  # an adaptive transform's state
+            return jax.tree.map(jnp.zeros_like, s)
+        if isinstance(s, tuple):
+            parts = [fresh(x) for x in s]
+            return type(s)(*parts) if hasattr(s, "_fields") else tuple(parts)
+        return s
+
+    return state._replace(opt_weights=fresh(state.opt_weights))
