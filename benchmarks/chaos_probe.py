@@ -41,6 +41,10 @@ CHANGES: dict[str, tuple[str, list[str]]] = {
         "the default routing (warm start, overlap pairing, no per-env override)",
         ["gate.router=warm_start", "gate.pairing=overlap", "gate.reassign=0"],
     ),
+    "fresh": (
+        "the weights' optimiser started afresh at the warm start's seeding",
+        ["gate.warm_start.fresh_moments=true"],
+    ),
 }
 
 
