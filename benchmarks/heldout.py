@@ -28,6 +28,8 @@ ran; the ``-t1`` recipes and ``mixer-1-t1`` set everything they depend on):
   default batch became at least 16 environments (2026-12-07, later);
 - ``warm-r0-shared-t1-b16-fresh`` and, on a built-in set, ``warm-r0-shared-fresh``: the same with
   the weights' optimiser started afresh at the seeding (``gate.warm_start.fresh_moments``);
+- ``warm-r0-init-fresh``: ``warm-r0`` with the experts back to their initial weights at the seeding
+  and the optimiser started afresh;
 - ``warm``: a warm start (the automatic warm-up) seeded by spectral grouping, overlap pairing;
 - ``warm-r0``: ``warm`` without the per-environment override (``gate.reassign = 0``);
 - ``warm-r0-shared``: ``warm-r0`` with the experts seeded as copies of the warm-up's expert;
@@ -107,6 +109,12 @@ RECIPES: dict[str, tuple[str | None, list[str]]] = {  # name -> (--experts, --se
     ),
     # warm-r0-shared with the fresh optimiser, on a built-in set
     "warm-r0-shared-fresh": (None, [*SHARED, "gate.warm_start.fresh_moments=true"]),
+    # the experts back to their initial weights at the seeding (the routes and contexts the warm-up
+    # found kept), with the fresh optimiser that such a restart needs
+    "warm-r0-init-fresh": (
+        None,
+        [*WARM, "gate.reassign=0", "gate.warm_start.seed_from=init", "gate.warm_start.fresh_moments=true"],
+    ),
     "auto": ("auto:10", []),  # the eigengap count (the default of --experts auto since 2026-12-06)
     "auto-silhouette": ("auto:10", ["gate.warm_start.grouping=silhouette"]),  # the count before
     "auto-warm": ("auto:10", WARM[1:]),  # the count chosen on the spectral grouping, overlap pairing
