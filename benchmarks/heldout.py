@@ -28,8 +28,8 @@ ran; the ``-t1`` recipes and ``mixer-1-t1`` set everything they depend on):
   default batch became at least 16 environments (2026-12-07, later);
 - ``warm-r0-shared-t1-b16-fresh`` and, on a built-in set, ``warm-r0-shared-fresh``: the same with
   the weights' optimiser started afresh at the seeding (``gate.warm_start.fresh_moments``);
-- ``warm-r0-init-fresh``: ``warm-r0`` with the experts back to their initial weights at the seeding
-  and the optimiser started afresh;
+- ``warm-r0-init-fresh`` and, on the held-out sets, ``warm-r0-init-t1-b16-fresh``: ``warm-r0`` with
+  the experts back to their initial weights at the seeding and the optimiser started afresh;
 - ``warm``: a warm start (the automatic warm-up) seeded by spectral grouping, overlap pairing;
 - ``warm-r0``: ``warm`` without the per-environment override (``gate.reassign = 0``);
 - ``warm-r0-shared``: ``warm-r0`` with the experts seeded as copies of the warm-up's expert;
@@ -107,6 +107,18 @@ RECIPES: dict[str, tuple[str | None, list[str]]] = {  # name -> (--experts, --se
         None,
         [*SHARED, "data.time_stride=1", "train.batch_envs=16", "gate.warm_start.fresh_moments=true"],
     ),
+    # the experts back to their initial weights at the seeding, with the fresh optimiser
+    "warm-r0-init-t1-b16-fresh": (
+        None,
+        [
+            *WARM,
+            "gate.reassign=0",
+            "gate.warm_start.seed_from=init",
+            "gate.warm_start.fresh_moments=true",
+            "data.time_stride=1",
+            "train.batch_envs=16",
+        ],
+    ),
     # warm-r0-shared with the fresh optimiser, on a built-in set
     "warm-r0-shared-fresh": (None, [*SHARED, "gate.warm_start.fresh_moments=true"]),
     # the experts back to their initial weights at the seeding (the routes and contexts the warm-up
@@ -130,6 +142,7 @@ SINCE_NEW_DEFAULTS = {
     "warm-r0-shared-t1-o600",
     "warm-r0-shared-t1-b16",
     "warm-r0-shared-t1-b16-fresh",
+    "warm-r0-init-t1-b16-fresh",
     "auto-t1",
 }
 
