@@ -39,7 +39,8 @@ CHANGES: dict[str, tuple[str, list[str]]] = {
     # the global defaults' routing in place of the preset's (from the start, greedy, override 0.5)
     "defroute": (
         "the default routing (warm start, overlap pairing, no per-env override)",
-        ["gate.router=warm_start", "gate.pairing=overlap", "gate.reassign=0"],
+        # with the experts' copied optimiser moments, as it ran before fresh_moments became the default
+        ["gate.router=warm_start", "gate.pairing=overlap", "gate.reassign=0", "gate.warm_start.fresh_moments=false"],
     ),
     "fresh": (
         "the weights' optimiser started afresh at the warm start's seeding",

@@ -135,6 +135,14 @@ RECIPES: dict[str, tuple[str | None, list[str]]] = {  # name -> (--experts, --se
     # JSONs were made on batches of E / K; it now runs with the default batch, at least 16)
     "auto-t1": ("auto:10", [*SHARED[1:], "data.time_stride=1"]),
 }
+#: how every warm start ran until 2026-12-07 (the experts kept the shared expert's optimiser
+#: moments at the seeding): pinned on every recipe measured then, so that each reruns as it ran
+COPIED_MOMENTS = "gate.warm_start.fresh_moments=false"
+RECIPES = {
+    name: (m, items if any(i.startswith("gate.warm_start.fresh_moments") for i in items) else [*items, COPIED_MOMENTS])
+    for name, (m, items) in RECIPES.items()
+}
+
 #: recipes measured since a user's file gets the global defaults (they set all they depend on)
 SINCE_NEW_DEFAULTS = {
     "warm-r0-shared-t1",

@@ -24,10 +24,24 @@ RESULTS = Path(__file__).resolve().parents[1] / "docs" / "results" / "routing"
 
 #: shared by every variant (the CPU budget: one gate update per inner loop, 250 outer steps)
 #: and the paper's proximal weight (``--set train.proximal_beta=1.0 --tag=-beta1`` for the presets' 1)
-COMMON = {"gate.every": 12, "train.outer_steps": 250, "adapt.steps": 200, "train.proximal_beta": 10.0}
+#: and the experts' copied optimiser moments at a warm start's seeding (the default until 2026-12-07)
+COMMON = {
+    "gate.every": 12,
+    "train.outer_steps": 250,
+    "adapt.steps": 200,
+    "train.proximal_beta": 10.0,
+    "gate.warm_start.fresh_moments": False,
+}
 VARIANTS = {
-    "alg1": {"gate.router": "from_start", "gate.pairing": "greedy"},  # the paper's Algorithm 1 (K-means from initialisation)
-    "warm": {"gate.router": "warm_start", "gate.warm_start.warmup": 100, "gate.pairing": "overlap"},  # routes seeded from a shared expert's contexts
+    "alg1": {
+        "gate.router": "from_start",
+        "gate.pairing": "greedy",
+    },  # the paper's Algorithm 1 (K-means from initialisation)
+    "warm": {
+        "gate.router": "warm_start",
+        "gate.warm_start.warmup": 100,
+        "gate.pairing": "overlap",
+    },  # routes seeded from a shared expert's contexts
     # a single meta-learner (MixER-1), on batches of the same size as the others (E/M of the preset)
     "m1": {"model.num_experts": 1, "train.batch_envs": "E/M"},
     # the number of experts chosen after the warm-up (up to the preset's M): --experts auto

@@ -41,6 +41,9 @@ def test_variant_settings():
     assert "model.num_experts" not in s["mixer-M"] and s["mixer-M"]["gate.every"] == 12
     assert s["mixer-auto"]["gate.warm_start.grouping"] == "eigengap"
     assert s["mixer-auto"]["gate.warm_start.warmup"] == 100  # the budget's
+    # the tables' warm starts kept the copied optimiser moments (the default until 2026-12-07)
+    assert s["mixer-auto"]["gate.warm_start.fresh_moments"] is False
+    assert "gate.warm_start.fresh_moments" not in R.settings(R.cells("table2", [0])[0], "smoke")
     auto4 = R.settings(R.Cell("table4", "go", "geps", "mixer-auto", 0), "cpu")
     assert auto4["gate.warm_start.grouping"] == "eigengap" and auto4["gate.warm_start.warmup"] == 50
     assert auto4["gate.router"] == "warm_start" and auto4["model.context_size"] == 6

@@ -103,6 +103,8 @@ _INTRODUCED = {
     "gate.router": "from_start",
     "gate.pairing": "greedy",
     "gate.warm_start.method": "kmeans",
+    # the experts kept the shared expert's optimiser moments at the seeding until 2026-12-07
+    "gate.warm_start.fresh_moments": False,
 }
 
 #: settings that change training only for sequence backbones (one-step maps); a run of an ODE
