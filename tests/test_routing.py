@@ -87,7 +87,14 @@ def test_warm_start_policy_phases_seeding_and_its_state():
     for s in (0, 1):
         same, event = policy.before_step(s, st, lambda _: 1 / 0)
         assert event is None and same is st
+    st = st._replace(opt_weights=jax.tree.map(lambda a: a + 5 if a.ndim == 0 else a, st.opt_weights))  # 5 steps
     seeded, event = policy.before_step(2, st, lambda _: 1 / 0)  # a fixed count needs no fit
+    # the weights' optimiser starts afresh (gate.warm_start.fresh_moments, the default): its
+    # adaptive state's count back to 0, the rate schedule's kept; with the setting off, copied
+    counts = [int(a) for a in jax.tree.leaves(seeded.opt_weights) if a.ndim == 0]
+    assert sorted(counts) == [0, 5]
+    copied = policy_of(c.override({"gate.warm_start.fresh_moments": False})).before_step(2, st, None)[0]
+    assert [int(a) for a in jax.tree.leaves(copied.opt_weights) if a.ndim == 0] == [5, 5]
     assert set(event.assign[:4].tolist()) != set(event.assign[4:].tolist())
     assert "routes seeded" in event.message and event.record == {}
     np.testing.assert_allclose(event.contexts, np.asarray(st.contexts)[:, :2])  # expert 0's part, grouped
