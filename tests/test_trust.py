@@ -90,7 +90,12 @@ def test_warm_start_settings_written_under_their_old_names_are_read_in_their_tab
                      "silhouette_min": ws["silhouette_min"], "silhouette_slack": ws["silhouette_slack"],
                      "single_fit": ws["single_fit"]}
     assert Config.from_dict(flat) == new
-    check_resume(save_checkpoint(tmp_path / "old.npz", {"w": np.zeros(2)}, flat), new)
+    old_ckpt = save_checkpoint(tmp_path / "old.npz", {"w": np.zeros(2)}, flat)
+    # it was trained with the experts' copied optimiser moments (before fresh_moments existed):
+    # resumable so, refused with the fresh optimiser of today's default, naming the setting
+    check_resume(old_ckpt, new.override({"gate.warm_start.fresh_moments": False}))
+    with pytest.raises(ValueError, match="fresh_moments: checkpoint False, given True"):
+        check_resume(old_ckpt, new)
     old_file = tmp_path / "old.toml"
     old_file.write_text('[gate]\nwarmup = 0\nseed_from = "init"\n')
     c = load_config(None, old_file)
