@@ -33,15 +33,10 @@ COMMON = {
     "gate.warm_start.fresh_moments": False,
 }
 VARIANTS = {
-    "alg1": {
-        "gate.router": "from_start",
-        "gate.pairing": "greedy",
-    },  # the paper's Algorithm 1 (K-means from initialisation)
-    "warm": {
-        "gate.router": "warm_start",
-        "gate.warm_start.warmup": 100,
-        "gate.pairing": "overlap",
-    },  # routes seeded from a shared expert's contexts
+    # the paper's Algorithm 1 (K-means from initialisation)
+    "alg1": {"gate.router": "from_start", "gate.pairing": "greedy"},
+    # routes seeded from a shared expert's contexts
+    "warm": {"gate.router": "warm_start", "gate.warm_start.warmup": 100, "gate.pairing": "overlap"},
     # a single meta-learner (MixER-1), on batches of the same size as the others (E/M of the preset)
     "m1": {"model.num_experts": 1, "train.batch_envs": "E/M"},
     # the number of experts chosen after the warm-up (up to the preset's M): --experts auto

@@ -131,12 +131,7 @@ def restart_experts(state: TrainState, init: MixER) -> TrainState:
     learning-rate schedule, kept); routes, gate and contexts unchanged (``gate.seed_from =
     "init"``)."""
     model = eqx.tree_at(lambda m: (m.experts, m.shifts), state.model, (init.experts, init.shifts))
-    n_flat = trained_vector(model).shape[0]
-
-    def zero(v: Any) -> Any:
-        return jnp.zeros_like(v) if hasattr(v, "shape") and v.shape == (n_flat,) else v
-
-    opt = jax.tree.map(zero, state.opt_weights)
+    opt = _zero_moments(state.opt_weights, keep_count=True)
     return state._replace(model=model, opt_weights=opt, loss_cache=state.loss_cache._replace(valid=jnp.zeros((), bool)))
 
 
@@ -156,15 +151,19 @@ def fresh_moments(state: TrainState) -> TrainState:
     an expert that now trains on one small-scale family alone keeps that family-wide second
     moment for about ``1 / (1 - b2)`` steps and so steps far below its rate.
     """
+    return state._replace(opt_weights=_zero_moments(state.opt_weights, keep_count=False))
 
-    def fresh(s: Any) -> Any:
-        if isinstance(s, optax.ScaleByScheduleState):
-            return s
-        if hasattr(s, "_fields") and "count" in s._fields:  # an adaptive transform's state
-            return jax.tree.map(jnp.zeros_like, s)
-        if isinstance(s, tuple):
-            parts = [fresh(x) for x in s]
-            return type(s)(*parts) if hasattr(s, "_fields") else tuple(parts)
-        return s
 
-    return state._replace(opt_weights=fresh(state.opt_weights))
+def _zero_moments(opt_state: Any, keep_count: bool) -> Any:
+    """``opt_state`` with every adaptive transform's state (an optax NamedTuple with a
+    ``count``: Adam's, AdaBelief's) zeroed, its ``count`` too unless ``keep_count``; the
+    learning-rate schedule's state is left as it is."""
+    if isinstance(opt_state, optax.ScaleByScheduleState):
+        return opt_state
+    if hasattr(opt_state, "_fields") and "count" in opt_state._fields:
+        zeroed = jax.tree.map(jnp.zeros_like, opt_state)
+        return zeroed._replace(count=opt_state.count) if keep_count else zeroed
+    if isinstance(opt_state, tuple):
+        parts = [_zero_moments(x, keep_count) for x in opt_state]
+        return type(opt_state)(*parts) if hasattr(opt_state, "_fields") else tuple(parts)
+    return opt_state
