@@ -134,6 +134,12 @@ RECIPES: dict[str, tuple[str | None, list[str]]] = {  # name -> (--experts, --se
     # the eigengap count with warm-r0-shared-t1's settings: `--experts auto` on a user's file (its
     # JSONs were made on batches of E / K; it now runs with the default batch, at least 16)
     "auto-t1": ("auto:10", [*SHARED[1:], "data.time_stride=1"]),
+    # `--experts auto` as a user's file gets it since the third sitting of 2026-12-07: at least 16
+    # envs per step and the fresh optimiser at the seeding
+    "auto-t1-b16-fresh": (
+        "auto:10",
+        [*SHARED[1:], "data.time_stride=1", "train.batch_envs=16", "gate.warm_start.fresh_moments=true"],
+    ),
 }
 #: how every warm start ran until 2026-12-07 (the experts kept the shared expert's optimiser
 #: moments at the seeding): pinned on every recipe measured then, so that each reruns as it ran
@@ -152,6 +158,7 @@ SINCE_NEW_DEFAULTS = {
     "warm-r0-shared-t1-b16-fresh",
     "warm-r0-init-t1-b16-fresh",
     "auto-t1",
+    "auto-t1-b16-fresh",
 }
 
 
