@@ -121,6 +121,17 @@ RECIPES: dict[str, tuple[str | None, list[str]]] = {  # name -> (--experts, --se
     ),
     # warm-r0-shared with the fresh optimiser, on a built-in set
     "warm-r0-shared-fresh": (None, [*SHARED, "gate.warm_start.fresh_moments=true"]),
+    # the fresh optimiser after a warm-up of 30 outer steps instead of a fifth of the run (60 on
+    # ODEBench-2): more of the run for the routed experts
+    "warm-r0-shared-fresh-wu30": (
+        None,
+        [*SHARED, "gate.warm_start.fresh_moments=true", "gate.warm_start.warmup=30"],
+    ),
+    # the fresh optimiser with the loss weighting p = 0.5 (warm-r0-shared-w5 had copied moments)
+    "warm-r0-shared-fresh-w5": (
+        None,
+        [*SHARED, "gate.warm_start.fresh_moments=true", "train.env_weight_power=0.5"],
+    ),
     # the experts back to their initial weights at the seeding (the routes and contexts the warm-up
     # found kept), with the fresh optimiser that such a restart needs
     "warm-r0-init-fresh": (
